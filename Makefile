@@ -1,0 +1,45 @@
+# Every target sets up what it needs on a fresh Debian machine (see scripts/).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: venv proto proto-check lint typecheck check test demo bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	bash scripts/setup-venv.sh $(VENV)
+	touch $@
+
+proto: venv
+	bash scripts/gen-proto.sh $(PY)
+
+proto-check: venv
+	bash scripts/gen-proto.sh $(PY) --check
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy agent/hatrain client/hatrain tests bench
+
+check: proto-check lint typecheck
+
+# The test command: installs Docker, sshd, Axolotl (cached) and starts what the tests need.
+test: venv
+	bash scripts/setup-host.sh --test-gpu-hook
+	$(MAKE) check
+	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+# The main job: an agent on this machine and a real training run submitted through the client.
+demo: venv
+	bash scripts/setup-host.sh
+	bash scripts/demo.sh
+
+bench: venv
+	bash scripts/setup-host.sh
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

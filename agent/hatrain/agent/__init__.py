@@ -1,0 +1,1 @@
+"""hatrain-agent: a durable, GPU-aware queue that runs Axolotl jobs and streams their events."""

@@ -1,0 +1,72 @@
+"""hatrain-agent: serve | doctor."""
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .config import load_config
+from .errors import ConfigError
+
+DEFAULT_CONFIG = Path("/etc/hatrain/agent.yml")
+
+
+def _load(config: Path | None, data_root: Path | None, listen: str | None):  # type: ignore[no-untyped-def]
+    if config is None and DEFAULT_CONFIG.exists():
+        config = DEFAULT_CONFIG
+    try:
+        loaded = load_config(config)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    updates = {}
+    if data_root is not None:
+        updates["data_root"] = data_root
+    if listen is not None:
+        updates["listen"] = listen
+    return loaded.model_copy(update=updates)
+
+
+_options = [
+    click.option("--config", "-c", type=click.Path(path_type=Path, dir_okay=False),
+                 help=f"agent.yml (default {DEFAULT_CONFIG} when it exists)"),
+    click.option("--data-root", type=click.Path(path_type=Path, file_okay=False),
+                 help="Override data_root."),
+    click.option("--listen", help="Override listen (host:port)."),
+]
+
+
+def _with_options(func):  # type: ignore[no-untyped-def]
+    for option in reversed(_options):
+        func = option(func)
+    return func
+
+
+@click.group()
+@click.version_option(package_name="hatrain")
+def main() -> None:
+    """The hatrain agent: runs Axolotl jobs from a durable, GPU-aware queue."""
+
+
+@main.command()
+@_with_options
+def serve(config: Path | None, data_root: Path | None, listen: str | None) -> None:
+    """Serve the agent's gRPC API until SIGTERM."""
+    from .server import serve as run
+
+    run(_load(config, data_root, listen))
+
+
+@main.command()
+@_with_options
+def doctor(config: Path | None, data_root: Path | None, listen: str | None) -> None:
+    """Check Docker, the NVIDIA runtime, GPUs, the data root and the port."""
+    from .doctor import run_checks
+
+    checks = run_checks(_load(config, data_root, listen))
+    table = Table("check", "", "detail")
+    for check in checks:
+        table.add_row(check.name, "[green]ok[/]" if check.ok else "[red]FAIL[/]", check.detail)
+    Console().print(table)
+    if not all(c.ok for c in checks):
+        raise SystemExit(1)

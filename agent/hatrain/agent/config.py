@@ -1,0 +1,103 @@
+"""agent.yml: the admin's settings, validated with errors that name the field."""
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+DEFAULT_IMAGE = "axolotlai/axolotl-cloud:main-py3.11-cu128-2.8.0"
+DEFAULT_ALLOWED_IMAGES = [DEFAULT_IMAGE, "axolotlai/axolotl-cloud:main-py3.11-cu126-2.8.0"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StaticGpu(_Strict):
+    uuid: str = Field(min_length=1)
+    name: str = "GPU"
+    memory_mb: int = Field(default=0, ge=0)
+
+
+class GpuConfig(_Strict):
+    # auto: NVML when it answers, else the static list.
+    source: Literal["auto", "nvml", "static"] = "auto"
+    static: list[StaticGpu] = []
+
+
+class HostMount(_Strict):
+    """A mount the admin adds to every container (clients can never choose mounts)."""
+
+    source: Path
+    target: str = Field(pattern=r"^/")
+    read_only: bool = True
+
+
+class DockerConfig(_Strict):
+    allowed_images: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_IMAGES))
+    default_image: str = DEFAULT_IMAGE
+    ipc_host: bool = True
+    shm_size: str | None = None
+    extra_mounts: list[HostMount] = []
+    env: dict[str, str] = {}
+    stop_grace_seconds: float = Field(default=30.0, gt=0)
+    pull_missing: bool = True
+
+
+class LocalConfig(_Strict):
+    """Axolotl installed in a virtualenv on the host (its documented pip install)."""
+
+    axolotl: str = "axolotl"
+    env: dict[str, str] = {}
+    stop_grace_seconds: float = Field(default=30.0, gt=0)
+
+
+class SchedulerConfig(_Strict):
+    backfill: bool = True
+    # Most GPUs one user may hold at once; a name: number map, "*" for everybody else.
+    user_gpu_caps: dict[str, int] = {}
+
+
+class LimitsConfig(_Strict):
+    max_request_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    max_config_bytes: int = Field(default=1024 * 1024, gt=0)
+    max_files: int = Field(default=10_000, gt=0)
+
+
+class AgentConfig(_Strict):
+    data_root: Path = Path("/var/lib/hatrain")
+    listen: str = "127.0.0.1:50151"
+    runtime: Literal["docker", "local"] = "docker"
+    docker: DockerConfig = DockerConfig()
+    local: LocalConfig = LocalConfig()
+    gpus: GpuConfig = GpuConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    limits: LimitsConfig = LimitsConfig()
+    admins: list[str] = []
+    default_time_limit_seconds: int | None = Field(default=None, gt=0)
+    log_format: Literal["json", "console"] = "json"
+
+
+def load_config(path: Path | None) -> AgentConfig:
+    """Read agent.yml; None gives the embedded defaults."""
+    if path is None:
+        return AgentConfig()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
+    try:
+        return AgentConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: {field}: {first['msg']}") from exc

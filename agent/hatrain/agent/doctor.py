@@ -1,0 +1,90 @@
+"""`hatrain-agent doctor`: is this host ready to run jobs? One line per check, with the fix."""
+
+import os
+import shutil
+import socket
+import tempfile
+from dataclasses import dataclass
+
+from .config import AgentConfig
+from .gpus import discover
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _docker(config: AgentConfig) -> list[Check]:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=10)
+        info = client.info()
+    except Exception as exc:
+        return [Check("docker", False, f"cannot reach the Docker engine ({exc}); start dockerd")]
+    checks = [Check("docker", True, f"engine {info.get('ServerVersion', '?')}")]
+    nvidia = "nvidia" in (info.get("Runtimes") or {}) or bool(
+        shutil.which("nvidia-container-runtime-hook")
+    )
+    checks.append(Check(
+        "nvidia runtime", nvidia,
+        "found" if nvidia else "not found: install the NVIDIA Container Toolkit for GPU jobs",
+    ))
+    missing = [i for i in config.docker.allowed_images if not client.images.list(name=i)]
+    checks.append(Check(
+        "images", True,
+        "all allowed images are present" if not missing
+        else f"will be pulled on first use: {', '.join(missing)}",
+    ))
+    return checks
+
+
+def _data_root(config: AgentConfig) -> Check:
+    root = config.data_root
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root):
+            pass
+    except OSError as exc:
+        return Check("data root", False, f"{root} is not writable: {exc.strerror}")
+    free = shutil.disk_usage(root).free / 2**30
+    return Check("data root", free > 5, f"{root}, {free:.1f} GiB free")
+
+
+def _port(config: AgentConfig) -> Check:
+    host, _, port = config.listen.rpartition(":")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host.strip("[]") or "127.0.0.1", int(port)))
+        except OSError:
+            return Check("port", False, f"{config.listen} is in use (an agent already running?)")
+    exposed = host not in ("127.0.0.1", "localhost", "[::1]")
+    detail = f"{config.listen} free" + (
+        "; not loopback: put it behind TLS" if exposed else " (loopback, reached over SSH)"
+    )
+    return Check("port", True, detail)
+
+
+def run_checks(config: AgentConfig) -> list[Check]:
+    checks: list[Check] = []
+    if config.runtime == "docker":
+        checks += _docker(config)
+    else:
+        axolotl = shutil.which(config.local.axolotl) or (
+            config.local.axolotl if os.access(config.local.axolotl, os.X_OK) else None
+        )
+        checks.append(Check("axolotl", axolotl is not None,
+                            axolotl or f"{config.local.axolotl} not found: set local.axolotl"))
+    try:
+        gpus, source = discover(config.gpus)
+        names = ", ".join(sorted({g.name for g in gpus})) or "none (CPU jobs only)"
+        checks.append(Check("gpus", True, f"{len(gpus)} from {source}: {names}"))
+    except Exception as exc:
+        checks.append(Check("gpus", False, str(exc)))
+    checks.append(_data_root(config))
+    checks.append(_port(config))
+    return checks

@@ -1,0 +1,39 @@
+"""The agent's exception tree. The gRPC boundary (service.py) maps each class to one status code.
+
+    HatrainError
+    ├── InvalidArgument      bad input: names the field and what was expected; nothing was changed
+    ├── NotFound             unknown job or object
+    ├── PermissionDenied     acting on somebody else's job
+    ├── FailedPrecondition   the request is valid but the job's state does not allow it
+    └── ResourceExhausted    over a size limit
+"""
+
+
+class HatrainError(Exception):
+    """Base of every error the agent reports to a client."""
+
+
+class InvalidArgument(HatrainError):
+    def __init__(self, field: str, expected: str) -> None:
+        super().__init__(f"{field}: {expected}")
+        self.field = field
+
+
+class NotFound(HatrainError):
+    pass
+
+
+class PermissionDenied(HatrainError):
+    pass
+
+
+class FailedPrecondition(HatrainError):
+    pass
+
+
+class ResourceExhausted(HatrainError):
+    pass
+
+
+class ConfigError(Exception):
+    """agent.yml is invalid; the message names the field."""

@@ -1,0 +1,89 @@
+"""Job events: the ordered, append-only stream every watcher reads."""
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class EventKind(StrEnum):
+    STATE = "state"
+    LOG = "log"
+    METRICS = "metrics"
+    PROGRESS = "progress"
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    value: float | None
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Progress:
+    phase: str
+    current: int
+    total: int
+    rate: float = 0.0
+    elapsed_seconds: float = 0.0
+    eta_seconds: float = 0.0
+    unit: str = "it"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event; seq and time are given by the store when it is appended."""
+
+    kind: EventKind
+    step: str = ""
+    state: str = ""
+    reason: str = ""
+    message: str = ""
+    line: str = ""
+    stream: str = ""
+    metrics: tuple[Metric, ...] = ()
+    eval: bool = False
+    progress: Progress | None = None
+    exit_code: int | None = None
+    seq: int = 0
+    time: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_record(self) -> dict[str, Any]:
+        """The compact JSON form stored in SQLite (defaults left out)."""
+        rec: dict[str, Any] = {}
+        for key in ("step", "state", "reason", "message", "line", "stream"):
+            value = getattr(self, key)
+            if value:
+                rec[key] = value
+        if self.metrics:
+            rec["metrics"] = [[m.name, m.value, m.text] for m in self.metrics]
+        if self.eval:
+            rec["eval"] = True
+        if self.progress is not None:
+            p = self.progress
+            rec["progress"] = [
+                p.phase, p.current, p.total, p.rate, p.elapsed_seconds, p.eta_seconds, p.unit
+            ]
+        if self.exit_code is not None:
+            rec["exit_code"] = self.exit_code
+        return rec
+
+    @classmethod
+    def from_record(cls, kind: str, seq: int, time: float, rec: dict[str, Any]) -> "Event":
+        progress = rec.get("progress")
+        return cls(
+            kind=EventKind(kind),
+            seq=seq,
+            time=time,
+            step=rec.get("step", ""),
+            state=rec.get("state", ""),
+            reason=rec.get("reason", ""),
+            message=rec.get("message", ""),
+            line=rec.get("line", ""),
+            stream=rec.get("stream", ""),
+            metrics=tuple(Metric(n, v, t) for n, v, t in rec.get("metrics", ())),
+            eval=rec.get("eval", False),
+            progress=Progress(*progress) if progress else None,
+            exit_code=rec.get("exit_code"),
+        )

@@ -1,0 +1,221 @@
+"""Turn Axolotl's raw output into events: log lines, metric dicts, progress bars and failure signs.
+
+Axolotl (through transformers) prints `\\r`-updated tqdm bars, metric dicts such as
+`{'loss': '4.919', 'learning_rate': '6.699e-05', ...}` (string-valued since transformers 5,
+numeric before, `nan` possible), eval dicts (`eval_*` keys) and a final `train_runtime` dict.
+Bars become PROGRESS events (throttled) instead of thousands of log lines.
+"""
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .events import Event, EventKind, Metric, Progress
+from .states import FailureReason
+
+PREPROCESS_SUCCESS = "Success! Preprocessed data path"
+
+_BAR = re.compile(
+    r"^(?P<desc>.*?):?\s*(?P<pct>\d{1,3})%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*"
+    r"\[(?P<elapsed>[\d:]+)<(?P<remaining>[\d:?]+),\s*(?P<rate>[\d.]+|\?)\s*(?P<unit>[^\]]*?)\]"
+)
+_DICT = re.compile(r"\{'[^{}]*\}")
+_PAIR = re.compile(r"'([^']+)':\s*('(?:[^'\\]|\\.)*'|[^,}]+)")
+_MAX_STEPS = re.compile(r"Maximum number of steps set at (\d+)")
+_ERROR_LINE = re.compile(r"^\s*([A-Za-z_.]*(Error|Exception)|RuntimeError|AssertionError)\b.*:")
+_THROTTLE_SECONDS = 0.25
+_HINT_CHARS = 300
+_CLEARED_LINE = 20
+
+
+@dataclass(frozen=True)
+class Signature:
+    pattern: re.Pattern[str]
+    reason: FailureReason
+    # None: the matching log line itself is the hint.
+    hint: str | None = None
+
+
+SIGNATURES = (
+    Signature(
+        re.compile(r"CUDA out of memory|torch\.OutOfMemoryError|OutOfMemoryError: CUDA"),
+        FailureReason.GPU_OUT_OF_MEMORY,
+        "CUDA out of memory: lower micro_batch_size or sequence_len, or enable "
+        "gradient_checkpointing",
+    ),
+    Signature(re.compile(r"The dataset could not be loaded"), FailureReason.DATASET_ERROR),
+    Signature(
+        re.compile(r"datasets\.exceptions\.|DatasetGenerationError|JSONDecodeError|"
+                   r"Failed to (read|load) (file|dataset)"),
+        FailureReason.DATASET_ERROR,
+    ),
+    Signature(
+        re.compile(r"GatedRepoError|Cannot access gated repo|is a gated|401 Client Error|"
+                   r"Invalid user token|Access to model .* is restricted"),
+        FailureReason.GATED_MODEL,
+        "the model is gated or the token is wrong: accept its licence on the Hub and pass "
+        "HF_TOKEN",
+    ),
+    Signature(
+        re.compile(r"validation errors? for AxolotlInputConfig|validation errors? for Axolotl|"
+                   r"pydantic_core\._pydantic_core\.ValidationError"),
+        FailureReason.BAD_CONFIG,
+    ),
+    Signature(
+        re.compile(r"Watchdog caught collective operation timeout|NCCL.*[Tt]imeout"),
+        FailureReason.NCCL_TIMEOUT,
+        "NCCL timed out between GPUs: check that every GPU is healthy and shared memory is large",
+    ),
+    Signature(
+        re.compile(r"unable to write to file </torch_|No space left on device.*shm|"
+                   r"DataLoader worker .* is killed by signal: Bus error|shared memory"),
+        FailureReason.SHARED_MEMORY,
+        "out of shared memory: the agent's docker.ipc_host or docker.shm_size is too small",
+    ),
+    Signature(
+        re.compile(r"We couldn't connect to 'https://huggingface.co'|LocalEntryNotFoundError|"
+                   r"does not appear to have a file named|is not a local folder and is not a "
+                   r"valid model identifier"),
+        FailureReason.MODEL_UNAVAILABLE,
+    ),
+)
+
+
+def parse_metrics(text: str) -> tuple[Metric, ...] | None:
+    """The metrics of a `{'name': value, ...}` dict printed on this line, if there is one."""
+    found = _DICT.search(text)
+    if found is None:
+        return None
+    metrics = []
+    for name, raw in _PAIR.findall(found.group(0)):
+        raw = raw.strip()
+        text_value = raw[1:-1] if raw[:1] in "'\"" else raw
+        try:
+            metrics.append(Metric(name, float(text_value)))
+        except ValueError:
+            metrics.append(Metric(name, None, text_value))
+    return tuple(metrics) or None
+
+
+def _seconds(clock: str) -> float:
+    if "?" in clock:
+        return 0.0
+    total = 0.0
+    for part in clock.split(":"):
+        total = total * 60 + float(part)
+    return total
+
+
+class OutputParser:
+    """Feed it output chunks of one step in order; it returns the events they make."""
+
+    def __init__(
+        self,
+        step: str,
+        clock: Callable[[], float] = time.monotonic,
+        train_total: int | None = None,
+    ) -> None:
+        self.step = step
+        self._clock = clock
+        self._buffer = ""
+        self.train_total = train_total
+        self._last_emit: dict[str, float] = {}
+        self._pending: dict[str, Event] = {}
+        self.failure: tuple[FailureReason, str] | None = None
+        self.last_error_line = ""
+        self.preprocess_succeeded = False
+
+    def feed(self, chunk: str) -> list[Event]:
+        self._buffer += chunk
+        events: list[Event] = []
+        *lines, rest = self._buffer.split("\n")
+        for line in lines:
+            for segment in line.split("\r"):
+                self._segment(segment, events)
+        # A partial line: bars updated with \r are handled as they arrive.
+        *done, self._buffer = rest.split("\r")
+        for segment in done:
+            self._segment(segment, events)
+        return events
+
+    def flush(self) -> list[Event]:
+        events: list[Event] = []
+        if self._buffer:
+            self._segment(self._buffer, events)
+            self._buffer = ""
+        events += self._pending.values()
+        self._pending.clear()
+        return events
+
+    def _segment(self, segment: str, events: list[Event]) -> None:
+        text = segment.rstrip()
+        if not text.strip():
+            return
+        bar = _BAR.match(text.strip())
+        if bar is not None:
+            self._bar(bar, events)
+            text = text.strip()[bar.end():]
+            if not text.strip():
+                return
+        self._line(text, events)
+
+    def _bar(self, bar: re.Match[str], events: list[Event]) -> None:
+        desc = bar.group("desc").strip()
+        current, total = int(bar.group("n")), int(bar.group("total"))
+        if desc:
+            phase = desc
+        elif self.step == "train" and self.train_total is not None and total != self.train_total:
+            phase = "eval"
+        else:
+            phase = self.step
+        rate_text, unit = bar.group("rate"), bar.group("unit").strip()
+        rate = 0.0 if rate_text == "?" else float(rate_text)
+        if unit.startswith("s/"):
+            rate, unit = (1.0 / rate if rate else 0.0), unit[2:]
+        elif unit.endswith("/s"):
+            unit = unit[:-2]
+        event = Event(
+            EventKind.PROGRESS,
+            step=self.step,
+            progress=Progress(
+                phase=phase,
+                current=current,
+                total=total,
+                rate=rate,
+                elapsed_seconds=_seconds(bar.group("elapsed")),
+                eta_seconds=_seconds(bar.group("remaining")),
+                unit=unit.strip() or "it",
+            ),
+        )
+        now = self._clock()
+        last = self._last_emit.get(phase)
+        if current in (0, total) or last is None or now - last >= _THROTTLE_SECONDS:
+            self._pending.pop(phase, None)
+            self._last_emit[phase] = now
+            events.append(event)
+        else:
+            self._pending[phase] = event
+
+    def _line(self, text: str, events: list[Event]) -> None:
+        if len(text) - len(text.lstrip(" ")) >= _CLEARED_LINE:
+            text = text.lstrip(" ")  # tqdm blanks its line with spaces before printing over it
+        events += self._pending.values()
+        self._pending.clear()
+        events.append(Event(EventKind.LOG, step=self.step, line=text))
+        metrics = parse_metrics(text)
+        if metrics is not None:
+            is_eval = any(m.name.startswith("eval_") for m in metrics)
+            events.append(Event(EventKind.METRICS, step=self.step, metrics=metrics, eval=is_eval))
+        steps = _MAX_STEPS.search(text)
+        if steps is not None:
+            self.train_total = int(steps.group(1))
+        if PREPROCESS_SUCCESS in text:
+            self.preprocess_succeeded = True
+        if _ERROR_LINE.match(text):
+            self.last_error_line = text.strip()[:_HINT_CHARS]
+        if self.failure is None:
+            for sig in SIGNATURES:
+                if sig.pattern.search(text):
+                    self.failure = (sig.reason, sig.hint or text.strip()[:_HINT_CHARS])
+                    break

@@ -1,0 +1,51 @@
+"""What every job becomes when the agent starts again (after a crash, SIGKILL or an upgrade)."""
+
+import structlog
+
+from .jobs import Job
+from .runner import STEP_OF_STATE
+from .runtime import Runtime
+from .states import RUNNING, FailureReason, JobState
+from .store import Store
+
+log = structlog.get_logger(__name__)
+
+
+def reconcile(store: Store, runtime: Runtime) -> list[Job]:
+    """Reconcile the queue with the runtime; returns the jobs whose runners must resume.
+
+    - QUEUED: stays queued; the scheduler places it as usual.
+    - STARTING: nothing ran yet; its runner starts again from preparing the image.
+    - PREPROCESSING / TRAINING: the step's container (or process) is looked up by its recorded
+      handle or its labels. Running: re-attached, logs continue from the stored cursor (no gap, no
+      duplicate). Exited: the rest of its output is read and its real exit code decides. Never
+      started: started now. Recorded but gone: FAILED with reason `container lost`.
+    - SUCCEEDED / FAILED / CANCELLED: final, untouched.
+    """
+    resume: list[Job] = []
+    for job in store.jobs_in(RUNNING):
+        if job.state == JobState.STARTING:
+            resume.append(job)
+            continue
+        step = STEP_OF_STATE[job.state]
+        info = job.runtime.get(step, {})
+        if "exit_code" in info:
+            resume.append(job)
+            continue
+        handle = info.get("handle") or runtime.find(job, step)
+        if handle is None:
+            resume.append(job)
+            continue
+        if runtime.probe(handle) == "missing":
+            log.warning("container lost", job_id=job.id, step=step)
+            store.transition(
+                job.id,
+                JobState.FAILED,
+                reason=FailureReason.CONTAINER_LOST,
+                hint=f"the {step} container disappeared while the agent was down",
+            )
+            continue
+        if "handle" not in info:
+            store.update_runtime(job.id, **{step: {**info, "handle": handle}})
+        resume.append(store.get(job.id))
+    return resume

@@ -1,0 +1,77 @@
+"""What a runtime (Docker, or a local virtualenv) must do to run one step of a job."""
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from .events import Progress
+from .jobs import Job
+from .states import FailureReason
+from .workspace import CONFIGS, SECRETS, JobDirs
+
+STEPS = ("preprocess", "train")
+LABEL_JOB = "hatrain.job"
+LABEL_STEP = "hatrain.step"
+LABEL_USER = "hatrain.user"
+
+# Exports each secret file as an environment variable inside the process only, so secrets never
+# show in `docker inspect` or `ps e`; then runs the step's command.
+SECRET_SHIM = (
+    'for f in "${HATRAIN_SECRETS:-' + SECRETS + '}"/*; do '
+    '[ -f "$f" ] && export "${f##*/}=$(cat "$f")"; done; exec "$@"'
+)
+
+BASE_ENV = {
+    "AXOLOTL_DO_NOT_TRACK": "1",
+    "HF_HOME": "/workspace/data/huggingface-cache",
+    "JUPYTER_DISABLE": "1",
+    "PYTHONUNBUFFERED": "1",
+}
+
+Handle = dict[str, Any]
+Probe = Literal["running", "exited", "missing"]
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    code: int
+    oom_killed: bool = False
+
+
+class RuntimeFailure(Exception):
+    """The runtime could not run the step; ends the job FAILED with this reason."""
+
+    def __init__(self, reason: FailureReason, hint: str) -> None:
+        super().__init__(hint)
+        self.reason = reason
+        self.hint = hint
+
+
+def axolotl_args(step: str, config_name: str, configs_dir: str = CONFIGS) -> list[str]:
+    args = [step, f"{configs_dir}/{config_name}"]
+    return [*args, "--debug"] if step == "preprocess" else args
+
+
+class Runtime(Protocol):
+    name: str
+
+    def prepare(self, job: Job, progress: Callable[[Progress], None]) -> None:
+        """Make sure the job can start (e.g. pull its image); raises RuntimeFailure."""
+
+    def start(self, job: Job, step: str, dirs: JobDirs) -> Handle:
+        """Start the step; returns what find() and the other calls need to reach it again."""
+
+    def find(self, job: Job, step: str) -> Handle | None:
+        """The step's process or container, after an agent restart."""
+
+    def logs(self, handle: Handle, cursor: Any) -> Iterator[tuple[str, Any]]:
+        """Output after cursor as (text, cursor after it), until the step ends."""
+
+    def wait(self, handle: Handle) -> ExitStatus: ...
+
+    def probe(self, handle: Handle) -> Probe: ...
+
+    def stop(self, handle: Handle, grace_seconds: float) -> None:
+        """SIGTERM, then SIGKILL after the grace period."""
+
+    def remove(self, handle: Handle) -> None: ...

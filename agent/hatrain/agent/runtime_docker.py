@@ -1,0 +1,189 @@
+"""Run each step in a Docker container, reproducing the hand-run `docker run` of the seed."""
+
+import time
+from datetime import datetime
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import docker
+import docker.errors
+from docker.types import DeviceRequest, Mount
+
+from .config import DockerConfig
+from .events import Progress
+from .jobs import Job
+from .runtime import (
+    BASE_ENV,
+    LABEL_JOB,
+    LABEL_STEP,
+    LABEL_USER,
+    SECRET_SHIM,
+    ExitStatus,
+    Handle,
+    Probe,
+    RuntimeFailure,
+    axolotl_args,
+)
+from .states import FailureReason
+from .workspace import CONFIGS, DATASETS, HF_CACHE, RUNS, SECRETS, JobDirs
+
+Cursor = tuple[int, int, int]  # (seconds, nanoseconds, lines already read at that instant)
+
+
+def _parse_timestamp(stamp: str) -> tuple[int, int]:
+    """Docker's RFC 3339 nano timestamp as (epoch seconds, nanoseconds), without float rounding."""
+    whole, _, frac = stamp.rstrip("Z").partition(".")
+    seconds = int(datetime.fromisoformat(whole + "+00:00").timestamp())
+    return seconds, int((frac + "000000000")[:9])
+
+
+def split_repository(image: str) -> tuple[str, str]:
+    name, _, tag = image.rpartition(":")
+    if not name or "/" in tag:
+        return image, "latest"
+    return name, tag
+
+
+class DockerRuntime:
+    name = "docker"
+
+    def __init__(self, config: DockerConfig, client: docker.DockerClient | None = None) -> None:
+        self.config = config
+        self.client = client or docker.from_env(timeout=120)
+
+    def prepare(self, job: Job, progress: Callable[[Progress], None]) -> None:
+        try:
+            self.client.images.get(job.spec.image)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        except docker.errors.APIError as exc:
+            raise RuntimeFailure(FailureReason.RUNTIME_ERROR, f"docker: {exc.explanation}") from exc
+        if not self.config.pull_missing:
+            raise RuntimeFailure(
+                FailureReason.IMAGE_PULL_FAILED,
+                f"image {job.spec.image} is not on this host and pulling is disabled",
+            )
+        repository, tag = split_repository(job.spec.image)
+        layers: dict[str, tuple[int, int]] = {}
+        started = time.monotonic()
+        try:
+            for message in self.client.api.pull(repository, tag=tag, stream=True, decode=True):
+                if "error" in message:
+                    raise RuntimeFailure(FailureReason.IMAGE_PULL_FAILED, str(message["error"]))
+                detail = message.get("progressDetail") or {}
+                if message.get("id") and detail.get("total"):
+                    layers[message["id"]] = (int(detail.get("current", 0)), int(detail["total"]))
+                    done = sum(c for c, _ in layers.values())
+                    total = sum(t for _, t in layers.values())
+                    elapsed = time.monotonic() - started
+                    progress(Progress("pull", done, total, done / elapsed if elapsed else 0.0,
+                                      elapsed, 0.0, "B"))
+        except docker.errors.APIError as exc:
+            raise RuntimeFailure(FailureReason.IMAGE_PULL_FAILED, str(exc.explanation)) from exc
+
+    def _mounts(self, dirs: JobDirs) -> list[Mount]:
+        mounts = [
+            Mount(DATASETS, str(dirs.datasets), type="bind", read_only=True),
+            Mount(RUNS, str(dirs.run), type="bind"),
+            Mount(CONFIGS, str(dirs.configs), type="bind", read_only=True),
+            Mount(HF_CACHE, str(dirs.hf_cache), type="bind"),
+            Mount(SECRETS, str(dirs.secrets), type="bind", read_only=True),
+        ]
+        mounts += [
+            Mount(m.target, str(m.source), type="bind", read_only=m.read_only)
+            for m in self.config.extra_mounts
+        ]
+        return mounts
+
+    def start(self, job: Job, step: str, dirs: JobDirs) -> Handle:
+        name = f"hatrain-{job.id}-{step}"
+        kwargs: dict[str, Any] = {}
+        if job.gpu_uuids:
+            kwargs["device_requests"] = [
+                DeviceRequest(driver="nvidia", device_ids=list(job.gpu_uuids),
+                              capabilities=[["gpu"]])
+            ]
+        if self.config.ipc_host:
+            kwargs["ipc_mode"] = "host"
+        elif self.config.shm_size:
+            kwargs["shm_size"] = self.config.shm_size
+        try:
+            container = self.client.containers.create(
+                job.spec.image,
+                command=["/bin/sh", "-c", SECRET_SHIM, "hatrain", "axolotl",
+                         *axolotl_args(step, job.spec.config_name)],
+                name=name,
+                labels={LABEL_JOB: job.id, LABEL_STEP: step, LABEL_USER: job.user},
+                environment={**BASE_ENV, **self.config.env},
+                mounts=self._mounts(dirs),
+                working_dir="/workspace",
+                detach=True,
+                **kwargs,
+            )
+            container.start()
+        except docker.errors.APIError as exc:
+            reason = FailureReason.RUNTIME_ERROR
+            text = str(exc.explanation or exc)
+            if "nvidia" in text or "device driver" in text:
+                reason = FailureReason.GPU_UNAVAILABLE
+            raise RuntimeFailure(reason, f"docker: {text}") from exc
+        return {"container": container.id, "name": name}
+
+    def find(self, job: Job, step: str) -> Handle | None:
+        found = self.client.containers.list(
+            all=True, filters={"label": [f"{LABEL_JOB}={job.id}", f"{LABEL_STEP}={step}"]}
+        )
+        if not found:
+            return None
+        return {"container": found[0].id, "name": found[0].name}
+
+    def logs(self, handle: Handle, cursor: Any) -> Iterator[tuple[str, Any]]:
+        after: Cursor | None = tuple(cursor) if cursor else None  # type: ignore[assignment]
+        since = after[0] if after else None
+        try:
+            stream = self.client.api.logs(
+                handle["container"], stream=True, follow=True, timestamps=True, since=since
+            )
+        except docker.errors.NotFound:
+            return
+        previous: tuple[int, int] | None = None
+        count = 0
+        for frame in stream:
+            text = frame.decode("utf-8", errors="replace")
+            stamp, _, body = text.partition(" ")
+            instant = _parse_timestamp(stamp)
+            count = count + 1 if instant == previous else 1
+            previous = instant
+            if after is not None and (instant, count) <= ((after[0], after[1]), after[2]):
+                continue
+            yield body, [instant[0], instant[1], count]
+
+    def wait(self, handle: Handle) -> ExitStatus:
+        try:
+            container = self.client.containers.get(handle["container"])
+            result = container.wait()
+            container.reload()
+        except docker.errors.NotFound as exc:
+            raise RuntimeFailure(FailureReason.CONTAINER_LOST,
+                                 "the container disappeared while it ran") from exc
+        return ExitStatus(int(result["StatusCode"]), bool(container.attrs["State"]["OOMKilled"]))
+
+    def probe(self, handle: Handle) -> Probe:
+        try:
+            container = self.client.containers.get(handle["container"])
+        except docker.errors.NotFound:
+            return "missing"
+        return "running" if container.status in ("running", "created", "restarting") else "exited"
+
+    def stop(self, handle: Handle, grace_seconds: float) -> None:
+        try:
+            self.client.containers.get(handle["container"]).stop(timeout=int(grace_seconds))
+        except docker.errors.NotFound:
+            pass
+
+    def remove(self, handle: Handle) -> None:
+        try:
+            self.client.containers.get(handle["container"]).remove(force=True)
+        except docker.errors.NotFound:
+            pass

@@ -1,0 +1,146 @@
+"""`hatrain-agent serve`: wire the parts together and serve gRPC until SIGTERM."""
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from concurrent import futures
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from hatrain.rpc.v1 import agent_pb2 as pb
+from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
+
+from .config import AgentConfig
+from .gpus import discover
+from .objects import ObjectStore
+from .runtime import Runtime
+from .scheduler import Policy
+from .service import AgentService
+from .store import Store
+from .supervisor import Supervisor
+from .workspace import Workspace
+
+log = structlog.get_logger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentService"].full_name
+
+
+def configure_logging(fmt: str) -> None:
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+    )
+
+
+def notify_systemd(message: str) -> None:
+    """sd_notify(3): tell systemd we are ready (Type=notify); a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(address)
+        sock.sendall(message.encode())
+
+
+def make_runtime(config: AgentConfig, workspace: Workspace) -> Runtime:
+    if config.runtime == "local":
+        from .runtime_local import LocalRuntime
+
+        return LocalRuntime(config.local, workspace)
+    from .runtime_docker import DockerRuntime
+
+    return DockerRuntime(config.docker)
+
+
+class Agent:
+    """Everything `serve` runs, startable and stoppable in-process (tests use it too)."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        root = config.data_root
+        root.mkdir(parents=True, exist_ok=True)
+        self.store = Store(root / "hatrain.db")
+        self.objects = ObjectStore(root)
+        self.workspace = Workspace(root, self.objects)
+        self.runtime = make_runtime(config, self.workspace)
+        self.gpus, self.gpu_source = discover(config.gpus)
+        policy = Policy(
+            backfill=config.scheduler.backfill, user_gpu_caps=config.scheduler.user_gpu_caps
+        )
+        grace = (
+            config.local.stop_grace_seconds
+            if config.runtime == "local"
+            else config.docker.stop_grace_seconds
+        )
+        self.supervisor = Supervisor(
+            self.store, self.runtime, self.workspace, self.gpus, policy, grace,
+            frozenset(config.admins),
+        )
+        self.health = health.HealthServicer()
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="grpc"),
+            options=[
+                ("grpc.max_receive_message_length", config.limits.max_request_bytes),
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        pb_grpc.add_AgentServiceServicer_to_server(
+            AgentService(config, self.store, self.objects, self.workspace, self.supervisor,
+                         self.gpus, self.gpu_source),
+            self.server,
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        self.port = self.server.add_insecure_port(config.listen)
+        if self.port == 0:
+            raise OSError(f"listen: cannot bind {config.listen}")
+
+    def start(self) -> None:
+        self.supervisor.start()
+        self.server.start()
+        self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        log.info("agent serving", listen=self.config.listen, port=self.port,
+                 runtime=self.config.runtime, gpus=len(self.gpus), gpu_source=self.gpu_source,
+                 data_root=str(self.config.data_root))
+
+    def stop(self, grace: float = 2.0) -> None:
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        self.supervisor.stop()
+        self.store.close()
+
+
+def serve(config: AgentConfig) -> None:
+    configure_logging(config.log_format)
+    agent = Agent(config)
+    agent.start()
+    notify_systemd("READY=1")
+    stopped = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopped.set())
+    stopped.wait()
+    notify_systemd("STOPPING=1")
+    log.info("agent stopping; running jobs keep running and are re-attached on start")
+    agent.stop()

@@ -1,0 +1,456 @@
+"""The durable queue: SQLite in WAL mode, and the only code that writes a job's state.
+
+Every state change is written together with its STATE event in one transaction, so the events a
+watcher reads and the state a listing shows never disagree.
+"""
+
+import base64
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .errors import FailedPrecondition, InvalidArgument, NotFound
+from .events import Event, EventKind, Progress
+from .jobs import Job, JobSpec
+from .states import TERMINAL, JobState, can_transition
+
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE jobs (
+        n INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        user TEXT NOT NULL,
+        state TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        spec TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        started_at REAL NOT NULL DEFAULT 0,
+        finished_at REAL NOT NULL DEFAULT 0,
+        failure_reason TEXT NOT NULL DEFAULT '',
+        hint TEXT NOT NULL DEFAULT '',
+        exit_code INTEGER,
+        gpu_uuids TEXT NOT NULL DEFAULT '[]',
+        progress TEXT,
+        last_metrics TEXT NOT NULL DEFAULT '{}',
+        last_seq INTEGER NOT NULL DEFAULT 0,
+        secret_names TEXT NOT NULL DEFAULT '[]',
+        runtime TEXT NOT NULL DEFAULT '{}',
+        client_request_id TEXT UNIQUE
+    );
+    CREATE INDEX jobs_by_state ON jobs (state, priority DESC, n);
+    CREATE INDEX jobs_by_user ON jobs (user, n);
+    CREATE TABLE events (
+        job_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        time REAL NOT NULL,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (job_id, seq)
+    ) WITHOUT ROWID;
+    """,
+}
+
+_JOB_COLUMNS = (
+    "id, user, state, spec, created_at, started_at, finished_at, failure_reason, hint, "
+    "exit_code, gpu_uuids, progress, last_metrics, last_seq, secret_names, runtime"
+)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # WAL + NORMAL survives a killed process (the agent, SIGKILL); only power loss can drop the
+    # last commits.
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def _job_from_row(row: Sequence[Any]) -> Job:
+    progress = json.loads(row[11]) if row[11] else None
+    return Job(
+        id=row[0],
+        user=row[1],
+        state=JobState(row[2]),
+        spec=JobSpec.from_record(json.loads(row[3])),
+        created_at=row[4],
+        started_at=row[5],
+        finished_at=row[6],
+        failure_reason=row[7],
+        hint=row[8],
+        exit_code=row[9],
+        gpu_uuids=tuple(json.loads(row[10])),
+        progress=Progress(*progress) if progress else None,
+        last_metrics=json.loads(row[12]),
+        last_seq=row[13],
+        secret_names=tuple(json.loads(row[14])),
+        runtime=json.loads(row[15]),
+    )
+
+
+class Store:
+    """Jobs and their events. Thread-safe: one writer connection, one reader per thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = _connect(path)
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._changed = threading.Condition()
+        self._generation = 0
+        self._migrate()
+
+    # -- schema ----------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            current = int(row[0]) if row else 0
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path}: schema version {current} is newer than this agent's "
+                    f"({SCHEMA_VERSION}); upgrade hatrain"
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in _MIGRATIONS[version].split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(
+                        "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(version),)
+                    )
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+
+    def schema_version(self) -> int:
+        row = self._reader().execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        return int(row[0])
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path)
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        with self._changed:
+            self._generation += 1
+            self._changed.notify_all()
+
+    def _load(self, conn: sqlite3.Connection, job_id: str) -> Job:
+        row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no job {job_id!r} on this host")
+        return _job_from_row(row)
+
+    @staticmethod
+    def _insert_events(
+        conn: sqlite3.Connection, job_id: str, first_seq: int, events: Sequence[Event]
+    ) -> int:
+        now = time.time()
+        conn.executemany(
+            "INSERT INTO events (job_id, seq, time, kind, data) VALUES (?, ?, ?, ?, ?)",
+            [
+                (job_id, first_seq + i, now, ev.kind.value, json.dumps(ev.to_record()))
+                for i, ev in enumerate(events)
+            ],
+        )
+        return first_seq + len(events) - 1
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def submit(
+        self,
+        spec: JobSpec,
+        user: str,
+        *,
+        client_request_id: str = "",
+        secret_names: Iterable[str] = (),
+    ) -> tuple[Job, bool]:
+        """Queue a job; returns (job, created). A repeated client_request_id returns the first."""
+        job_id = uuid.uuid4().hex[:12]
+        now = time.time()
+        with self._transaction() as conn:
+            if client_request_id:
+                row = conn.execute(
+                    "SELECT id FROM jobs WHERE client_request_id=?", (client_request_id,)
+                ).fetchone()
+                if row is not None:
+                    return self._load(conn, row[0]), False
+            conn.execute(
+                "INSERT INTO jobs (id, user, state, priority, spec, created_at, secret_names, "
+                "client_request_id, last_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                (
+                    job_id,
+                    user,
+                    JobState.QUEUED.value,
+                    spec.priority,
+                    json.dumps(spec.to_record()),
+                    now,
+                    json.dumps(sorted(secret_names)),
+                    client_request_id or None,
+                ),
+            )
+            self._insert_events(
+                conn, job_id, 1, [Event(EventKind.STATE, state=JobState.QUEUED.value)]
+            )
+            return self._load(conn, job_id), True
+
+    def transition(
+        self,
+        job_id: str,
+        new: JobState,
+        *,
+        reason: str = "",
+        hint: str = "",
+        message: str = "",
+        exit_code: int | None = None,
+        gpu_uuids: Sequence[str] | None = None,
+        step: str = "",
+    ) -> Job:
+        """Move a job to a new state (forward only) and append its STATE event, atomically."""
+        with self._transaction() as conn:
+            job = self._load(conn, job_id)
+            if not can_transition(job.state, new):
+                raise FailedPrecondition(
+                    f"job {job_id} is {job.state.value}; it cannot become {new.value}"
+                )
+            now = time.time()
+            sets = ["state=?"]
+            args: list[Any] = [new.value]
+            if new == JobState.STARTING:
+                sets.append("started_at=?")
+                args.append(now)
+            if new in TERMINAL:
+                sets += ["finished_at=?", "failure_reason=?", "hint=?"]
+                args += [now, reason, hint]
+            if exit_code is not None:
+                sets.append("exit_code=?")
+                args.append(exit_code)
+            if gpu_uuids is not None:
+                sets.append("gpu_uuids=?")
+                args.append(json.dumps(list(gpu_uuids)))
+            seq = job.last_seq + 1
+            sets.append("last_seq=?")
+            args.append(seq)
+            conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", [*args, job_id])
+            event = Event(
+                EventKind.STATE,
+                step=step,
+                state=new.value,
+                reason=reason,
+                message=message or hint,
+                exit_code=exit_code,
+            )
+            self._insert_events(conn, job_id, seq, [event])
+            return self._load(conn, job_id)
+
+    def append(
+        self, job_id: str, events: Sequence[Event], *, runtime: dict[str, Any] | None = None
+    ) -> int:
+        """Append log, metric and progress events; returns the last seq written.
+
+        `runtime` (e.g. the log cursor these events were read up to) is merged into the job's
+        runtime record in the same transaction, so a restart neither repeats nor skips output.
+        """
+        if not events and runtime is None:
+            return 0
+        if any(ev.kind == EventKind.STATE for ev in events):
+            raise ValueError("state events are written by transition() only")
+        progress = next((ev.progress for ev in reversed(events) if ev.progress), None)
+        metrics: dict[str, float] = {}
+        for ev in events:
+            if ev.kind == EventKind.METRICS and not ev.eval:
+                metrics.update({m.name: m.value for m in ev.metrics if m.value is not None})
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT last_seq, last_metrics, runtime FROM jobs WHERE id=?", (job_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no job {job_id!r} on this host")
+            last = self._insert_events(conn, job_id, row[0] + 1, events) if events else row[0]
+            sets, args = ["last_seq=?"], [last]
+            if runtime is not None:
+                sets.append("runtime=?")
+                args.append(json.dumps({**json.loads(row[2]), **runtime}))
+            if progress is not None:
+                p = progress
+                sets.append("progress=?")
+                args.append(
+                    json.dumps(
+                        [p.phase, p.current, p.total, p.rate, p.elapsed_seconds, p.eta_seconds,
+                         p.unit]
+                    )
+                )
+            if metrics:
+                merged = {**json.loads(row[1]), **metrics}
+                sets.append("last_metrics=?")
+                args.append(json.dumps(merged))
+            conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", [*args, job_id])
+            return last
+
+    def update_runtime(self, job_id: str, **values: Any) -> None:
+        """Record what the runtime needs to re-attach to the job (container ids, log cursors)."""
+        with self._transaction() as conn:
+            row = conn.execute("SELECT runtime FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no job {job_id!r} on this host")
+            merged = {**json.loads(row[0]), **values}
+            conn.execute("UPDATE jobs SET runtime=? WHERE id=?", (json.dumps(merged), job_id))
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        job = self._load(self._reader(), job_id)
+        if job.state == JobState.QUEUED:
+            return self._with_position(job)
+        return job
+
+    def _with_position(self, job: Job) -> Job:
+        ids = [r[0] for r in self._reader().execute(
+            "SELECT id FROM jobs WHERE state='queued' ORDER BY priority DESC, n"
+        )]
+        return replace(job, queue_position=ids.index(job.id) + 1 if job.id in ids else 0)
+
+    def list_jobs(
+        self,
+        *,
+        states: Sequence[JobState] = (),
+        user: str = "",
+        page_size: int = 50,
+        page_token: str = "",
+    ) -> tuple[list[Job], str, int]:
+        """A page of jobs in submission order; returns (jobs, next_page_token, total matching)."""
+        if page_size <= 0 or page_size > 1000:
+            raise InvalidArgument("page_size", "a number from 1 to 1000")
+        after = 0
+        if page_token:
+            try:
+                after = int(base64.urlsafe_b64decode(page_token.encode()).decode())
+            except ValueError as exc:
+                raise InvalidArgument("page_token", "a token from a previous page") from exc
+        where, args = [], []
+        if states:
+            where.append(f"state IN ({', '.join('?' * len(states))})")
+            args += [s.value for s in states]
+        if user:
+            where.append("user=?")
+            args.append(user)
+        cond = " AND ".join(where) or "1"
+        conn = self._reader()
+        total = conn.execute(f"SELECT COUNT(*) FROM jobs WHERE {cond}", args).fetchone()[0]
+        rows = conn.execute(
+            f"SELECT n, {_JOB_COLUMNS} FROM jobs WHERE {cond} AND n > ? ORDER BY n LIMIT ?",
+            [*args, after, page_size + 1],
+        ).fetchall()
+        more = len(rows) > page_size
+        rows = rows[:page_size]
+        jobs = [_job_from_row(r[1:]) for r in rows]
+        if any(j.state == JobState.QUEUED for j in jobs):
+            order = {
+                r[0]: i + 1
+                for i, r in enumerate(conn.execute(
+                    "SELECT id FROM jobs WHERE state='queued' ORDER BY priority DESC, n"
+                ))
+            }
+            jobs = [replace(j, queue_position=order.get(j.id, 0)) for j in jobs]
+        token = base64.urlsafe_b64encode(str(rows[-1][0]).encode()).decode() if more else ""
+        return jobs, token, total
+
+    def jobs_in(self, states: Iterable[JobState]) -> list[Job]:
+        """Every job in the given states, in submission order (for the scheduler and recovery)."""
+        wanted = [s.value for s in states]
+        rows = self._reader().execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({', '.join('?' * len(wanted))}) "
+            "ORDER BY n",
+            wanted,
+        )
+        return [_job_from_row(r) for r in rows]
+
+    def counts(self) -> dict[JobState, int]:
+        rows = self._reader().execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+        return {JobState(state): n for state, n in rows}
+
+    def events(
+        self,
+        job_id: str,
+        after_seq: int = 0,
+        *,
+        limit: int = 1000,
+        kinds: Sequence[EventKind] = (),
+    ) -> list[Event]:
+        sql = "SELECT seq, time, kind, data FROM events WHERE job_id=? AND seq>?"
+        args: list[Any] = [job_id, after_seq]
+        if kinds:
+            sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
+            args += [k.value for k in kinds]
+        sql += " ORDER BY seq LIMIT ?"
+        args.append(limit)
+        return [
+            Event.from_record(kind, seq, t, json.loads(data))
+            for seq, t, kind, data in self._reader().execute(sql, args)
+        ]
+
+    def tail_start(self, job_id: str, kinds: Sequence[EventKind], count: int) -> int:
+        """The seq after which the last `count` events of these kinds begin."""
+        sql = "SELECT seq FROM events WHERE job_id=?"
+        args: list[Any] = [job_id]
+        if kinds:
+            sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
+            args += [k.value for k in kinds]
+        sql += " ORDER BY seq DESC LIMIT 1 OFFSET ?"
+        row = self._reader().execute(sql, [*args, count]).fetchone()
+        return int(row[0]) if row else 0
+
+    def has_line(self, job_id: str, step: str, text: str) -> bool:
+        """Whether a log line of this step contains text (e.g. preprocess's success marker)."""
+        for (data,) in self._reader().execute(
+            "SELECT data FROM events WHERE job_id=? AND kind='log' AND instr(data, ?) > 0",
+            (job_id, text),
+        ):
+            if json.loads(data).get("step") == step:
+                return True
+        return False
+
+    def wait_for_change(self, generation: int, timeout: float) -> int:
+        """Block until something is committed after `generation` (or timeout); returns the new one."""
+        with self._changed:
+            if self._generation == generation:
+                self._changed.wait(timeout)
+            return self._generation
+
+    @property
+    def generation(self) -> int:
+        with self._changed:
+            return self._generation
+
+    def close(self) -> None:
+        self._writer.close()

@@ -1,0 +1,140 @@
+"""Checks a submission before anything is stored: every problem names its field."""
+
+import posixpath
+import re
+from typing import Any
+
+import yaml
+
+from hatrain.rpc.v1 import agent_pb2 as pb
+
+from .config import AgentConfig
+from .errors import InvalidArgument, ResourceExhausted
+from .jobs import JobFile, JobSpec
+from .objects import ObjectStore, check_sha256
+from .scheduler import GpuSlot
+from .workspace import RUNS
+
+_CONFIG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.ya?ml$")
+_SECRET_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
+_MAX_SECRET_BYTES = 64 * 1024
+
+
+def _parse_config(raw: bytes, limit: int) -> dict[str, Any]:
+    if len(raw) > limit:
+        raise ResourceExhausted(f"spec.config_yaml: at most {limit} bytes, got {len(raw)}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(
+            "spec.config_yaml", f"UTF-8 text (invalid byte at offset {exc.start})"
+        ) from exc
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise InvalidArgument("spec.config_yaml", f"valid YAML{where}") from exc
+    if not isinstance(config, dict):
+        raise InvalidArgument(
+            "spec.config_yaml", f"an Axolotl config: a YAML mapping, got {type(config).__name__}"
+        )
+    return config
+
+
+def _check_output_dir(config: dict[str, Any]) -> None:
+    output_dir = config.get("output_dir")
+    if not isinstance(output_dir, str):
+        raise InvalidArgument("spec.config_yaml: output_dir", f"a path under {RUNS}/")
+    normal = posixpath.normpath(output_dir)
+    if not normal.startswith(RUNS + "/"):
+        raise InvalidArgument(
+            "spec.config_yaml: output_dir", f"a path under {RUNS}/, got {output_dir!r}"
+        )
+
+
+def _check_files(files: Any, objects: ObjectStore, max_files: int) -> tuple[JobFile, ...]:
+    if len(files) > max_files:
+        raise ResourceExhausted(f"spec.files: at most {max_files} files, got {len(files)}")
+    checked = []
+    seen: set[str] = set()
+    for i, f in enumerate(files):
+        field = f"spec.files[{i}]"
+        normal = posixpath.normpath(f.path) if f.path else ""
+        if not normal or normal.startswith(("/", "..")) or normal == ".":
+            raise InvalidArgument(f"{field}.path", f"a relative path inside the datasets "
+                                  f"directory, got {f.path!r}")
+        if normal in seen:
+            raise InvalidArgument(f"{field}.path", f"a path not listed twice ({normal!r})")
+        seen.add(normal)
+        check_sha256(f.sha256, f"{field}.sha256")
+        if not objects.has(f.sha256):
+            raise InvalidArgument(f"{field}.sha256", "an uploaded object; upload it first")
+        checked.append(JobFile(normal, f.sha256, f.size))
+    return tuple(checked)
+
+
+def check_submission(
+    request: pb.SubmitJobRequest,
+    config: AgentConfig,
+    gpus: list[GpuSlot],
+    objects: ObjectStore,
+) -> tuple[JobSpec, dict[str, str]]:
+    """The validated spec and secrets, or InvalidArgument naming the field."""
+    spec = request.spec
+    if not _CONFIG_NAME.match(spec.config_name):
+        raise InvalidArgument(
+            "spec.config_name", f"a file name ending in .yml or .yaml, got {spec.config_name!r}"
+        )
+    parsed = _parse_config(spec.config_yaml, config.limits.max_config_bytes)
+    _check_output_dir(parsed)
+    image = spec.image or config.docker.default_image
+    if config.runtime == "docker" and image not in config.docker.allowed_images:
+        raise InvalidArgument(
+            "spec.image",
+            f"one of the allowed images ({', '.join(config.docker.allowed_images)}), got {image!r}",
+        )
+    resources = spec.resources
+    if resources.gpus < 0:
+        raise InvalidArgument("spec.resources.gpus", "0 or more")
+    fitting = [
+        g for g in gpus
+        if g.memory_mb >= resources.min_gpu_memory_mb
+        and (not resources.gpu_type or resources.gpu_type.lower() in g.name.lower())
+    ]
+    if resources.gpus > len(fitting):
+        raise InvalidArgument(
+            "spec.resources.gpus",
+            f"at most {len(fitting)} (GPUs on this host matching the request), "
+            f"got {resources.gpus}",
+        )
+    if not -1000 <= spec.priority <= 1000:
+        raise InvalidArgument("spec.priority", "a number from -1000 to 1000")
+    if spec.time_limit_seconds < 0:
+        raise InvalidArgument("spec.time_limit_seconds", "0 (none) or more")
+    if len(spec.name) > 200:
+        raise InvalidArgument("spec.name", "at most 200 characters")
+    for name, value in request.secrets.items():
+        if not _SECRET_NAME.match(name):
+            raise InvalidArgument("secrets", f"names like HF_TOKEN, got {name[:40]!r}")
+        if len(value.encode()) > _MAX_SECRET_BYTES:
+            raise InvalidArgument(f"secrets[{name}]", f"at most {_MAX_SECRET_BYTES} bytes")
+    files = _check_files(spec.files, objects, config.limits.max_files)
+    time_limit = spec.time_limit_seconds or config.default_time_limit_seconds or 0
+    return (
+        JobSpec(
+            config_name=spec.config_name,
+            config_yaml=spec.config_yaml.decode("utf-8"),
+            image=image,
+            name=spec.name,
+            files=files,
+            gpus=resources.gpus,
+            min_gpu_memory_mb=resources.min_gpu_memory_mb,
+            gpu_type=resources.gpu_type,
+            priority=spec.priority,
+            time_limit_seconds=time_limit,
+            team=spec.team,
+            retry_of=spec.retry_of,
+        ),
+        dict(request.secrets),
+    )

@@ -1,0 +1,158 @@
+"""Places queued jobs on GPUs (through the scheduler) and runs, cancels and times out jobs."""
+
+import threading
+import time
+from dataclasses import replace
+
+import structlog
+
+from .errors import NotFound, PermissionDenied
+from .jobs import Job
+from .recovery import reconcile
+from .runner import JobRunner, RunControl
+from .runtime import Runtime
+from .scheduler import GpuSlot, Policy, QueuedJob, RunningJob, plan
+from .states import RUNNING, JobState
+from .store import Store
+from .workspace import Workspace
+
+log = structlog.get_logger(__name__)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        store: Store,
+        runtime: Runtime,
+        workspace: Workspace,
+        gpus: list[GpuSlot],
+        policy: Policy,
+        grace_seconds: float,
+        admins: frozenset[str] = frozenset(),
+    ) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.workspace = workspace
+        self.gpus = gpus
+        self.policy = policy
+        self.grace_seconds = grace_seconds
+        self.admins = admins
+        self._runner = JobRunner(store, runtime, workspace)
+        self._controls: dict[str, RunControl] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        for job in reconcile(self.store, self.runtime):
+            self._spawn(job)
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop scheduling. Running containers keep running; the next start re-attaches."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(timeout=1.0)
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                self.schedule_once()
+                self._enforce_time_limits()
+            except Exception:
+                log.exception("scheduling pass failed")
+
+    def schedule_once(self) -> None:
+        with self._lock:
+            now = time.time()
+            queued = [
+                QueuedJob(
+                    id=j.id,
+                    user=j.user,
+                    gpus=j.spec.gpus,
+                    priority=j.spec.priority,
+                    min_gpu_memory_mb=j.spec.min_gpu_memory_mb,
+                    gpu_type=j.spec.gpu_type,
+                    time_limit_seconds=j.spec.time_limit_seconds,
+                    order=i,
+                )
+                for i, j in enumerate(self.store.jobs_in([JobState.QUEUED]))
+            ]
+            if not queued:
+                return
+            running = [
+                RunningJob(
+                    j.id,
+                    j.user,
+                    j.gpu_uuids,
+                    j.started_at + j.spec.time_limit_seconds if j.spec.time_limit_seconds
+                    else None,
+                )
+                for j in self.store.jobs_in(RUNNING)
+            ]
+            for placement in plan(queued, running, self.gpus, self.policy, now):
+                job = self.store.transition(
+                    placement.job_id, JobState.STARTING, gpu_uuids=placement.gpu_uuids
+                )
+                log.info("job placed", job_id=job.id, gpus=list(placement.gpu_uuids))
+                self._spawn(job)
+
+    def _spawn(self, job: Job) -> None:
+        control = RunControl(job.id)
+        self._controls[job.id] = control
+
+        def run() -> None:
+            try:
+                self._runner.run(job, control)
+            finally:
+                self._controls.pop(job.id, None)
+                self.wake()
+
+        threading.Thread(target=run, name=f"job-{job.id}", daemon=True).start()
+
+    def _enforce_time_limits(self) -> None:
+        now = time.time()
+        for job in self.store.jobs_in(RUNNING):
+            limit = job.spec.time_limit_seconds
+            if limit and now - job.started_at > limit:
+                self._stop(job.id, "timeout")
+
+    def _stop(self, job_id: str, reason: str) -> None:
+        control = self._controls.get(job_id)
+        if control is None:
+            return
+        with control.lock:
+            if control.stop_reason:
+                return
+            control.stop_reason = reason
+            handle = control.handle
+        if handle is not None:
+            threading.Thread(
+                target=self.runtime.stop, args=(handle, self.grace_seconds), daemon=True
+            ).start()
+
+    def cancel(self, job_id: str, user: str) -> Job:
+        with self._lock:
+            job = self.store.get(job_id)
+            if job.user != user and user not in self.admins:
+                raise PermissionDenied(
+                    f"job {job_id} belongs to {job.user}; only its owner or an admin may cancel it"
+                )
+            if job.state == JobState.QUEUED:
+                return self.store.transition(job_id, JobState.CANCELLED, hint="cancelled")
+            if job.state.terminal:
+                return job
+        if job_id not in self._controls:
+            raise NotFound(f"job {job_id} has no running process on this host")
+        self._stop(job_id, "cancel")
+        return replace(self.store.get(job_id))

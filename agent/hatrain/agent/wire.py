@@ -1,0 +1,96 @@
+"""Conversions between the agent's domain objects and the wire format (hatrain.rpc.v1)."""
+
+from hatrain.rpc.v1 import agent_pb2 as pb
+
+from .events import Event, EventKind, Progress
+from .jobs import Job, JobSpec
+from .scheduler import GpuSlot
+from .states import JobState
+
+STATE_TO_WIRE = {s: pb.JobState.Value(f"JOB_STATE_{s.name}") for s in JobState}
+STATE_FROM_WIRE = {v: k for k, v in STATE_TO_WIRE.items()}
+KIND_TO_WIRE = {k: pb.EventKind.Value(f"EVENT_KIND_{k.name}") for k in EventKind}
+KIND_FROM_WIRE = {v: k for k, v in KIND_TO_WIRE.items()}
+
+
+def progress_to_wire(p: Progress) -> pb.Progress:
+    return pb.Progress(
+        phase=p.phase,
+        current=p.current,
+        total=p.total,
+        rate=p.rate,
+        elapsed_seconds=p.elapsed_seconds,
+        eta_seconds=p.eta_seconds,
+        unit=p.unit,
+    )
+
+
+def spec_to_wire(spec: JobSpec) -> pb.JobSpec:
+    return pb.JobSpec(
+        name=spec.name,
+        config_name=spec.config_name,
+        config_yaml=spec.config_yaml.encode("utf-8"),
+        files=[pb.JobFile(path=f.path, sha256=f.sha256, size=f.size) for f in spec.files],
+        image=spec.image,
+        resources=pb.Resources(
+            gpus=spec.gpus, min_gpu_memory_mb=spec.min_gpu_memory_mb, gpu_type=spec.gpu_type
+        ),
+        priority=spec.priority,
+        time_limit_seconds=spec.time_limit_seconds,
+        team=spec.team,
+        retry_of=spec.retry_of,
+    )
+
+
+def job_to_wire(job: Job, run_dir: str = "") -> pb.Job:
+    msg = pb.Job(
+        id=job.id,
+        spec=spec_to_wire(job.spec),
+        user=job.user,
+        state=STATE_TO_WIRE[job.state],
+        failure_reason=job.failure_reason,
+        hint=job.hint,
+        exit_code=job.exit_code or 0,
+        has_exit_code=job.exit_code is not None,
+        gpu_uuids=list(job.gpu_uuids),
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        queue_position=job.queue_position,
+        run_dir=run_dir,
+        last_metrics=job.last_metrics,
+        last_seq=job.last_seq,
+        secret_names=list(job.secret_names),
+    )
+    if job.progress is not None:
+        msg.progress.CopyFrom(progress_to_wire(job.progress))
+    return msg
+
+
+def event_to_wire(ev: Event) -> pb.Event:
+    msg = pb.Event(
+        seq=ev.seq,
+        time=ev.time,
+        kind=KIND_TO_WIRE[ev.kind],
+        step=ev.step,
+        state=STATE_TO_WIRE[JobState(ev.state)] if ev.state else pb.JOB_STATE_UNSPECIFIED,
+        reason=ev.reason,
+        message=ev.message,
+        line=ev.line,
+        stream=ev.stream,
+        metrics=[
+            pb.Metric(name=m.name, value=m.value if m.value is not None else 0.0, text=m.text)
+            for m in ev.metrics
+        ],
+        eval=ev.eval,
+        exit_code=ev.exit_code or 0,
+    )
+    if ev.progress is not None:
+        msg.progress.CopyFrom(progress_to_wire(ev.progress))
+    return msg
+
+
+def gpu_to_wire(gpu: GpuSlot, job_id: str) -> pb.Gpu:
+    return pb.Gpu(
+        index=gpu.index, uuid=gpu.uuid, name=gpu.name, memory_mb=gpu.memory_mb, job_id=job_id
+    )

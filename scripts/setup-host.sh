@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Prepare this machine to run hatrain's tests and demo: system packages, a running Docker engine,
+# sshd binaries, and the CPU Axolotl virtualenv (cached outside the repository and reused).
+#   --test-gpu-hook  start dockerd with tests/support/bin on PATH, so that its NVIDIA device driver
+#                    calls the stand-in hook there (CI has no GPU; see tests/support/bin).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want_hook=0
+[ "${1:-}" = "--test-gpu-hook" ] && want_hook=1
+CACHE=${HATRAIN_CACHE:-$HOME/.cache/hatrain}
+AXOLOTL_VENV=${HATRAIN_AXOLOTL_VENV:-$CACHE/axolotl-venv}
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+
+need=()
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+[ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || need+=(busybox-static)
+command -v ip >/dev/null || need+=(iproute2)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+hook_dir=$(pwd)/tests/support/bin
+dockerd_pid=$(pgrep -xo dockerd || true)
+if [ -n "$dockerd_pid" ] && [ $want_hook = 1 ] && \
+   ! tr '\0' '\n' < "/proc/$dockerd_pid/environ" | grep -q "^PATH=.*$hook_dir"; then
+  echo "restarting dockerd with the test GPU hook on its PATH"
+  $SUDO kill "$dockerd_pid"
+  for _ in $(seq 50); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.2; done
+  dockerd_pid=""
+fi
+if ! docker info >/dev/null 2>&1; then
+  if [ -z "$dockerd_pid" ]; then
+    path=$PATH; [ $want_hook = 1 ] && path=$hook_dir:$PATH
+    mkdir -p "$CACHE"
+    echo "starting dockerd (log: $CACHE/dockerd.log)"
+    $SUDO env PATH="$path" setsid dockerd >"$CACHE/dockerd.log" 2>&1 < /dev/null &
+  fi
+  for _ in $(seq 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 || { echo "dockerd did not start; see $CACHE/dockerd.log" >&2; exit 1; }
+fi
+
+if ! "$AXOLOTL_VENV/bin/python" -c 'import axolotl' 2>/dev/null; then
+  echo "installing Axolotl 0.19.0 for the CPU into $AXOLOTL_VENV (a few minutes, once)"
+  python3 -m venv "$AXOLOTL_VENV"
+  "$AXOLOTL_VENV/bin/pip" install -q torch==2.13.0 2>&1 | grep -v '^WARNING: Location' || true
+  "$AXOLOTL_VENV/bin/pip" install -q axolotl==0.19.0 2>&1 | grep -v '^WARNING: Location' || true
+  "$AXOLOTL_VENV/bin/python" -c 'import axolotl' || { echo "Axolotl install failed" >&2; exit 1; }
+fi
+echo "host ready: docker $(docker version --format '{{.Server.Version}}'), axolotl venv $AXOLOTL_VENV"

@@ -1,0 +1,224 @@
+"""Fixtures: a real dockerd, a test image, real Axolotl output, agents on real gRPC servers.
+
+`make test` (scripts/setup-host.sh) installs and starts what is needed; a missing prerequisite
+fails loudly here instead of skipping.
+"""
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import tarfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import yaml
+
+from hatrain.agent.config import AgentConfig
+from hatrain.agent.server import Agent, configure_logging
+from tests.support.harness import stub_for
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("HATRAIN_CACHE", Path.home() / ".cache" / "hatrain"))
+AXOLOTL_VENV = Path(os.environ.get("HATRAIN_AXOLOTL_VENV", CACHE / "axolotl-venv"))
+TEST_IMAGE = "hatrain-test/rootfs:1"
+DEMO = REPO / "configs" / "demo"
+
+
+def _fail_setup(what: str) -> None:
+    pytest.fail(f"{what}: run `make test` (scripts/setup-host.sh sets it up)", pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _logging() -> None:
+    configure_logging("console")
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except Exception as exc:
+        _fail_setup(f"no Docker engine ({exc})")
+    return client
+
+
+@pytest.fixture(scope="session")
+def test_image(docker_client: docker.DockerClient) -> str:
+    """A minimal image (busybox) from a root filesystem tarball; the host's Python is mounted in."""
+    try:
+        docker_client.images.get(TEST_IMAGE)
+        return TEST_IMAGE
+    except docker.errors.ImageNotFound:
+        pass
+    busybox = Path("/bin/busybox") if Path("/bin/busybox").exists() else Path("/usr/bin/busybox")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for d in ("bin", "tmp", "etc", "workspace", "root", "dev", "proc", "sys", "run"):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
+            tar.addfile(info)
+        tar.add(busybox, arcname="bin/busybox")
+        for applet in ("sh", "cat", "echo", "sleep", "env", "ls", "mkdir", "rm"):
+            info = tarfile.TarInfo(f"bin/{applet}")
+            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(info)
+        passwd = b"root:x:0:0:root:/root:/bin/sh\n"
+        info = tarfile.TarInfo("etc/passwd")
+        info.size = len(passwd)
+        tar.addfile(info, io.BytesIO(passwd))
+    docker_client.api.import_image_from_data(buf.getvalue(), repository=TEST_IMAGE)
+    return TEST_IMAGE
+
+
+@pytest.fixture(scope="session")
+def axolotl_venv() -> Path:
+    if not (AXOLOTL_VENV / "bin" / "axolotl").exists():
+        _fail_setup(f"Axolotl is not installed in {AXOLOTL_VENV}")
+    return AXOLOTL_VENV
+
+
+def _key(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(axolotl_venv: Path) -> Path:
+    """A tiny random Llama and a tokenizer learned from the demo dataset (cached)."""
+    script = REPO / "scripts" / "make_tiny_model.py"
+    out = CACHE / f"tiny-llama-{_key(script, DEMO / 'sample.jsonl')}"
+    if not (out / "model.safetensors").exists():
+        subprocess.run(
+            [str(axolotl_venv / "bin" / "python"), str(script), str(DEMO / "sample.jsonl"),
+             str(out)],
+            check=True, capture_output=True,
+        )
+    return out
+
+
+def host_config(config_path: Path, replacements: dict[str, str]) -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load(config_path.read_text())
+    text = yaml.safe_dump(config)
+    for old, new in replacements.items():
+        text = text.replace(old, new)
+    result: dict[str, Any] = yaml.safe_load(text)
+    return result
+
+
+def run_axolotl(venv: Path, workdir: Path, config: dict[str, Any]) -> dict[str, int]:
+    """Run real `axolotl preprocess` + `train` on the CPU, keeping each step's raw output."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg = workdir / "config.yml"
+    cfg.write_text(yaml.safe_dump(config))
+    env = {
+        **os.environ,
+        "PATH": f"{venv / 'bin'}:{os.environ['PATH']}",
+        "HF_HUB_OFFLINE": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "AXOLOTL_DO_NOT_TRACK": "1",
+        "PYTHONUNBUFFERED": "1",
+        "HF_HOME": str(workdir / "hf"),
+    }
+    codes = {}
+    for step, args in (("preprocess", ["--debug"]), ("train", [])):
+        with (workdir / f"{step}.log").open("wb") as out:
+            codes[step] = subprocess.run(
+                ["axolotl", step, str(cfg), *args], stdout=out, stderr=subprocess.STDOUT,
+                env=env, cwd=workdir, check=False,
+            ).returncode
+        if codes[step]:
+            break
+    return codes
+
+
+@pytest.fixture(scope="session")
+def axolotl_capture(axolotl_venv: Path, tiny_model: Path) -> Path:
+    """Output of one real Axolotl 0.19 CPU run of the demo config (cached by its inputs)."""
+    demo_cfg = DEMO / "tiny-llama-cpu.yml"
+    out = CACHE / f"capture-{_key(demo_cfg, DEMO / 'sample.jsonl', DEMO / 'chat_template.jinja')}"
+    if not (out / "done").exists():
+        config = host_config(demo_cfg, {
+            "../../.cache/demo/tiny-llama": str(tiny_model),
+            "./sample.jsonl": str(DEMO / "sample.jsonl"),
+            "./chat_template.jinja": str(DEMO / "chat_template.jinja"),
+        })
+        config["output_dir"] = str(out / "output")
+        config["dataset_prepared_path"] = str(out / "prepared")
+        codes = run_axolotl(axolotl_venv, out, config)
+        assert codes == {"preprocess": 0, "train": 0}, (out, codes)
+        (out / "done").write_text("ok")
+    return out
+
+
+@pytest.fixture
+def agent_config(tmp_path: Path, test_image: str, axolotl_capture: Path,
+                 axolotl_venv: Path) -> dict[str, Any]:
+    """agent.yml for tests: the test image, with the host's Python mounted read-only."""
+    standin_bin = tmp_path / "standin-bin"
+    standin_bin.mkdir()
+    axolotl = standin_bin / "axolotl"
+    axolotl.write_text(
+        f"#!/bin/sh\nexec {sys.executable} {REPO / 'tests/support/standin_axolotl.py'} \"$@\"\n"
+    )
+    axolotl.chmod(0o755)
+    mounts = [Path(p) for p in ("/usr", "/lib", "/lib64", "/etc/ld.so.cache")]
+    mounts += [Path(sys.base_prefix), Path(sys.prefix), REPO, axolotl_capture, standin_bin,
+               axolotl_venv]
+    return {
+        "data_root": str(tmp_path / "data"),
+        "listen": "127.0.0.1:0",
+        "runtime": "docker",
+        "log_format": "console",
+        "docker": {
+            "allowed_images": [test_image],
+            "default_image": test_image,
+            "pull_missing": False,
+            "stop_grace_seconds": 3,
+            "extra_mounts": [
+                {"source": str(p), "target": str(p), "read_only": True}
+                for p in dict.fromkeys(mounts) if p.exists()
+            ],
+            "env": {
+                "PATH": f"{standin_bin}:/usr/bin:/bin",
+                "HATRAIN_CAPTURE_DIR": str(axolotl_capture),
+                "HF_HUB_OFFLINE": "1",
+                "CUDA_VISIBLE_DEVICES": "",
+                "HOME": "/tmp",
+            },
+        },
+    }
+
+
+@pytest.fixture
+def start_agent() -> Iterator[Callable[[dict[str, Any]], tuple[Any, Agent]]]:
+    """Start an in-process agent on a real gRPC port; returns (stub as user alice, agent)."""
+    started: list[tuple[Agent, Any]] = []
+
+    def start(config: dict[str, Any], user: str = "alice") -> tuple[Any, Agent]:
+        agent = Agent(AgentConfig.model_validate(config))
+        agent.start()
+        stub, channel = stub_for(f"127.0.0.1:{agent.port}", user)
+        started.append((agent, channel))
+        return stub, agent
+
+    yield start
+    for agent, channel in started:
+        channel.close()
+        agent.stop(grace=0.5)
+
+
+@pytest.fixture(autouse=True)
+def _remove_test_containers(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "docker_client" in request.fixturenames or "agent_config" in request.fixturenames:
+        client = docker.from_env()
+        for c in client.containers.list(all=True, filters={"label": "hatrain.job"}):
+            c.remove(force=True)

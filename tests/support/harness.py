@@ -1,0 +1,115 @@
+"""Helpers shared by the tests: polling with a deadline, agents in-process or as a process."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import yaml
+
+from hatrain.rpc.v1 import agent_pb2 as pb
+from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
+
+T = TypeVar("T")
+TERMINAL = {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
+
+
+def poll(check: Callable[[], T | None], timeout: float, what: str, every: float = 0.05) -> T:
+    """Call check until it returns something truthy; fail after timeout naming what was awaited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+def stub_for(target: str, user: str = "alice") -> tuple[pb_grpc.AgentServiceStub, Any]:
+    channel = grpc.insecure_channel(target)
+    grpc.channel_ready_future(channel).result(timeout=30)
+    stub = pb_grpc.AgentServiceStub(channel)
+    return _UserStub(stub, user), channel
+
+
+class _UserStub:
+    """Adds the caller's identity to each call (what the client does over SSH)."""
+
+    def __init__(self, stub: pb_grpc.AgentServiceStub, user: str) -> None:
+        self._stub = stub
+        self.user = user
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._stub, name)
+
+        def call(request: Any, **kwargs: Any) -> Any:
+            metadata = [*kwargs.pop("metadata", []), ("x-hatrain-user", self.user)]
+            return method(request, metadata=metadata, **kwargs)
+
+        return call
+
+
+def wait_state(stub: Any, job_id: str, states: set[int], timeout: float = 120) -> pb.Job:
+    return poll(
+        lambda: (lambda j: j if j.state in states else None)(
+            stub.GetJob(pb.GetJobRequest(job_id=job_id))
+        ),
+        timeout,
+        f"job {job_id} to reach {[pb.JobState.Name(s) for s in states]}",
+    )
+
+
+def all_events(stub: Any, job_id: str, from_seq: int = 0) -> list[pb.Event]:
+    events: list[pb.Event] = []
+    for response in stub.WatchJob(pb.WatchJobRequest(job_id=job_id, from_seq=from_seq,
+                                                     follow=False)):
+        events.extend(response.events)
+    return events
+
+
+def spec(config: dict[str, Any], *, gpus: int = 0, name: str = "job.yml", **kwargs: Any) -> Any:
+    config = {"output_dir": "/workspace/data/training-runs/out", **config}
+    return pb.JobSpec(
+        config_name=name,
+        config_yaml=yaml.safe_dump(config).encode(),
+        image=kwargs.pop("image", "hatrain-test/rootfs:1"),
+        resources=pb.Resources(gpus=gpus),
+        **kwargs,
+    )
+
+
+class AgentProcess:
+    """`hatrain-agent serve` as a real process (for SIGKILL and restart tests)."""
+
+    def __init__(self, config: dict[str, Any], workdir: Path) -> None:
+        self.config_path = workdir / "agent.yml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.log = workdir / "agent.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        agent = Path(sys.executable).parent / "hatrain-agent"
+        self.proc = subprocess.Popen(
+            [str(agent), "serve", "--config", str(self.config_path)],
+            stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def terminate(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()

@@ -1,0 +1,47 @@
+"""Test stand-in for the `axolotl` command, for tests about the agent, not about Axolotl.
+
+It replays output captured from a real Axolotl 0.19 run (made by the test set-up, never written by
+hand) and can be told, through a `hatrain_standin:` mapping in the job's own config, to wait for a
+file, exit with a code, or print many lines. Tests of Axolotl itself run the real one.
+"""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+
+def main() -> int:
+    step, config_path = sys.argv[1], sys.argv[2]
+    config = yaml.safe_load(Path(config_path).read_text())
+    plan = config.get("hatrain_standin") or {}
+    run_dir = Path("/workspace/data/training-runs")
+    if plan.get("record_env"):
+        (run_dir / f"env-{step}.txt").write_text(
+            "\n".join(f"{k}={v}" for k, v in sorted(os.environ.items()))
+        )
+    capture = Path(os.environ["HATRAIN_CAPTURE_DIR"]) / f"{step}.log"
+    delay = float(plan.get("delay", 0))
+    out = sys.stdout
+    with capture.open(encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            out.write(line)
+            out.flush()
+            if delay:
+                time.sleep(delay)
+    for i in range(int(plan.get("lines", 0)) if step == "train" else 0):
+        out.write(f"line {i} {time.time():.6f}\n")
+    out.flush()
+    hold = plan.get(f"hold_{step}")
+    if hold:
+        deadline = time.monotonic() + 300
+        while not (run_dir / hold).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        print(f"released by {hold}", flush=True)
+    return int(plan.get(f"exit_{step}", 0))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
