@@ -221,4 +221,7 @@ def _remove_test_containers(request: pytest.FixtureRequest) -> Iterator[None]:
     if "docker_client" in request.fixturenames or "agent_config" in request.fixturenames:
         client = docker.from_env()
         for c in client.containers.list(all=True, filters={"label": "hatrain.job"}):
-            c.remove(force=True)
+            try:
+                c.remove(force=True)
+            except docker.errors.NotFound:
+                pass

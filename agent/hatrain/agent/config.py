@@ -57,6 +57,8 @@ class LocalConfig(_Strict):
 
 class SchedulerConfig(_Strict):
     backfill: bool = True
+    # Jobs asking for no GPU that may run at once.
+    max_cpu_jobs: int = Field(default=2, ge=0)
     # Most GPUs one user may hold at once; a name: number map, "*" for everybody else.
     user_gpu_caps: dict[str, int] = {}
 

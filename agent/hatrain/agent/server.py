@@ -83,7 +83,9 @@ class Agent:
         self.runtime = make_runtime(config, self.workspace)
         self.gpus, self.gpu_source = discover(config.gpus)
         policy = Policy(
-            backfill=config.scheduler.backfill, user_gpu_caps=config.scheduler.user_gpu_caps
+            backfill=config.scheduler.backfill,
+            user_gpu_caps=config.scheduler.user_gpu_caps,
+            max_cpu_jobs=config.scheduler.max_cpu_jobs,
         )
         grace = (
             config.local.stop_grace_seconds
@@ -128,8 +130,8 @@ class Agent:
     def stop(self, grace: float = 2.0) -> None:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        # The store stays open: runner threads of still-running jobs may write until exit.
         self.supervisor.stop()
-        self.store.close()
 
 
 def serve(config: AgentConfig) -> None:

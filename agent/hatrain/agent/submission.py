@@ -34,7 +34,8 @@ def _parse_config(raw: bytes, limit: int) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise InvalidArgument("spec.config_yaml", f"valid YAML{where}") from exc
+        problem = getattr(exc, "problem", None) or "cannot parse"
+        raise InvalidArgument("spec.config_yaml", f"valid YAML: {problem}{where}") from exc
     if not isinstance(config, dict):
         raise InvalidArgument(
             "spec.config_yaml", f"an Axolotl config: a YAML mapping, got {type(config).__name__}"

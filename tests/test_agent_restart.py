@@ -1,0 +1,88 @@
+"""The agent is killed with SIGKILL while jobs run, then started again: nothing is lost."""
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from hatrain.agent.output_parser import OutputParser
+from hatrain.rpc.v1 import agent_pb2 as pb
+from tests.support.harness import TERMINAL, AgentProcess, all_events, poll, spec, stub_for, wait_state
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _expected_train_lines(capture: Path) -> list[str]:
+    parser = OutputParser("train")
+    events = parser.feed(capture.joinpath("train.log").read_text(errors="replace"))
+    events += parser.flush()
+    return [e.line for e in events if e.kind == "log"]
+
+
+def _container(client: docker.DockerClient, job_id: str) -> Any:
+    found = client.containers.list(all=True, filters={"label": [f"hatrain.job={job_id}",
+                                                                 "hatrain.step=train"]})
+    return found[0] if found else None
+
+
+def test_sigkill_and_restart(
+    agent_config: dict[str, Any], tmp_path: Path, docker_client: docker.DockerClient,
+    axolotl_capture: Path,
+) -> None:
+    """Running: re-attached with no gap or duplicate. Finished while down: its real exit code.
+    Removed: `container lost`. Queued: still queued."""
+    agent_config["listen"] = f"127.0.0.1:{_free_port()}"
+    agent_config["scheduler"] = {"max_cpu_jobs": 3}
+    agent = AgentProcess(agent_config, tmp_path)
+    agent.start()
+    try:
+        stub, channel = stub_for(agent_config["listen"])
+        streaming = stub.SubmitJob(pb.SubmitJobRequest(spec=spec(
+            {"hatrain_standin": {"delay": 0.02, "hold_train": "a-go"}}))).job
+        finishes = stub.SubmitJob(pb.SubmitJobRequest(spec=spec(
+            {"hatrain_standin": {"hold_train": "b-go", "exit_train": 3}}))).job
+        removed = stub.SubmitJob(pb.SubmitJobRequest(spec=spec(
+            {"hatrain_standin": {"hold_train": "never"}}))).job
+        queued = stub.SubmitJob(pb.SubmitJobRequest(spec=spec({}))).job
+        for job in (streaming, finishes, removed):
+            wait_state(stub, job.id, {pb.JOB_STATE_TRAINING})
+        poll(lambda: sum(1 for e in all_events(stub, streaming.id)
+                         if e.kind == pb.EVENT_KIND_LOG and e.step == "train") > 30,
+             60, "the streaming job to be mid-way through its logs")
+        assert stub.GetJob(pb.GetJobRequest(job_id=queued.id)).state == pb.JOB_STATE_QUEUED
+        channel.close()
+
+        agent.kill()
+        run_root = Path(agent_config["data_root"]) / "jobs"
+        (run_root / finishes.id / "run" / "b-go").write_text("")
+        poll(lambda: _container(docker_client, finishes.id).status == "exited", 30,
+             "the job's container to finish while the agent is down")
+        _container(docker_client, removed.id).remove(force=True)
+
+        agent.start()
+        stub, channel = stub_for(agent_config["listen"])
+        lost = wait_state(stub, removed.id, TERMINAL, timeout=60)
+        assert (lost.state, lost.failure_reason) == (pb.JOB_STATE_FAILED, "container lost")
+        ended = wait_state(stub, finishes.id, TERMINAL, timeout=60)
+        assert (ended.state, ended.exit_code) == (pb.JOB_STATE_FAILED, 3)
+        assert ended.failure_reason == "exit code"
+        assert stub.GetJob(pb.GetJobRequest(job_id=queued.id)).state in (
+            pb.JOB_STATE_QUEUED, pb.JOB_STATE_STARTING, pb.JOB_STATE_PREPROCESSING,
+            pb.JOB_STATE_TRAINING, pb.JOB_STATE_SUCCEEDED)
+
+        (run_root / streaming.id / "run" / "a-go").write_text("")
+        done = wait_state(stub, streaming.id, TERMINAL, timeout=120)
+        assert done.state == pb.JOB_STATE_SUCCEEDED, done
+        events = all_events(stub, streaming.id)
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        train_lines = [e.line for e in events if e.kind == pb.EVENT_KIND_LOG and e.step == "train"]
+        assert train_lines == [*_expected_train_lines(axolotl_capture), "released by a-go"]
+        assert wait_state(stub, queued.id, TERMINAL).state == pb.JOB_STATE_SUCCEEDED
+        channel.close()
+    finally:
+        agent.terminate()
