@@ -19,7 +19,7 @@ def _free_port() -> int:
 
 def _expected_train_lines(capture: Path) -> list[str]:
     parser = OutputParser("train")
-    events = parser.feed(capture.joinpath("train.log").read_text(errors="replace"))
+    events = parser.feed(capture.joinpath("train.log").read_bytes().decode(errors="replace"))
     events += parser.flush()
     return [e.line for e in events if e.kind == "log"]
 

@@ -24,15 +24,15 @@ def main() -> int:
         )
     capture = Path(os.environ["HATRAIN_CAPTURE_DIR"]) / f"{step}.log"
     delay = float(plan.get("delay", 0))
-    out = sys.stdout
-    with capture.open(encoding="utf-8", errors="replace") as fh:
+    out = sys.stdout.buffer
+    with capture.open("rb") as fh:  # bytes as Axolotl wrote them, \r included
         for line in fh:
             out.write(line)
             out.flush()
             if delay:
                 time.sleep(delay)
     for i in range(int(plan.get("lines", 0)) if step == "train" else 0):
-        out.write(f"line {i} {time.time():.6f}\n")
+        out.write(f"line {i} {time.time():.6f}\n".encode())
     out.flush()
     hold = plan.get(f"hold_{step}")
     if hold:
