@@ -4,12 +4,11 @@
 fails loudly here instead of skipping.
 """
 
+import contextlib
 import hashlib
-import io
 import os
 import subprocess
 import sys
-import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,15 +16,15 @@ from typing import Any
 import docker
 import pytest
 import yaml
-
 from hatrain.agent.config import AgentConfig
 from hatrain.agent.server import Agent, configure_logging
+
 from tests.support.harness import stub_for
+from tests.support.images import ensure_test_image, python_mounts
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("HATRAIN_CACHE", Path.home() / ".cache" / "hatrain"))
 AXOLOTL_VENV = Path(os.environ.get("HATRAIN_AXOLOTL_VENV", CACHE / "axolotl-venv"))
-TEST_IMAGE = "hatrain-test/rootfs:1"
 DEMO = REPO / "configs" / "demo"
 
 
@@ -51,29 +50,7 @@ def docker_client() -> docker.DockerClient:
 @pytest.fixture(scope="session")
 def test_image(docker_client: docker.DockerClient) -> str:
     """A minimal image (busybox) from a root filesystem tarball; the host's Python is mounted in."""
-    try:
-        docker_client.images.get(TEST_IMAGE)
-        return TEST_IMAGE
-    except docker.errors.ImageNotFound:
-        pass
-    busybox = Path("/bin/busybox") if Path("/bin/busybox").exists() else Path("/usr/bin/busybox")
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for d in ("bin", "tmp", "etc", "workspace", "root", "dev", "proc", "sys", "run"):
-            info = tarfile.TarInfo(d)
-            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
-            tar.addfile(info)
-        tar.add(busybox, arcname="bin/busybox")
-        for applet in ("sh", "cat", "echo", "sleep", "env", "ls", "mkdir", "rm"):
-            info = tarfile.TarInfo(f"bin/{applet}")
-            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
-            tar.addfile(info)
-        passwd = b"root:x:0:0:root:/root:/bin/sh\n"
-        info = tarfile.TarInfo("etc/passwd")
-        info.size = len(passwd)
-        tar.addfile(info, io.BytesIO(passwd))
-    docker_client.api.import_image_from_data(buf.getvalue(), repository=TEST_IMAGE)
-    return TEST_IMAGE
+    return ensure_test_image(docker_client)
 
 
 @pytest.fixture(scope="session")
@@ -97,9 +74,14 @@ def tiny_model(axolotl_venv: Path) -> Path:
     out = CACHE / f"tiny-llama-{_key(script, DEMO / 'sample.jsonl')}"
     if not (out / "model.safetensors").exists():
         subprocess.run(
-            [str(axolotl_venv / "bin" / "python"), str(script), str(DEMO / "sample.jsonl"),
-             str(out)],
-            check=True, capture_output=True,
+            [
+                str(axolotl_venv / "bin" / "python"),
+                str(script),
+                str(DEMO / "sample.jsonl"),
+                str(out),
+            ],
+            check=True,
+            capture_output=True,
         )
     return out
 
@@ -131,8 +113,12 @@ def run_axolotl(venv: Path, workdir: Path, config: dict[str, Any]) -> dict[str, 
     for step, args in (("preprocess", ["--debug"]), ("train", [])):
         with (workdir / f"{step}.log").open("wb") as out:
             codes[step] = subprocess.run(
-                ["axolotl", step, str(cfg), *args], stdout=out, stderr=subprocess.STDOUT,
-                env=env, cwd=workdir, check=False,
+                ["axolotl", step, str(cfg), *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=workdir,
+                check=False,
             ).returncode
         if codes[step]:
             break
@@ -145,11 +131,14 @@ def axolotl_capture(axolotl_venv: Path, tiny_model: Path) -> Path:
     demo_cfg = DEMO / "tiny-llama-cpu.yml"
     out = CACHE / f"capture-{_key(demo_cfg, DEMO / 'sample.jsonl', DEMO / 'chat_template.jinja')}"
     if not (out / "done").exists():
-        config = host_config(demo_cfg, {
-            "../../.cache/demo/tiny-llama": str(tiny_model),
-            "./sample.jsonl": str(DEMO / "sample.jsonl"),
-            "./chat_template.jinja": str(DEMO / "chat_template.jinja"),
-        })
+        config = host_config(
+            demo_cfg,
+            {
+                "../../.cache/demo/tiny-llama": str(tiny_model),
+                "./sample.jsonl": str(DEMO / "sample.jsonl"),
+                "./chat_template.jinja": str(DEMO / "chat_template.jinja"),
+            },
+        )
         config["output_dir"] = str(out / "output")
         config["dataset_prepared_path"] = str(out / "prepared")
         codes = run_axolotl(axolotl_venv, out, config)
@@ -159,19 +148,17 @@ def axolotl_capture(axolotl_venv: Path, tiny_model: Path) -> Path:
 
 
 @pytest.fixture
-def agent_config(tmp_path: Path, test_image: str, axolotl_capture: Path,
-                 axolotl_venv: Path) -> dict[str, Any]:
+def agent_config(
+    tmp_path: Path, test_image: str, axolotl_capture: Path, axolotl_venv: Path
+) -> dict[str, Any]:
     """agent.yml for tests: the test image, with the host's Python mounted read-only."""
     standin_bin = tmp_path / "standin-bin"
     standin_bin.mkdir()
     axolotl = standin_bin / "axolotl"
     axolotl.write_text(
-        f"#!/bin/sh\nexec {sys.executable} {REPO / 'tests/support/standin_axolotl.py'} \"$@\"\n"
+        f'#!/bin/sh\nexec {sys.executable} {REPO / "tests/support/standin_axolotl.py"} "$@"\n'
     )
     axolotl.chmod(0o755)
-    mounts = [Path(p) for p in ("/usr", "/lib", "/lib64", "/etc/ld.so.cache")]
-    mounts += [Path(sys.base_prefix), Path(sys.prefix), REPO, axolotl_capture, standin_bin,
-               axolotl_venv]
     return {
         "data_root": str(tmp_path / "data"),
         "listen": "127.0.0.1:0",
@@ -182,10 +169,7 @@ def agent_config(tmp_path: Path, test_image: str, axolotl_capture: Path,
             "default_image": test_image,
             "pull_missing": False,
             "stop_grace_seconds": 3,
-            "extra_mounts": [
-                {"source": str(p), "target": str(p), "read_only": True}
-                for p in dict.fromkeys(mounts) if p.exists()
-            ],
+            "extra_mounts": python_mounts(REPO, axolotl_capture, standin_bin, axolotl_venv),
             "env": {
                 "PATH": f"{standin_bin}:/usr/bin:/bin",
                 "HATRAIN_CAPTURE_DIR": str(axolotl_capture),
@@ -221,7 +205,5 @@ def _remove_test_containers(request: pytest.FixtureRequest) -> Iterator[None]:
     if "docker_client" in request.fixturenames or "agent_config" in request.fixturenames:
         client = docker.from_env()
         for c in client.containers.list(all=True, filters={"label": "hatrain.job"}):
-            try:
+            with contextlib.suppress(docker.errors.NotFound):
                 c.remove(force=True)
-            except docker.errors.NotFound:
-                pass

@@ -4,8 +4,8 @@ from pathlib import Path
 from typing import Any
 
 import docker
-
 from hatrain.rpc.v1 import agent_pb2 as pb
+
 from tests.support.harness import TERMINAL, all_events, poll, spec, wait_state
 
 
@@ -17,18 +17,23 @@ def _container(client: docker.DockerClient, job_id: str, step: str) -> Any:
 
 
 def test_job_runs_both_steps_with_the_contract(
-    start_agent: Any, agent_config: dict[str, Any], docker_client: docker.DockerClient,
+    start_agent: Any,
+    agent_config: dict[str, Any],
+    docker_client: docker.DockerClient,
     tmp_path: Path,
 ) -> None:
     """Both steps run in containers with the contract's mounts, env, labels and commands."""
     stub, agent = start_agent(agent_config)
-    job = stub.SubmitJob(pb.SubmitJobRequest(
-        spec=spec({"hatrain_standin": {"hold_preprocess": "go", "record_env": True}}),
-        secrets={"HF_TOKEN": "hf_secret_value_123"},
-    )).job
+    job = stub.SubmitJob(
+        pb.SubmitJobRequest(
+            spec=spec({"hatrain_standin": {"hold_preprocess": "go", "record_env": True}}),
+            secrets={"HF_TOKEN": "hf_secret_value_123"},
+        )
+    ).job
     assert job.state == pb.JOB_STATE_QUEUED
-    container = poll(lambda: _container(docker_client, job.id, "preprocess"), 60,
-                     "the preprocess container")
+    container = poll(
+        lambda: _container(docker_client, job.id, "preprocess"), 60, "the preprocess container"
+    )
     attrs = docker_client.api.inspect_container(container.id)
     mounts = {m["Destination"]: m for m in attrs["Mounts"]}
     run_dir = Path(agent.workspace.dirs(job.id).run)
@@ -58,14 +63,25 @@ def test_job_runs_both_steps_with_the_contract(
     events = all_events(stub, job.id)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     states = [e.state for e in events if e.kind == pb.EVENT_KIND_STATE]
-    assert states == [pb.JOB_STATE_QUEUED, pb.JOB_STATE_STARTING, pb.JOB_STATE_PREPROCESSING,
-                      pb.JOB_STATE_TRAINING, pb.JOB_STATE_SUCCEEDED]
+    assert states == [
+        pb.JOB_STATE_QUEUED,
+        pb.JOB_STATE_STARTING,
+        pb.JOB_STATE_PREPROCESSING,
+        pb.JOB_STATE_TRAINING,
+        pb.JOB_STATE_SUCCEEDED,
+    ]
     lines = [e.line for e in events if e.kind == pb.EVENT_KIND_LOG]
     assert any("Success! Preprocessed data path" in line for line in lines)
-    losses = [m.value for e in events if e.kind == pb.EVENT_KIND_METRICS and not e.eval
-              for m in e.metrics if m.name == "loss"]
+    losses = [
+        m.value
+        for e in events
+        if e.kind == pb.EVENT_KIND_METRICS and not e.eval
+        for m in e.metrics
+        if m.name == "loss"
+    ]
     assert len(losses) == 20
     listing = stub.ListJobs(pb.ListJobsRequest())
     assert "hf_secret_value_123" not in str(listing) and list(listing.jobs[0].secret_names) == [
-        "HF_TOKEN"]
+        "HF_TOKEN"
+    ]
     assert _container(docker_client, job.id, "train") is None, "finished containers are removed"

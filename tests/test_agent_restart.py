@@ -5,10 +5,18 @@ from pathlib import Path
 from typing import Any
 
 import docker
-
 from hatrain.agent.output_parser import OutputParser
 from hatrain.rpc.v1 import agent_pb2 as pb
-from tests.support.harness import TERMINAL, AgentProcess, all_events, poll, spec, stub_for, wait_state
+
+from tests.support.harness import (
+    TERMINAL,
+    AgentProcess,
+    all_events,
+    poll,
+    spec,
+    stub_for,
+    wait_state,
+)
 
 
 def _free_port() -> int:
@@ -25,13 +33,16 @@ def _expected_train_lines(capture: Path) -> list[str]:
 
 
 def _container(client: docker.DockerClient, job_id: str) -> Any:
-    found = client.containers.list(all=True, filters={"label": [f"hatrain.job={job_id}",
-                                                                 "hatrain.step=train"]})
+    found = client.containers.list(
+        all=True, filters={"label": [f"hatrain.job={job_id}", "hatrain.step=train"]}
+    )
     return found[0] if found else None
 
 
 def test_sigkill_and_restart(
-    agent_config: dict[str, Any], tmp_path: Path, docker_client: docker.DockerClient,
+    agent_config: dict[str, Any],
+    tmp_path: Path,
+    docker_client: docker.DockerClient,
     axolotl_capture: Path,
 ) -> None:
     """Running: re-attached with no gap or duplicate. Finished while down: its real exit code.
@@ -42,26 +53,45 @@ def test_sigkill_and_restart(
     agent.start()
     try:
         stub, channel = stub_for(agent_config["listen"])
-        streaming = stub.SubmitJob(pb.SubmitJobRequest(spec=spec(
-            {"hatrain_standin": {"delay": 0.02, "hold_train": "a-go"}}))).job
-        finishes = stub.SubmitJob(pb.SubmitJobRequest(spec=spec(
-            {"hatrain_standin": {"hold_train": "b-go", "exit_train": 3}}))).job
-        removed = stub.SubmitJob(pb.SubmitJobRequest(spec=spec(
-            {"hatrain_standin": {"hold_train": "never"}}))).job
+        streaming = stub.SubmitJob(
+            pb.SubmitJobRequest(
+                spec=spec({"hatrain_standin": {"delay": 0.02, "hold_train": "a-go"}})
+            )
+        ).job
+        finishes = stub.SubmitJob(
+            pb.SubmitJobRequest(
+                spec=spec({"hatrain_standin": {"hold_train": "b-go", "exit_train": 3}})
+            )
+        ).job
+        removed = stub.SubmitJob(
+            pb.SubmitJobRequest(spec=spec({"hatrain_standin": {"hold_train": "never"}}))
+        ).job
         queued = stub.SubmitJob(pb.SubmitJobRequest(spec=spec({}))).job
         for job in (streaming, finishes, removed):
             wait_state(stub, job.id, {pb.JOB_STATE_TRAINING})
-        poll(lambda: sum(1 for e in all_events(stub, streaming.id)
-                         if e.kind == pb.EVENT_KIND_LOG and e.step == "train") > 30,
-             60, "the streaming job to be mid-way through its logs")
+        poll(
+            lambda: (
+                sum(
+                    1
+                    for e in all_events(stub, streaming.id)
+                    if e.kind == pb.EVENT_KIND_LOG and e.step == "train"
+                )
+                > 30
+            ),
+            60,
+            "the streaming job to be mid-way through its logs",
+        )
         assert stub.GetJob(pb.GetJobRequest(job_id=queued.id)).state == pb.JOB_STATE_QUEUED
         channel.close()
 
         agent.kill()
         run_root = Path(agent_config["data_root"]) / "jobs"
         (run_root / finishes.id / "run" / "b-go").write_text("")
-        poll(lambda: _container(docker_client, finishes.id).status == "exited", 30,
-             "the job's container to finish while the agent is down")
+        poll(
+            lambda: _container(docker_client, finishes.id).status == "exited",
+            30,
+            "the job's container to finish while the agent is down",
+        )
         _container(docker_client, removed.id).remove(force=True)
 
         agent.start()
@@ -72,8 +102,12 @@ def test_sigkill_and_restart(
         assert (ended.state, ended.exit_code) == (pb.JOB_STATE_FAILED, 3)
         assert ended.failure_reason == "exit code"
         assert stub.GetJob(pb.GetJobRequest(job_id=queued.id)).state in (
-            pb.JOB_STATE_QUEUED, pb.JOB_STATE_STARTING, pb.JOB_STATE_PREPROCESSING,
-            pb.JOB_STATE_TRAINING, pb.JOB_STATE_SUCCEEDED)
+            pb.JOB_STATE_QUEUED,
+            pb.JOB_STATE_STARTING,
+            pb.JOB_STATE_PREPROCESSING,
+            pb.JOB_STATE_TRAINING,
+            pb.JOB_STATE_SUCCEEDED,
+        )
 
         (run_root / streaming.id / "run" / "a-go").write_text("")
         done = wait_state(stub, streaming.id, TERMINAL, timeout=120)

@@ -7,8 +7,8 @@ from typing import Any
 
 import grpc
 import pytest
-
 from hatrain.rpc.v1 import agent_pb2 as pb
+
 from tests.support.harness import TERMINAL, all_events, poll, spec, wait_state
 
 
@@ -46,27 +46,32 @@ def test_watch_kinds_and_tail(start_agent: Any, agent_config: dict[str, Any]) ->
     stub, _ = start_agent(agent_config)
     job = stub.SubmitJob(pb.SubmitJobRequest(spec=spec({"hatrain_standin": {"lines": 50}}))).job
     wait_state(stub, job.id, TERMINAL)
-    events = [e for r in stub.WatchJob(pb.WatchJobRequest(
-        job_id=job.id, kinds=[pb.EVENT_KIND_LOG], tail=5)) for e in r.events]
+    events = [
+        e
+        for r in stub.WatchJob(pb.WatchJobRequest(job_id=job.id, kinds=[pb.EVENT_KIND_LOG], tail=5))
+        for e in r.events
+    ]
     assert [e.line for e in events][-1].startswith("line 49")
     assert len(events) == 5 and all(e.kind == pb.EVENT_KIND_LOG for e in events)
 
 
-def test_cancel_a_queued_and_a_running_job(
-    start_agent: Any, agent_config: dict[str, Any]
-) -> None:
+def test_cancel_a_queued_and_a_running_job(start_agent: Any, agent_config: dict[str, Any]) -> None:
     """A queued job is cancelled at once; a running container stops within the grace period."""
-    stub, agent = start_agent(agent_config)
-    running = stub.SubmitJob(pb.SubmitJobRequest(
-        spec=spec({"hatrain_standin": {"hold_train": "never"}}))).job
+    stub, _agent = start_agent(agent_config)
+    running = stub.SubmitJob(
+        pb.SubmitJobRequest(spec=spec({"hatrain_standin": {"hold_train": "never"}}))
+    ).job
     wait_state(stub, running.id, {pb.JOB_STATE_TRAINING})
-    queued_cpu = [stub.SubmitJob(pb.SubmitJobRequest(
-        spec=spec({"hatrain_standin": {"hold_train": "never"}}))).job for _ in range(2)]
+    queued_cpu = [
+        stub.SubmitJob(
+            pb.SubmitJobRequest(spec=spec({"hatrain_standin": {"hold_train": "never"}}))
+        ).job
+        for _ in range(2)
+    ]
     # max two CPU jobs at once: the second of these waits in the queue.
     waiting = queued_cpu[1]
     assert stub.GetJob(pb.GetJobRequest(job_id=waiting.id)).state == pb.JOB_STATE_QUEUED
-    assert stub.CancelJob(pb.CancelJobRequest(job_id=waiting.id)).state == \
-        pb.JOB_STATE_CANCELLED
+    assert stub.CancelJob(pb.CancelJobRequest(job_id=waiting.id)).state == pb.JOB_STATE_CANCELLED
 
     started = time.monotonic()
     stub.CancelJob(pb.CancelJobRequest(job_id=running.id))
@@ -81,8 +86,9 @@ def test_cancel_a_queued_and_a_running_job(
 
 def test_only_the_owner_cancels(start_agent: Any, agent_config: dict[str, Any]) -> None:
     stub, agent = start_agent(agent_config)
-    job = stub.SubmitJob(pb.SubmitJobRequest(
-        spec=spec({"hatrain_standin": {"hold_train": "never"}}))).job
+    job = stub.SubmitJob(
+        pb.SubmitJobRequest(spec=spec({"hatrain_standin": {"hold_train": "never"}}))
+    ).job
     from tests.support.harness import stub_for
 
     bob, channel = stub_for(f"127.0.0.1:{agent.port}", "bob")
@@ -98,32 +104,64 @@ def test_only_the_owner_cancels(start_agent: Any, agent_config: dict[str, Any]) 
 BAD_SUBMISSIONS = [
     ("image", {"image": "evil/miner:latest"}, grpc.StatusCode.INVALID_ARGUMENT, "spec.image"),
     ("gpus", {"gpus": 9}, grpc.StatusCode.INVALID_ARGUMENT, "spec.resources.gpus"),
-    ("not yaml", {"yaml": b"base_model: [unclosed\n"}, grpc.StatusCode.INVALID_ARGUMENT,
-     "valid YAML: expected ',' or ']'"),
-    ("not a mapping", {"yaml": b"- a\n- b\n"}, grpc.StatusCode.INVALID_ARGUMENT,
-     "a YAML mapping, got list"),
-    ("invalid utf-8", {"yaml": b"output_dir: \xff\xfe\n"}, grpc.StatusCode.INVALID_ARGUMENT,
-     "UTF-8 text"),
-    ("output_dir escape", {"yaml": b"output_dir: /workspace/data/training-runs/../../etc\n"},
-     grpc.StatusCode.INVALID_ARGUMENT, "output_dir"),
-    ("traversal in a file", {"file": "../../etc/passwd"}, grpc.StatusCode.INVALID_ARGUMENT,
-     "spec.files[0].path"),
-    ("config name", {"config_name": "../x.yml"}, grpc.StatusCode.INVALID_ARGUMENT,
-     "spec.config_name"),
-    ("oversized", {"yaml": b"output_dir: /workspace/data/training-runs/x\n# " + b"x" * 9_000_000},
-     grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+    (
+        "not yaml",
+        {"yaml": b"base_model: [unclosed\n"},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "valid YAML: expected ',' or ']'",
+    ),
+    (
+        "not a mapping",
+        {"yaml": b"- a\n- b\n"},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "a YAML mapping, got list",
+    ),
+    (
+        "invalid utf-8",
+        {"yaml": b"output_dir: \xff\xfe\n"},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "UTF-8 text",
+    ),
+    (
+        "output_dir escape",
+        {"yaml": b"output_dir: /workspace/data/training-runs/../../etc\n"},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "output_dir",
+    ),
+    (
+        "traversal in a file",
+        {"file": "../../etc/passwd"},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "spec.files[0].path",
+    ),
+    (
+        "config name",
+        {"config_name": "../x.yml"},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "spec.config_name",
+    ),
+    (
+        "oversized",
+        {"yaml": b"output_dir: /workspace/data/training-runs/x\n# " + b"x" * 9_000_000},
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("case", "change", "code", "mentions"), BAD_SUBMISSIONS,
-                         ids=[c[0] for c in BAD_SUBMISSIONS])
+@pytest.mark.parametrize(
+    ("case", "change", "code", "mentions"), BAD_SUBMISSIONS, ids=[c[0] for c in BAD_SUBMISSIONS]
+)
 def test_bad_submissions_get_clear_errors_and_store_nothing(
-    start_agent: Any, agent_config: dict[str, Any], case: str, change: dict[str, Any],
-    code: grpc.StatusCode, mentions: str,
+    start_agent: Any,
+    agent_config: dict[str, Any],
+    case: str,
+    change: dict[str, Any],
+    code: grpc.StatusCode,
+    mentions: str,
 ) -> None:
-    agent_config["gpus"] = {"source": "static",
-                            "static": [{"uuid": f"GPU-{i}"} for i in range(4)]}
-    stub, agent = start_agent(agent_config)
+    agent_config["gpus"] = {"source": "static", "static": [{"uuid": f"GPU-{i}"} for i in range(4)]}
+    stub, _agent = start_agent(agent_config)
     request = pb.SubmitJobRequest(spec=spec({}))
     if "image" in change:
         request.spec.image = change["image"]
@@ -166,5 +204,8 @@ def test_resubmitting_with_the_same_request_id_returns_the_same_job(
     again = stub.SubmitJob(pb.SubmitJobRequest(spec=spec({}), client_request_id="r-1")).job
     assert first.id == again.id
     assert stub.ListJobs(pb.ListJobsRequest()).total == 1
-    poll(lambda: stub.GetJob(pb.GetJobRequest(job_id=first.id)).state in TERMINAL, 60,
-         "the job to end")
+    poll(
+        lambda: stub.GetJob(pb.GetJobRequest(job_id=first.id)).state in TERMINAL,
+        60,
+        "the job to end",
+    )

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from hatrain.agent.events import Event, EventKind
 from hatrain.agent.output_parser import OutputParser, parse_metrics
 from hatrain.rpc.v1 import agent_pb2 as pb
+
 from tests.conftest import DEMO
 from tests.support.harness import TERMINAL, wait_state
 
@@ -21,7 +21,7 @@ def _parse(text: str, step: str, chunk_sizes: list[int] | None = None) -> list[E
     sizes = iter(chunk_sizes or [])
     while pos < len(text):
         size = next(sizes, len(text))
-        events += parser.feed(text[pos:pos + size])
+        events += parser.feed(text[pos : pos + size])
         pos += size
     return events + parser.flush()
 
@@ -33,18 +33,23 @@ def _train(capture: Path) -> str:
 def test_metrics_equal_the_runs_own_log_history(axolotl_capture: Path) -> None:
     """Every logged training loss and learning rate equals trainer_state.json's log_history."""
     events = _parse(_train(axolotl_capture), "train")
-    state = json.loads(next((axolotl_capture / "output").glob("checkpoint-*/trainer_state.json"))
-                       .read_text())
+    state = json.loads(
+        next((axolotl_capture / "output").glob("checkpoint-*/trainer_state.json")).read_text()
+    )
     history = state["log_history"]
-    train_dicts = [dict((m.name, m.value) for m in e.metrics) for e in events
-                   if e.kind == EventKind.METRICS and not e.eval
-                   and any(m.name == "loss" for m in e.metrics)]
+    train_dicts = [
+        dict((m.name, m.value) for m in e.metrics)
+        for e in events
+        if e.kind == EventKind.METRICS and not e.eval and any(m.name == "loss" for m in e.metrics)
+    ]
     expected = [h for h in history if "loss" in h]
     assert len(train_dicts) == len(expected) == state["max_steps"]
     for got, want in zip(train_dicts, expected, strict=True):
         assert abs(got["loss"] - want["loss"]) <= 1e-3 * max(1.0, abs(want["loss"]))
-        assert abs(got["learning_rate"] - want["learning_rate"]) <= 1e-3 * want["learning_rate"] \
-            + 1e-12
+        assert (
+            abs(got["learning_rate"] - want["learning_rate"])
+            <= 1e-3 * want["learning_rate"] + 1e-12
+        )
     evals = [e for e in events if e.kind == EventKind.METRICS and e.eval]
     assert len(evals) == len([h for h in history if "eval_loss" in h])
     final = [e for e in events if any(m.name == "train_runtime" for m in e.metrics)]
@@ -57,16 +62,17 @@ def test_bars_become_progress_not_log_lines(axolotl_capture: Path) -> None:
     events = _parse(text, "train")
     assert "\r" in text and "%|" in text
     logs = [e.line for e in events if e.kind == EventKind.LOG]
-    assert not any("%|" in line and "it/s]" in line and line.lstrip()[0].isdigit()
-                   for line in logs)
+    assert not any("%|" in line and "it/s]" in line and line.lstrip()[0].isdigit() for line in logs)
     progress = [e.progress for e in events if e.progress and e.progress.phase == "train"]
     config = yaml.safe_load((DEMO / "tiny-llama-cpu.yml").read_text())
     assert {p.total for p in progress} == {config["max_steps"]}
     assert progress[-1].current == config["max_steps"]
     assert [p.current for p in progress] == sorted(p.current for p in progress)
     assert any(e.progress and e.progress.phase == "eval" for e in events)
-    pre = _parse(axolotl_capture.joinpath("preprocess.log").read_bytes().decode(errors="replace"),
-                 "preprocess")
+    pre = _parse(
+        axolotl_capture.joinpath("preprocess.log").read_bytes().decode(errors="replace"),
+        "preprocess",
+    )
     phases = {e.progress.phase for e in pre if e.progress}
     assert any(p.startswith("Tokenizing Prompts") for p in phases)
 
@@ -76,15 +82,19 @@ def test_any_chunking_gives_the_same_events(axolotl_capture: Path) -> None:
     whole = _parse(text, "train")
     rng = random.Random(3)
     chunked = _parse(text, "train", [rng.randint(1, 300) for _ in range(len(text))])
+
     def key(events: list[Event]) -> list[Any]:
         return [(e.kind, e.line, e.metrics) for e in events if e.kind != EventKind.PROGRESS]
+
     assert key(chunked) == key(whole)
 
 
 def test_metric_values_numeric_string_and_nan() -> None:
     """transformers 4 prints numbers, 5 prints strings; `nan` stays a float; text stays text."""
-    metrics = parse_metrics("{'loss': 1.5, 'grad_norm': nan, 'learning_rate': '2e-05', "
-                            "'tokens/trainable': 1188, 'note': 'warmup'}")
+    metrics = parse_metrics(
+        "{'loss': 1.5, 'grad_norm': nan, 'learning_rate': '2e-05', "
+        "'tokens/trainable': 1188, 'note': 'warmup'}"
+    )
     assert metrics is not None
     values = {m.name: m for m in metrics}
     assert values["loss"].value == 1.5
@@ -101,16 +111,23 @@ def test_missing_dataset_fails_with_axolotls_message(
     hint is Axolotl's own message."""
     agent_config["docker"]["env"]["PATH"] = f"{axolotl_venv}/bin:/usr/bin:/bin"
     agent_config["docker"]["extra_mounts"].append(
-        {"source": str(tiny_model), "target": "/opt/tiny-llama"})
+        {"source": str(tiny_model), "target": "/opt/tiny-llama"}
+    )
     stub, _ = start_agent(agent_config)
     config = yaml.safe_load((DEMO / "tiny-llama-cpu.yml").read_text())
     config["base_model"] = "/opt/tiny-llama"
     config["chat_template"] = "chatml"
     del config["chat_template_jinja"]
     config["datasets"][0]["path"] = "/workspace/data/datasets/does-not-exist.jsonl"
-    job = stub.SubmitJob(pb.SubmitJobRequest(spec=pb.JobSpec(
-        config_name="broken.yml", config_yaml=yaml.safe_dump(config).encode(),
-        image=agent_config["docker"]["default_image"]))).job
+    job = stub.SubmitJob(
+        pb.SubmitJobRequest(
+            spec=pb.JobSpec(
+                config_name="broken.yml",
+                config_yaml=yaml.safe_dump(config).encode(),
+                image=agent_config["docker"]["default_image"],
+            )
+        )
+    ).job
     done = wait_state(stub, job.id, TERMINAL, timeout=300)
     assert done.state == pb.JOB_STATE_FAILED
     assert done.failure_reason == "dataset error", done.hint

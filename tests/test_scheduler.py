@@ -13,19 +13,27 @@ from pathlib import Path
 from typing import Any
 
 import docker
-
 from hatrain.agent.scheduler import GpuSlot, Policy, QueuedJob, RunningJob, plan
 from hatrain.rpc.v1 import agent_pb2 as pb
+
 from tests.support.harness import TERMINAL, poll, spec, wait_state
 
 GPUS = [GpuSlot(i, f"GPU-{i}", "NVIDIA H200", 143_000) for i in range(4)]
 NOW = 1000.0
 
 
-def _q(job_id: str, gpus: int, limit: int = 0, priority: int = 0, user: str = "u",
-       order: int = 0, **kw: Any) -> QueuedJob:
-    return QueuedJob(job_id, user, gpus, priority=priority, time_limit_seconds=limit,
-                     order=order, **kw)
+def _q(
+    job_id: str,
+    gpus: int,
+    limit: int = 0,
+    priority: int = 0,
+    user: str = "u",
+    order: int = 0,
+    **kw: Any,
+) -> QueuedJob:
+    return QueuedJob(
+        job_id, user, gpus, priority=priority, time_limit_seconds=limit, order=order, **kw
+    )
 
 
 def test_side_by_side_on_disjoint_gpus() -> None:
@@ -42,8 +50,11 @@ def test_big_job_is_not_starved_by_unbounded_small_jobs() -> None:
 
 def test_small_job_backfills_when_it_ends_before_the_reservation() -> None:
     running = [RunningJob("a", "u", ("GPU-0", "GPU-1"), ends_by=NOW + 3600)]
-    queued = [_q("big", 4, order=0), _q("short", 1, limit=600, order=1),
-              _q("long", 1, limit=7200, order=2)]
+    queued = [
+        _q("big", 4, order=0),
+        _q("short", 1, limit=600, order=1),
+        _q("long", 1, limit=7200, order=2),
+    ]
     placed = plan(queued, running, GPUS, Policy(), NOW)
     assert [p.job_id for p in placed] == ["short"]
 
@@ -60,23 +71,32 @@ def test_backfill_on_gpus_the_reservation_does_not_need() -> None:
 
 def test_priority_and_fair_share() -> None:
     running = [RunningJob("r", "heavy", ("GPU-0", "GPU-1"))]
-    queued = [_q("h", 1, user="heavy", order=0), _q("l", 1, user="light", order=1),
-              _q("p", 1, user="heavy", priority=5, order=2)]
+    queued = [
+        _q("h", 1, user="heavy", order=0),
+        _q("l", 1, user="light", order=1),
+        _q("p", 1, user="heavy", priority=5, order=2),
+    ]
     placed = [p.job_id for p in plan(queued, running, GPUS, Policy(), NOW)]
     assert placed == ["p", "l"]
 
 
 def test_user_caps() -> None:
     policy = Policy(user_gpu_caps={"*": 2})
-    placed = plan([_q("a", 2, user="x"), _q("b", 1, user="x", order=1),
-                   _q("c", 1, user="y", order=2)], [], GPUS, policy, NOW)
+    placed = plan(
+        [_q("a", 2, user="x"), _q("b", 1, user="x", order=1), _q("c", 1, user="y", order=2)],
+        [],
+        GPUS,
+        policy,
+        NOW,
+    )
     assert [p.job_id for p in placed] == ["a", "c"]
 
 
 def _requested(client: docker.DockerClient, job_id: str) -> set[str]:
     """The GPU UUIDs in the device requests of the job's train container."""
     found = client.containers.list(
-        all=True, filters={"label": [f"hatrain.job={job_id}", "hatrain.step=train"]})
+        all=True, filters={"label": [f"hatrain.job={job_id}", "hatrain.step=train"]}
+    )
     attrs = client.api.inspect_container(found[0].id)
     return {u for r in attrs["HostConfig"]["DeviceRequests"] for u in r["DeviceIDs"]}
 
@@ -86,14 +106,19 @@ def test_gpu_placement_in_real_containers(
 ) -> None:
     """Two 2-GPU jobs get disjoint UUIDs; a 4-GPU job waits and is not overtaken by an unbounded
     1-GPU job; a 1-GPU job that ends before it does backfill."""
-    agent_config["gpus"] = {"source": "static", "static": [
-        {"uuid": f"GPU-test-{i}", "name": "Test GPU", "memory_mb": 80_000} for i in range(4)]}
+    agent_config["gpus"] = {
+        "source": "static",
+        "static": [
+            {"uuid": f"GPU-test-{i}", "name": "Test GPU", "memory_mb": 80_000} for i in range(4)
+        ],
+    }
     stub, agent = start_agent(agent_config)
     hold = {"hatrain_standin": {"hold_train": "go", "record_env": True}}
 
     def submit(gpus: int, limit: int = 0) -> pb.Job:
-        return stub.SubmitJob(pb.SubmitJobRequest(
-            spec=spec(hold, gpus=gpus, time_limit_seconds=limit))).job
+        return stub.SubmitJob(
+            pb.SubmitJobRequest(spec=spec(hold, gpus=gpus, time_limit_seconds=limit))
+        ).job
 
     a, b = submit(2, limit=3600), submit(2, limit=3600)
     for job in (a, b):
@@ -103,8 +128,9 @@ def test_gpu_placement_in_real_containers(
     def env_gpus(job: pb.Job) -> set[str]:
         run = Path(agent.workspace.dirs(job.id).run) / "env-train.txt"
         poll(run.exists, 30, f"job {job.id}'s container to start")
-        line = next(x for x in run.read_text().splitlines()
-                    if x.startswith("NVIDIA_VISIBLE_DEVICES="))
+        line = next(
+            x for x in run.read_text().splitlines() if x.startswith("NVIDIA_VISIBLE_DEVICES=")
+        )
         return set(line.split("=", 1)[1].split(","))
 
     ga, gb = env_gpus(a), env_gpus(b)
@@ -128,5 +154,11 @@ def test_gpu_placement_in_real_containers(
     (Path(agent.workspace.dirs(big.id).run) / "go").write_text("")
     wait_state(stub, unbounded.id, {pb.JOB_STATE_TRAINING})
     (Path(agent.workspace.dirs(unbounded.id).run) / "go").write_text("")
-    poll(lambda: all(stub.GetJob(pb.GetJobRequest(job_id=j.id)).state == pb.JOB_STATE_SUCCEEDED
-                     for j in (a, b, big, unbounded, short)), 60, "every job to succeed")
+    poll(
+        lambda: all(
+            stub.GetJob(pb.GetJobRequest(job_id=j.id)).state == pb.JOB_STATE_SUCCEEDED
+            for j in (a, b, big, unbounded, short)
+        ),
+        60,
+        "every job to succeed",
+    )

@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 
 import grpc
 import yaml
-
 from hatrain.rpc.v1 import agent_pb2 as pb
 from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
 
@@ -31,7 +30,7 @@ def poll(check: Callable[[], T | None], timeout: float, what: str, every: float 
         time.sleep(every)
 
 
-def stub_for(target: str, user: str = "alice") -> tuple[pb_grpc.AgentServiceStub, Any]:
+def stub_for(target: str, user: str = "alice") -> tuple[Any, Any]:
     channel = grpc.insecure_channel(target)
     grpc.channel_ready_future(channel).result(timeout=30)
     stub = pb_grpc.AgentServiceStub(channel)
@@ -55,7 +54,7 @@ class _UserStub:
         return call
 
 
-def wait_state(stub: Any, job_id: str, states: set[int], timeout: float = 120) -> pb.Job:
+def wait_state(stub: Any, job_id: str, states: set[Any], timeout: float = 120) -> Any:
     return poll(
         lambda: (lambda j: j if j.state in states else None)(
             stub.GetJob(pb.GetJobRequest(job_id=job_id))
@@ -67,8 +66,9 @@ def wait_state(stub: Any, job_id: str, states: set[int], timeout: float = 120) -
 
 def all_events(stub: Any, job_id: str, from_seq: int = 0) -> list[pb.Event]:
     events: list[pb.Event] = []
-    for response in stub.WatchJob(pb.WatchJobRequest(job_id=job_id, from_seq=from_seq,
-                                                     follow=False)):
+    for response in stub.WatchJob(
+        pb.WatchJobRequest(job_id=job_id, from_seq=from_seq, follow=False)
+    ):
         events.extend(response.events)
     return events
 
@@ -97,7 +97,8 @@ class AgentProcess:
         agent = Path(sys.executable).parent / "hatrain-agent"
         self.proc = subprocess.Popen(
             [str(agent), "serve", "--config", str(self.config_path)],
-            stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
 

@@ -19,7 +19,7 @@ def _load(config: Path | None, data_root: Path | None, listen: str | None):  # t
         loaded = load_config(config)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    updates = {}
+    updates: dict[str, object] = {}
     if data_root is not None:
         updates["data_root"] = data_root
     if listen is not None:
@@ -28,10 +28,15 @@ def _load(config: Path | None, data_root: Path | None, listen: str | None):  # t
 
 
 _options = [
-    click.option("--config", "-c", type=click.Path(path_type=Path, dir_okay=False),
-                 help=f"agent.yml (default {DEFAULT_CONFIG} when it exists)"),
-    click.option("--data-root", type=click.Path(path_type=Path, file_okay=False),
-                 help="Override data_root."),
+    click.option(
+        "--config",
+        "-c",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help=f"agent.yml (default {DEFAULT_CONFIG} when it exists)",
+    ),
+    click.option(
+        "--data-root", type=click.Path(path_type=Path, file_okay=False), help="Override data_root."
+    ),
     click.option("--listen", help="Override listen (host:port)."),
 ]
 

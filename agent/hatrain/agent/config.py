@@ -47,14 +47,6 @@ class DockerConfig(_Strict):
     pull_missing: bool = True
 
 
-class LocalConfig(_Strict):
-    """Axolotl installed in a virtualenv on the host (its documented pip install)."""
-
-    axolotl: str = "axolotl"
-    env: dict[str, str] = {}
-    stop_grace_seconds: float = Field(default=30.0, gt=0)
-
-
 class SchedulerConfig(_Strict):
     backfill: bool = True
     # Jobs asking for no GPU that may run at once.
@@ -72,9 +64,8 @@ class LimitsConfig(_Strict):
 class AgentConfig(_Strict):
     data_root: Path = Path("/var/lib/hatrain")
     listen: str = "127.0.0.1:50151"
-    runtime: Literal["docker", "local"] = "docker"
+    runtime: Literal["docker"] = "docker"
     docker: DockerConfig = DockerConfig()
-    local: LocalConfig = LocalConfig()
     gpus: GpuConfig = GpuConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     limits: LimitsConfig = LimitsConfig()

@@ -1,6 +1,5 @@
 """`hatrain-agent doctor`: is this host ready to run jobs? One line per check, with the fix."""
 
-import os
 import shutil
 import socket
 import tempfile
@@ -29,16 +28,23 @@ def _docker(config: AgentConfig) -> list[Check]:
     nvidia = "nvidia" in (info.get("Runtimes") or {}) or bool(
         shutil.which("nvidia-container-runtime-hook")
     )
-    checks.append(Check(
-        "nvidia runtime", nvidia,
-        "found" if nvidia else "not found: install the NVIDIA Container Toolkit for GPU jobs",
-    ))
+    checks.append(
+        Check(
+            "nvidia runtime",
+            nvidia,
+            "found" if nvidia else "not found: install the NVIDIA Container Toolkit for GPU jobs",
+        )
+    )
     missing = [i for i in config.docker.allowed_images if not client.images.list(name=i)]
-    checks.append(Check(
-        "images", True,
-        "all allowed images are present" if not missing
-        else f"will be pulled on first use: {', '.join(missing)}",
-    ))
+    checks.append(
+        Check(
+            "images",
+            True,
+            "all allowed images are present"
+            if not missing
+            else f"will be pulled on first use: {', '.join(missing)}",
+        )
+    )
     return checks
 
 
@@ -71,14 +77,7 @@ def _port(config: AgentConfig) -> Check:
 
 def run_checks(config: AgentConfig) -> list[Check]:
     checks: list[Check] = []
-    if config.runtime == "docker":
-        checks += _docker(config)
-    else:
-        axolotl = shutil.which(config.local.axolotl) or (
-            config.local.axolotl if os.access(config.local.axolotl, os.X_OK) else None
-        )
-        checks.append(Check("axolotl", axolotl is not None,
-                            axolotl or f"{config.local.axolotl} not found: set local.axolotl"))
+    checks += _docker(config)
     try:
         gpus, source = discover(config.gpus)
         names = ", ".join(sorted({g.name for g in gpus})) or "none (CPU jobs only)"

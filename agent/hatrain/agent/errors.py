@@ -1,11 +1,11 @@
 """The agent's exception tree. The gRPC boundary (service.py) maps each class to one status code.
 
-    HatrainError
-    ├── InvalidArgument      bad input: names the field and what was expected; nothing was changed
-    ├── NotFound             unknown job or object
-    ├── PermissionDenied     acting on somebody else's job
-    ├── FailedPrecondition   the request is valid but the job's state does not allow it
-    └── ResourceExhausted    over a size limit
+HatrainError
+├── InvalidArgument      bad input: names the field and what was expected; nothing was changed
+├── NotFound             unknown job or object
+├── PermissionDenied     acting on somebody else's job
+├── FailedPrecondition   the request is valid but the job's state does not allow it
+└── ResourceExhausted    over a size limit
 """
 
 

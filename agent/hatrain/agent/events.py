@@ -63,7 +63,13 @@ class Event:
         if self.progress is not None:
             p = self.progress
             rec["progress"] = [
-                p.phase, p.current, p.total, p.rate, p.elapsed_seconds, p.eta_seconds, p.unit
+                p.phase,
+                p.current,
+                p.total,
+                p.rate,
+                p.elapsed_seconds,
+                p.eta_seconds,
+                p.unit,
             ]
         if self.exit_code is not None:
             rec["exit_code"] = self.exit_code

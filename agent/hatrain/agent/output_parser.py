@@ -46,20 +46,25 @@ SIGNATURES = (
     ),
     Signature(re.compile(r"The dataset could not be loaded"), FailureReason.DATASET_ERROR),
     Signature(
-        re.compile(r"datasets\.exceptions\.|DatasetGenerationError|JSONDecodeError|"
-                   r"Failed to (read|load) (file|dataset)"),
+        re.compile(
+            r"datasets\.exceptions\.|DatasetGenerationError|JSONDecodeError|"
+            r"Failed to (read|load) (file|dataset)"
+        ),
         FailureReason.DATASET_ERROR,
     ),
     Signature(
-        re.compile(r"GatedRepoError|Cannot access gated repo|is a gated|401 Client Error|"
-                   r"Invalid user token|Access to model .* is restricted"),
+        re.compile(
+            r"GatedRepoError|Cannot access gated repo|is a gated|401 Client Error|"
+            r"Invalid user token|Access to model .* is restricted"
+        ),
         FailureReason.GATED_MODEL,
-        "the model is gated or the token is wrong: accept its licence on the Hub and pass "
-        "HF_TOKEN",
+        "the model is gated or the token is wrong: accept its licence on the Hub and pass HF_TOKEN",
     ),
     Signature(
-        re.compile(r"validation errors? for AxolotlInputConfig|validation errors? for Axolotl|"
-                   r"pydantic_core\._pydantic_core\.ValidationError"),
+        re.compile(
+            r"validation errors? for AxolotlInputConfig|validation errors? for Axolotl|"
+            r"pydantic_core\._pydantic_core\.ValidationError"
+        ),
         FailureReason.BAD_CONFIG,
     ),
     Signature(
@@ -68,15 +73,19 @@ SIGNATURES = (
         "NCCL timed out between GPUs: check that every GPU is healthy and shared memory is large",
     ),
     Signature(
-        re.compile(r"unable to write to file </torch_|No space left on device.*shm|"
-                   r"DataLoader worker .* is killed by signal: Bus error|shared memory"),
+        re.compile(
+            r"unable to write to file </torch_|No space left on device.*shm|"
+            r"DataLoader worker .* is killed by signal: Bus error|shared memory"
+        ),
         FailureReason.SHARED_MEMORY,
         "out of shared memory: the agent's docker.ipc_host or docker.shm_size is too small",
     ),
     Signature(
-        re.compile(r"We couldn't connect to 'https://huggingface.co'|LocalEntryNotFoundError|"
-                   r"does not appear to have a file named|is not a local folder and is not a "
-                   r"valid model identifier"),
+        re.compile(
+            r"We couldn't connect to 'https://huggingface.co'|LocalEntryNotFoundError|"
+            r"does not appear to have a file named|is not a local folder and is not a "
+            r"valid model identifier"
+        ),
         FailureReason.MODEL_UNAVAILABLE,
     ),
 )
@@ -155,7 +164,7 @@ class OutputParser:
         bar = _BAR.match(text.strip())
         if bar is not None:
             self._bar(bar, events)
-            text = text.strip()[bar.end():]
+            text = text.strip()[bar.end() :]
             if not text.strip():
                 return
         self._line(text, events)

@@ -82,16 +82,22 @@ class JobRunner:
                 log.warning("could not remove a finished step", job_id=job.id, exc_info=True)
         self.workspace.drop_secrets(job.id)
         if not self.store.get(job.id).state.terminal:
-            self.store.transition(job.id, verdict.state, reason=verdict.reason,
-                                  hint=verdict.hint, exit_code=verdict.exit_code)
+            self.store.transition(
+                job.id,
+                verdict.state,
+                reason=verdict.reason,
+                hint=verdict.hint,
+                exit_code=verdict.exit_code,
+            )
 
     @staticmethod
     def _stopped(control: RunControl, exit_code: int | None) -> "Verdict | None":
         if control.stop_reason == "cancel":
             return Verdict(JobState.CANCELLED, hint="cancelled", exit_code=exit_code)
         if control.stop_reason == "timeout":
-            return Verdict(JobState.FAILED, FailureReason.TIMEOUT,
-                           "the job ran past its time limit", exit_code)
+            return Verdict(
+                JobState.FAILED, FailureReason.TIMEOUT, "the job ran past its time limit", exit_code
+            )
         return None
 
     def _run(self, job: Job, control: RunControl, handles: list[Handle]) -> "Verdict":
@@ -104,8 +110,10 @@ class JobRunner:
             job = self.store.get(job.id)
             info: dict[str, Any] = dict(job.runtime.get(step, {}))
             if "exit_code" not in info:
-                if job.state in (JobState.STARTING, JobState.PREPROCESSING) and \
-                        STATE_OF_STEP[step] != job.state:
+                if (
+                    job.state in (JobState.STARTING, JobState.PREPROCESSING)
+                    and STATE_OF_STEP[step] != job.state
+                ):
                     job = self.store.transition(job.id, STATE_OF_STEP[step], step=step)
                 handle = info.get("handle")
                 if handle is None:
@@ -131,7 +139,8 @@ class JobRunner:
                 return stopped
             if status.code != 0:
                 parser = OutputParser(step)
-                parser.failure = tuple(info["failure"]) if info.get("failure") else None  # type: ignore[assignment]
+                failure = info.get("failure")
+                parser.failure = (FailureReason(failure[0]), failure[1]) if failure else None
                 parser.last_error_line = info.get("last_error_line", "")
                 reason, hint = classify(step, status, parser)
                 return Verdict(JobState.FAILED, reason, hint, status.code)
@@ -139,8 +148,12 @@ class JobRunner:
                 info.get("preprocess_succeeded")
                 or self.store.has_line(job.id, step, PREPROCESS_SUCCESS)
             ):
-                return Verdict(JobState.FAILED, FailureReason.PREPROCESS_INCOMPLETE,
-                               f"preprocess exited 0 but never printed '{PREPROCESS_SUCCESS}'", 0)
+                return Verdict(
+                    JobState.FAILED,
+                    FailureReason.PREPROCESS_INCOMPLETE,
+                    f"preprocess exited 0 but never printed '{PREPROCESS_SUCCESS}'",
+                    0,
+                )
         return Verdict(JobState.SUCCEEDED, exit_code=0)
 
     def _pull_progress(self, job_id: str) -> Any:
@@ -150,12 +163,15 @@ class JobRunner:
             now = time.monotonic()
             if now - last[0] >= 0.5 or progress.current == progress.total:
                 last[0] = now
-                self.store.append(job_id, [Event(EventKind.PROGRESS, step="pull",
-                                                 progress=progress)])
+                self.store.append(
+                    job_id, [Event(EventKind.PROGRESS, step="pull", progress=progress)]
+                )
+
         return report
 
-    def _follow(self, job: Job, step: str, handle: Handle,
-                info: dict[str, Any]) -> tuple[ExitStatus, OutputParser]:
+    def _follow(
+        self, job: Job, step: str, handle: Handle, info: dict[str, Any]
+    ) -> tuple[ExitStatus, OutputParser]:
         """Stream the step's output into events until it ends; returns its exit status."""
         parser = OutputParser(step, train_total=info.get("train_total"))
         chunks: queue.Queue[Any] = queue.Queue(maxsize=10_000)

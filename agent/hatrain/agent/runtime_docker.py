@@ -1,8 +1,9 @@
 """Run each step in a Docker container, reproducing the hand-run `docker run` of the seed."""
 
+import contextlib
 import time
-from datetime import datetime
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import docker
@@ -77,8 +78,17 @@ class DockerRuntime:
                     done = sum(c for c, _ in layers.values())
                     total = sum(t for _, t in layers.values())
                     elapsed = time.monotonic() - started
-                    progress(Progress("pull", done, total, done / elapsed if elapsed else 0.0,
-                                      elapsed, 0.0, "B"))
+                    progress(
+                        Progress(
+                            "pull",
+                            done,
+                            total,
+                            done / elapsed if elapsed else 0.0,
+                            elapsed,
+                            0.0,
+                            "B",
+                        )
+                    )
         except docker.errors.APIError as exc:
             raise RuntimeFailure(FailureReason.IMAGE_PULL_FAILED, str(exc.explanation)) from exc
 
@@ -101,8 +111,9 @@ class DockerRuntime:
         kwargs: dict[str, Any] = {}
         if job.gpu_uuids:
             kwargs["device_requests"] = [
-                DeviceRequest(driver="nvidia", device_ids=list(job.gpu_uuids),
-                              capabilities=[["gpu"]])
+                DeviceRequest(
+                    driver="nvidia", device_ids=list(job.gpu_uuids), capabilities=[["gpu"]]
+                )
             ]
         if self.config.ipc_host:
             kwargs["ipc_mode"] = "host"
@@ -111,8 +122,14 @@ class DockerRuntime:
         try:
             container = self.client.containers.create(
                 job.spec.image,
-                command=["/bin/sh", "-c", SECRET_SHIM, "hatrain", "axolotl",
-                         *axolotl_args(step, job.spec.config_name)],
+                command=[
+                    "/bin/sh",
+                    "-c",
+                    SECRET_SHIM,
+                    "hatrain",
+                    "axolotl",
+                    *axolotl_args(step, job.spec.config_name),
+                ],
                 name=name,
                 labels={LABEL_JOB: job.id, LABEL_STEP: step, LABEL_USER: job.user},
                 environment={**BASE_ENV, **self.config.env},
@@ -139,7 +156,7 @@ class DockerRuntime:
         return {"container": found[0].id, "name": found[0].name}
 
     def logs(self, handle: Handle, cursor: Any) -> Iterator[tuple[str, Any]]:
-        after: Cursor | None = tuple(cursor) if cursor else None  # type: ignore[assignment]
+        after: Cursor | None = (cursor[0], cursor[1], cursor[2]) if cursor else None
         since = after[0] if after else None
         try:
             stream = self.client.api.logs(
@@ -165,8 +182,9 @@ class DockerRuntime:
             result = container.wait()
             container.reload()
         except docker.errors.NotFound as exc:
-            raise RuntimeFailure(FailureReason.CONTAINER_LOST,
-                                 "the container disappeared while it ran") from exc
+            raise RuntimeFailure(
+                FailureReason.CONTAINER_LOST, "the container disappeared while it ran"
+            ) from exc
         return ExitStatus(int(result["StatusCode"]), bool(container.attrs["State"]["OOMKilled"]))
 
     def probe(self, handle: Handle) -> Probe:
@@ -177,13 +195,9 @@ class DockerRuntime:
         return "running" if container.status in ("running", "created", "restarting") else "exited"
 
     def stop(self, handle: Handle, grace_seconds: float) -> None:
-        try:
+        with contextlib.suppress(docker.errors.NotFound):
             self.client.containers.get(handle["container"]).stop(timeout=int(grace_seconds))
-        except docker.errors.NotFound:
-            pass
 
     def remove(self, handle: Handle) -> None:
-        try:
+        with contextlib.suppress(docker.errors.NotFound):
             self.client.containers.get(handle["container"]).remove(force=True)
-        except docker.errors.NotFound:
-            pass

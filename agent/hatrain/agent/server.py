@@ -12,7 +12,6 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-
 from hatrain.rpc.v1 import agent_pb2 as pb
 from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
 
@@ -61,10 +60,6 @@ def notify_systemd(message: str) -> None:
 
 
 def make_runtime(config: AgentConfig, workspace: Workspace) -> Runtime:
-    if config.runtime == "local":
-        from .runtime_local import LocalRuntime
-
-        return LocalRuntime(config.local, workspace)
     from .runtime_docker import DockerRuntime
 
     return DockerRuntime(config.docker)
@@ -87,13 +82,14 @@ class Agent:
             user_gpu_caps=config.scheduler.user_gpu_caps,
             max_cpu_jobs=config.scheduler.max_cpu_jobs,
         )
-        grace = (
-            config.local.stop_grace_seconds
-            if config.runtime == "local"
-            else config.docker.stop_grace_seconds
-        )
+        grace = config.docker.stop_grace_seconds
         self.supervisor = Supervisor(
-            self.store, self.runtime, self.workspace, self.gpus, policy, grace,
+            self.store,
+            self.runtime,
+            self.workspace,
+            self.gpus,
+            policy,
+            grace,
             frozenset(config.admins),
         )
         self.health = health.HealthServicer()
@@ -105,9 +101,16 @@ class Agent:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        pb_grpc.add_AgentServiceServicer_to_server(
-            AgentService(config, self.store, self.objects, self.workspace, self.supervisor,
-                         self.gpus, self.gpu_source),
+        pb_grpc.add_AgentServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            AgentService(
+                config,
+                self.store,
+                self.objects,
+                self.workspace,
+                self.supervisor,
+                self.gpus,
+                self.gpu_source,
+            ),
             self.server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -123,9 +126,15 @@ class Agent:
         self.server.start()
         self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        log.info("agent serving", listen=self.config.listen, port=self.port,
-                 runtime=self.config.runtime, gpus=len(self.gpus), gpu_source=self.gpu_source,
-                 data_root=str(self.config.data_root))
+        log.info(
+            "agent serving",
+            listen=self.config.listen,
+            port=self.port,
+            runtime=self.config.runtime,
+            gpus=len(self.gpus),
+            gpu_source=self.gpu_source,
+            data_root=str(self.config.data_root),
+        )
 
     def stop(self, grace: float = 2.0) -> None:
         self.health.enter_graceful_shutdown()

@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 
 import grpc
 import structlog
-
 from hatrain.rpc.v1 import agent_pb2 as pb
 from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
 

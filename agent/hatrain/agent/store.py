@@ -306,8 +306,15 @@ class Store:
                 sets.append("progress=?")
                 args.append(
                     json.dumps(
-                        [p.phase, p.current, p.total, p.rate, p.elapsed_seconds, p.eta_seconds,
-                         p.unit]
+                        [
+                            p.phase,
+                            p.current,
+                            p.total,
+                            p.rate,
+                            p.elapsed_seconds,
+                            p.eta_seconds,
+                            p.unit,
+                        ]
                     )
                 )
             if metrics:
@@ -335,10 +342,17 @@ class Store:
         return job
 
     def _with_position(self, job: Job) -> Job:
-        ids = [r[0] for r in self._reader().execute(
-            "SELECT id FROM jobs WHERE state='queued' ORDER BY priority DESC, n"
-        )]
-        return replace(job, queue_position=ids.index(job.id) + 1 if job.id in ids else 0)
+        """Its place in the queue: jobs of higher priority, or equal and older, come first."""
+        row = (
+            self._reader()
+            .execute(
+                "SELECT COUNT(*) FROM jobs WHERE state='queued' AND (priority > ? OR "
+                "(priority = ? AND n < (SELECT n FROM jobs WHERE id=?)))",
+                (job.spec.priority, job.spec.priority, job.id),
+            )
+            .fetchone()
+        )
+        return replace(job, queue_position=int(row[0]) + 1)
 
     def list_jobs(
         self,
@@ -375,11 +389,14 @@ class Store:
         rows = rows[:page_size]
         jobs = [_job_from_row(r[1:]) for r in rows]
         if any(j.state == JobState.QUEUED for j in jobs):
+            # One index-only scan gives every queued job's place (cheaper than a count each).
             order = {
-                r[0]: i + 1
-                for i, r in enumerate(conn.execute(
-                    "SELECT id FROM jobs WHERE state='queued' ORDER BY priority DESC, n"
-                ))
+                row[0]: i + 1
+                for i, row in enumerate(
+                    conn.execute(
+                        "SELECT id FROM jobs WHERE state='queued' ORDER BY priority DESC, n"
+                    )
+                )
             }
             jobs = [replace(j, queue_position=order.get(j.id, 0)) for j in jobs]
         token = base64.urlsafe_b64encode(str(rows[-1][0]).encode()).decode() if more else ""
@@ -441,7 +458,7 @@ class Store:
         return False
 
     def wait_for_change(self, generation: int, timeout: float) -> int:
-        """Block until something is committed after `generation` (or timeout); returns the new one."""
+        """Wait until a commit after `generation` (or the timeout); returns the new generation."""
         with self._changed:
             if self._generation == generation:
                 self._changed.wait(timeout)

@@ -5,7 +5,6 @@ import re
 from typing import Any
 
 import yaml
-
 from hatrain.rpc.v1 import agent_pb2 as pb
 
 from .config import AgentConfig
@@ -18,6 +17,7 @@ from .workspace import RUNS
 _CONFIG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.ya?ml$")
 _SECRET_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
 _MAX_SECRET_BYTES = 64 * 1024
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _parse_config(raw: bytes, limit: int) -> dict[str, Any]:
@@ -30,7 +30,7 @@ def _parse_config(raw: bytes, limit: int) -> dict[str, Any]:
             "spec.config_yaml", f"UTF-8 text (invalid byte at offset {exc.start})"
         ) from exc
     try:
-        config = yaml.safe_load(text)
+        config = yaml.load(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -63,8 +63,9 @@ def _check_files(files: Any, objects: ObjectStore, max_files: int) -> tuple[JobF
         field = f"spec.files[{i}]"
         normal = posixpath.normpath(f.path) if f.path else ""
         if not normal or normal.startswith(("/", "..")) or normal == ".":
-            raise InvalidArgument(f"{field}.path", f"a relative path inside the datasets "
-                                  f"directory, got {f.path!r}")
+            raise InvalidArgument(
+                f"{field}.path", f"a relative path inside the datasets directory, got {f.path!r}"
+            )
         if normal in seen:
             raise InvalidArgument(f"{field}.path", f"a path not listed twice ({normal!r})")
         seen.add(normal)
@@ -99,7 +100,8 @@ def check_submission(
     if resources.gpus < 0:
         raise InvalidArgument("spec.resources.gpus", "0 or more")
     fitting = [
-        g for g in gpus
+        g
+        for g in gpus
         if g.memory_mb >= resources.min_gpu_memory_mb
         and (not resources.gpu_type or resources.gpu_type.lower() in g.name.lower())
     ]

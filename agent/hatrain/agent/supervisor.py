@@ -17,6 +17,7 @@ from .store import Store
 from .workspace import Workspace
 
 log = structlog.get_logger(__name__)
+_MIN_PASS_INTERVAL = 0.05
 
 
 class Supervisor:
@@ -71,10 +72,17 @@ class Supervisor:
                 self._enforce_time_limits()
             except Exception:
                 log.exception("scheduling pass failed")
+            # A burst of submissions is scheduled in one pass rather than one pass each.
+            self._stopping.wait(_MIN_PASS_INTERVAL)
 
     def schedule_once(self) -> None:
         with self._lock:
             now = time.time()
+            active = self.store.jobs_in(RUNNING)
+            busy = {u for j in active for u in j.gpu_uuids}
+            cpu_jobs = sum(1 for j in active if not j.gpu_uuids)
+            if len(busy) >= len(self.gpus) and cpu_jobs >= self.policy.max_cpu_jobs:
+                return  # nothing could start: spare reading the whole queue
             queued = [
                 QueuedJob(
                     id=j.id,
@@ -95,10 +103,9 @@ class Supervisor:
                     j.id,
                     j.user,
                     j.gpu_uuids,
-                    j.started_at + j.spec.time_limit_seconds if j.spec.time_limit_seconds
-                    else None,
+                    j.started_at + j.spec.time_limit_seconds if j.spec.time_limit_seconds else None,
                 )
-                for j in self.store.jobs_in(RUNNING)
+                for j in active
             ]
             for placement in plan(queued, running, self.gpus, self.policy, now):
                 job = self.store.transition(

@@ -1,5 +1,7 @@
 """Conversions between the agent's domain objects and the wire format (hatrain.rpc.v1)."""
 
+from typing import Any
+
 from hatrain.rpc.v1 import agent_pb2 as pb
 
 from .events import Event, EventKind, Progress
@@ -7,9 +9,11 @@ from .jobs import Job, JobSpec
 from .scheduler import GpuSlot
 from .states import JobState
 
-STATE_TO_WIRE = {s: pb.JobState.Value(f"JOB_STATE_{s.name}") for s in JobState}
+STATE_TO_WIRE: dict[JobState, Any] = {s: pb.JobState.Value(f"JOB_STATE_{s.name}") for s in JobState}
 STATE_FROM_WIRE = {v: k for k, v in STATE_TO_WIRE.items()}
-KIND_TO_WIRE = {k: pb.EventKind.Value(f"EVENT_KIND_{k.name}") for k in EventKind}
+KIND_TO_WIRE: dict[EventKind, Any] = {
+    k: pb.EventKind.Value(f"EVENT_KIND_{k.name}") for k in EventKind
+}
 KIND_FROM_WIRE = {v: k for k, v in KIND_TO_WIRE.items()}
 
 

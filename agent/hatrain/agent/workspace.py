@@ -1,10 +1,10 @@
 """The host side of the container contract: each job's directories, its config and its files.
 
-    <data_root>/jobs/<id>/configs/<config_name>   -> /workspace/configs (read-only)
-    <data_root>/jobs/<id>/datasets/<path>         -> /workspace/data/datasets (read-only)
-    <data_root>/jobs/<id>/run/                    -> /workspace/data/training-runs
-    <data_root>/cache/huggingface/                -> /workspace/data/huggingface-cache
-    <data_root>/secrets/<id>/<NAME>               -> /run/hatrain/secrets (read-only)
+<data_root>/jobs/<id>/configs/<config_name>   -> /workspace/configs (read-only)
+<data_root>/jobs/<id>/datasets/<path>         -> /workspace/data/datasets (read-only)
+<data_root>/jobs/<id>/run/                    -> /workspace/data/training-runs
+<data_root>/cache/huggingface/                -> /workspace/data/huggingface-cache
+<data_root>/secrets/<id>/<NAME>               -> /run/hatrain/secrets (read-only)
 """
 
 import os

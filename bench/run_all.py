@@ -1,0 +1,263 @@
+"""Measure the agent against its targets and against peers run on this machine in the same run.
+
+    python bench/run_all.py [--jobs 10000] [--lines 100000]
+
+1. submit throughput into a queue of N jobs      peer: gRPC round trips that do nothing
+2. one page of 50 at N jobs, p99                 target 20 ms
+3. a job printing L lines, to a watcher          peer: `docker logs -f` of the same container
+4. agent memory at rest (RSS)                    peer: a bare Python gRPC server
+"""
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+import grpc
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from hatrain.agent.config import AgentConfig  # noqa: E402
+from hatrain.agent.server import Agent, configure_logging  # noqa: E402
+from hatrain.rpc.v1 import agent_pb2 as pb  # noqa: E402
+from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc  # noqa: E402
+
+from tests.support.images import ensure_test_image, python_mounts  # noqa: E402
+
+PRINTER = """import sys, time
+n = int(sys.argv[1])
+w = sys.stdout.write
+for i in range(n):
+    w(f"line {i} {time.time():.6f}\\n")
+sys.stdout.flush()
+"""
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def agent_config(root: Path, image: str, bindir: Path, **extra: Any) -> dict[str, Any]:
+    return {
+        "data_root": str(root),
+        "listen": f"127.0.0.1:{free_port()}",
+        "log_format": "console",
+        "docker": {
+            "allowed_images": [image],
+            "default_image": image,
+            "pull_missing": False,
+            "extra_mounts": python_mounts(bindir),
+            "env": {"PATH": f"{bindir}:/usr/bin:/bin"},
+        },
+        **extra,
+    }
+
+
+def make_axolotl_printer(bindir: Path, lines: int) -> None:
+    """An `axolotl` for the streaming bench: preprocess succeeds, train prints `lines` lines."""
+    bindir.mkdir(parents=True, exist_ok=True)
+    (bindir / "printer.py").write_text(PRINTER)
+    script = bindir / "axolotl"
+    script.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = preprocess ]; then echo "Success! Preprocessed data path: x"; exit 0; fi\n'
+        f"exec {sys.executable} {bindir / 'printer.py'} {lines}\n"
+    )
+    script.chmod(0o755)
+
+
+def spec(image: str) -> pb.JobSpec:
+    return pb.JobSpec(
+        config_name="bench.yml",
+        image=image,
+        config_yaml=b"output_dir: /workspace/data/training-runs/out\n",
+    )
+
+
+def bench_queue(image: str, bindir: Path, jobs: int) -> list[str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        config = agent_config(Path(tmp), image, bindir, scheduler={"max_cpu_jobs": 0})
+        agent = Agent(AgentConfig.model_validate(config))
+        agent.start()
+        channel = grpc.insecure_channel(config["listen"])
+        stub = pb_grpc.AgentServiceStub(channel)
+        stub.GetAgentInfo(pb.GetAgentInfoRequest())
+        started = time.perf_counter()
+        for _ in range(2000):
+            stub.GetAgentInfo(pb.GetAgentInfoRequest())
+        noop_rate = 2000 / (time.perf_counter() - started)
+        request = pb.SubmitJobRequest(spec=spec(image))
+        clients = 4
+
+        def submit(count: int) -> None:
+            for _ in range(count):
+                stub.SubmitJob(request)
+
+        threads = [threading.Thread(target=submit, args=(jobs // clients,)) for _ in range(clients)]
+        started = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        submit_rate = clients * (jobs // clients) / (time.perf_counter() - started)
+        latencies = []
+        for i in range(300):
+            token = ""
+            if i % 3:
+                page = stub.ListJobs(pb.ListJobsRequest(page_size=50))
+                token = page.next_page_token
+            began = time.perf_counter()
+            stub.ListJobs(pb.ListJobsRequest(page_size=50, page_token=token))
+            latencies.append((time.perf_counter() - began) * 1000)
+        channel.close()
+        agent.stop(0)
+    return [
+        f"submit into a queue of {jobs} from {clients} clients: {submit_rate:,.0f} jobs/s "
+        f"(target >= 500: "
+        f"{submit_rate / 500:.2f}x); no-op gRPC round trips {noop_rate:,.0f}/s "
+        f"(ratio {submit_rate / noop_rate:.2f})",
+        f"list a page of 50 at {jobs} jobs: p99 {p99(latencies):.1f} ms, median "
+        f"{sorted(latencies)[len(latencies) // 2]:.1f} ms (target <= 20 ms)",
+    ]
+
+
+def bench_stream(image: str, bindir: Path, lines: int) -> list[str]:
+    client = docker.from_env()
+    mounts = [
+        docker.types.Mount(m["target"], m["source"], type="bind", read_only=True)
+        for m in python_mounts(bindir)
+    ]
+    started = time.perf_counter()
+    container = client.containers.run(
+        image, [sys.executable, str(bindir / "printer.py"), str(lines)], detach=True, mounts=mounts
+    )
+    peer_latency: list[float] = []
+    count = 0
+    for chunk in container.logs(stream=True, follow=True):
+        now = time.time()
+        for line in chunk.decode().splitlines():
+            count += 1
+            peer_latency.append(now - float(line.rsplit(" ", 1)[1]))
+    peer_rate = count / (time.perf_counter() - started)
+    container.remove(force=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = agent_config(Path(tmp), image, bindir)
+        agent = Agent(AgentConfig.model_validate(config))
+        agent.start()
+        channel = grpc.insecure_channel(config["listen"])
+        stub = pb_grpc.AgentServiceStub(channel)
+        started = time.perf_counter()
+        job = stub.SubmitJob(pb.SubmitJobRequest(spec=spec(image))).job
+        latency: list[float] = []
+        received = 0
+        first = 0.0
+        for response in stub.WatchJob(pb.WatchJobRequest(job_id=job.id, follow=True)):
+            now = time.time()
+            for event in response.events:
+                if event.kind == pb.EVENT_KIND_LOG and event.step == "train":
+                    if not received:
+                        first = time.perf_counter()
+                    received += 1
+                    latency.append(now - float(event.line.rsplit(" ", 1)[1]))
+        rate = received / (time.perf_counter() - first)
+        end_to_end = received / (time.perf_counter() - started)
+        channel.close()
+        agent.stop(0)
+    assert received == lines, (received, lines)
+    return [
+        f"stream {lines} log lines to a watcher: {rate:,.0f} lines/s while streaming "
+        f"({end_to_end:,.0f}/s including container start; target >= 50,000), "
+        f"p99 line latency {p99(latency) * 1000:.0f} ms (target <= 100 ms)",
+        f"  peer `docker logs -f` of the same container: {peer_rate:,.0f} lines/s, p99 latency "
+        f"{p99(peer_latency) * 1000:.0f} ms; ratio {rate / peer_rate:.2f}",
+    ]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def bench_memory(image: str, bindir: Path) -> list[str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        config = agent_config(Path(tmp), image, bindir)
+        (Path(tmp) / "agent.yml").write_text(yaml.safe_dump(config))
+        proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "hatrain-agent"),
+                "serve",
+                "--config",
+                str(Path(tmp) / "agent.yml"),
+            ],
+            stderr=subprocess.DEVNULL,
+        )
+        channel = grpc.insecure_channel(config["listen"])
+        grpc.channel_ready_future(channel).result(timeout=60)
+        pb_grpc.AgentServiceStub(channel).GetAgentInfo(pb.GetAgentInfoRequest())
+        time.sleep(2)
+        agent_rss = rss_mb(proc.pid)
+        channel.close()
+        proc.terminate()
+        proc.wait()
+    bare = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import grpc, time\nfrom concurrent import futures\n"
+                "s = grpc.server(futures.ThreadPoolExecutor(4))\n"
+                "s.add_insecure_port('127.0.0.1:0')\n"
+                "s.start(); time.sleep(60)"
+            ),
+        ]
+    )
+    time.sleep(3)
+    bare_rss = rss_mb(bare.pid)
+    bare.kill()
+    return [
+        f"agent memory at rest: {agent_rss:.0f} MB RSS (target <= 80 MB); a bare Python gRPC "
+        f"server: {bare_rss:.0f} MB; ratio {agent_rss / bare_rss:.2f}"
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--lines", type=int, default=100_000)
+    args = parser.parse_args()
+    configure_logging("console")
+    import logging
+
+    logging.disable(logging.INFO)
+    image = ensure_test_image(docker.from_env())
+    with tempfile.TemporaryDirectory() as tmp:
+        bindir = Path(tmp) / "bin"
+        make_axolotl_printer(bindir, args.lines)
+        os.chmod(tmp, 0o755)
+        results = bench_queue(image, bindir, args.jobs)
+        results += bench_stream(image, bindir, args.lines)
+        results += bench_memory(image, bindir)
+    print("\n".join(results))
+
+
+if __name__ == "__main__":
+    main()
