@@ -1,0 +1,1 @@
+"""hatrain-client: sync, submit and follow jobs (in progress; see the README)."""
