@@ -108,7 +108,7 @@ BAD_SUBMISSIONS = [
         "not yaml",
         {"yaml": b"base_model: [unclosed\n"},
         grpc.StatusCode.INVALID_ARGUMENT,
-        "valid YAML: expected ',' or ']'",
+        "valid YAML: did not find expected ',' or ']' (line 2",
     ),
     (
         "not a mapping",
