@@ -29,6 +29,17 @@ class Progress:
     eta_seconds: float = 0.0
     unit: str = "it"
 
+    def to_record(self) -> list[object]:
+        return [
+            self.phase,
+            self.current,
+            self.total,
+            self.rate,
+            self.elapsed_seconds,
+            self.eta_seconds,
+            self.unit,
+        ]
+
 
 @dataclass(frozen=True)
 class Event:
@@ -61,16 +72,7 @@ class Event:
         if self.eval:
             rec["eval"] = True
         if self.progress is not None:
-            p = self.progress
-            rec["progress"] = [
-                p.phase,
-                p.current,
-                p.total,
-                p.rate,
-                p.elapsed_seconds,
-                p.eta_seconds,
-                p.unit,
-            ]
+            rec["progress"] = self.progress.to_record()
         if self.exit_code is not None:
             rec["exit_code"] = self.exit_code
         return rec

@@ -302,21 +302,8 @@ class Store:
                 sets.append("runtime=?")
                 args.append(json.dumps({**json.loads(row[2]), **runtime}))
             if progress is not None:
-                p = progress
                 sets.append("progress=?")
-                args.append(
-                    json.dumps(
-                        [
-                            p.phase,
-                            p.current,
-                            p.total,
-                            p.rate,
-                            p.elapsed_seconds,
-                            p.eta_seconds,
-                            p.unit,
-                        ]
-                    )
-                )
+                args.append(json.dumps(progress.to_record()))
             if metrics:
                 merged = {**json.loads(row[1]), **metrics}
                 sets.append("last_metrics=?")
