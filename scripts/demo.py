@@ -1,60 +1,88 @@
-"""The main job: start an agent on this machine and train the CPU demo through it, end to end.
+"""The main job: an agent on this machine, and the demo trained through the real client path.
 
-It starts `hatrain-agent serve` (SQLite, loopback) with the Docker runtime, uploads the demo's
-dataset, chat template and tiny model into the agent's object store (content-addressed, verified),
-submits tiny-llama-cpu.yml with its paths mapped to the container's, and follows the job's events
-to the end: phase, step/total, loss, learning rate, ETA. Real Axolotl 0.19 runs in a container
-that mounts the host's CPU Axolotl virtualenv read-only.
+1. Builds the demo's tiny Llama and tokenizer from the demo dataset (cached in .cache/demo/).
+2. Starts an OpenSSH server on a loopback port with a key of its own (this machine is the "GPU
+   host"), and `hatrain-agent serve` with the embedded defaults (SQLite under a work directory,
+   loopback listener). With Docker and an NVIDIA GPU it runs the real Axolotl image on one GPU;
+   otherwise real Axolotl 0.19 on the CPU in a container that mounts the host's Axolotl venv.
+3. Runs `hatrain-client submit configs/demo/tiny-llama-cpu.yml`, follows it live
+   (`hatrain-client watch`), then `fetch`es the run and `plot`s the loss curve.
 """
 
-import hashlib
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import docker
-import grpc
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hatrain.rpc.v1 import agent_pb2 as pb  # noqa: E402
-from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc  # noqa: E402
+from hatrain.agent.config import DEFAULT_IMAGE  # noqa: E402
 
 from tests.support.images import ensure_test_image, python_mounts  # noqa: E402
+from tests.support.sshd import free_port, start_sshd  # noqa: E402
 
 CACHE = Path(os.environ.get("HATRAIN_CACHE", Path.home() / ".cache" / "hatrain"))
 VENV = Path(os.environ.get("HATRAIN_AXOLOTL_VENV", CACHE / "axolotl-venv"))
 DEMO = REPO / "configs" / "demo"
+BIN = Path(sys.executable).parent
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+def has_gpu_docker(client: docker.DockerClient) -> bool:
+    smi = shutil.which("nvidia-smi")
+    if not smi or subprocess.run([smi, "-L"], capture_output=True, check=False).returncode:
+        return False
+    return "nvidia" in (client.info().get("Runtimes") or {})
 
 
-def upload(stub: pb_grpc.AgentServiceStub, files: dict[str, Path]) -> list[pb.JobFile]:
-    """Same host: copy into the staging path the agent names, then let it verify and commit."""
-    refs = {name: (path, sha256(path)) for name, path in files.items()}
-    answer = stub.PrepareUpload(pb.PrepareUploadRequest(sha256=[s for _, s in refs.values()]))
-    for staged in answer.missing:
-        path = next(p for p, s in refs.values() if s == staged.sha256)
-        shutil.copyfile(path, staged.staging_path)
-        stub.CommitUpload(pb.CommitUploadRequest(sha256=staged.sha256, size=path.stat().st_size))
-    return [pb.JobFile(path=n, sha256=s, size=p.stat().st_size) for n, (p, s) in refs.items()]
+def agent_config(work: Path, port: int, gpu: bool) -> dict[str, object]:
+    config: dict[str, object] = {"data_root": str(work / "data"), "listen": f"127.0.0.1:{port}"}
+    config["log_format"] = "console"
+    if gpu:
+        return config  # the embedded defaults: the Axolotl cloud image, GPUs through NVML
+    image = ensure_test_image(docker.from_env())
+    config["docker"] = {
+        "allowed_images": [image],
+        "default_image": image,
+        "pull_missing": False,
+        "extra_mounts": python_mounts(VENV),
+        "env": {
+            "PATH": f"{VENV}/bin:/usr/bin:/bin",
+            "HF_HUB_OFFLINE": "1",
+            "CUDA_VISIBLE_DEVICES": "",
+            "HOME": "/tmp",
+        },
+    }
+    return config
+
+
+def client(*args: str, env: dict[str, str], capture: bool = False) -> str:
+    print(f"$ hatrain-client {' '.join(args)}", flush=True)
+    result = subprocess.run(
+        [str(BIN / "hatrain-client"), *args],
+        env=env,
+        cwd=REPO,
+        check=False,
+        stdout=subprocess.PIPE if capture else None,
+        text=True,
+    )
+    if result.returncode:
+        raise SystemExit(f"hatrain-client {args[0]} exited with {result.returncode}")
+    return result.stdout or ""
 
 
 def main() -> int:
-    model = CACHE / "demo" / "tiny-llama"
+    model = REPO / ".cache" / "demo" / "tiny-llama"
     if not (model / "model.safetensors").exists():
-        print("building the tiny model and tokenizer from the demo dataset")
+        print("building the tiny model and tokenizer from the demo dataset", flush=True)
         subprocess.run(
             [
                 str(VENV / "bin/python"),
@@ -65,88 +93,50 @@ def main() -> int:
             check=True,
             capture_output=True,
         )
-    image = ensure_test_image(docker.from_env())
+    gpu = has_gpu_docker(docker.from_env())
     work = Path(tempfile.mkdtemp(prefix="hatrain-demo-"))
-    port = 50151 + os.getpid() % 1000
-    config = {
-        "data_root": str(work / "data"),
-        "listen": f"127.0.0.1:{port}",
-        "log_format": "console",
-        "docker": {
-            "allowed_images": [image],
-            "default_image": image,
-            "pull_missing": False,
-            "extra_mounts": python_mounts(VENV),
-            "env": {
-                "PATH": f"{VENV}/bin:/usr/bin:/bin",
-                "HF_HUB_OFFLINE": "1",
-                "CUDA_VISIBLE_DEVICES": "",
-                "HOME": "/tmp",
-            },
-        },
-    }
-    (work / "agent.yml").write_text(yaml.safe_dump(config))
+    sshd = start_sshd(work / "sshd", alias="demo-host")
+    port = free_port()
+    (work / "agent.yml").write_text(yaml.safe_dump(agent_config(work, port, gpu)))
     agent = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "hatrain-agent"),
-            "serve",
-            "--config",
-            str(work / "agent.yml"),
-        ],
+        [str(BIN / "hatrain-agent"), "serve", "--config", str(work / "agent.yml")],
         stderr=(work / "agent.log").open("w"),
     )
+    deadline = time.monotonic() + 60
+    while True:  # wait for the agent's listener
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if agent.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the agent did not start; see {work / 'agent.log'}") from None
+            time.sleep(0.1)
+    settings = {
+        "default_host": "demo",
+        "hosts": {"demo": {"ssh": "demo-host", "agent": f"127.0.0.1:{port}"}},
+        "ssh_config": str(sshd.ssh_config),
+        "known_hosts": str(sshd.known_hosts),
+        "cache_dir": str(work / "client-cache"),
+    }
+    (work / "client.yml").write_text(yaml.safe_dump(settings))
+    env = {**os.environ, "HATRAIN_CLIENT_CONFIG": str(work / "client.yml")}
+    env.pop("SSH_AUTH_SOCK", None)
+    print(f"work directory {work} ({'GPU, ' + DEFAULT_IMAGE if gpu else 'CPU'})", flush=True)
     try:
-        channel = grpc.insecure_channel(config["listen"])
-        grpc.channel_ready_future(channel).result(timeout=60)
-        stub = pb_grpc.AgentServiceStub(channel)
-        files = {
-            "sample.jsonl": DEMO / "sample.jsonl",
-            "chat_template.jinja": DEMO / "chat_template.jinja",
-        }
-        files |= {f"tiny-llama/{p.name}": p for p in sorted(model.iterdir()) if p.is_file()}
-        refs = upload(stub, files)
-        cfg = yaml.safe_load((DEMO / "tiny-llama-cpu.yml").read_text())
-        cfg["base_model"] = "/workspace/data/datasets/tiny-llama"
-        cfg["chat_template_jinja"] = "/workspace/data/datasets/chat_template.jinja"
-        cfg["datasets"][0]["path"] = "/workspace/data/datasets/sample.jsonl"
-        content = hashlib.sha256("".join(r.sha256 for r in refs).encode()).hexdigest()[:16]
-        cfg["dataset_prepared_path"] = f"/workspace/data/huggingface-cache/prepared/{content}"
-        job = stub.SubmitJob(
-            pb.SubmitJobRequest(
-                spec=pb.JobSpec(
-                    name="demo",
-                    config_name="tiny-llama-cpu.yml",
-                    config_yaml=yaml.safe_dump(cfg).encode(),
-                    files=refs,
-                )
-            )
-        ).job
-        print(f"job {job.id} queued (position {job.queue_position}); agent log: {work}/agent.log")
-        loss = lr = None
-        for response in stub.WatchJob(pb.WatchJobRequest(job_id=job.id, follow=True)):
-            for e in response.events:
-                if e.kind == pb.EVENT_KIND_STATE:
-                    print(f"[{pb.JobState.Name(e.state)[10:].lower()}] {e.message}".rstrip())
-                elif e.kind == pb.EVENT_KIND_METRICS and not e.eval:
-                    values = {m.name: m.value for m in e.metrics}
-                    loss, lr = values.get("loss", loss), values.get("learning_rate", lr)
-                elif e.kind == pb.EVENT_KIND_PROGRESS and e.progress.phase == "train":
-                    p = e.progress
-                    print(
-                        f"  train {p.current}/{p.total}  loss {loss}  lr {lr}  "
-                        f"eta {p.eta_seconds:.0f}s"
-                    )
-        done = stub.GetJob(pb.GetJobRequest(job_id=job.id))
-        out = Path(done.run_dir)
-        print(
-            f"job {done.id}: {pb.JobState.Name(done.state)[10:].lower()} {done.failure_reason} "
-            f"{done.hint}".rstrip()
-        )
-        print(f"outputs: {sorted(str(p.relative_to(out)) for p in out.glob('*/*.safetensors'))}")
-        return 0 if done.state == pb.JOB_STATE_SUCCEEDED else 1
+        client("hosts", env=env)
+        submit = ["submit", "configs/demo/tiny-llama-cpu.yml", "--detach", "--json"]
+        job = json.loads(client(*submit, *(["--gpus", "1"] if gpu else []), env=env, capture=True))
+        print(f"job {job['id']} queued; uploaded {job['upload']['bytes_sent']} bytes", flush=True)
+        client("watch", job["id"], env=env)
+        client("fetch", job["id"], str(work / "run"), env=env)
+        client("plot", job["id"], "--output", str(work / "loss.png"), env=env)
+        models = sorted(str(p.relative_to(work)) for p in work.glob("run/**/model.safetensors"))
+        print(f"trained model: {', '.join(models)}; loss curve: {work / 'loss.png'}")
+        return 0 if models else 1
     finally:
         agent.terminate()
         agent.wait()
+        sshd.stop()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ command -v dockerd >/dev/null || need+=(docker.io)
 command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 [ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || need+=(busybox-static)
 command -v ip >/dev/null || need+=(iproute2)
+command -v rsync >/dev/null || need+=(rsync)          # a peer in bench/
+command -v ssh-keygen >/dev/null || need+=(openssh-client)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   $SUDO apt-get update -qq

@@ -19,8 +19,10 @@ import yaml
 from hatrain.agent.config import AgentConfig
 from hatrain.agent.server import Agent, configure_logging
 
+from tests.support.client import ClientRunner
 from tests.support.harness import stub_for
 from tests.support.images import ensure_test_image, python_mounts
+from tests.support.sshd import SshServer, start_sshd
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("HATRAIN_CACHE", Path.home() / ".cache" / "hatrain"))
@@ -207,3 +209,71 @@ def _remove_test_containers(request: pytest.FixtureRequest) -> Iterator[None]:
         for c in client.containers.list(all=True, filters={"label": "hatrain.job"}):
             with contextlib.suppress(docker.errors.NotFound):
                 c.remove(force=True)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    """A real OpenSSH server on a loopback port (keys and known_hosts of its own)."""
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client_for(sshd: SshServer, tmp_path: Path) -> Callable[..., ClientRunner]:
+    """A `hatrain-client` (the real CLI, as a process) whose host gpu1 is reached through sshd."""
+
+    def make(agent_port: int, **settings: Any) -> ClientRunner:
+        return ClientRunner.configure(tmp_path / "client", sshd, agent_port, **settings)
+
+    return make
+
+
+@pytest.fixture
+def local_agent_config(
+    tmp_path: Path, agent_config: dict[str, Any], axolotl_capture: Path
+) -> dict[str, Any]:
+    """agent.yml for the `local` runtime, with the stand-in `axolotl` as the venv's command."""
+    venv = tmp_path / "standin-venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "axolotl").symlink_to(tmp_path / "standin-bin" / "axolotl")
+    return {
+        **{k: v for k, v in agent_config.items() if k != "docker"},
+        "runtime": "local",
+        "local": {
+            "venv": str(venv),
+            "stop_grace_seconds": 3,
+            "env": {"HATRAIN_CAPTURE_DIR": str(axolotl_capture), "HF_HUB_OFFLINE": "1"},
+        },
+    }
+
+
+@pytest.fixture(params=["docker", "local"])
+def real_agent_config(
+    request: pytest.FixtureRequest, tmp_path: Path, test_image: str, axolotl_venv: Path
+) -> dict[str, Any]:
+    """agent.yml that runs the real Axolotl 0.19 on the CPU: in a container with the host's
+    Axolotl virtualenv mounted read-only, or (`local`) straight from that virtualenv."""
+    offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    config: dict[str, Any] = {
+        "data_root": str(tmp_path / "data"),
+        "listen": "127.0.0.1:0",
+        "log_format": "console",
+        "runtime": request.param,
+    }
+    if request.param == "docker":
+        config["docker"] = {
+            "allowed_images": [test_image],
+            "default_image": test_image,
+            "pull_missing": False,
+            "extra_mounts": python_mounts(axolotl_venv),
+            "env": {
+                "PATH": f"{axolotl_venv}/bin:/usr/bin:/bin",
+                "CUDA_VISIBLE_DEVICES": "",
+                "HOME": "/tmp",
+                **offline,
+            },
+        }
+    else:
+        config["local"] = {"venv": str(axolotl_venv), "env": offline}
+    return config

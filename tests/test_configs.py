@@ -6,6 +6,9 @@ import pytest
 import yaml
 from hatrain.agent.config import AgentConfig, load_config
 from hatrain.agent.errors import ConfigError
+from hatrain.client.axolotl_config import analyse, finalize
+from hatrain.client.dataset_check import check_jsonl
+from hatrain.client.settings import load_settings
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -40,3 +43,45 @@ def test_bad_agent_yml_names_the_field(tmp_path: Path, text: str, mentions: str)
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert mentions in str(err.value)
+
+
+def test_example_client_yml_is_valid() -> None:
+    settings = load_settings(CONFIGS / "client.yml")
+    alias, entry = settings.host(None)
+    assert (alias, entry.ssh, entry.agent) == ("gpu1", "alice@gpu1.example.com", "127.0.0.1:50151")
+    assert settings.hosts["gpu2"].agent == AgentConfig().listen
+
+
+@pytest.mark.parametrize("name", ["gemma3-270m.yml", "functiongemma-270m.yml"])
+def test_seed_configs_are_accepted_as_users_have_them(tmp_path: Path, name: str) -> None:
+    """The seed's configs, unchanged: their container dataset path maps to the local file, the
+    inline template stays inline, the hub model id stays, output_dir is pinned to the run."""
+    local = tmp_path / "sample.jsonl"
+    local.write_bytes((CONFIGS / "demo" / "sample.jsonl").read_bytes())
+    analysis = analyse(CONFIGS / "home-llm" / name, {"sample.jsonl": local})
+    assert [(f.name, f.path) for f in analysis.files] == [("sample.jsonl", local.resolve())]
+    assert check_jsonl(local) == []
+    text = finalize(analysis, {local.resolve(): "0" * 64}, "run")
+    config = yaml.safe_load(text)
+    original = yaml.safe_load((CONFIGS / "home-llm" / name).read_text())
+    assert config["datasets"][0]["path"] == "/workspace/data/datasets/sample.jsonl"
+    assert config["chat_template_jinja"] == original["chat_template_jinja"]
+    assert config["base_model"] == original["base_model"]
+    assert config["output_dir"] == original["output_dir"]
+    assert config["dataset_prepared_path"].startswith("/workspace/data/huggingface-cache/prepared/")
+
+
+def test_demo_config_is_accepted_by_the_client(tmp_path: Path) -> None:
+    """Everything the CPU demo references is found relative to it (the tiny model once built)."""
+    model = CONFIGS.parent / ".cache" / "demo" / "tiny-llama"
+    config = yaml.safe_load((CONFIGS / "demo" / "tiny-llama-cpu.yml").read_text())
+    assert (CONFIGS / "demo" / config["base_model"]).resolve() == model.resolve()
+    demo = tmp_path / "configs" / "demo"
+    demo.mkdir(parents=True)
+    for f in ("tiny-llama-cpu.yml", "sample.jsonl", "chat_template.jinja"):
+        (demo / f).write_bytes((CONFIGS / "demo" / f).read_bytes())
+    built = tmp_path / ".cache" / "demo" / "tiny-llama"
+    built.mkdir(parents=True)
+    (built / "config.json").write_text("{}")
+    names = sorted(f.name for f in analyse(demo / "tiny-llama-cpu.yml").files)
+    assert names == ["chat_template.jinja", "sample.jsonl", "tiny-llama/config.json"]

@@ -17,7 +17,7 @@ def main() -> int:
     step, config_path = sys.argv[1], sys.argv[2]
     config = yaml.safe_load(Path(config_path).read_text())
     plan = config.get("hatrain_standin") or {}
-    run_dir = Path("/workspace/data/training-runs")
+    run_dir = Path(config["output_dir"]).parent  # the training-runs directory, by any runtime
     if plan.get("record_env"):
         (run_dir / f"env-{step}.txt").write_text(
             "\n".join(f"{k}={v}" for k, v in sorted(os.environ.items()))

@@ -47,6 +47,15 @@ class DockerConfig(_Strict):
     pull_missing: bool = True
 
 
+class LocalConfig(_Strict):
+    """The `local` runtime: Axolotl installed in a virtualenv on the host (no container)."""
+
+    # The virtualenv holding Axolotl; its bin/ goes first on PATH.
+    venv: Path = Path("/opt/axolotl-venv")
+    env: dict[str, str] = {}
+    stop_grace_seconds: float = Field(default=30.0, gt=0)
+
+
 class SchedulerConfig(_Strict):
     backfill: bool = True
     # Jobs asking for no GPU that may run at once.
@@ -64,8 +73,9 @@ class LimitsConfig(_Strict):
 class AgentConfig(_Strict):
     data_root: Path = Path("/var/lib/hatrain")
     listen: str = "127.0.0.1:50151"
-    runtime: Literal["docker"] = "docker"
+    runtime: Literal["docker", "local"] = "docker"
     docker: DockerConfig = DockerConfig()
+    local: LocalConfig = LocalConfig()
     gpus: GpuConfig = GpuConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     limits: LimitsConfig = LimitsConfig()

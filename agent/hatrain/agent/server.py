@@ -60,6 +60,10 @@ def notify_systemd(message: str) -> None:
 
 
 def make_runtime(config: AgentConfig, workspace: Workspace) -> Runtime:
+    if config.runtime == "local":
+        from .runtime_local import LocalRuntime
+
+        return LocalRuntime(config.local, workspace)
     from .runtime_docker import DockerRuntime
 
     return DockerRuntime(config.docker)
@@ -82,7 +86,11 @@ class Agent:
             user_gpu_caps=config.scheduler.user_gpu_caps,
             max_cpu_jobs=config.scheduler.max_cpu_jobs,
         )
-        grace = config.docker.stop_grace_seconds
+        grace = (
+            config.local.stop_grace_seconds
+            if config.runtime == "local"
+            else config.docker.stop_grace_seconds
+        )
         self.supervisor = Supervisor(
             self.store,
             self.runtime,

@@ -165,7 +165,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 self.workspace.write_secrets(job.id, secrets)
             log.info("job queued", job_id=job.id, user=job.user, gpus=spec.gpus)
             self.supervisor.wake()
-        return pb.SubmitJobResponse(job=self._job(job.id))
+        # The job as submitted (queued, with its position), even if it has started since.
+        return pb.SubmitJobResponse(job=wire.job_to_wire(job, str(self.workspace.dirs(job.id).run)))
 
     @translate_errors
     def GetJob(self, request: pb.GetJobRequest, context: Any) -> pb.Job:

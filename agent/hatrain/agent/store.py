@@ -204,7 +204,7 @@ class Store:
                     "SELECT id FROM jobs WHERE client_request_id=?", (client_request_id,)
                 ).fetchone()
                 if row is not None:
-                    return self._load(conn, row[0]), False
+                    return self.get(row[0]), False
             conn.execute(
                 "INSERT INTO jobs (id, user, state, priority, spec, created_at, secret_names, "
                 "client_request_id, last_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
@@ -222,7 +222,7 @@ class Store:
             self._insert_events(
                 conn, job_id, 1, [Event(EventKind.STATE, state=JobState.QUEUED.value)]
             )
-            return self._load(conn, job_id), True
+            return self._with_position(self._load(conn, job_id), conn), True
 
     def transition(
         self,
@@ -328,10 +328,10 @@ class Store:
             return self._with_position(job)
         return job
 
-    def _with_position(self, job: Job) -> Job:
+    def _with_position(self, job: Job, conn: sqlite3.Connection | None = None) -> Job:
         """Its place in the queue: jobs of higher priority, or equal and older, come first."""
         row = (
-            self._reader()
+            (conn or self._reader())
             .execute(
                 "SELECT COUNT(*) FROM jobs WHERE state='queued' AND (priority > ? OR "
                 "(priority = ? AND n < (SELECT n FROM jobs WHERE id=?)))",

@@ -1,1 +1,1 @@
-"""hatrain-client: sync, submit and follow jobs (in progress; see the README)."""
+"""hatrain-client: sync configs and datasets over SSH, submit jobs, follow them live."""

@@ -1,0 +1,178 @@
+"""Measure hatrain-client against ssh peers over the same sshd, in the same run.
+
+    python bench/client_bench.py [--size-mib 1024]
+
+1. upload of a SIZE file (send + verify on the host)   peers: scp, rsync -e ssh
+2. re-submitting an unchanged SIZE dataset, end to end (the CLI process)   target <= 0.3 s
+3. submit of a tiny job until its container starts     peer: ssh host docker run
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from hatrain.agent.config import AgentConfig  # noqa: E402
+from hatrain.agent.server import Agent, configure_logging  # noqa: E402
+from hatrain.client.hash_cache import sha256_file  # noqa: E402
+from hatrain.client.session import HostSession  # noqa: E402
+from hatrain.client.settings import load_settings  # noqa: E402
+from hatrain.client.upload import upload  # noqa: E402
+
+from tests.support.client import ClientRunner  # noqa: E402
+from tests.support.images import ensure_test_image  # noqa: E402
+from tests.support.sshd import SshServer, start_sshd  # noqa: E402
+
+
+def best(runs: list[float]) -> float:
+    return min(runs)
+
+
+def ssh_args(sshd: SshServer) -> list[str]:
+    return [
+        "-p", str(sshd.port), "-i", str(sshd.user_key),
+        "-o", f"UserKnownHostsFile={sshd.known_hosts}", "-o", "BatchMode=yes",
+    ]  # fmt: skip
+
+
+def timed(command: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def bench_upload(sshd: SshServer, client: ClientRunner, agent: Agent, big: Path) -> list[str]:
+    size = big.stat().st_size
+    target = f"{sshd.user}@127.0.0.1"
+    dest = Path(tempfile.mkdtemp(prefix="hatrain-peer-"))
+    ours, scp, rsync = [], [], []
+    digest = sha256_file(big)
+    settings = load_settings(client.config)
+    for _ in range(3):
+        for path in dest.iterdir():
+            path.unlink()
+        scp.append(timed(["scp", "-q", "-P", str(sshd.port), *ssh_args(sshd)[2:], str(big),
+                          f"{target}:{dest}/scp.bin"]))  # fmt: skip
+        rsync.append(timed(["rsync", "-a", "--whole-file", "-e", " ".join(["ssh", *ssh_args(sshd)]),
+                            str(big), f"{target}:{dest}/rsync.bin"]))  # fmt: skip
+        agent.objects.path_of(digest).unlink(missing_ok=True)
+        with HostSession("gpu1", settings.hosts["gpu1"], settings).open() as session:
+            start = time.perf_counter()
+            report = upload(session, {digest: big})
+            ours.append(time.perf_counter() - start)
+            assert report.bytes_sent == size
+    mib = size / 2**20
+    lines = [
+        f"upload {mib:.0f} MiB (send + verify)  hatrain {mib / best(ours):7.1f} MiB/s  "
+        f"scp {mib / best(scp):7.1f} MiB/s  rsync {mib / best(rsync):7.1f} MiB/s  "
+        f"ratio to scp {best(scp) / best(ours):.2f} (target >= 0.7), "
+        f"to rsync {best(rsync) / best(ours):.2f}"
+    ]
+    return lines
+
+
+def bench_resubmit(client: ClientRunner, project: Path) -> list[str]:
+    first = client.json("submit", "train.yml", "--detach", cwd=project)
+    times, sent = [], []
+    for _ in range(5):
+        start = time.perf_counter()
+        again = client.json("submit", "train.yml", "--detach", cwd=project)
+        times.append(time.perf_counter() - start)
+        sent.append(again["upload"]["bytes_sent"])
+    return [
+        f"re-submit unchanged {first['upload']['bytes_sent'] / 2**20:.0f} MiB dataset: "
+        f"best {best(times):.3f} s, median {sorted(times)[2]:.3f} s end to end (CLI process), "
+        f"bytes sent {max(sent)} (target <= 0.3 s, 0 bytes)"
+    ]
+
+
+def start_times(client: docker.DockerClient, since: float, until: float) -> dict[str, float]:
+    """Container name -> the instant dockerd reports it started."""
+    started = {}
+    for event in client.events(since=int(since) - 1, until=int(until) + 1, decode=True,
+                               filters={"event": "start"}):  # fmt: skip
+        started[event["Actor"]["Attributes"]["name"]] = event["timeNano"] / 1e9
+    return started
+
+
+def bench_start(sshd: SshServer, client: ClientRunner, project: Path, image: str) -> list[str]:
+    dc = docker.from_env()
+    ours, peer = [], []
+    for i in range(5):
+        begin = time.time()
+        job = client.json("submit", "tiny.yml", "--detach", cwd=project)
+        name = f"hatrain-{job['id']}-preprocess"
+        deadline = time.monotonic() + 60
+        while name not in start_times(dc, begin, time.time()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ours.append(start_times(dc, begin, time.time())[name] - begin)
+        peer_name = f"bench-peer-{os.getpid()}-{i}"
+        begin = time.time()
+        subprocess.run(["ssh", *ssh_args(sshd), f"{sshd.user}@127.0.0.1",
+                        f"docker run --rm --name {peer_name} {image} true"],
+                       check=True, capture_output=True)  # fmt: skip
+        peer.append(start_times(dc, begin, time.time())[peer_name] - begin)
+    return [
+        f"submit until the container starts: hatrain {best(ours):.3f} s (median "
+        f"{sorted(ours)[2]:.3f}), ssh + docker run {best(peer):.3f} s "
+        f"(median {sorted(peer)[2]:.3f}); "
+        f"ratio {sorted(ours)[2] / sorted(peer)[2]:.2f} of medians (target <= 1.5)"
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size-mib", type=int, default=1024)
+    args = parser.parse_args()
+    configure_logging("console", level="warning")
+    work = Path(tempfile.mkdtemp(prefix="hatrain-bench-client-"))
+    image = ensure_test_image(docker.from_env())
+    sshd = start_sshd(work / "sshd")
+    config: dict[str, Any] = {
+        "data_root": str(work / "data"),
+        "listen": "127.0.0.1:0",
+        "log_format": "console",
+        "docker": {"allowed_images": [image], "default_image": image, "pull_missing": False},
+        "scheduler": {"max_cpu_jobs": 8},
+    }
+    agent = Agent(AgentConfig.model_validate(config))
+    agent.start()
+    try:
+        client = ClientRunner.configure(work / "client", sshd, agent.port)
+        project = work / "project"
+        project.mkdir()
+        big = project / "big.bin"
+        with big.open("wb") as fh:
+            block = os.urandom(2**20)
+            for i in range(args.size_mib):
+                fh.write(i.to_bytes(4, "little") + block[4:])
+        (project / "train.yml").write_text(yaml.safe_dump({
+            "datasets": [{"path": "./big.bin", "type": "completion"}],
+            "output_dir": "/workspace/data/training-runs/bench",
+        }))  # fmt: skip
+        (project / "tiny.yml").write_text(yaml.safe_dump({
+            "output_dir": "/workspace/data/training-runs/tiny",
+        }))  # fmt: skip
+        results = bench_upload(sshd, client, agent, big)
+        results += bench_resubmit(client, project)
+        results += bench_start(sshd, client, project, image)
+        print("\n".join(results))
+        (work / "results.json").write_text(json.dumps(results))
+    finally:
+        agent.stop(grace=1)
+        sshd.stop()
+
+
+if __name__ == "__main__":
+    main()

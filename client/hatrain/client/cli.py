@@ -1,0 +1,560 @@
+"""hatrain-client: the command line. Each verb is small; errors become one line at one place.
+
+Exit codes: see hatrain.client.errors (0 ok, 65 bad input, 69 unreachable, 77 SSH auth/host key,
+130 detached or cancelled; `wait` and a followed `submit` return the failed job's exit code).
+"""
+
+import concurrent.futures
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import yaml
+from hatrain.rpc.v1 import agent_pb2 as pb
+from rich.console import Console
+
+from . import render
+from .errors import EXIT_DETACHED, BadInput, ClientError
+from .session import HostSession, client_version
+from .settings import ClientSettings, load_settings
+
+T = TypeVar("T")
+ACTIVE = [
+    pb.JOB_STATE_QUEUED,
+    pb.JOB_STATE_STARTING,
+    pb.JOB_STATE_PREPROCESSING,
+    pb.JOB_STATE_TRAINING,
+]
+
+
+class App:
+    def __init__(self, config: Path | None) -> None:
+        self._config = config
+        self._settings: ClientSettings | None = None
+        self.out = Console(highlight=False)
+        self.err = Console(stderr=True, highlight=False)
+
+    @property
+    def settings(self) -> ClientSettings:
+        if self._settings is None:
+            self._settings = load_settings(self._config)
+        return self._settings
+
+    def session(self, host: str | None) -> HostSession:
+        alias, entry = self.settings.host(host)
+        session = HostSession(alias, entry, self.settings)
+        try:
+            return session.open(warn=lambda m: self.err.print(m, style="yellow", markup=False))
+        except BaseException:
+            session.close()
+            raise
+
+    def each_host(self, host: str | None, action: Callable[[HostSession], T]) -> list[Any]:
+        """Run action on one host or, without --host, on every host at once; a host that is down
+        gives its ClientError in place of a result."""
+        aliases = [host] if host else list(self.settings.hosts)
+        if not aliases:
+            self.settings.host(None)  # raises the "no hosts configured" error
+
+        def run(alias: str) -> Any:
+            try:
+                with self.session(alias) as session:
+                    return action(session)
+            except ClientError as exc:
+                return exc
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            results = list(pool.map(run, aliases))
+        return list(zip(aliases, results, strict=True))
+
+    def report_down(self, results: list[tuple[str, Any]]) -> None:
+        for alias, result in results:
+            if isinstance(result, ClientError):
+                self.err.print(f"warning: {alias}: {result.message}", markup=False)
+                if result.fix:
+                    self.err.print(f"  fix: {result.fix}", markup=False)
+
+
+class Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ClientError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            if exc.fix:
+                click.echo(f"  fix: {exc.fix}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+pass_app = click.make_pass_decorator(App)
+host_option = click.option("--host", "-H", help="Host alias from the client config.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead.")
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="HATRAIN_CLIENT_CONFIG",
+    help="Client config (default: $XDG_CONFIG_HOME/hatrain/client.yml).",
+)
+@click.version_option(client_version(), prog_name="hatrain-client")
+@click.pass_context
+def main(ctx: click.Context, config: Path | None) -> None:
+    """Submit Axolotl fine-tuning jobs to your GPU hosts and follow them live.
+
+    \b
+    Exit codes: 0 ok; 1 job failed without an exit code; 2 usage; 65 bad input;
+    69 host or agent unreachable; 77 SSH authentication or host key; 130 detached
+    (Ctrl-C) or job cancelled; otherwise the failed job's own exit code.
+    """
+    ctx.obj = App(config)
+
+
+def job_exit_code(job: pb.Job) -> int:
+    if job.state == pb.JOB_STATE_SUCCEEDED:
+        return 0
+    if job.state == pb.JOB_STATE_CANCELLED:
+        return EXIT_DETACHED
+    if job.has_exit_code and 0 < job.exit_code < 256:
+        return job.exit_code
+    return 1
+
+
+def events(
+    session: HostSession,
+    job_id: str,
+    *,
+    follow: bool,
+    from_seq: int = 0,
+    kinds: list[Any] | None = None,
+    tail: int = 0,
+) -> Iterator[pb.Event]:
+    request = pb.WatchJobRequest(
+        job_id=job_id, from_seq=from_seq, follow=follow, kinds=kinds or [], tail=tail
+    )
+    for response in session.stream("WatchJob", request):
+        yield from response.events
+
+
+def follow_job(
+    app: App, session: HostSession, job_id: str, as_json: bool, from_seq: int = 0
+) -> int:
+    """Show the job's events until it ends; Ctrl-C detaches and the job keeps running."""
+    follower = render.Follower(app.out)
+    try:
+        with follower:
+            for event in events(session, job_id, follow=True, from_seq=from_seq):
+                if as_json:
+                    follower.last_seq = event.seq
+                    render.print_json(render.to_dict(event, job_id=job_id, host=session.alias))
+                else:
+                    follower.handle(event)
+    except KeyboardInterrupt:
+        app.err.print(
+            f"detached; job {job_id} keeps running. Re-attach: "
+            f"hatrain-client watch {job_id} --host {session.alias}",
+            markup=False,
+        )
+        return EXIT_DETACHED
+    job = session.call("GetJob", pb.GetJobRequest(job_id=job_id))
+    if not as_json:
+        app.out.print(render.describe(job, session.alias), markup=False)
+    return job_exit_code(job)
+
+
+@main.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@host_option
+@click.option("--dataset", "-d", multiple=True, help="NAME=PATH for a container dataset path.")
+@click.option("--gpus", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--min-gpu-memory", type=click.IntRange(min=0), default=0, help="MiB per GPU.")
+@click.option("--gpu-type", default="", help="Substring of the GPU name, e.g. H200.")
+@click.option("--image", default="", help="Container image (default: the host's).")
+@click.option("--priority", type=click.IntRange(-1000, 1000), default=0)
+@click.option("--name", default="", help="Job name (default: the config's file name).")
+@click.option("--time-limit", type=click.IntRange(min=0), default=0, help="Seconds.")
+@click.option("--team", default="")
+@click.option("--secret", multiple=True, help="Pass this environment variable as a secret.")
+@click.option("--follow/--detach", default=None, help="Follow the job (default: on a terminal).")
+@json_option
+@pass_app
+def submit(
+    app: App,
+    config: Path,
+    host: str | None,
+    dataset: tuple[str, ...],
+    gpus: int,
+    min_gpu_memory: int,
+    gpu_type: str,
+    image: str,
+    priority: int,
+    name: str,
+    time_limit: int,
+    team: str,
+    secret: tuple[str, ...],
+    follow: bool | None,
+    as_json: bool,
+) -> None:
+    """Upload CONFIG's files, submit it, and follow the job."""
+    from .hash_cache import HashCache
+    from .submit import SubmitRequest, parse_dataset_option, prepare, secrets_from_env
+    from .submit import submit as do_submit
+
+    request = SubmitRequest(
+        config=config,
+        datasets=parse_dataset_option(dataset),
+        name=name,
+        image=image,
+        gpus=gpus,
+        min_gpu_memory_mb=min_gpu_memory,
+        gpu_type=gpu_type,
+        priority=priority,
+        time_limit_seconds=time_limit,
+        team=team,
+        secret_names=secret,
+    )
+    analysis = prepare(request)
+    secrets_from_env(secret)  # fail on a missing secret before connecting
+    if host == "auto":
+        host = pick_host(app, gpus)
+    cache = HashCache(app.settings.cache_dir)
+    with app.session(host) as session:
+        total = sum(f.path.stat().st_size for f in analysis.files)
+        with render.upload_progress(app.err, total) as on_bytes:
+            job, report = do_submit(session, request, analysis, cache, on_bytes)
+        if as_json:
+            render.print_json(render.to_dict(job, host=session.alias, upload=report.__dict__))
+        else:
+            sent = f"{report.files_sent} sent ({report.bytes_sent} bytes)"
+            app.out.print(
+                f"job {job.id} queued on {session.alias} (position {job.queue_position}); "
+                f"files: {report.files_present} already there, {sent}",
+                markup=False,
+            )
+        if follow is None:
+            follow = app.out.is_terminal and not as_json
+        if follow:
+            sys.exit(follow_job(app, session, job.id, as_json))
+
+
+def pick_host(app: App, gpus: int) -> str:
+    """--host auto: where the job can start soonest (enough free GPUs, then the shortest queue)."""
+
+    def score(session: HostSession) -> tuple[int, int, int]:
+        info = session.info
+        assert info is not None
+        free = sum(1 for g in info.gpus if not g.job_id)
+        return (0 if free >= gpus else 1, info.queue.queued, -free)
+
+    scored = [(r, a) for a, r in app.each_host(None, score) if not isinstance(r, ClientError)]
+    if not scored:
+        raise ClientError("--host auto: no host is reachable", fix="see `hatrain-client hosts`")
+    return str(min(scored)[1])
+
+
+@main.command()
+@host_option
+@json_option
+@pass_app
+def hosts(app: App, host: str | None, as_json: bool) -> None:
+    """Each host's GPUs (free / used) and queue."""
+    results = app.each_host(host, lambda s: s.info)
+    app.report_down(results)
+    if as_json:
+        render.print_json(
+            [
+                {"host": alias, "error": r.message}
+                if isinstance(r, ClientError)
+                else render.to_dict(r, host=alias)
+                for alias, r in results
+            ]
+        )
+    else:
+        app.out.print(render.hosts_table(results))
+    if all(isinstance(r, ClientError) for _, r in results):
+        sys.exit(results[0][1].exit_code)
+
+
+@main.command()
+@host_option
+@click.option("--user", "-u", default="", help="Only this user's jobs.")
+@click.option("--mine", is_flag=True, help="Only my jobs.")
+@click.option("--state", "-s", "states", multiple=True, help="Only jobs in this state.")
+@click.option("--all", "all_states", is_flag=True, help="Finished jobs too.")
+@click.option("--limit", type=click.IntRange(1, 10000), default=200, show_default=True)
+@json_option
+@pass_app
+def queue(
+    app: App,
+    host: str | None,
+    user: str,
+    mine: bool,
+    states: tuple[str, ...],
+    all_states: bool,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Jobs on every host (or one), queued and running first."""
+    try:
+        wanted: list[Any] = [render.parse_state(s) for s in states]
+    except ValueError as exc:
+        raise BadInput(f"--state: {exc}") from None
+    if not wanted and not all_states:
+        wanted = ACTIVE
+
+    def listing(session: HostSession) -> list[pb.Job]:
+        jobs: list[pb.Job] = []
+        token = ""
+        while len(jobs) < limit:
+            page = session.call(
+                "ListJobs",
+                pb.ListJobsRequest(
+                    states=wanted,
+                    user=session.user if mine else user,
+                    page_size=min(500, limit - len(jobs)),
+                    page_token=token,
+                ),
+            )
+            jobs += page.jobs
+            token = page.next_page_token
+            if not token:
+                break
+        return jobs
+
+    results = app.each_host(host, listing)
+    rows = [(a, j) for a, r in results if not isinstance(r, ClientError) for j in r]
+    rows.sort(key=lambda row: (row[1].state in render.TERMINAL, row[1].created_at))
+    app.report_down(results)
+    if as_json:
+        render.print_json([render.to_dict(j, host=a) for a, j in rows])
+    else:
+        app.out.print(render.jobs_table(rows))
+    if all(isinstance(r, ClientError) for _, r in results):
+        sys.exit(results[0][1].exit_code)
+
+
+@main.command()
+@click.argument("job_id")
+@host_option
+@json_option
+@pass_app
+def status(app: App, job_id: str, host: str | None, as_json: bool) -> None:
+    """One job's state, progress, metrics and failure reason."""
+    with app.session(host) as session:
+        job = session.call("GetJob", pb.GetJobRequest(job_id=job_id))
+    if as_json:
+        render.print_json(render.to_dict(job, host=session.alias))
+    else:
+        app.out.print(render.describe(job, session.alias), markup=False)
+
+
+@main.command()
+@click.argument("job_id")
+@host_option
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the job ends.")
+@click.option("--tail", "-n", type=click.IntRange(min=0), default=0, help="Only the last N lines.")
+@pass_app
+def logs(app: App, job_id: str, host: str | None, follow: bool, tail: int) -> None:
+    """The job's output lines (both steps)."""
+    with app.session(host) as session:
+        try:
+            for event in events(
+                session, job_id, follow=follow, kinds=[pb.EVENT_KIND_LOG], tail=tail
+            ):
+                click.echo(event.line)
+        except KeyboardInterrupt:
+            sys.exit(EXIT_DETACHED)
+
+
+@main.command()
+@click.argument("job_id")
+@host_option
+@click.option("--from-seq", type=click.IntRange(min=0), default=0, help="Events after this one.")
+@json_option
+@pass_app
+def watch(app: App, job_id: str, host: str | None, from_seq: int, as_json: bool) -> None:
+    """Follow a job: every event from the start (or --from-seq), until it ends."""
+    with app.session(host) as session:
+        sys.exit(follow_job(app, session, job_id, as_json, from_seq))
+
+
+@main.command()
+@click.argument("job_id")
+@host_option
+@json_option
+@pass_app
+def cancel(app: App, job_id: str, host: str | None, as_json: bool) -> None:
+    """Cancel a queued or running job (yours, unless you are an admin)."""
+    with app.session(host) as session:
+        job = session.call("CancelJob", pb.CancelJobRequest(job_id=job_id))
+    if as_json:
+        render.print_json(render.to_dict(job, host=session.alias))
+    else:
+        app.out.print(f"job {job.id}: {render.state_name(job.state)}", markup=False)
+
+
+@main.command()
+@click.argument("job_id")
+@host_option
+@click.option("--follow/--detach", default=None)
+@json_option
+@pass_app
+def retry(app: App, job_id: str, host: str | None, follow: bool | None, as_json: bool) -> None:
+    """Submit a finished job again with the same config and files."""
+    import uuid
+
+    from .submit import secrets_from_env
+
+    with app.session(host) as session:
+        old = session.call("GetJob", pb.GetJobRequest(job_id=job_id))
+        spec = pb.JobSpec()
+        spec.CopyFrom(old.spec)
+        spec.retry_of = old.id
+        job = session.call(
+            "SubmitJob",
+            pb.SubmitJobRequest(
+                spec=spec, secrets=secrets_from_env(()), client_request_id=uuid.uuid4().hex
+            ),
+        ).job
+        if as_json:
+            render.print_json(render.to_dict(job, host=session.alias))
+        else:
+            app.out.print(
+                f"job {job.id} (retry of {old.id}) queued on {session.alias} "
+                f"(position {job.queue_position})",
+                markup=False,
+            )
+        if follow is None:
+            follow = app.out.is_terminal and not as_json
+        if follow:
+            sys.exit(follow_job(app, session, job.id, as_json))
+
+
+@main.command()
+@click.argument("job_id")
+@host_option
+@json_option
+@pass_app
+def wait(app: App, job_id: str, host: str | None, as_json: bool) -> None:
+    """Wait for the job to end; the exit code mirrors the job's."""
+    with app.session(host) as session:
+        try:
+            for _ in events(session, job_id, follow=True, kinds=[pb.EVENT_KIND_STATE]):
+                pass
+        except KeyboardInterrupt:
+            sys.exit(EXIT_DETACHED)
+        job = session.call("GetJob", pb.GetJobRequest(job_id=job_id))
+    if as_json:
+        render.print_json(render.to_dict(job, host=session.alias))
+    else:
+        line = f"job {job.id}: {render.state_name(job.state)}"
+        if job.failure_reason:
+            line += f" ({job.failure_reason}: {job.hint})"
+        app.out.print(line, markup=False)
+    sys.exit(job_exit_code(job))
+
+
+@main.command()
+@click.argument("job_id")
+@click.argument("dest", required=False, type=click.Path(file_okay=False, path_type=Path))
+@host_option
+@click.option("--include", "-i", multiple=True, help="Only paths matching this glob.")
+@click.option("--exclude", "-x", multiple=True, help="Skip paths matching this glob.")
+@json_option
+@pass_app
+def fetch(
+    app: App,
+    job_id: str,
+    dest: Path | None,
+    host: str | None,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Download the job's run directory (resumable) to DEST (default ./hatrain-runs/JOB)."""
+    from .fetch import fetch as do_fetch
+
+    dest = dest or Path("hatrain-runs") / job_id
+    with app.session(host) as session:
+        job = session.call("GetJob", pb.GetJobRequest(job_id=job_id))
+        assert session.ssh is not None
+        report = do_fetch(
+            session.ssh.sftp(),
+            job.run_dir,
+            dest,
+            list(include),
+            list(exclude),
+            on_file=lambda p, n: None if as_json else app.err.print(f"  {p} ({n} bytes)"),
+        )
+    if as_json:
+        render.print_json({"job_id": job_id, "dest": str(dest), **report.__dict__})
+    else:
+        app.out.print(
+            f"{dest}: {report.files_fetched} files fetched ({report.bytes_fetched} bytes), "
+            f"{report.files_skipped} already here",
+            markup=False,
+        )
+
+
+@main.command()
+@click.argument("job_id")
+@host_option
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--terminal/--no-terminal", default=True, help="Also draw it in the terminal.")
+@pass_app
+def plot(app: App, job_id: str, host: str | None, output: Path | None, terminal: bool) -> None:
+    """The job's loss curve as a PNG (and in the terminal)."""
+    from .plot import curves, terminal_chart, write_png
+
+    with app.session(host) as session:
+        job = session.call("GetJob", pb.GetJobRequest(job_id=job_id))
+        metrics = [
+            (e.eval, {m.name: m.value for m in e.metrics if not m.text})
+            for e in events(session, job_id, follow=False, kinds=[pb.EVENT_KIND_METRICS])
+        ]
+    config = yaml.safe_load(job.spec.config_yaml) or {}
+    logging_steps = int(config.get("logging_steps") or 1)
+    data = curves(metrics, logging_steps)
+    if not data.train and not data.eval:
+        raise BadInput(f"job {job_id} has no loss values yet")
+    output = output or Path(f"{job_id}-loss.png")
+    title = f"{job.spec.name} ({job_id})"
+    write_png(data, output, title)
+    if terminal:
+        click.echo(terminal_chart(data, title))
+    app.out.print(f"wrote {output}", markup=False)
+
+
+@main.command("check-dataset")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@pass_app
+def check_dataset(app: App, files: tuple[Path, ...]) -> None:
+    """Check chat JSONL datasets (home-llm shape); each problem with its line number."""
+    from .dataset_check import check_jsonl
+
+    bad = False
+    for path in files:
+        if not path.is_file():
+            raise BadInput(f"{path}: no such file")
+        problems = check_jsonl(path)
+        for problem in problems:
+            app.out.print(f"{path}: {problem}", markup=False)
+        if not problems:
+            app.out.print(f"{path}: ok", markup=False)
+        bad = bad or bool(problems)
+    if bad:
+        sys.exit(BadInput.exit_code)
+
+
+@main.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script, e.g. `eval "$(hatrain-client completion bash)"`."""
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None
+    click.echo(cls(main, {}, "hatrain-client", "_HATRAIN_CLIENT_COMPLETE").source())

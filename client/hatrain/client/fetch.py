@@ -1,0 +1,76 @@
+"""Download a job's run directory over SFTP; an interrupted download resumes where it stopped.
+
+Complete files are skipped when their size matches; partial ones grow in <name>.part and are renamed
+when whole, so the destination never shows a half-downloaded file under its real name.
+"""
+
+import fnmatch
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import paramiko
+
+_CHUNK = 4 * 1024 * 1024
+
+
+@dataclass
+class FetchReport:
+    files_fetched: int = 0
+    files_skipped: int = 0
+    bytes_fetched: int = 0
+
+
+def _walk(sftp: paramiko.SFTPClient, root: str, rel: str = "") -> Iterator[tuple[str, int]]:
+    for entry in sftp.listdir_attr(f"{root}/{rel}" if rel else root):
+        path = f"{rel}/{entry.filename}" if rel else entry.filename
+        if stat.S_ISDIR(entry.st_mode or 0):
+            yield from _walk(sftp, root, path)
+        elif stat.S_ISREG(entry.st_mode or 0):
+            yield path, entry.st_size or 0
+
+
+def _selected(path: str, include: list[str], exclude: list[str]) -> bool:
+    def matches(patterns: list[str]) -> bool:
+        name = PurePosixPath(path).name
+        return any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(name, p) for p in patterns)
+
+    return (not include or matches(include)) and not matches(exclude)
+
+
+def fetch(
+    sftp: paramiko.SFTPClient,
+    remote_root: str,
+    dest: Path,
+    include: list[str],
+    exclude: list[str],
+    on_file: Callable[[str, int], None] = lambda p, n: None,
+) -> FetchReport:
+    report = FetchReport()
+    for path, size in sorted(_walk(sftp, remote_root)):
+        if not _selected(path, include, exclude):
+            continue
+        target = dest / path
+        if target.is_file() and target.stat().st_size == size:
+            report.files_skipped += 1
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".part")
+        offset = partial.stat().st_size if partial.is_file() else 0
+        if offset > size:
+            offset = 0
+        with (
+            sftp.open(f"{remote_root}/{path}", "rb") as src,
+            partial.open("ab" if offset else "wb") as dst,
+        ):
+            src.seek(offset)
+            src.prefetch(size - offset)
+            while chunk := src.read(_CHUNK):
+                dst.write(chunk)
+                report.bytes_fetched += len(chunk)
+        os.replace(partial, target)
+        report.files_fetched += 1
+        on_file(path, size)
+    return report

@@ -1,0 +1,281 @@
+"""How jobs and events look: rich tables and a live progress line, or JSON for scripts."""
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+from hatrain.rpc.v1 import agent_pb2 as pb
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+TERMINAL = {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
+_STYLE = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "queued": "dim"}
+
+
+def state_name(state: int) -> str:
+    return pb.JobState.Name(state).removeprefix("JOB_STATE_").lower()
+
+
+def parse_state(text: str) -> int:
+    try:
+        return int(pb.JobState.Value("JOB_STATE_" + text.upper()))
+    except ValueError:
+        names = ", ".join(state_name(s) for s in pb.JobState.values() if s)
+        raise ValueError(f"state {text!r}: expected one of {names}") from None
+
+
+def _plain(value: Any, field: FieldDescriptor) -> Any:
+    if field.type == FieldDescriptor.TYPE_MESSAGE:
+        return message_dict(value)
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        assert field.enum_type is not None
+        name = field.enum_type.values_by_number[value].name
+        return name.removeprefix("JOB_STATE_").removeprefix("EVENT_KIND_").lower()
+    return value
+
+
+def message_dict(message: Message) -> dict[str, Any]:
+    """Set fields by their proto names, with numbers kept as JSON numbers (not int64 strings)."""
+    data: dict[str, Any] = {}
+    for field, value in message.ListFields():
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            value_field = field.message_type.fields_by_name["value"]
+            data[field.name] = {k: _plain(v, value_field) for k, v in value.items()}
+        elif field.is_repeated:
+            data[field.name] = [_plain(v, field) for v in value]
+        else:
+            data[field.name] = _plain(value, field)
+    return data
+
+
+def to_dict(message: Message, **extra: Any) -> dict[str, Any]:
+    data = message_dict(message)
+    if isinstance(message, pb.Job):
+        data.pop("spec", None)
+        data["state"] = state_name(message.state)
+        data["name"] = message.spec.name
+        data["gpus"] = message.spec.resources.gpus
+    return {**extra, **data}
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, sort_keys=True), flush=True)
+
+
+def _fmt(value: float | None, spec: str = ".4g") -> str:
+    if value is None:
+        return "-"
+    return "nan" if math.isnan(value) else format(value, spec)
+
+
+def _duration(seconds: float) -> str:
+    if seconds <= 0 or math.isinf(seconds) or math.isnan(seconds):
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def job_progress(job: pb.Job) -> str:
+    p = job.progress
+    if job.state in (pb.JOB_STATE_PREPROCESSING, pb.JOB_STATE_TRAINING) and p.total:
+        return f"{p.phase} {p.current}/{p.total}"
+    return ""
+
+
+def jobs_table(rows: Iterable[tuple[str, pb.Job]]) -> Table:
+    table = Table(box=None, header_style="bold")
+    for column in ("HOST", "ID", "USER", "STATE", "NAME", "GPUS", "PROGRESS", "LOSS", "INFO"):
+        table.add_column(column)
+    now = time.time()
+    for host, job in rows:
+        state = state_name(job.state)
+        if job.state == pb.JOB_STATE_QUEUED:
+            info = f"position {job.queue_position}"
+        elif job.state == pb.JOB_STATE_FAILED:
+            info = job.failure_reason
+        else:
+            info = _duration(now - job.created_at) + " ago" if job.state in TERMINAL else ""
+        loss = job.last_metrics.get("loss")
+        table.add_row(
+            host,
+            job.id,
+            job.user,
+            f"[{_STYLE.get(state, 'cyan')}]{state}[/]",
+            job.spec.name,
+            str(job.spec.resources.gpus),
+            job_progress(job),
+            _fmt(loss),
+            info,
+        )
+    return table
+
+
+def describe(job: pb.Job, host: str) -> str:
+    lines = [
+        f"job {job.id} on {host}: {state_name(job.state)}",
+        f"  name      {job.spec.name}   user {job.user}   image {job.spec.image}",
+        f"  gpus      {job.spec.resources.gpus} {' '.join(job.gpu_uuids)}".rstrip(),
+    ]
+    if job.state == pb.JOB_STATE_QUEUED:
+        lines.append(f"  queue     position {job.queue_position}")
+    if job.progress.total:
+        p = job.progress
+        lines.append(f"  progress  {p.phase} {p.current}/{p.total}  eta {_duration(p.eta_seconds)}")
+    if job.last_metrics:
+        shown = ", ".join(
+            f"{k} {_fmt(v)}" for k, v in sorted(job.last_metrics.items()) if _headline(k)
+        )
+        lines.append(f"  metrics   {shown}")
+    if job.failure_reason:
+        lines.append(f"  failed    {job.failure_reason}: {job.hint}")
+    if job.has_exit_code:
+        lines.append(f"  exit code {job.exit_code}")
+    lines.append(f"  run dir   {job.run_dir}")
+    return "\n".join(lines)
+
+
+def _headline(name: str) -> bool:
+    """Metrics worth a place on a line (the rest stay in --json and `plot`)."""
+    return "/" not in name and not name.endswith(("_per_second", "_runtime")) and name != "epoch"
+
+
+def event_line(event: pb.Event) -> str | None:
+    """One human line for an event (None for progress, shown as a bar instead)."""
+    kind = event.kind
+    if kind == pb.EVENT_KIND_STATE:
+        text = f"[{state_name(event.state)}] {event.message}".rstrip()
+        if event.reason:
+            text += f" ({event.reason})"
+        return text
+    if kind == pb.EVENT_KIND_LOG:
+        return event.line
+    if kind == pb.EVENT_KIND_METRICS:
+        values = ", ".join(
+            f"{m.name} {m.text or _fmt(m.value)}" for m in event.metrics if _headline(m.name)
+        )
+        return ("eval: " if event.eval else "metrics: ") + values
+    return None
+
+
+class Follower:
+    """A live view of one job: states and metrics as lines, progress as one bar."""
+
+    def __init__(self, console: Console, show_logs: bool = False) -> None:
+        self.console = console
+        self.show_logs = show_logs
+        self.state = pb.JOB_STATE_UNSPECIFIED
+        self.last_seq = 0
+        self.loss: float | None = None
+        self.lr: float | None = None
+        self._progress = Progress(
+            TextColumn("{task.fields[phase]:>10}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  eta {task.fields[eta]}"),
+            console=console,
+            transient=False,
+            auto_refresh=console.is_terminal,
+        )
+        self._task: TaskID | None = None
+        self._last_line = ""
+
+    def __enter__(self) -> "Follower":
+        if self.console.is_terminal:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.console.is_terminal:
+            self._progress.stop()
+
+    def handle(self, event: pb.Event) -> None:
+        self.last_seq = max(self.last_seq, event.seq)
+        if event.kind == pb.EVENT_KIND_STATE:
+            self.state = event.state
+        if event.kind == pb.EVENT_KIND_METRICS and not event.eval:
+            values = {m.name: m.value for m in event.metrics}
+            self.loss = values.get("loss", self.loss)
+            self.lr = values.get("learning_rate", self.lr)
+        if event.kind == pb.EVENT_KIND_PROGRESS:
+            self._bar(event.progress)
+            return
+        if event.kind == pb.EVENT_KIND_LOG and not self.show_logs:
+            return
+        line = event_line(event)
+        if line is not None:
+            self._progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    def _bar(self, p: pb.Progress) -> None:
+        fields: dict[str, Any] = {
+            "phase": p.phase,
+            "loss": _fmt(self.loss),
+            "lr": _fmt(self.lr, ".3g"),
+            "eta": _duration(p.eta_seconds),
+        }
+        if self.console.is_terminal:
+            if self._task is None:
+                self._task = self._progress.add_task("", total=p.total or None, **fields)
+            self._progress.update(self._task, completed=p.current, total=p.total or None, **fields)
+        else:
+            line = f"{p.phase} {p.current}/{p.total}"
+            if p.phase == "train":
+                line += f"  loss {fields['loss']}  lr {fields['lr']}  eta {fields['eta']}"
+            if line != self._last_line:
+                self._last_line = line
+                self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def hosts_table(results: list[tuple[str, Any]]) -> Table:
+    table = Table(box=None, header_style="bold")
+    for column in ("HOST", "AGENT", "RUNTIME", "GPUS FREE", "GPU", "QUEUED", "RUNNING", "STATUS"):
+        table.add_column(column)
+    for alias, info in results:
+        if not isinstance(info, pb.AgentInfo):
+            table.add_row(alias, "-", "-", "-", "-", "-", "-", "[red]down[/]")
+            continue
+        free = sum(1 for g in info.gpus if not g.job_id)
+        names = sorted({f"{g.name} {g.memory_mb // 1024}G" for g in info.gpus})
+        table.add_row(
+            alias,
+            info.agent_version,
+            info.runtime,
+            f"{free}/{len(info.gpus)}",
+            ", ".join(names) or "cpu only",
+            str(info.queue.queued),
+            str(info.queue.running),
+            "[green]up[/]",
+        )
+    return table
+
+
+@contextlib.contextmanager
+def upload_progress(console: Console, total: int) -> Iterator[Callable[[int], None]]:
+    """A transfer bar on stderr (a terminal only); yields the callback that advances it."""
+    if not console.is_terminal or total == 0:
+        yield lambda n: None
+        return
+    with Progress(
+        TextColumn("upload"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("", total=total)
+        yield lambda n: progress.advance(task, n)

@@ -1,0 +1,111 @@
+"""A host: its SSH connection, the gRPC channel through it, and agent errors made readable.
+
+The agent learns who calls from the SSH login (metadata x-hatrain-user). Every gRPC error is turned
+into a ClientError here and nowhere else.
+"""
+
+import sys
+from collections.abc import Callable, Iterator
+from importlib.metadata import version
+from typing import Any
+
+import grpc
+from hatrain.rpc.v1 import agent_pb2 as pb
+from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
+
+from .errors import AgentRefused, AgentUnavailable, ClientError
+from .settings import ClientSettings, HostEntry
+from .ssh import SshConnection, resolve
+from .tunnel import Tunnel
+
+USER_METADATA = "x-hatrain-user"
+_TIMEOUT = 60.0
+
+
+def client_version() -> str:
+    return version("hatrain")
+
+
+class HostSession:
+    def __init__(self, alias: str, entry: HostEntry, settings: ClientSettings) -> None:
+        self.alias = alias
+        self.entry = entry
+        self.settings = settings
+        self.ssh: SshConnection | None = None
+        self._tunnel: Tunnel | None = None
+        self._channel: grpc.Channel | None = None
+        self._stub: pb_grpc.AgentServiceStub | None = None
+        self.info: pb.AgentInfo | None = None
+
+    def open(self, warn: Callable[[str], None] | None = None) -> "HostSession":
+        self.ssh = SshConnection(
+            resolve(self.entry.ssh, self.settings.ssh_config),
+            self.settings.known_hosts,
+            self.settings.ssh_config,
+            self.settings.keepalive_seconds,
+            self.settings.connect_timeout_seconds,
+        ).connect()
+        self._tunnel = Tunnel(self.ssh.transport, self.entry.agent_address(), self.alias)
+        self._tunnel.open_channel().close()  # a clear error now if no agent listens
+        self._channel = grpc.insecure_channel(
+            self._tunnel.target,
+            options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+        )
+        self._stub = pb_grpc.AgentServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self.info = self.call("GetAgentInfo", pb.GetAgentInfoRequest())
+        if self.info.agent_version != client_version():
+            (warn or _stderr)(
+                f"warning: {self.alias} runs hatrain-agent {self.info.agent_version}, "
+                f"this client is {client_version()}"
+            )
+        return self
+
+    @property
+    def user(self) -> str:
+        assert self.ssh is not None
+        return self.ssh.target.user
+
+    def call(self, method: str, request: Any, timeout: float = _TIMEOUT) -> Any:
+        assert self._stub is not None
+        try:
+            return getattr(self._stub, method)(request, metadata=self._metadata(), timeout=timeout)
+        except grpc.RpcError as exc:
+            raise self._translate(exc) from exc
+
+    def stream(self, method: str, request: Any) -> Iterator[Any]:
+        assert self._stub is not None
+        try:
+            yield from getattr(self._stub, method)(request, metadata=self._metadata())
+        except grpc.RpcError as exc:
+            raise self._translate(exc) from exc
+
+    def _metadata(self) -> list[tuple[str, str]]:
+        return [(USER_METADATA, self.user)]
+
+    def _translate(self, exc: grpc.RpcError) -> ClientError:
+        code = exc.code() if isinstance(exc, grpc.Call) else None
+        details = (exc.details() if isinstance(exc, grpc.Call) else None) or str(exc)
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return AgentUnavailable(
+                f"the agent on {self.alias} is not answering ({details})",
+                fix=f"check `hatrain-agent doctor` and the agent's log on {self.alias}",
+            )
+        return AgentRefused(f"{self.alias}: {details}")
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+        if self._tunnel is not None:
+            self._tunnel.close()
+        if self.ssh is not None:
+            self.ssh.close()
+
+    def __enter__(self) -> "HostSession":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)

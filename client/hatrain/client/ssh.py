@@ -1,0 +1,191 @@
+"""One verified SSH connection per host, honouring ~/.ssh/config (paramiko).
+
+Host keys are checked against known_hosts and never accepted silently; keys come from the SSH agent
+or the IdentityFile entries; keepalives stop idle NAT boxes from dropping a long watch.
+"""
+
+import base64
+import hashlib
+import logging
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from .errors import AuthenticationFailed, HostKeyRejected, HostUnreachable
+
+# paramiko's own log lines (e.g. a refused channel) would otherwise reach the terminal raw; every
+# failure is reported once, by the CLI.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    alias: str
+    hostname: str
+    port: int
+    user: str
+    identity_files: tuple[str, ...] = ()
+    proxy_jump: str = ""
+
+    @property
+    def known_hosts_name(self) -> str:
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+
+
+def parse_target(text: str) -> tuple[str | None, str, int | None]:
+    """user@host:port -> (user, host, port); each part optional except host."""
+    user, _, rest = text.rpartition("@")
+    host, port = rest, None
+    if rest.count(":") == 1:
+        host, _, port_text = rest.partition(":")
+        port = int(port_text) if port_text.isdigit() else None
+    return user or None, host, port
+
+
+def resolve(text: str, ssh_config: Path) -> SshTarget:
+    user, host, port = parse_target(text)
+    looked: dict[str, Any] = {}
+    path = ssh_config.expanduser()
+    if path.is_file():
+        looked = paramiko.SSHConfig.from_path(str(path)).lookup(host)
+    jump = looked.get("proxyjump", "")
+    return SshTarget(
+        alias=host,
+        hostname=looked.get("hostname", host),
+        port=port or int(looked.get("port", 22)),
+        user=user or looked.get("user") or _local_user(),
+        identity_files=tuple(str(Path(p).expanduser()) for p in looked.get("identityfile", [])),
+        proxy_jump="" if jump == "none" else jump,
+    )
+
+
+def _local_user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+class _RejectUnknown(paramiko.MissingHostKeyPolicy):
+    def __init__(self, target: SshTarget, known_hosts: Path) -> None:
+        self.target = target
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: Any) -> None:
+        port = f" -p {self.target.port}" if self.target.port != 22 else ""
+        raise HostKeyRejected(
+            f"host {self.target.alias} ({self.target.known_hosts_name}) is not in "
+            f"{self.known_hosts}; it offers {key.get_name()} key {fingerprint(key)}",
+            fix=f"check the fingerprint with the host's admin, then accept it: "
+            f"ssh-keyscan{port} {self.target.hostname} >> {self.known_hosts}",
+        )
+
+
+@dataclass
+class SshConnection:
+    target: SshTarget
+    known_hosts: Path
+    ssh_config: Path
+    keepalive_seconds: int = 15
+    timeout: float = 10.0
+    _client: paramiko.SSHClient | None = None
+    _jump: "SshConnection | None" = None
+    _sftp: paramiko.SFTPClient | None = None
+    _extra: list[Any] = field(default_factory=list)
+
+    def connect(self) -> "SshConnection":
+        target = self.target
+        sock = None
+        if target.proxy_jump:
+            first_hop = target.proxy_jump.split(",")[0]
+            self._jump = SshConnection(
+                resolve(first_hop, self.ssh_config),
+                self.known_hosts,
+                self.ssh_config,
+                self.keepalive_seconds,
+                self.timeout,
+            ).connect()
+            sock = self._jump.transport.open_channel(
+                "direct-tcpip", (target.hostname, target.port), ("127.0.0.1", 0)
+            )
+        client = paramiko.SSHClient()
+        known = self.known_hosts.expanduser()
+        if known.is_file():
+            client.load_host_keys(str(known))
+        client.set_missing_host_key_policy(_RejectUnknown(target, known))
+        where = f"{target.user}@{target.hostname}:{target.port}"
+        try:
+            client.connect(
+                target.hostname,
+                port=target.port,
+                username=target.user,
+                key_filename=list(target.identity_files) or None,  # type: ignore[arg-type]
+                look_for_keys=not target.identity_files,
+                allow_agent=True,
+                timeout=self.timeout,
+                banner_timeout=self.timeout,
+                auth_timeout=self.timeout,
+                sock=sock,
+            )
+        except paramiko.BadHostKeyException as exc:
+            raise HostKeyRejected(
+                f"host key of {target.alias} ({target.known_hosts_name}) CHANGED: "
+                f"{known} has {fingerprint(exc.expected_key)}, the host offers "
+                f"{fingerprint(exc.key)}. This may be an attack.",
+                fix=f"if the host was reinstalled, remove the old key: "
+                f"ssh-keygen -R '{target.known_hosts_name}' -f {known}",
+            ) from exc
+        except paramiko.AuthenticationException as exc:
+            raise AuthenticationFailed(
+                f"SSH login as {target.user} to {target.alias} was refused ({exc})",
+                fix="check that your key is loaded (ssh-add -l) or set IdentityFile "
+                "for this host in ~/.ssh/config, and that `ssh "
+                f"{target.user}@{target.hostname} -p {target.port}` works",
+            ) from exc
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            if isinstance(exc, socket.gaierror):
+                reason = "unknown host name"
+            else:
+                reason = str(exc) or type(exc).__name__
+            raise HostUnreachable(
+                f"cannot reach {target.alias} at {where}: {reason}",
+                fix="check the host is up and its 'ssh' entry in the client config",
+            ) from exc
+        transport = client.get_transport()
+        assert transport is not None
+        if self.keepalive_seconds:
+            transport.set_keepalive(self.keepalive_seconds)
+        self._client = client
+        return self
+
+    @property
+    def transport(self) -> paramiko.Transport:
+        if self._client is None:
+            raise RuntimeError("not connected")
+        transport = self._client.get_transport()
+        if transport is None or not transport.is_active():
+            raise HostUnreachable(f"the SSH connection to {self.target.alias} was lost")
+        return transport
+
+    def sftp(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            self._sftp = paramiko.SFTPClient.from_transport(
+                self.transport, window_size=64 * 1024 * 1024, max_packet_size=256 * 1024
+            )
+            assert self._sftp is not None
+        return self._sftp
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            self._sftp.close()
+        if self._client is not None:
+            self._client.close()
+        if self._jump is not None:
+            self._jump.close()

@@ -1,0 +1,112 @@
+"""What `submit` does: check everything locally, upload what the host lacks, rewrite, submit."""
+
+import os
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hatrain.rpc.v1 import agent_pb2 as pb
+
+from .axolotl_config import Analysis, analyse, finalize
+from .dataset_check import applies, check_jsonl
+from .errors import BadInput
+from .hash_cache import HashCache
+from .session import HostSession
+from .upload import UploadReport, upload
+
+_CONFIG_NAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass
+class SubmitRequest:
+    config: Path
+    datasets: dict[str, Path] = field(default_factory=dict)
+    name: str = ""
+    image: str = ""
+    gpus: int = 0
+    min_gpu_memory_mb: int = 0
+    gpu_type: str = ""
+    priority: int = 0
+    time_limit_seconds: int = 0
+    team: str = ""
+    secret_names: tuple[str, ...] = ()
+
+
+def parse_dataset_option(values: tuple[str, ...]) -> dict[str, Path]:
+    mapping = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise BadInput(f"--dataset {value}: expected NAME=PATH, e.g. sample.jsonl=data/x.jsonl")
+        mapping[name] = Path(path).expanduser()
+    return mapping
+
+
+def prepare(request: SubmitRequest) -> Analysis:
+    """Everything that can be checked without the host; raises BadInput naming the problem."""
+    analysis = analyse(request.config, request.datasets)
+    for f in analysis.files:
+        if applies(f.name, f.dataset_type):
+            problems = check_jsonl(f.path)
+            if problems:
+                lines = "\n".join(f"  {f.path}: {p}" for p in problems)
+                raise BadInput(f"dataset {f.path} is not chat JSONL as expected:\n{lines}")
+    return analysis
+
+
+def secrets_from_env(names: tuple[str, ...]) -> dict[str, str]:
+    secrets = {}
+    for name in ("HF_TOKEN", *names):
+        value = os.environ.get(name)
+        if value:
+            secrets[name] = value
+        elif name != "HF_TOKEN":
+            raise BadInput(f"--secret {name}: the environment variable {name} is not set")
+    return secrets
+
+
+def config_name(path: Path) -> str:
+    stem = _CONFIG_NAME.sub("-", path.stem).lstrip(".-_") or "config"
+    return f"{stem[:120]}.yml"
+
+
+def submit(
+    session: HostSession,
+    request: SubmitRequest,
+    analysis: Analysis,
+    cache: HashCache,
+    on_bytes: Callable[[int], None] = lambda n: None,
+) -> tuple[pb.Job, UploadReport]:
+    hashes = {f.path: cache.sha256(f.path) for f in analysis.files}
+    report = upload(session, {sha: path for path, sha in hashes.items()}, on_bytes)
+    name = request.name or request.config.stem
+    text = finalize(analysis, hashes, name)
+    spec = pb.JobSpec(
+        name=name,
+        config_name=config_name(request.config),
+        config_yaml=text.encode("utf-8"),
+        files=[
+            pb.JobFile(path=f.name, sha256=hashes[f.path], size=f.path.stat().st_size)
+            for f in analysis.files
+        ],
+        image=request.image,
+        resources=pb.Resources(
+            gpus=request.gpus,
+            min_gpu_memory_mb=request.min_gpu_memory_mb,
+            gpu_type=request.gpu_type,
+        ),
+        priority=request.priority,
+        time_limit_seconds=request.time_limit_seconds,
+        team=request.team,
+    )
+    answer = session.call(
+        "SubmitJob",
+        pb.SubmitJobRequest(
+            spec=spec,
+            secrets=secrets_from_env(request.secret_names),
+            client_request_id=uuid.uuid4().hex,
+        ),
+    )
+    return answer.job, report

@@ -1,0 +1,88 @@
+"""Content-addressed upload over SFTP: only what the host lacks, resumed where it stopped.
+
+The agent names a staging path per hash and how many bytes of it are already there; the client
+appends the rest and asks the agent to verify and commit it. Objects appear on the host only whole.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+from hatrain.rpc.v1 import agent_pb2 as pb
+
+from .errors import AgentRefused, HostUnreachable
+from .session import HostSession
+
+_CHUNK = 8 * 1024 * 1024
+
+
+@dataclass
+class UploadReport:
+    bytes_sent: int = 0
+    bytes_resumed: int = 0
+    files_sent: int = 0
+    files_present: int = 0
+
+
+def upload(
+    session: HostSession,
+    objects: dict[str, Path],
+    on_bytes: Callable[[int], None] = lambda n: None,
+) -> UploadReport:
+    """objects: sha256 -> local file. Returns what was sent."""
+    report = UploadReport()
+    answer = session.call("PrepareUpload", pb.PrepareUploadRequest(sha256=sorted(objects)))
+    report.files_present = len(answer.present)
+    assert session.ssh is not None
+    for staged in answer.missing:
+        local = objects[staged.sha256]
+        size = local.stat().st_size
+        offset = staged.bytes_present if staged.bytes_present <= size else 0
+        report.bytes_resumed += offset
+        report.bytes_sent += _send(session.ssh.sftp(), local, staged.staging_path, offset, on_bytes)
+        try:
+            session.call("CommitUpload", pb.CommitUploadRequest(sha256=staged.sha256, size=size))
+        except AgentRefused:
+            # The staged bytes were not ours after all (the file changed mid-upload): once more.
+            report.bytes_sent += _send(session.ssh.sftp(), local, staged.staging_path, 0, on_bytes)
+            session.call("CommitUpload", pb.CommitUploadRequest(sha256=staged.sha256, size=size))
+        report.files_sent += 1
+    return report
+
+
+def _send(
+    sftp: paramiko.SFTPClient,
+    local: Path,
+    remote: str,
+    offset: int,
+    on_bytes: Callable[[int], None],
+) -> int:
+    try:
+        return _append(sftp, local, remote, offset, on_bytes)
+    except (OSError, EOFError, paramiko.SSHException) as exc:
+        raise HostUnreachable(
+            f"the SSH connection was lost while uploading {local.name} "
+            f"({exc or type(exc).__name__})",
+            fix="run the same command again: the upload resumes where it stopped",
+        ) from exc
+
+
+def _append(
+    sftp: paramiko.SFTPClient,
+    local: Path,
+    remote: str,
+    offset: int,
+    on_bytes: Callable[[int], None],
+) -> int:
+    sent = 0
+    on_bytes(offset)
+    with local.open("rb") as src, sftp.open(remote, "r+b" if offset else "wb") as dst:
+        dst.set_pipelined(True)
+        src.seek(offset)
+        dst.seek(offset)
+        while chunk := src.read(_CHUNK):
+            dst.write(chunk)
+            sent += len(chunk)
+            on_bytes(len(chunk))
+    return sent

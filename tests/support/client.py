@@ -1,0 +1,77 @@
+"""Runs the real `hatrain-client` command as a user would, against a configured host."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.sshd import SshServer
+
+CLIENT = str(Path(sys.executable).parent / "hatrain-client")
+
+
+@dataclass
+class ClientRunner:
+    home: Path
+    config: Path
+
+    @classmethod
+    def configure(
+        cls, home: Path, sshd: SshServer, agent_port: int, **overrides: Any
+    ) -> "ClientRunner":
+        home.mkdir(parents=True, exist_ok=True)
+        settings = {
+            "default_host": "gpu1",
+            "hosts": {"gpu1": {"ssh": "hatrain-test", "agent": f"127.0.0.1:{agent_port}"}},
+            "ssh_config": str(sshd.ssh_config),
+            "known_hosts": str(sshd.known_hosts),
+            "cache_dir": str(home / "cache"),
+            **overrides,
+        }
+        config = home / "client.yml"
+        config.write_text(yaml.safe_dump(settings))
+        return cls(home, config)
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+        return {**env, "HATRAIN_CLIENT_CONFIG": str(self.config), "COLUMNS": "200"}
+
+    def run(
+        self, *args: str, cwd: Path | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [CLIENT, *args],
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            cwd=cwd,
+            timeout=timeout,
+            check=False,
+        )
+
+    def json(self, *args: str, cwd: Path | None = None) -> Any:
+        result = self.run(*args, "--json", cwd=cwd)
+        assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
+        return json.loads(result.stdout)
+
+    def start(self, *args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [CLIENT, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env(),
+            cwd=cwd,
+        )
+
+    @staticmethod
+    def interrupt(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        return proc.returncode, out, err

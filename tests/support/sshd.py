@@ -1,0 +1,112 @@
+"""A real OpenSSH server on a loopback port, with its own host key, user key and known_hosts."""
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def keygen(path: Path) -> None:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)],
+        check=True,
+        capture_output=True,
+    )
+
+
+@dataclass
+class SshServer:
+    root: Path
+    port: int
+    user: str
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def user_key(self) -> Path:
+        return self.root / "user_key"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.root / "known_hosts"
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.root / "ssh_config"
+
+    def host_public_key(self) -> str:
+        return (self.root / "host_key.pub").read_text().strip()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+    def session_pids(self) -> list[int]:
+        """The per-connection sshd processes (killing one drops that client's connection)."""
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False
+        ).stdout
+        return [int(p) for p in out.split()]
+
+
+def start_sshd(root: Path, alias: str = "hatrain-test") -> SshServer:
+    if not os.path.exists(SSHD):
+        raise RuntimeError("sshd is missing: run scripts/setup-host.sh (installs openssh-server)")
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
+    keygen(root / "host_key")
+    keygen(root / "user_key")
+    shutil.copy(root / "user_key.pub", root / "authorized_keys")
+    port = free_port()
+    user = os.environ.get("USER") or "root"
+    (root / "sshd_config").write_text(
+        f"""Port {port}
+ListenAddress 127.0.0.1
+HostKey {root / "host_key"}
+PidFile {root / "sshd.pid"}
+AuthorizedKeysFile {root / "authorized_keys"}
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+StrictModes no
+UsePAM no
+AllowTcpForwarding yes
+MaxSessions 64
+MaxStartups 64
+Subsystem sftp internal-sftp
+"""
+    )
+    proc = subprocess.Popen(
+        [SSHD, "-D", "-e", "-f", str(root / "sshd_config")],
+        stdout=(root / "sshd.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"sshd did not start: {(root / 'sshd.log').read_text()[-2000:]}"
+                ) from None
+            time.sleep(0.05)
+    host_key = (root / "host_key.pub").read_text().split()
+    (root / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
+    (root / "ssh_config").write_text(
+        f"Host {alias}\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n"
+        f"  IdentityFile {root / 'user_key'}\n"
+    )
+    return SshServer(root, port, user, proc)

@@ -1,0 +1,168 @@
+"""The `local` runtime: Axolotl from a host virtualenv, same contract, and what a restart does.
+
+The stand-in `axolotl` (tests/support/standin_axolotl.py) replays real Axolotl output; the real
+Axolotl through this runtime is in test_end_to_end.py.
+"""
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hatrain.rpc.v1 import agent_pb2 as pb
+
+from tests.support.harness import (
+    TERMINAL,
+    AgentProcess,
+    all_events,
+    poll,
+    spec,
+    stub_for,
+    wait_state,
+)
+from tests.support.sshd import free_port
+from tests.test_agent_restart import _expected_train_lines
+
+
+def _env(run: Path, step: str) -> dict[str, str]:
+    lines = (run / f"env-{step}.txt").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def test_local_runtime_keeps_the_contract(
+    local_agent_config: dict[str, Any], start_agent: Any
+) -> None:
+    """Both steps run with the job's host directories in place of the container paths, GPUs by
+    UUID in CUDA_VISIBLE_DEVICES, the contract's env, and the secret only inside the process."""
+    local_agent_config["gpus"] = {
+        "source": "static",
+        "static": [{"uuid": "GPU-aaaa"}, {"uuid": "GPU-bbbb"}],
+    }
+    stub, _agent = start_agent(local_agent_config)
+    job = stub.SubmitJob(
+        pb.SubmitJobRequest(
+            spec=spec(
+                {
+                    "hatrain_standin": {"record_env": True},
+                    "dataset_prepared_path": "/workspace/data/huggingface-cache/prepared/x",
+                },
+                gpus=1,
+            ),
+            secrets={"HF_TOKEN": "hf_local_secret"},
+        )
+    ).job
+    done = wait_state(stub, job.id, TERMINAL)
+    assert (done.state, done.exit_code) == (pb.JOB_STATE_SUCCEEDED, 0), done
+    states = [e.state for e in all_events(stub, job.id) if e.kind == pb.EVENT_KIND_STATE]
+    assert states == [
+        pb.JOB_STATE_QUEUED,
+        pb.JOB_STATE_STARTING,
+        pb.JOB_STATE_PREPROCESSING,
+        pb.JOB_STATE_TRAINING,
+        pb.JOB_STATE_SUCCEEDED,
+    ]
+    data_root = Path(local_agent_config["data_root"])
+    run = data_root / "jobs" / job.id / "run"
+    env = _env(run, "train")
+    assert env["CUDA_VISIBLE_DEVICES"] == done.gpu_uuids[0]
+    assert env["HF_HOME"] == str(data_root / "cache" / "huggingface")
+    assert env["AXOLOTL_DO_NOT_TRACK"] == "1" and env["JUPYTER_DISABLE"] == "1"
+    assert env["HF_TOKEN"] == "hf_local_secret"
+    local_config = yaml.safe_load((data_root / "jobs" / job.id / "local" / "job.yml").read_text())
+    assert local_config["output_dir"] == f"{run}/out"
+    assert local_config["dataset_prepared_path"] == f"{data_root}/cache/huggingface/prepared/x"
+    assert "hf_local_secret" not in (data_root / "hatrain.db").read_bytes().decode(errors="replace")
+    assert not (data_root / "secrets" / job.id).exists()
+
+
+def test_local_cancel_stops_the_process_group(
+    local_agent_config: dict[str, Any], start_agent: Any
+) -> None:
+    stub, _agent = start_agent(local_agent_config)
+    job = stub.SubmitJob(
+        pb.SubmitJobRequest(spec=spec({"hatrain_standin": {"hold_train": "never"}}))
+    ).job
+    wait_state(stub, job.id, {pb.JOB_STATE_TRAINING})
+    handle = Path(local_agent_config["data_root"]) / "jobs" / job.id / "local" / "train.handle"
+    pid = poll(
+        lambda: yaml.safe_load(handle.read_text())["pid"] if handle.exists() else 0, 30, "pid"
+    )
+    stub.CancelJob(pb.CancelJobRequest(job_id=job.id))
+    done = wait_state(stub, job.id, TERMINAL, timeout=30)
+    assert done.state == pb.JOB_STATE_CANCELLED
+    poll(lambda: not Path(f"/proc/{pid}").exists(), 10, "the step's process to be gone")
+
+
+def test_local_steps_survive_an_agent_sigkill(
+    local_agent_config: dict[str, Any], tmp_path: Path, axolotl_capture: Path
+) -> None:
+    """Steps run in their own session: a SIGKILLed agent leaves them running. On restart the agent
+    re-attaches (log continues from its byte offset: no gap, no duplicate), a step that ended
+    while it was down gives its real exit code, and one that vanished fails `container lost`."""
+    local_agent_config["listen"] = f"127.0.0.1:{free_port()}"
+    local_agent_config["scheduler"] = {"max_cpu_jobs": 3}
+    agent = AgentProcess(local_agent_config, tmp_path)
+    agent.start()
+    try:
+        stub, channel = stub_for(local_agent_config["listen"])
+        streaming = stub.SubmitJob(
+            pb.SubmitJobRequest(
+                spec=spec({"hatrain_standin": {"delay": 0.02, "hold_train": "a-go"}})
+            )
+        ).job
+        finishes = stub.SubmitJob(
+            pb.SubmitJobRequest(
+                spec=spec({"hatrain_standin": {"hold_train": "b-go", "exit_train": 5}})
+            )
+        ).job
+        vanishes = stub.SubmitJob(
+            pb.SubmitJobRequest(spec=spec({"hatrain_standin": {"hold_train": "never"}}))
+        ).job
+        for job in (streaming, finishes, vanishes):
+            wait_state(stub, job.id, {pb.JOB_STATE_TRAINING})
+        poll(
+            lambda: (
+                sum(
+                    1
+                    for e in all_events(stub, streaming.id)
+                    if e.kind == pb.EVENT_KIND_LOG and e.step == "train"
+                )
+                > 30
+            ),
+            60,
+            "the streaming job to be mid-way through its logs",
+        )
+        channel.close()
+        agent.kill()
+
+        jobs = Path(local_agent_config["data_root"]) / "jobs"
+
+        def pid(job_id: str) -> int:
+            return int(
+                yaml.safe_load((jobs / job_id / "local" / "train.handle").read_text())["pid"]
+            )
+
+        assert Path(f"/proc/{pid(streaming.id)}").exists()  # still running without the agent
+        (jobs / finishes.id / "run" / "b-go").write_text("")
+        poll(lambda: (jobs / finishes.id / "local" / "train.exit").exists(), 30, "b to end")
+        os.killpg(pid(vanishes.id), signal.SIGKILL)
+        poll(lambda: not Path(f"/proc/{pid(vanishes.id)}").exists(), 30, "c to vanish")
+
+        agent.start()
+        stub, channel = stub_for(local_agent_config["listen"])
+        ended = wait_state(stub, finishes.id, TERMINAL, timeout=60)
+        assert (ended.state, ended.exit_code) == (pb.JOB_STATE_FAILED, 5)
+        lost = wait_state(stub, vanishes.id, TERMINAL, timeout=60)
+        assert (lost.state, lost.failure_reason) == (pb.JOB_STATE_FAILED, "container lost")
+
+        (jobs / streaming.id / "run" / "a-go").write_text("")
+        done = wait_state(stub, streaming.id, TERMINAL, timeout=120)
+        assert done.state == pb.JOB_STATE_SUCCEEDED, done
+        events = all_events(stub, streaming.id)
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        train = [e.line for e in events if e.kind == pb.EVENT_KIND_LOG and e.step == "train"]
+        assert train == [*_expected_train_lines(axolotl_capture), "released by a-go"]
+        channel.close()
+    finally:
+        agent.terminate()
