@@ -83,7 +83,8 @@ def bench_upload(sshd: SshServer, client: ClientRunner, agent: Agent, big: Path)
 
 
 def bench_resubmit(client: ClientRunner, project: Path) -> list[str]:
-    first = client.json("submit", "train.yml", "--detach", cwd=project)
+    size = (project / "chat.jsonl").stat().st_size
+    client.json("submit", "train.yml", "--detach", cwd=project)
     times, sent = [], []
     for _ in range(5):
         start = time.perf_counter()
@@ -91,7 +92,7 @@ def bench_resubmit(client: ClientRunner, project: Path) -> list[str]:
         times.append(time.perf_counter() - start)
         sent.append(again["upload"]["bytes_sent"])
     return [
-        f"re-submit unchanged {first['upload']['bytes_sent'] / 2**20:.0f} MiB dataset: "
+        f"re-submit unchanged {size / 2**20:.0f} MiB chat dataset: "
         f"best {best(times):.3f} s, median {sorted(times)[2]:.3f} s end to end (CLI process), "
         f"bytes sent {max(sent)} (target <= 0.3 s, 0 bytes)"
     ]
@@ -120,7 +121,7 @@ def bench_start(sshd: SshServer, client: ClientRunner, project: Path, image: str
         peer_name = f"bench-peer-{os.getpid()}-{i}"
         begin = time.time()
         subprocess.run(["ssh", *ssh_args(sshd), f"{sshd.user}@127.0.0.1",
-                        f"docker run --rm --name {peer_name} {image} true"],
+                        f"docker run --rm --name {peer_name} {image} echo"],
                        check=True, capture_output=True)  # fmt: skip
         peer.append(start_times(dc, begin, time.time())[peer_name] - begin)
     return [
@@ -135,7 +136,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mib", type=int, default=1024)
     args = parser.parse_args()
-    configure_logging("console", level="warning")
+    configure_logging("console")
     work = Path(tempfile.mkdtemp(prefix="hatrain-bench-client-"))
     image = ensure_test_image(docker.from_env())
     sshd = start_sshd(work / "sshd")
@@ -157,17 +158,27 @@ def main() -> None:
             block = os.urandom(2**20)
             for i in range(args.size_mib):
                 fh.write(i.to_bytes(4, "little") + block[4:])
+        chat = project / "chat.jsonl"  # a chat dataset of SIZE, checked line by line once
+        rows = (REPO / "configs" / "demo" / "sample.jsonl").read_bytes()
+        with chat.open("wb") as fh:
+            while fh.tell() < args.size_mib * 2**20:
+                fh.write(rows)
         (project / "train.yml").write_text(yaml.safe_dump({
-            "datasets": [{"path": "./big.bin", "type": "completion"}],
+            "datasets": [{"path": "./chat.jsonl", "type": "chat_template"}],
             "output_dir": "/workspace/data/training-runs/bench",
         }))  # fmt: skip
         (project / "tiny.yml").write_text(yaml.safe_dump({
             "output_dir": "/workspace/data/training-runs/tiny",
         }))  # fmt: skip
-        results = bench_upload(sshd, client, agent, big)
-        results += bench_resubmit(client, project)
-        results += bench_start(sshd, client, project, image)
-        print("\n".join(results))
+        results: list[str] = []
+        for step in (
+            lambda: bench_upload(sshd, client, agent, big),
+            lambda: bench_resubmit(client, project),
+            lambda: bench_start(sshd, client, project, image),
+        ):
+            lines = step()
+            print("\n".join(lines), flush=True)
+            results += lines
         (work / "results.json").write_text(json.dumps(results))
     finally:
         agent.stop(grace=1)

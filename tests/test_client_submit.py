@@ -124,12 +124,12 @@ def test_resubmitting_sends_nothing_and_a_changed_byte_changes_the_prepared_path
     assert changed["upload"]["bytes_sent"] == dataset.stat().st_size
     assert changed["upload"]["files_sent"] == 1
 
+    for job in (first, again, changed):  # a job's config is laid out when it starts
+        wait_state(stub, job["id"], {pb.JOB_STATE_SUCCEEDED})
     prepared = [
         host_config(data_root, j["id"])["dataset_prepared_path"] for j in (first, again, changed)
     ]
     assert prepared[0] == prepared[1] != prepared[2]
-    for job in (first, again, changed):
-        wait_state(stub, job["id"], {pb.JOB_STATE_SUCCEEDED})
 
 
 def test_a_dropped_connection_mid_upload_resumes_and_never_shows_a_partial_object(

@@ -1,10 +1,10 @@
 """hatrain-agent: serve | doctor."""
 
+import os
+import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from .config import load_config
 from .errors import ConfigError
@@ -53,10 +53,18 @@ def main() -> None:
     """The hatrain agent: runs Axolotl jobs from a durable, GPU-aware queue."""
 
 
+def _leave_out_paramiko() -> None:
+    """The docker SDK loads paramiko (about 15 MB resident) only to reach an engine over ssh://;
+    the agent's engine is local, so a resident agent does without it."""
+    if not os.environ.get("DOCKER_HOST", "").startswith("ssh://"):
+        sys.modules.setdefault("paramiko", None)  # type: ignore[arg-type]
+
+
 @main.command()
 @_with_options
 def serve(config: Path | None, data_root: Path | None, listen: str | None) -> None:
     """Serve the agent's gRPC API until SIGTERM."""
+    _leave_out_paramiko()
     from .server import serve as run
 
     run(_load(config, data_root, listen))
@@ -66,6 +74,9 @@ def serve(config: Path | None, data_root: Path | None, listen: str | None) -> No
 @_with_options
 def doctor(config: Path | None, data_root: Path | None, listen: str | None) -> None:
     """Check Docker, the NVIDIA runtime, GPUs, the data root and the port."""
+    from rich.console import Console
+    from rich.table import Table
+
     from .doctor import run_checks
 
     checks = run_checks(_load(config, data_root, listen))

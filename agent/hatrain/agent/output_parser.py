@@ -91,9 +91,13 @@ SIGNATURES = (
 )
 
 
+# One pass over a line says whether any signature can match (most lines match none).
+_ANY_SIGNATURE = re.compile("|".join(f"(?:{sig.pattern.pattern})" for sig in SIGNATURES))
+
+
 def parse_metrics(text: str) -> tuple[Metric, ...] | None:
     """The metrics of a `{'name': value, ...}` dict printed on this line, if there is one."""
-    found = _DICT.search(text)
+    found = _DICT.search(text) if "{'" in text else None
     if found is None:
         return None
     metrics = []
@@ -161,7 +165,7 @@ class OutputParser:
         text = segment.rstrip()
         if not text.strip():
             return
-        bar = _BAR.match(text.strip())
+        bar = _BAR.match(text.strip()) if "%|" in text else None
         if bar is not None:
             self._bar(bar, events)
             text = text.strip()[bar.end() :]
@@ -216,14 +220,14 @@ class OutputParser:
         if metrics is not None:
             is_eval = any(m.name.startswith("eval_") for m in metrics)
             events.append(Event(EventKind.METRICS, step=self.step, metrics=metrics, eval=is_eval))
-        steps = _MAX_STEPS.search(text)
+        steps = _MAX_STEPS.search(text) if "Maximum number" in text else None
         if steps is not None:
             self.train_total = int(steps.group(1))
         if PREPROCESS_SUCCESS in text:
             self.preprocess_succeeded = True
         if _ERROR_LINE.match(text):
             self.last_error_line = text.strip()[:_HINT_CHARS]
-        if self.failure is None:
+        if self.failure is None and _ANY_SIGNATURE.search(text):
             for sig in SIGNATURES:
                 if sig.pattern.search(text):
                     self.failure = (sig.reason, sig.hint or text.strip()[:_HINT_CHARS])

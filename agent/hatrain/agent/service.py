@@ -7,11 +7,11 @@ import functools
 import inspect
 import socket
 from collections.abc import Callable, Iterator
-from importlib.metadata import version
 from typing import Any, TypeVar
 
 import grpc
 import structlog
+from hatrain.rpc import __version__
 from hatrain.rpc.v1 import agent_pb2 as pb
 from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
 
@@ -102,7 +102,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         holders = {u: j.id for j in self.store.jobs_in(RUNNING) for u in j.gpu_uuids}
         counts = self.store.counts()
         return pb.AgentInfo(
-            agent_version=version("hatrain"),
+            agent_version=__version__,
             wire_version=WIRE_VERSION,
             hostname=socket.gethostname(),
             runtime=self.config.runtime,
@@ -205,11 +205,11 @@ class AgentService(pb_grpc.AgentServiceServicer):
             generation = self.store.generation
             # The state is read first: if it is terminal, every event is already committed.
             state = self.store.get(job.id).state
-            events = self.store.events(job.id, after, limit=_WATCH_BATCH, kinds=kinds)
-            if events:
-                after = events[-1].seq
+            records = self.store.event_records(job.id, after, limit=_WATCH_BATCH, kinds=kinds)
+            if records:
+                after = records[-1][0]
                 yield pb.WatchJobResponse(
-                    events=[wire.event_to_wire(e) for e in events],
+                    events=[wire.record_to_wire(*r) for r in records],
                     state=wire.STATE_TO_WIRE[state],
                 )
                 continue

@@ -403,6 +403,27 @@ class Store:
         rows = self._reader().execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")
         return {JobState(state): n for state, n in rows}
 
+    def event_records(
+        self,
+        job_id: str,
+        after_seq: int = 0,
+        *,
+        limit: int = 1000,
+        kinds: Sequence[EventKind] = (),
+    ) -> list[tuple[int, float, str, dict[str, Any]]]:
+        """(seq, time, kind, record) of the events after after_seq, in order."""
+        sql = "SELECT seq, time, kind, data FROM events WHERE job_id=? AND seq>?"
+        args: list[Any] = [job_id, after_seq]
+        if kinds:
+            sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
+            args += [k.value for k in kinds]
+        sql += " ORDER BY seq LIMIT ?"
+        args.append(limit)
+        loads = json.loads
+        return [
+            (seq, t, kind, loads(data)) for seq, t, kind, data in self._reader().execute(sql, args)
+        ]
+
     def events(
         self,
         job_id: str,
@@ -411,16 +432,9 @@ class Store:
         limit: int = 1000,
         kinds: Sequence[EventKind] = (),
     ) -> list[Event]:
-        sql = "SELECT seq, time, kind, data FROM events WHERE job_id=? AND seq>?"
-        args: list[Any] = [job_id, after_seq]
-        if kinds:
-            sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
-            args += [k.value for k in kinds]
-        sql += " ORDER BY seq LIMIT ?"
-        args.append(limit)
         return [
-            Event.from_record(kind, seq, t, json.loads(data))
-            for seq, t, kind, data in self._reader().execute(sql, args)
+            Event.from_record(kind, seq, t, rec)
+            for seq, t, kind, rec in self.event_records(job_id, after_seq, limit=limit, kinds=kinds)
         ]
 
     def tail_start(self, job_id: str, kinds: Sequence[EventKind], count: int) -> int:

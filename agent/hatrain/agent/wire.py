@@ -94,6 +94,23 @@ def event_to_wire(ev: Event) -> pb.Event:
     return msg
 
 
+_LOG = EventKind.LOG.value
+
+
+def record_to_wire(seq: int, time: float, kind: str, rec: dict[str, Any]) -> pb.Event:
+    """A stored event straight to the wire; log lines, most of any stream, take the short way."""
+    if kind == _LOG:
+        return pb.Event(
+            seq=seq,
+            time=time,
+            kind=pb.EVENT_KIND_LOG,
+            step=rec.get("step", ""),
+            line=rec.get("line", ""),
+            stream=rec.get("stream", ""),
+        )
+    return event_to_wire(Event.from_record(kind, seq, time, rec))
+
+
 def gpu_to_wire(gpu: GpuSlot, job_id: str) -> pb.Gpu:
     return pb.Gpu(
         index=gpu.index, uuid=gpu.uuid, name=gpu.name, memory_mb=gpu.memory_mb, job_id=job_id

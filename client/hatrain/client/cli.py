@@ -5,20 +5,24 @@ Exit codes: see hatrain.client.errors (0 ok, 65 bad input, 69 unreachable, 77 SS
 """
 
 import concurrent.futures
+import contextlib
+import functools
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import yaml
 from hatrain.rpc.v1 import agent_pb2 as pb
-from rich.console import Console
 
-from . import render
+from . import records
 from .errors import EXIT_DETACHED, BadInput, ClientError
 from .session import HostSession, client_version
 from .settings import ClientSettings, load_settings
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 T = TypeVar("T")
 ACTIVE = [
@@ -33,8 +37,19 @@ class App:
     def __init__(self, config: Path | None) -> None:
         self._config = config
         self._settings: ClientSettings | None = None
-        self.out = Console(highlight=False)
-        self.err = Console(stderr=True, highlight=False)
+
+    # rich is imported only when something is drawn: --json and quiet paths start faster.
+    @functools.cached_property
+    def out(self) -> "Console":
+        from rich.console import Console
+
+        return Console(highlight=False)
+
+    @functools.cached_property
+    def err(self) -> "Console":
+        from rich.console import Console
+
+        return Console(stderr=True, highlight=False)
 
     @property
     def settings(self) -> ClientSettings:
@@ -143,13 +158,15 @@ def follow_job(
     app: App, session: HostSession, job_id: str, as_json: bool, from_seq: int = 0
 ) -> int:
     """Show the job's events until it ends; Ctrl-C detaches and the job keeps running."""
+    from . import render
+
     follower = render.Follower(app.out)
     try:
         with follower:
             for event in events(session, job_id, follow=True, from_seq=from_seq):
                 if as_json:
                     follower.last_seq = event.seq
-                    render.print_json(render.to_dict(event, job_id=job_id, host=session.alias))
+                    records.print_json(records.to_dict(event, job_id=job_id, host=session.alias))
                 else:
                     follower.handle(event)
     except KeyboardInterrupt:
@@ -216,17 +233,16 @@ def submit(
         team=team,
         secret_names=secret,
     )
-    analysis = prepare(request)
+    prepared = prepare(request, HashCache(app.settings.cache_dir))
     secrets_from_env(secret)  # fail on a missing secret before connecting
     if host == "auto":
         host = pick_host(app, gpus)
-    cache = HashCache(app.settings.cache_dir)
     with app.session(host) as session:
-        total = sum(f.path.stat().st_size for f in analysis.files)
-        with render.upload_progress(app.err, total) as on_bytes:
-            job, report = do_submit(session, request, analysis, cache, on_bytes)
+        total = sum(f.path.stat().st_size for f in prepared.analysis.files)
+        with upload_progress(app, total) as on_bytes:
+            job, report = do_submit(session, request, prepared, on_bytes)
         if as_json:
-            render.print_json(render.to_dict(job, host=session.alias, upload=report.__dict__))
+            records.print_json(records.to_dict(job, host=session.alias, upload=report.__dict__))
         else:
             sent = f"{report.files_sent} sent ({report.bytes_sent} bytes)"
             app.out.print(
@@ -235,9 +251,17 @@ def submit(
                 markup=False,
             )
         if follow is None:
-            follow = app.out.is_terminal and not as_json
+            follow = sys.stdout.isatty() and not as_json
         if follow:
             sys.exit(follow_job(app, session, job.id, as_json))
+
+
+def upload_progress(app: App, total: int) -> Any:
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext(lambda n: None)
+    from . import render
+
+    return render.upload_progress(app.err, total)
 
 
 def pick_host(app: App, gpus: int) -> str:
@@ -264,15 +288,17 @@ def hosts(app: App, host: str | None, as_json: bool) -> None:
     results = app.each_host(host, lambda s: s.info)
     app.report_down(results)
     if as_json:
-        render.print_json(
+        records.print_json(
             [
                 {"host": alias, "error": r.message}
                 if isinstance(r, ClientError)
-                else render.to_dict(r, host=alias)
+                else records.to_dict(r, host=alias)
                 for alias, r in results
             ]
         )
     else:
+        from . import render
+
         app.out.print(render.hosts_table(results))
     if all(isinstance(r, ClientError) for _, r in results):
         sys.exit(results[0][1].exit_code)
@@ -299,7 +325,7 @@ def queue(
 ) -> None:
     """Jobs on every host (or one), queued and running first."""
     try:
-        wanted: list[Any] = [render.parse_state(s) for s in states]
+        wanted: list[Any] = [records.parse_state(s) for s in states]
     except ValueError as exc:
         raise BadInput(f"--state: {exc}") from None
     if not wanted and not all_states:
@@ -326,11 +352,13 @@ def queue(
 
     results = app.each_host(host, listing)
     rows = [(a, j) for a, r in results if not isinstance(r, ClientError) for j in r]
-    rows.sort(key=lambda row: (row[1].state in render.TERMINAL, row[1].created_at))
+    rows.sort(key=lambda row: (row[1].state in records.TERMINAL, row[1].created_at))
     app.report_down(results)
     if as_json:
-        render.print_json([render.to_dict(j, host=a) for a, j in rows])
+        records.print_json([records.to_dict(j, host=a) for a, j in rows])
     else:
+        from . import render
+
         app.out.print(render.jobs_table(rows))
     if all(isinstance(r, ClientError) for _, r in results):
         sys.exit(results[0][1].exit_code)
@@ -346,8 +374,10 @@ def status(app: App, job_id: str, host: str | None, as_json: bool) -> None:
     with app.session(host) as session:
         job = session.call("GetJob", pb.GetJobRequest(job_id=job_id))
     if as_json:
-        render.print_json(render.to_dict(job, host=session.alias))
+        records.print_json(records.to_dict(job, host=session.alias))
     else:
+        from . import render
+
         app.out.print(render.describe(job, session.alias), markup=False)
 
 
@@ -391,9 +421,9 @@ def cancel(app: App, job_id: str, host: str | None, as_json: bool) -> None:
     with app.session(host) as session:
         job = session.call("CancelJob", pb.CancelJobRequest(job_id=job_id))
     if as_json:
-        render.print_json(render.to_dict(job, host=session.alias))
+        records.print_json(records.to_dict(job, host=session.alias))
     else:
-        app.out.print(f"job {job.id}: {render.state_name(job.state)}", markup=False)
+        app.out.print(f"job {job.id}: {records.state_name(job.state)}", markup=False)
 
 
 @main.command()
@@ -420,7 +450,7 @@ def retry(app: App, job_id: str, host: str | None, follow: bool | None, as_json:
             ),
         ).job
         if as_json:
-            render.print_json(render.to_dict(job, host=session.alias))
+            records.print_json(records.to_dict(job, host=session.alias))
         else:
             app.out.print(
                 f"job {job.id} (retry of {old.id}) queued on {session.alias} "
@@ -428,7 +458,7 @@ def retry(app: App, job_id: str, host: str | None, follow: bool | None, as_json:
                 markup=False,
             )
         if follow is None:
-            follow = app.out.is_terminal and not as_json
+            follow = sys.stdout.isatty() and not as_json
         if follow:
             sys.exit(follow_job(app, session, job.id, as_json))
 
@@ -448,9 +478,9 @@ def wait(app: App, job_id: str, host: str | None, as_json: bool) -> None:
             sys.exit(EXIT_DETACHED)
         job = session.call("GetJob", pb.GetJobRequest(job_id=job_id))
     if as_json:
-        render.print_json(render.to_dict(job, host=session.alias))
+        records.print_json(records.to_dict(job, host=session.alias))
     else:
-        line = f"job {job.id}: {render.state_name(job.state)}"
+        line = f"job {job.id}: {records.state_name(job.state)}"
         if job.failure_reason:
             line += f" ({job.failure_reason}: {job.hint})"
         app.out.print(line, markup=False)
@@ -490,7 +520,7 @@ def fetch(
             on_file=lambda p, n: None if as_json else app.err.print(f"  {p} ({n} bytes)"),
         )
     if as_json:
-        render.print_json({"job_id": job_id, "dest": str(dest), **report.__dict__})
+        records.print_json({"job_id": job_id, "dest": str(dest), **report.__dict__})
     else:
         app.out.print(
             f"{dest}: {report.files_fetched} files fetched ({report.bytes_fetched} bytes), "

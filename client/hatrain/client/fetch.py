@@ -10,8 +10,10 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
-import paramiko
+if TYPE_CHECKING:
+    import paramiko
 
 _CHUNK = 4 * 1024 * 1024
 
@@ -23,7 +25,7 @@ class FetchReport:
     bytes_fetched: int = 0
 
 
-def _walk(sftp: paramiko.SFTPClient, root: str, rel: str = "") -> Iterator[tuple[str, int]]:
+def _walk(sftp: "paramiko.SFTPClient", root: str, rel: str = "") -> Iterator[tuple[str, int]]:
     for entry in sftp.listdir_attr(f"{root}/{rel}" if rel else root):
         path = f"{rel}/{entry.filename}" if rel else entry.filename
         if stat.S_ISDIR(entry.st_mode or 0):
@@ -41,7 +43,7 @@ def _selected(path: str, include: list[str], exclude: list[str]) -> bool:
 
 
 def fetch(
-    sftp: paramiko.SFTPClient,
+    sftp: "paramiko.SFTPClient",
     remote_root: str,
     dest: Path,
     include: list[str],

@@ -24,6 +24,7 @@ class HashCache:
             "CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, "
             "mtime_ns INTEGER, sha256 TEXT)"
         )
+        self._db.execute("CREATE TABLE IF NOT EXISTS checked (sha256 TEXT PRIMARY KEY)")
 
     def sha256(self, path: Path) -> str:
         path = path.resolve()
@@ -41,6 +42,15 @@ class HashCache:
                 (str(path), stat.st_size, stat.st_mtime_ns, value),
             )
         return value
+
+    def checked(self, sha256: str) -> bool:
+        """Whether content with this hash already passed the dataset check."""
+        row = self._db.execute("SELECT 1 FROM checked WHERE sha256 = ?", (sha256,)).fetchone()
+        return row is not None
+
+    def mark_checked(self, sha256: str) -> None:
+        with self._db:
+            self._db.execute("INSERT OR IGNORE INTO checked VALUES (?)", (sha256,))
 
     def close(self) -> None:
         self._db.close()

@@ -1,14 +1,11 @@
-"""How jobs and events look: rich tables and a live progress line, or JSON for scripts."""
+"""How jobs and events look on a terminal: rich tables and a live progress line."""
 
 import contextlib
-import json
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from google.protobuf.descriptor import FieldDescriptor
-from google.protobuf.message import Message
 from hatrain.rpc.v1 import agent_pb2 as pb
 from rich.console import Console
 from rich.progress import (
@@ -22,58 +19,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-TERMINAL = {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
+from .records import TERMINAL, state_name
+
 _STYLE = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "queued": "dim"}
-
-
-def state_name(state: int) -> str:
-    return pb.JobState.Name(state).removeprefix("JOB_STATE_").lower()
-
-
-def parse_state(text: str) -> int:
-    try:
-        return int(pb.JobState.Value("JOB_STATE_" + text.upper()))
-    except ValueError:
-        names = ", ".join(state_name(s) for s in pb.JobState.values() if s)
-        raise ValueError(f"state {text!r}: expected one of {names}") from None
-
-
-def _plain(value: Any, field: FieldDescriptor) -> Any:
-    if field.type == FieldDescriptor.TYPE_MESSAGE:
-        return message_dict(value)
-    if field.type == FieldDescriptor.TYPE_ENUM:
-        assert field.enum_type is not None
-        name = field.enum_type.values_by_number[value].name
-        return name.removeprefix("JOB_STATE_").removeprefix("EVENT_KIND_").lower()
-    return value
-
-
-def message_dict(message: Message) -> dict[str, Any]:
-    """Set fields by their proto names, with numbers kept as JSON numbers (not int64 strings)."""
-    data: dict[str, Any] = {}
-    for field, value in message.ListFields():
-        if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            value_field = field.message_type.fields_by_name["value"]
-            data[field.name] = {k: _plain(v, value_field) for k, v in value.items()}
-        elif field.is_repeated:
-            data[field.name] = [_plain(v, field) for v in value]
-        else:
-            data[field.name] = _plain(value, field)
-    return data
-
-
-def to_dict(message: Message, **extra: Any) -> dict[str, Any]:
-    data = message_dict(message)
-    if isinstance(message, pb.Job):
-        data.pop("spec", None)
-        data["state"] = state_name(message.state)
-        data["name"] = message.spec.name
-        data["gpus"] = message.spec.resources.gpus
-    return {**extra, **data}
-
-
-def print_json(data: Any) -> None:
-    print(json.dumps(data, sort_keys=True), flush=True)
 
 
 def _fmt(value: float | None, spec: str = ".4g") -> str:

@@ -4,26 +4,30 @@ The agent learns who calls from the SSH login (metadata x-hatrain-user). Every g
 into a ClientError here and nowhere else.
 """
 
+import re
 import sys
 from collections.abc import Callable, Iterator
-from importlib.metadata import version
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import grpc
+from hatrain.rpc import __version__
 from hatrain.rpc.v1 import agent_pb2 as pb
 from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
 
 from .errors import AgentRefused, AgentUnavailable, ClientError
 from .settings import ClientSettings, HostEntry
-from .ssh import SshConnection, resolve
-from .tunnel import Tunnel
+
+if TYPE_CHECKING:
+    from .ssh import SshConnection
+    from .tunnel import Tunnel
 
 USER_METADATA = "x-hatrain-user"
 _TIMEOUT = 60.0
 
 
 def client_version() -> str:
-    return version("hatrain")
+    return __version__
 
 
 class HostSession:
@@ -38,6 +42,10 @@ class HostSession:
         self.info: pb.AgentInfo | None = None
 
     def open(self, warn: Callable[[str], None] | None = None) -> "HostSession":
+        _keep_invoke_out(self.settings.ssh_config)
+        from .ssh import SshConnection, resolve
+        from .tunnel import Tunnel
+
         self.ssh = SshConnection(
             resolve(self.entry.ssh, self.settings.ssh_config),
             self.settings.known_hosts,
@@ -105,6 +113,19 @@ class HostSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _keep_invoke_out(ssh_config: Path) -> None:
+    """paramiko imports invoke (80 ms of asyncio and unittest.mock) only to run `Match exec`
+    lines of ssh_config; without such a line, keep it out so that every command starts faster."""
+    if "paramiko" in sys.modules:
+        return
+    try:
+        text = ssh_config.expanduser().read_text(errors="replace")
+    except OSError:
+        text = ""
+    if not re.search(r"^\s*match\b.*\bexec\b", text, re.IGNORECASE | re.MULTILINE):
+        sys.modules.setdefault("invoke", None)  # type: ignore[arg-type]
 
 
 def _stderr(message: str) -> None:

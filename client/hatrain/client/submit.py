@@ -44,16 +44,25 @@ def parse_dataset_option(values: tuple[str, ...]) -> dict[str, Path]:
     return mapping
 
 
-def prepare(request: SubmitRequest) -> Analysis:
-    """Everything that can be checked without the host; raises BadInput naming the problem."""
+@dataclass
+class Prepared:
+    analysis: Analysis
+    hashes: dict[Path, str]
+
+
+def prepare(request: SubmitRequest, cache: HashCache) -> Prepared:
+    """Everything that can be checked without the host; raises BadInput naming the problem.
+    Content already checked (by hash) is not read again."""
     analysis = analyse(request.config, request.datasets)
+    hashes = {f.path: cache.sha256(f.path) for f in analysis.files}
     for f in analysis.files:
-        if applies(f.name, f.dataset_type):
+        if applies(f.name, f.dataset_type) and not cache.checked(hashes[f.path]):
             problems = check_jsonl(f.path)
             if problems:
                 lines = "\n".join(f"  {f.path}: {p}" for p in problems)
                 raise BadInput(f"dataset {f.path} is not chat JSONL as expected:\n{lines}")
-    return analysis
+            cache.mark_checked(hashes[f.path])
+    return Prepared(analysis, hashes)
 
 
 def secrets_from_env(names: tuple[str, ...]) -> dict[str, str]:
@@ -75,11 +84,10 @@ def config_name(path: Path) -> str:
 def submit(
     session: HostSession,
     request: SubmitRequest,
-    analysis: Analysis,
-    cache: HashCache,
+    prepared: Prepared,
     on_bytes: Callable[[int], None] = lambda n: None,
 ) -> tuple[pb.Job, UploadReport]:
-    hashes = {f.path: cache.sha256(f.path) for f in analysis.files}
+    analysis, hashes = prepared.analysis, prepared.hashes
     report = upload(session, {sha: path for path, sha in hashes.items()}, on_bytes)
     name = request.name or request.config.stem
     text = finalize(analysis, hashes, name)

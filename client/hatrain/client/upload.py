@@ -7,14 +7,20 @@ appends the rest and asks the agent to verify and commit it. Objects appear on t
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import paramiko
 from hatrain.rpc.v1 import agent_pb2 as pb
 
 from .errors import AgentRefused, HostUnreachable
 from .session import HostSession
 
+if TYPE_CHECKING:
+    import paramiko
+
 _CHUNK = 8 * 1024 * 1024
+# OpenSSH's sftp-server takes write requests up to 256 KiB (its limits@openssh.com); the SFTP
+# minimum every server must take, and paramiko's default, is 32 KiB.
+_OPENSSH_REQUEST = 255 * 1024
 
 
 @dataclass
@@ -52,15 +58,17 @@ def upload(
 
 
 def _send(
-    sftp: paramiko.SFTPClient,
+    sftp: "paramiko.SFTPClient",
     local: Path,
     remote: str,
     offset: int,
     on_bytes: Callable[[int], None],
 ) -> int:
+    from paramiko import SSHException
+
     try:
         return _append(sftp, local, remote, offset, on_bytes)
-    except (OSError, EOFError, paramiko.SSHException) as exc:
+    except (OSError, EOFError, SSHException) as exc:
         raise HostUnreachable(
             f"the SSH connection was lost while uploading {local.name} "
             f"({exc or type(exc).__name__})",
@@ -69,7 +77,7 @@ def _send(
 
 
 def _append(
-    sftp: paramiko.SFTPClient,
+    sftp: "paramiko.SFTPClient",
     local: Path,
     remote: str,
     offset: int,
@@ -79,6 +87,8 @@ def _append(
     on_bytes(offset)
     with local.open("rb") as src, sftp.open(remote, "r+b" if offset else "wb") as dst:
         dst.set_pipelined(True)
+        if "OpenSSH" in sftp.get_channel().get_transport().remote_version:  # type: ignore[union-attr]
+            dst.MAX_REQUEST_SIZE = _OPENSSH_REQUEST
         src.seek(offset)
         dst.seek(offset)
         while chunk := src.read(_CHUNK):
