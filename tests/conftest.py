@@ -4,7 +4,6 @@
 fails loudly here instead of skipping.
 """
 
-import contextlib
 import hashlib
 import os
 import subprocess
@@ -207,8 +206,13 @@ def _remove_test_containers(request: pytest.FixtureRequest) -> Iterator[None]:
     if "docker_client" in request.fixturenames or "agent_config" in request.fixturenames:
         client = docker.from_env()
         for c in client.containers.list(all=True, filters={"label": "hatrain.job"}):
-            with contextlib.suppress(docker.errors.NotFound):
+            try:
                 c.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: the agent is removing it already
+                    raise
 
 
 @pytest.fixture(scope="session")

@@ -209,7 +209,7 @@ class DockerRuntime:
             params["since"] = after[0]
         url = f"{api.base_url}/v{api.api_version}/containers/{handle['container']}/logs"
         response = api.get(url, params=params, stream=True)
-        if response.status_code == 404:
+        if response.status_code in (404, 409):  # gone, or being removed
             return
         response.raise_for_status()
         frames = _FrameReader(after)

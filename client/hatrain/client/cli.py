@@ -158,10 +158,10 @@ def follow_job(
     app: App, session: HostSession, job_id: str, as_json: bool, from_seq: int = 0
 ) -> int:
     """Show the job's events until it ends; Ctrl-C detaches and the job keeps running."""
-    from . import render
-
-    follower = render.Follower(app.out)
     try:
+        from . import render
+
+        follower = render.Follower(app.out)
         with follower:
             for event in events(session, job_id, follow=True, from_seq=from_seq):
                 if as_json:

@@ -4,8 +4,10 @@ The agent learns who calls from the SSH login (metadata x-hatrain-user). Every g
 into a ClientError here and nowhere else.
 """
 
+import queue
 import re
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from .tunnel import Tunnel
 
 USER_METADATA = "x-hatrain-user"
+_END = object()
 _TIMEOUT = 60.0
 
 
@@ -81,11 +84,32 @@ class HostSession:
             raise self._translate(exc) from exc
 
     def stream(self, method: str, request: Any) -> Iterator[Any]:
+        """A server stream's responses, read by a helper thread.
+
+        Ctrl-C then interrupts the main thread in a plain queue wait, never inside grpc's own
+        locks (where it could leave the channel unable to close), and leaving the loop for any
+        reason cancels the call.
+        """
         assert self._stub is not None
+        call = getattr(self._stub, method)(request, metadata=self._metadata())
+        responses: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+        def pump() -> None:
+            try:
+                for response in call:
+                    responses.put(response)
+                responses.put(_END)
+            except grpc.RpcError as exc:
+                responses.put(exc)
+
+        threading.Thread(target=pump, name=f"hatrain-{method}", daemon=True).start()
         try:
-            yield from getattr(self._stub, method)(request, metadata=self._metadata())
-        except grpc.RpcError as exc:
-            raise self._translate(exc) from exc
+            while (item := responses.get()) is not _END:
+                if isinstance(item, grpc.RpcError):
+                    raise self._translate(item)
+                yield item
+        finally:
+            call.cancel()
 
     def _metadata(self) -> list[tuple[str, str]]:
         return [(USER_METADATA, self.user)]

@@ -1,0 +1,138 @@
+"""The other verbs against real agents through a real sshd: several hosts, fetch, cancel, retry.
+
+Jobs run the stand-in `axolotl` (tests/support/standin_axolotl.py) replaying real Axolotl output.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hatrain.rpc.v1 import agent_pb2 as pb
+
+from tests.support.harness import wait_state
+from tests.support.sshd import free_port, keygen
+from tests.test_client_submit import make_project
+
+
+def test_several_hosts_queue_hosts_and_auto_placement(
+    agent_config: dict[str, Any],
+    start_agent: Any,
+    client_for: Any,
+    tmp_path: Path,
+) -> None:
+    """`queue` and `hosts` merge every host and name the one that is down; `--host auto` sends
+    a job to the host where it can start soonest."""
+    busy_config = {
+        **agent_config,
+        "data_root": str(tmp_path / "busy"),
+        "scheduler": {"max_cpu_jobs": 1},
+    }
+    busy_stub, busy = start_agent(busy_config)
+    _, idle = start_agent(agent_config)
+    client = client_for(busy.port)
+    settings = yaml.safe_load(client.config.read_text())
+    settings["hosts"] = {
+        "busy": {"ssh": "hatrain-test", "agent": f"127.0.0.1:{busy.port}"},
+        "idle": {"ssh": "hatrain-test", "agent": f"127.0.0.1:{idle.port}"},
+        "down": {"ssh": "hatrain-test", "agent": f"127.0.0.1:{free_port()}"},
+    }
+    settings["default_host"] = "busy"
+    client.config.write_text(yaml.safe_dump(settings))
+    project = make_project(tmp_path / "project", {"hold_train": "never"})
+
+    held = client.json(
+        "submit", "train/configs/mini.yml", "--detach", "--host", "busy", cwd=project
+    )
+    wait_state(busy_stub, held["id"], {pb.JOB_STATE_TRAINING})
+    waiting = client.json(
+        "submit", "train/configs/mini.yml", "--detach", "--host", "busy", cwd=project
+    )
+    auto = client.json(
+        "submit", "train/configs/mini.yml", "--detach", "--host", "auto", cwd=project
+    )
+    assert auto["host"] == "idle"
+
+    listed = client.run("queue", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = {(j["host"], j["id"]): j["state"] for j in json.loads(listed.stdout)}
+    assert rows[("busy", held["id"])] == "training"
+    assert rows[("busy", waiting["id"])] == "queued"
+    assert ("idle", auto["id"]) in rows
+    assert "down: no hatrain agent is listening" in listed.stderr
+
+    hosts = client.run("hosts", "--json")
+    by_host = {h["host"]: h for h in json.loads(hosts.stdout)}
+    assert by_host["busy"]["queue"]["running"] == 1 and by_host["busy"]["queue"]["queued"] == 1
+    assert "no hatrain agent" in by_host["down"]["error"]
+
+    cancelled = client.json("cancel", held["id"], "--host", "busy")
+    assert cancelled["id"] == held["id"]
+    assert wait_state(busy_stub, held["id"], {pb.JOB_STATE_CANCELLED})
+    assert client.run("wait", held["id"], "--host", "busy").returncode == 130
+
+
+def test_fetch_resumes_a_partial_download_and_retry_resubmits(
+    agent_config: dict[str, Any], start_agent: Any, client_for: Any, tmp_path: Path
+) -> None:
+    stub, agent = start_agent(agent_config)
+    client = client_for(agent.port)
+    project = make_project(tmp_path / "project")
+    job = client.json("submit", "train/configs/mini.yml", "--detach", cwd=project)
+    assert client.run("wait", job["id"]).returncode == 0
+    run = Path(agent_config["data_root"]) / "jobs" / job["id"] / "run"
+    (run / "mini").mkdir(parents=True, exist_ok=True)
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    (run / "mini" / "weights.bin").write_bytes(payload)
+    (run / "mini" / "notes.txt").write_text("skip me")
+
+    dest = tmp_path / "fetched"
+    (dest / "mini").mkdir(parents=True)
+    (dest / "mini" / "weights.bin.part").write_bytes(payload[:300_000])  # an interrupted fetch
+    fetched = client.json("fetch", job["id"], str(dest), "--exclude", "*.txt")
+    assert (dest / "mini" / "weights.bin").read_bytes() == payload
+    assert not (dest / "mini" / "weights.bin.part").exists()
+    assert not (dest / "mini" / "notes.txt").exists()
+    assert fetched["bytes_fetched"] == len(payload) - 300_000
+
+    retried = client.json("retry", job["id"])
+    assert retried["id"] != job["id"]
+    assert wait_state(stub, retried["id"], {pb.JOB_STATE_SUCCEEDED})
+    again = stub.GetJob(pb.GetJobRequest(job_id=retried["id"]))
+    assert again.spec.retry_of == job["id"]
+    tail = client.run("logs", retried["id"], "--tail", "2")
+    assert len(tail.stdout.splitlines()) == 2
+
+
+def test_proxyjump_and_a_refused_key(
+    agent_config: dict[str, Any], start_agent: Any, client_for: Any, sshd: Any, tmp_path: Path
+) -> None:
+    """~/.ssh/config's ProxyJump is honoured (here the jump host is the same sshd); a key the
+    host does not accept is one line with the fix, exit 77."""
+    _, agent = start_agent(agent_config)
+    client = client_for(agent.port)
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text(
+        sshd.ssh_config.read_text()
+        + f"Host behind-jump\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User {sshd.user}\n"
+        f"  IdentityFile {sshd.user_key}\n  ProxyJump hatrain-test\n"
+        f"Host wrong-key\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User {sshd.user}\n"
+        f"  IdentityFile {tmp_path / 'stranger'}\n"
+    )
+    keygen(tmp_path / "stranger")
+    settings = yaml.safe_load(client.config.read_text())
+    settings["ssh_config"] = str(ssh_config)
+    settings["hosts"] = {
+        "jumped": {"ssh": "behind-jump", "agent": f"127.0.0.1:{agent.port}"},
+        "refused": {"ssh": "wrong-key", "agent": f"127.0.0.1:{agent.port}"},
+    }
+    settings["default_host"] = "jumped"
+    client.config.write_text(yaml.safe_dump(settings))
+    hosts = client.run("hosts", "--host", "jumped", "--json")
+    assert hosts.returncode == 0, hosts.stderr
+    assert json.loads(hosts.stdout)[0]["runtime"] == "docker"
+
+    refused = client.run("status", "nope", "--host", "refused")
+    assert refused.returncode == 77
+    assert refused.stderr.startswith(f"error: SSH login as {sshd.user} to wrong-key was refused")
+    assert "fix:" in refused.stderr and "Traceback" not in refused.stderr
