@@ -61,6 +61,8 @@ class ClientRunner:
         return json.loads(result.stdout)
 
     def start(self, *args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
+        """The client as a terminal's foreground process: Ctrl-C (SIGINT) reaches it even when
+        the tests themselves run in the background, where the shell ignores SIGINT."""
         return subprocess.Popen(
             [CLIENT, *args],
             stdout=subprocess.PIPE,
@@ -68,6 +70,7 @@ class ClientRunner:
             text=True,
             env=self.env(),
             cwd=cwd,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
     @staticmethod

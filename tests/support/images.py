@@ -11,12 +11,8 @@ TEST_IMAGE = "hatrain-test/rootfs:1"
 HOST_MOUNTS = ("/usr", "/lib", "/lib64", "/etc/ld.so.cache")
 
 
-def ensure_test_image(client: docker.DockerClient) -> str:
-    try:
-        client.images.get(TEST_IMAGE)
-        return TEST_IMAGE
-    except docker.errors.ImageNotFound:
-        pass
+def rootfs_tar(extra: dict[str, bytes] | None = None) -> bytes:
+    """A root filesystem: busybox, a few applets, /etc/passwd, and any extra files."""
     busybox = Path("/bin/busybox") if Path("/bin/busybox").exists() else Path("/usr/bin/busybox")
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -29,11 +25,21 @@ def ensure_test_image(client: docker.DockerClient) -> str:
             info = tarfile.TarInfo(f"bin/{applet}")
             info.type, info.linkname = tarfile.SYMTYPE, "busybox"
             tar.addfile(info)
-        passwd = b"root:x:0:0:root:/root:/bin/sh\n"
-        info = tarfile.TarInfo("etc/passwd")
-        info.size = len(passwd)
-        tar.addfile(info, io.BytesIO(passwd))
-    client.api.import_image_from_data(buf.getvalue(), repository=TEST_IMAGE)
+        files = {"etc/passwd": b"root:x:0:0:root:/root:/bin/sh\n", **(extra or {})}
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def ensure_test_image(client: docker.DockerClient) -> str:
+    try:
+        client.images.get(TEST_IMAGE)
+        return TEST_IMAGE
+    except docker.errors.ImageNotFound:
+        pass
+    client.api.import_image_from_data(rootfs_tar(), repository=TEST_IMAGE)
     return TEST_IMAGE
 
 
