@@ -40,6 +40,7 @@ demo: venv
 bench: venv
 	bash scripts/setup-host.sh
 	$(PY) bench/run_all.py
+	$(PY) bench/client_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

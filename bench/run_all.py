@@ -1,6 +1,6 @@
 """Measure the agent against its targets and against peers run on this machine in the same run.
 
-    python bench/run_all.py [--jobs 10000] [--lines 100000]
+    python bench/run_all.py [--jobs 10000] [--lines 100000] [--only queue|stream|memory]
 
 1. submit throughput into a queue of N jobs      peer: gRPC round trips that do nothing
 2. one page of 50 at N jobs, p99                 target 20 ms

@@ -117,6 +117,7 @@ def main() -> int:
         "ssh_config": str(sshd.ssh_config),
         "known_hosts": str(sshd.known_hosts),
         "cache_dir": str(work / "client-cache"),
+        "keep_connection_seconds": 60,
     }
     (work / "client.yml").write_text(yaml.safe_dump(settings))
     env = {**os.environ, "HATRAIN_CLIENT_CONFIG": str(work / "client.yml")}

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from hatrain.rpc.v1 import agent_pb2 as pb
 
-from tests.support.harness import wait_state
+from tests.support.harness import poll, wait_state
 from tests.support.sshd import free_port, keygen
 from tests.test_client_submit import make_project
 
@@ -136,3 +136,30 @@ def test_proxyjump_and_a_refused_key(
     assert refused.returncode == 77
     assert refused.stderr.startswith(f"error: SSH login as {sshd.user} to wrong-key was refused")
     assert "fix:" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_a_shared_connection_serves_later_commands(
+    agent_config: dict[str, Any], start_agent: Any, client_for: Any, sshd: Any
+) -> None:
+    """After a command has logged in, a background process keeps the host's SSH connection (like
+    OpenSSH's ControlPersist): later commands go through it without a new SSH login, and it ends
+    once idle for keep_connection_seconds."""
+    _, agent = start_agent(agent_config)
+    client = client_for(agent.port, keep_connection_seconds=3)
+    before = set(sshd.session_pids())
+    assert client.run("hosts").returncode == 0
+    shared = poll(lambda: list(client.runtime_dir.glob("hatrain-*/*.json")), 30, "the shared one")
+    info = json.loads(shared[0].read_text())
+    kept = poll(
+        lambda: (lambda s: s if len(s) == 1 else None)(set(sshd.session_pids()) - before),
+        30,
+        "only the shared connection to stay logged in",
+    )
+    for _ in range(3):
+        listed = client.run("queue", "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert set(sshd.session_pids()) - before == kept  # no new SSH login
+    status = client.run("status", "nope")
+    assert status.returncode == 65 and "no job 'nope'" in status.stderr  # errors come through it
+    poll(lambda: not shared[0].exists(), 30, "the idle shared connection to end")
+    poll(lambda: not Path(f"/proc/{info['pid']}").exists(), 30, "its process to exit")

@@ -32,15 +32,27 @@ class ClientRunner:
             "ssh_config": str(sshd.ssh_config),
             "known_hosts": str(sshd.known_hosts),
             "cache_dir": str(home / "cache"),
+            "keep_connection_seconds": 0,  # each command its own connection, unless a test asks
             **overrides,
         }
         config = home / "client.yml"
         config.write_text(yaml.safe_dump(settings))
         return cls(home, config)
 
+    @property
+    def runtime_dir(self) -> Path:
+        path = self.home / "run"
+        path.mkdir(mode=0o700, exist_ok=True)
+        return path
+
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
-        return {**env, "HATRAIN_CLIENT_CONFIG": str(self.config), "COLUMNS": "200"}
+        return {
+            **env,
+            "HATRAIN_CLIENT_CONFIG": str(self.config),
+            "COLUMNS": "200",
+            "XDG_RUNTIME_DIR": str(self.runtime_dir),
+        }
 
     def run(
         self, *args: str, cwd: Path | None = None, timeout: float = 300

@@ -1,7 +1,9 @@
 """A real OpenSSH server on a loopback port, with its own host key, user key and known_hosts."""
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -48,8 +50,13 @@ class SshServer:
         return (self.root / "host_key.pub").read_text().strip()
 
     def stop(self) -> None:
+        """Stop the server and end the connections it still serves."""
+        sessions = self.session_pids()
         self.proc.terminate()
         self.proc.wait(timeout=10)
+        for pid in sessions:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
 
     def session_pids(self) -> list[int]:
         """The per-connection sshd processes (killing one drops that client's connection)."""

@@ -510,9 +510,8 @@ def fetch(
     dest = dest or Path("hatrain-runs") / job_id
     with app.session(host) as session:
         job = session.call("GetJob", pb.GetJobRequest(job_id=job_id))
-        assert session.ssh is not None
         report = do_fetch(
-            session.ssh.sftp(),
+            session.sftp(),
             job.run_dir,
             dest,
             list(include),

@@ -21,6 +21,8 @@ from .errors import AgentRefused, AgentUnavailable, ClientError
 from .settings import ClientSettings, HostEntry
 
 if TYPE_CHECKING:
+    import paramiko
+
     from .ssh import SshConnection
     from .tunnel import Tunnel
 
@@ -43,27 +45,56 @@ class HostSession:
         self._channel: grpc.Channel | None = None
         self._stub: pb_grpc.AgentServiceStub | None = None
         self.info: pb.AgentInfo | None = None
+        self._user = ""
 
     def open(self, warn: Callable[[str], None] | None = None) -> "HostSession":
-        _keep_invoke_out(self.settings.ssh_config)
-        from .ssh import SshConnection, resolve
+        """Through the host's shared connection when one is running, else over a new one."""
+        from . import mux
+
+        shared = mux.find(self.alias, self.entry, self.settings)
+        if shared is not None:
+            try:
+                self._connect_grpc(shared.target, shared.user)
+            except AgentUnavailable:  # it just went away, or the agent did: connect anew
+                self._close_grpc()
+            else:
+                return self._check_versions(warn)
+        keep_invoke_out(self.settings.ssh_config)
         from .tunnel import Tunnel
 
-        self.ssh = SshConnection(
+        self.ssh = self._new_ssh()
+        self._tunnel = Tunnel(self.ssh.transport, self.entry.agent_address(), self.alias)
+        self._tunnel.open_channel().close()  # a clear error now if no agent listens
+        self._connect_grpc(self._tunnel.target, self.ssh.target.user)
+        mux.start(self.alias, self.settings)
+        return self._check_versions(warn)
+
+    def _new_ssh(self) -> "SshConnection":
+        from .ssh import SshConnection, resolve
+
+        return SshConnection(
             resolve(self.entry.ssh, self.settings.ssh_config),
             self.settings.known_hosts,
             self.settings.ssh_config,
             self.settings.keepalive_seconds,
             self.settings.connect_timeout_seconds,
         ).connect()
-        self._tunnel = Tunnel(self.ssh.transport, self.entry.agent_address(), self.alias)
-        self._tunnel.open_channel().close()  # a clear error now if no agent listens
+
+    def _connect_grpc(self, target: str, user: str) -> None:
+        self._user = user
         self._channel = grpc.insecure_channel(
-            self._tunnel.target,
-            options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+            target, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
         )
         self._stub = pb_grpc.AgentServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self.info = self.call("GetAgentInfo", pb.GetAgentInfoRequest())
+
+    def _close_grpc(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+        self._channel = self._stub = None
+
+    def _check_versions(self, warn: Callable[[str], None] | None) -> "HostSession":
+        assert self.info is not None
         if self.info.agent_version != client_version():
             (warn or _stderr)(
                 f"warning: {self.alias} runs hatrain-agent {self.info.agent_version}, "
@@ -71,10 +102,17 @@ class HostSession:
             )
         return self
 
+    def sftp(self) -> "paramiko.SFTPClient":
+        """SFTP on this host (over a connection of this command's own when calls go through the
+        shared one)."""
+        if self.ssh is None:
+            keep_invoke_out(self.settings.ssh_config)
+            self.ssh = self._new_ssh()
+        return self.ssh.sftp()
+
     @property
     def user(self) -> str:
-        assert self.ssh is not None
-        return self.ssh.target.user
+        return self._user
 
     def call(self, method: str, request: Any, timeout: float = _TIMEOUT) -> Any:
         assert self._stub is not None
@@ -139,7 +177,7 @@ class HostSession:
         self.close()
 
 
-def _keep_invoke_out(ssh_config: Path) -> None:
+def keep_invoke_out(ssh_config: Path) -> None:
     """paramiko imports invoke (80 ms of asyncio and unittest.mock) only to run `Match exec`
     lines of ssh_config; without such a line, keep it out so that every command starts faster."""
     if "paramiko" in sys.modules:

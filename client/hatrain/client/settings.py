@@ -13,7 +13,7 @@ models costs a quarter of the 0.3 s a re-submit may take.
 """
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,11 +71,14 @@ class ClientSettings:
     known_hosts: Path = Path("~/.ssh/known_hosts")
     keepalive_seconds: int = 15
     connect_timeout_seconds: float = 10.0
+    # Keep a host's SSH connection open this long after the last command (0: never).
+    keep_connection_seconds: float = 600.0
     cache_dir: Path = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "hatrain"
+    source: Path | None = None  # the file these settings came from
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> "ClientSettings":
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} - {"source"}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise _Invalid(unknown[0], f"one of {', '.join(sorted(known))}")
@@ -94,7 +97,11 @@ class ClientSettings:
                 if not isinstance(raw[name], str) or not raw[name]:
                     raise _Invalid(name, "a path")
                 values[name] = Path(raw[name])
-        for name, low in (("keepalive_seconds", 0), ("connect_timeout_seconds", 1)):
+        for name, low in (
+            ("keepalive_seconds", 0),
+            ("connect_timeout_seconds", 1),
+            ("keep_connection_seconds", 0),
+        ):
             if name in raw:
                 value = raw[name]
                 if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
@@ -138,6 +145,6 @@ def load_settings(path: Path | None = None) -> ClientSettings:
     if not isinstance(raw, dict):
         raise BadInput(f"{path}: expected a YAML mapping, got {type(raw).__name__}")
     try:
-        return ClientSettings.parse(raw)
+        return replace(ClientSettings.parse(raw), source=path.resolve())
     except _Invalid as exc:
         raise BadInput(f"{path}: {exc}") from exc

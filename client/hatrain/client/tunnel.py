@@ -10,6 +10,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import paramiko
@@ -20,16 +21,26 @@ _CHUNK = 256 * 1024
 
 
 class Tunnel:
-    def __init__(self, transport: paramiko.Transport, remote: tuple[str, int], host: str) -> None:
+    def __init__(
+        self,
+        transport: paramiko.Transport,
+        remote: tuple[str, int],
+        host: str,
+        path: Path | None = None,
+    ) -> None:
+        """path: where to listen (its directory must be private); default a new temp dir."""
         self.transport = transport
         self.remote = remote
         self.host = host
-        self._dir = Path(tempfile.mkdtemp(prefix="hatrain-"))
-        self.path = self._dir / "agent.sock"
+        self._dir = None if path else Path(tempfile.mkdtemp(prefix="hatrain-"))
+        self.path = path or self._dir / "agent.sock"  # type: ignore[operator]
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._server.bind(str(self.path))
-        self._server.listen(8)
+        self._server.listen(16)
         self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self.relays = 0
+        self.last_activity = time.monotonic()
         threading.Thread(target=self._accept, name="hatrain-tunnel", daemon=True).start()
 
     @property
@@ -60,13 +71,31 @@ class Tunnel:
             except (AgentUnavailable, paramiko.SSHException):
                 conn.close()
                 continue
-            threading.Thread(target=_relay, args=(conn, channel), daemon=True).start()
+            with self._lock:
+                self.relays += 1
+            threading.Thread(target=self._relay, args=(conn, channel), daemon=True).start()
+
+    def _relay(self, conn: socket.socket, channel: paramiko.Channel) -> None:
+        try:
+            _relay(conn, channel)
+        finally:
+            with self._lock:
+                self.relays -= 1
+                self.last_activity = time.monotonic()
+
+    def idle_for(self) -> float:
+        """Seconds since the last relay ended (0 while one is open)."""
+        with self._lock:
+            return 0.0 if self.relays else time.monotonic() - self.last_activity
 
     def close(self) -> None:
         self._closed.set()
         with contextlib.suppress(OSError):
             self._server.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+        else:
+            self.path.unlink(missing_ok=True)
 
 
 def _relay(conn: socket.socket, channel: paramiko.Channel) -> None:

@@ -40,18 +40,17 @@ def upload(
     report = UploadReport()
     answer = session.call("PrepareUpload", pb.PrepareUploadRequest(sha256=sorted(objects)))
     report.files_present = len(answer.present)
-    assert session.ssh is not None
     for staged in answer.missing:
         local = objects[staged.sha256]
         size = local.stat().st_size
         offset = staged.bytes_present if staged.bytes_present <= size else 0
         report.bytes_resumed += offset
-        report.bytes_sent += _send(session.ssh.sftp(), local, staged.staging_path, offset, on_bytes)
+        report.bytes_sent += _send(session.sftp(), local, staged.staging_path, offset, on_bytes)
         try:
             session.call("CommitUpload", pb.CommitUploadRequest(sha256=staged.sha256, size=size))
         except AgentRefused:
             # The staged bytes were not ours after all (the file changed mid-upload): once more.
-            report.bytes_sent += _send(session.ssh.sftp(), local, staged.staging_path, 0, on_bytes)
+            report.bytes_sent += _send(session.sftp(), local, staged.staging_path, 0, on_bytes)
             session.call("CommitUpload", pb.CommitUploadRequest(sha256=staged.sha256, size=size))
         report.files_sent += 1
     return report
