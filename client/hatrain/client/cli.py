@@ -184,7 +184,9 @@ def follow_job(
 
 @main.command()
 @click.argument("config", type=click.Path(path_type=Path))
-@host_option
+@click.option(
+    "--host", "-H", help="Host alias from the client config, or auto: where it starts soonest."
+)
 @click.option("--dataset", "-d", multiple=True, help="NAME=PATH for a container dataset path.")
 @click.option("--gpus", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--min-gpu-memory", type=click.IntRange(min=0), default=0, help="MiB per GPU.")
