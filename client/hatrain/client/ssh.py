@@ -5,6 +5,7 @@ or the IdentityFile entries; keepalives stop idle NAT boxes from dropping a long
 """
 
 import base64
+import contextlib
 import hashlib
 import logging
 import socket
@@ -230,9 +231,8 @@ class SshConnection:
         return self._sftp
 
     def close(self) -> None:
-        if self._sftp is not None:
-            self._sftp.close()
-        if self._client is not None:
-            self._client.close()
-        if self._jump is not None:
-            self._jump.close()
+        """Close, also when the connection is already dead (then closing raises EOFError)."""
+        for part in (self._sftp, self._client, self._jump):
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    part.close()
