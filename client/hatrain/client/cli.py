@@ -17,7 +17,7 @@ import yaml
 from hatrain.rpc.v1 import agent_pb2 as pb
 
 from . import records
-from .errors import EXIT_DETACHED, BadInput, ClientError
+from .errors import EXIT_DETACHED, BadInput, ClientError, HostUnreachable
 from .session import HostSession, client_version
 from .settings import ClientSettings, load_settings
 
@@ -512,14 +512,23 @@ def fetch(
     dest = dest or Path("hatrain-runs") / job_id
     with app.session(host) as session:
         job = session.call("GetJob", pb.GetJobRequest(job_id=job_id))
-        report = do_fetch(
-            session.sftp(),
-            job.run_dir,
-            dest,
-            list(include),
-            list(exclude),
-            on_file=lambda p, n: None if as_json else app.err.print(f"  {p} ({n} bytes)"),
-        )
+        sftp = session.sftp()
+        from paramiko import SSHException
+
+        try:
+            report = do_fetch(
+                sftp,
+                job.run_dir,
+                dest,
+                list(include),
+                list(exclude),
+                on_file=lambda p, n: None if as_json else app.err.print(f"  {p} ({n} bytes)"),
+            )
+        except (OSError, EOFError, SSHException) as exc:
+            raise HostUnreachable(
+                f"fetching {job_id} from {session.alias} stopped: {exc or type(exc).__name__}",
+                fix="run the same command again: the download resumes where it stopped",
+            ) from exc
     if as_json:
         records.print_json({"job_id": job_id, "dest": str(dest), **report.__dict__})
     else:
