@@ -120,3 +120,38 @@ def test_sigkill_and_restart(
         channel.close()
     finally:
         agent.terminate()
+
+
+def test_start_removes_leftover_containers_of_finished_jobs_only(
+    agent_config: dict[str, Any],
+    start_agent: Any,
+    docker_client: docker.DockerClient,
+    test_image: str,
+) -> None:
+    """A container of a finished job that a crash left behind is removed when the agent starts;
+    a labelled container of a job it does not know is left alone (another agent's, on a shared
+    Docker engine)."""
+    stub, agent = start_agent(agent_config)
+    job = stub.SubmitJob(pb.SubmitJobRequest(spec=spec({}))).job
+    assert wait_state(stub, job.id, TERMINAL).state == pb.JOB_STATE_SUCCEEDED
+    agent.stop(grace=0.5)
+    leftover = docker_client.containers.create(
+        test_image, ["echo"], labels={"hatrain.job": job.id, "hatrain.step": "train"}
+    )
+    foreign = docker_client.containers.create(
+        test_image, ["echo"], labels={"hatrain.job": "not-this-agents", "hatrain.step": "train"}
+    )
+    try:
+        start_agent(agent_config)
+
+        def gone(container_id: str) -> bool:
+            try:
+                docker_client.containers.get(container_id)
+            except docker.errors.NotFound:
+                return True
+            return False
+
+        poll(lambda: gone(leftover.id), 30, "the leftover container to be removed")
+        assert not gone(foreign.id)
+    finally:
+        foreign.remove(force=True)

@@ -2,6 +2,7 @@
 
 import structlog
 
+from .errors import NotFound
 from .jobs import Job
 from .runner import STEP_OF_STATE
 from .runtime import Runtime
@@ -20,8 +21,17 @@ def reconcile(store: Store, runtime: Runtime) -> list[Job]:
       handle or its labels. Running: re-attached, logs continue from the stored cursor (no gap, no
       duplicate). Exited: the rest of its output is read and its real exit code decides. Never
       started: started now. Recorded but gone: FAILED with reason `container lost`.
-    - SUCCEEDED / FAILED / CANCELLED: final, untouched.
+    - SUCCEEDED / FAILED / CANCELLED: final; containers of theirs that a crash left behind are
+      removed (only of this agent's own jobs: other agents may share the Docker engine).
     """
+    for job_id, leftover in list(runtime.leftovers()):
+        try:
+            finished = store.get(job_id).state.terminal
+        except NotFound:
+            continue
+        if finished:
+            log.info("removing a finished job's leftover step", job_id=job_id)
+            runtime.remove(leftover)
     resume: list[Job] = []
     for job in store.jobs_in(RUNNING):
         if job.state == JobState.STARTING:

@@ -75,3 +75,6 @@ class Runtime(Protocol):
         """SIGTERM, then SIGKILL after the grace period."""
 
     def remove(self, handle: Handle) -> None: ...
+
+    def leftovers(self) -> Iterator[tuple[str, Handle]]:
+        """(job id, handle) of every step this runtime still keeps, finished or not."""

@@ -244,3 +244,7 @@ class DockerRuntime:
     def remove(self, handle: Handle) -> None:
         with contextlib.suppress(docker.errors.NotFound):
             self.client.containers.get(handle["container"]).remove(force=True)
+
+    def leftovers(self) -> Iterator[tuple[str, Handle]]:
+        for container in self.client.containers.list(all=True, filters={"label": LABEL_JOB}):
+            yield container.labels[LABEL_JOB], {"container": container.id, "name": container.name}

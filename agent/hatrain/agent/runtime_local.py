@@ -217,3 +217,6 @@ class LocalRuntime:
 
     def remove(self, handle: Handle) -> None:
         """Nothing to remove: the step's log stays with the job's files."""
+
+    def leftovers(self) -> Iterator[tuple[str, Handle]]:
+        return iter(())  # processes end by themselves; their files belong to the job
