@@ -192,7 +192,7 @@ def test_ctrl_c_detaches_and_watch_shows_every_event(
     code, out, err = client.interrupt(proc)
     assert code == 130, (out, err)
     assert f"hatrain-client watch {job.id}" in err
-    assert "[training]" in out
+    assert "[queued]" in out and "[preprocessing]" in out  # it was following
     assert stub.GetJob(pb.GetJobRequest(job_id=job.id)).state == pb.JOB_STATE_TRAINING
 
     (Path(agent_config["data_root"]) / "jobs" / job.id / "run" / "release").touch()

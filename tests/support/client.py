@@ -14,6 +14,12 @@ import yaml
 from tests.support.sshd import SshServer
 
 CLIENT = str(Path(sys.executable).parent / "hatrain-client")
+# Restores SIGINT's default, then becomes the client (exec keeps that disposition). Not done with
+# preexec_fn: running Python between fork and exec can deadlock a process that has gRPC threads.
+_FOREGROUND = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
 
 
 @dataclass
@@ -76,13 +82,12 @@ class ClientRunner:
         """The client as a terminal's foreground process: Ctrl-C (SIGINT) reaches it even when
         the tests themselves run in the background, where the shell ignores SIGINT."""
         return subprocess.Popen(
-            [CLIENT, *args],
+            [sys.executable, "-c", _FOREGROUND, CLIENT, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env=self.env(),
             cwd=cwd,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
     @staticmethod
