@@ -10,7 +10,6 @@
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from hatrain.agent.server import Agent, configure_logging  # noqa: E402
 from hatrain.rpc.v1 import agent_pb2 as pb  # noqa: E402
 from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc  # noqa: E402
 
+from tests.support.harness import free_port  # noqa: E402
 from tests.support.images import ensure_test_image, python_mounts  # noqa: E402
 
 PRINTER = """import sys, time
@@ -45,12 +45,6 @@ sys.stdout.flush()
 def p99(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def agent_config(root: Path, image: str, bindir: Path, **extra: Any) -> dict[str, Any]:

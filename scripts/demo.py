@@ -12,11 +12,9 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import docker
@@ -27,8 +25,10 @@ sys.path.insert(0, str(REPO))
 
 from hatrain.agent.config import DEFAULT_IMAGE  # noqa: E402
 
+from tests.support.client import ClientRunner  # noqa: E402
+from tests.support.harness import free_port, wait_for_port  # noqa: E402
 from tests.support.images import ensure_test_image, python_mounts  # noqa: E402
-from tests.support.sshd import free_port, start_sshd  # noqa: E402
+from tests.support.sshd import start_sshd  # noqa: E402
 
 CACHE = Path(os.environ.get("HATRAIN_CACHE", Path.home() / ".cache" / "hatrain"))
 VENV = Path(os.environ.get("HATRAIN_AXOLOTL_VENV", CACHE / "axolotl-venv"))
@@ -95,33 +95,15 @@ def main() -> int:
         )
     gpu = has_gpu_docker(docker.from_env())
     work = Path(tempfile.mkdtemp(prefix="hatrain-demo-"))
-    sshd = start_sshd(work / "sshd", alias="demo-host")
+    sshd = start_sshd(work / "sshd")
     port = free_port()
     (work / "agent.yml").write_text(yaml.safe_dump(agent_config(work, port, gpu)))
     agent = subprocess.Popen(
         [str(BIN / "hatrain-agent"), "serve", "--config", str(work / "agent.yml")],
         stderr=(work / "agent.log").open("w"),
     )
-    deadline = time.monotonic() + 60
-    while True:  # wait for the agent's listener
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if agent.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the agent did not start; see {work / 'agent.log'}") from None
-            time.sleep(0.1)
-    settings = {
-        "default_host": "demo",
-        "hosts": {"demo": {"ssh": "demo-host", "agent": f"127.0.0.1:{port}"}},
-        "ssh_config": str(sshd.ssh_config),
-        "known_hosts": str(sshd.known_hosts),
-        "cache_dir": str(work / "client-cache"),
-        "keep_connection_seconds": 60,
-    }
-    (work / "client.yml").write_text(yaml.safe_dump(settings))
-    env = {**os.environ, "HATRAIN_CLIENT_CONFIG": str(work / "client.yml")}
-    env.pop("SSH_AUTH_SOCK", None)
+    wait_for_port(port, agent, work / "agent.log", timeout=60)
+    env = ClientRunner.configure(work / "client", sshd, port, keep_connection_seconds=60).env()
     print(f"work directory {work} ({'GPU, ' + DEFAULT_IMAGE if gpu else 'CPU'})", flush=True)
     try:
         client("hosts", env=env)

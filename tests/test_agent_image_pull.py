@@ -5,9 +5,7 @@ dockerd treats registries on 127.0.0.0/8 as plain-HTTP ones, so no TLS set-up is
 
 import os
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +14,15 @@ import docker
 import pytest
 from hatrain.rpc.v1 import agent_pb2 as pb
 
-from tests.support.harness import TERMINAL, all_events, spec, wait_state
+from tests.support.harness import (
+    TERMINAL,
+    all_events,
+    free_port,
+    spec,
+    wait_for_port,
+    wait_state,
+)
 from tests.support.images import rootfs_tar
-from tests.support.sshd import free_port
 
 REGISTRY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 
@@ -40,15 +44,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=(root / "registry.log").open("wb"),
     )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((root / "registry.log").read_text()[-2000:]) from None
-            time.sleep(0.05)
+    wait_for_port(port, proc, root / "registry.log")
     client = docker.from_env()
     address = f"127.0.0.1:{port}"
     # Layers of its own (not shared with any image on the host), so that a pull downloads them.

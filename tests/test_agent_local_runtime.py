@@ -13,16 +13,17 @@ import yaml
 from hatrain.rpc.v1 import agent_pb2 as pb
 
 from tests.support.harness import (
+    SUCCESSFUL_RUN,
     TERMINAL,
     AgentProcess,
     all_events,
+    free_port,
     poll,
     spec,
     stub_for,
     wait_state,
 )
-from tests.support.sshd import free_port
-from tests.test_agent_restart import _expected_train_lines
+from tests.test_agent_restart import expected_train_lines, start_three_jobs
 
 
 def _env(run: Path, step: str) -> dict[str, str]:
@@ -55,13 +56,7 @@ def test_local_runtime_keeps_the_contract(
     done = wait_state(stub, job.id, TERMINAL)
     assert (done.state, done.exit_code) == (pb.JOB_STATE_SUCCEEDED, 0), done
     states = [e.state for e in all_events(stub, job.id) if e.kind == pb.EVENT_KIND_STATE]
-    assert states == [
-        pb.JOB_STATE_QUEUED,
-        pb.JOB_STATE_STARTING,
-        pb.JOB_STATE_PREPROCESSING,
-        pb.JOB_STATE_TRAINING,
-        pb.JOB_STATE_SUCCEEDED,
-    ]
+    assert states == SUCCESSFUL_RUN
     data_root = Path(local_agent_config["data_root"])
     run = data_root / "jobs" / job.id / "run"
     env = _env(run, "train")
@@ -106,33 +101,7 @@ def test_local_steps_survive_an_agent_sigkill(
     agent.start()
     try:
         stub, channel = stub_for(local_agent_config["listen"])
-        streaming = stub.SubmitJob(
-            pb.SubmitJobRequest(
-                spec=spec({"hatrain_standin": {"delay": 0.02, "hold_train": "a-go"}})
-            )
-        ).job
-        finishes = stub.SubmitJob(
-            pb.SubmitJobRequest(
-                spec=spec({"hatrain_standin": {"hold_train": "b-go", "exit_train": 5}})
-            )
-        ).job
-        vanishes = stub.SubmitJob(
-            pb.SubmitJobRequest(spec=spec({"hatrain_standin": {"hold_train": "never"}}))
-        ).job
-        for job in (streaming, finishes, vanishes):
-            wait_state(stub, job.id, {pb.JOB_STATE_TRAINING})
-        poll(
-            lambda: (
-                sum(
-                    1
-                    for e in all_events(stub, streaming.id)
-                    if e.kind == pb.EVENT_KIND_LOG and e.step == "train"
-                )
-                > 30
-            ),
-            60,
-            "the streaming job to be mid-way through its logs",
-        )
+        streaming, finishes, vanishes = start_three_jobs(stub, exit_code=5)
         channel.close()
         agent.kill()
 
@@ -162,7 +131,7 @@ def test_local_steps_survive_an_agent_sigkill(
         events = all_events(stub, streaming.id)
         assert [e.seq for e in events] == list(range(1, len(events) + 1))
         train = [e.line for e in events if e.kind == pb.EVENT_KIND_LOG and e.step == "train"]
-        assert train == [*_expected_train_lines(axolotl_capture), "released by a-go"]
+        assert train == [*expected_train_lines(axolotl_capture), "released by a-go"]
         channel.close()
     finally:
         agent.terminate()

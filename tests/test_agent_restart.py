@@ -1,6 +1,5 @@
 """The agent is killed with SIGKILL while jobs run, then started again: nothing is lost."""
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from tests.support.harness import (
     TERMINAL,
     AgentProcess,
     all_events,
+    free_port,
     poll,
     spec,
     stub_for,
@@ -19,17 +19,41 @@ from tests.support.harness import (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _expected_train_lines(capture: Path) -> list[str]:
+def expected_train_lines(capture: Path) -> list[str]:
     parser = OutputParser("train")
     events = parser.feed(capture.joinpath("train.log").read_bytes().decode(errors="replace"))
     events += parser.flush()
     return [e.line for e in events if e.kind == "log"]
+
+
+def start_three_jobs(stub: Any, exit_code: int) -> tuple[Any, Any, Any]:
+    """Three jobs in training for a restart: one printing its log slowly (held until `a-go` in
+    its run directory), one that ends with exit_code once `b-go` appears, one held for ever.
+    Returns once the first is mid-way through its log."""
+    plans = [
+        {"delay": 0.02, "hold_train": "a-go"},
+        {"hold_train": "b-go", "exit_train": exit_code},
+        {"hold_train": "never"},
+    ]
+    jobs = [
+        stub.SubmitJob(pb.SubmitJobRequest(spec=spec({"hatrain_standin": plan}))).job
+        for plan in plans
+    ]
+    for job in jobs:
+        wait_state(stub, job.id, {pb.JOB_STATE_TRAINING})
+    poll(
+        lambda: (
+            sum(
+                1
+                for e in all_events(stub, jobs[0].id)
+                if e.kind == pb.EVENT_KIND_LOG and e.step == "train"
+            )
+            > 30
+        ),
+        60,
+        "the streaming job to be mid-way through its logs",
+    )
+    return jobs[0], jobs[1], jobs[2]
 
 
 def _container(client: docker.DockerClient, job_id: str) -> Any:
@@ -47,40 +71,14 @@ def test_sigkill_and_restart(
 ) -> None:
     """Running: re-attached with no gap or duplicate. Finished while down: its real exit code.
     Removed: `container lost`. Queued: still queued."""
-    agent_config["listen"] = f"127.0.0.1:{_free_port()}"
+    agent_config["listen"] = f"127.0.0.1:{free_port()}"
     agent_config["scheduler"] = {"max_cpu_jobs": 3}
     agent = AgentProcess(agent_config, tmp_path)
     agent.start()
     try:
         stub, channel = stub_for(agent_config["listen"])
-        streaming = stub.SubmitJob(
-            pb.SubmitJobRequest(
-                spec=spec({"hatrain_standin": {"delay": 0.02, "hold_train": "a-go"}})
-            )
-        ).job
-        finishes = stub.SubmitJob(
-            pb.SubmitJobRequest(
-                spec=spec({"hatrain_standin": {"hold_train": "b-go", "exit_train": 3}})
-            )
-        ).job
-        removed = stub.SubmitJob(
-            pb.SubmitJobRequest(spec=spec({"hatrain_standin": {"hold_train": "never"}}))
-        ).job
+        streaming, finishes, removed = start_three_jobs(stub, exit_code=3)
         queued = stub.SubmitJob(pb.SubmitJobRequest(spec=spec({}))).job
-        for job in (streaming, finishes, removed):
-            wait_state(stub, job.id, {pb.JOB_STATE_TRAINING})
-        poll(
-            lambda: (
-                sum(
-                    1
-                    for e in all_events(stub, streaming.id)
-                    if e.kind == pb.EVENT_KIND_LOG and e.step == "train"
-                )
-                > 30
-            ),
-            60,
-            "the streaming job to be mid-way through its logs",
-        )
         assert stub.GetJob(pb.GetJobRequest(job_id=queued.id)).state == pb.JOB_STATE_QUEUED
         channel.close()
 
@@ -115,7 +113,7 @@ def test_sigkill_and_restart(
         events = all_events(stub, streaming.id)
         assert [e.seq for e in events] == list(range(1, len(events) + 1))
         train_lines = [e.line for e in events if e.kind == pb.EVENT_KIND_LOG and e.step == "train"]
-        assert train_lines == [*_expected_train_lines(axolotl_capture), "released by a-go"]
+        assert train_lines == [*expected_train_lines(axolotl_capture), "released by a-go"]
         assert wait_state(stub, queued.id, TERMINAL).state == pb.JOB_STATE_SUCCEEDED
         channel.close()
     finally:

@@ -11,7 +11,8 @@ import yaml
 from hatrain.rpc.v1 import agent_pb2 as pb
 
 from tests.support.client import ClientRunner
-from tests.support.sshd import free_port, keygen
+from tests.support.harness import free_port
+from tests.support.sshd import keygen
 from tests.test_client_submit import make_project, write_config
 
 

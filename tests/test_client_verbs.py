@@ -10,8 +10,8 @@ from typing import Any
 import yaml
 from hatrain.rpc.v1 import agent_pb2 as pb
 
-from tests.support.harness import poll, wait_state
-from tests.support.sshd import free_port, keygen
+from tests.support.harness import free_port, poll, wait_state
+from tests.support.sshd import keygen
 from tests.test_client_submit import make_project
 
 

@@ -9,7 +9,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+
+from tests.support.client import ClientRunner
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "configs" / "demo"
@@ -22,18 +25,25 @@ def demo_checkout(root: Path, tiny_model: Path) -> Path:
     return root
 
 
-def test_real_axolotl_run_streams_its_own_records(
+@pytest.fixture
+def demo(
     real_agent_config: dict[str, Any],
     start_agent: Any,
     client_for: Any,
     tiny_model: Path,
     tmp_path: Path,
+) -> tuple[ClientRunner, Path]:
+    """hatrain-client for an agent that runs the real Axolotl, and a checkout of the demo."""
+    _, agent = start_agent(real_agent_config)
+    return client_for(agent.port), demo_checkout(tmp_path / "checkout", tiny_model)
+
+
+def test_real_axolotl_run_streams_its_own_records(
+    demo: tuple[ClientRunner, Path], real_agent_config: dict[str, Any], tmp_path: Path
 ) -> None:
     """Streamed metrics equal the run's trainer_state.json log_history, progress totals equal the
     step count, fetch brings back model.safetensors, and plot draws the loss curve."""
-    _, agent = start_agent(real_agent_config)
-    client = client_for(agent.port)
-    checkout = demo_checkout(tmp_path / "checkout", tiny_model)
+    client, checkout = demo
     submitted = client.json("submit", "configs/demo/tiny-llama-cpu.yml", "--detach", cwd=checkout)
     waited = client.run("wait", submitted["id"], timeout=600)
     assert waited.returncode == 0, (
@@ -81,18 +91,10 @@ def test_real_axolotl_run_streams_its_own_records(
     assert len(tail.stdout.splitlines()) == 3
 
 
-def test_a_wrong_dataset_fails_with_axolotls_own_message(
-    real_agent_config: dict[str, Any],
-    start_agent: Any,
-    client_for: Any,
-    tiny_model: Path,
-    tmp_path: Path,
-) -> None:
+def test_a_wrong_dataset_fails_with_axolotls_own_message(demo: tuple[ClientRunner, Path]) -> None:
     """A dataset the client cannot check (a hub id, here absent) reaches Axolotl, whose own
     message becomes the hint of a `dataset error`."""
-    _, agent = start_agent(real_agent_config)
-    client = client_for(agent.port)
-    checkout = demo_checkout(tmp_path / "checkout", tiny_model)
+    client, checkout = demo
     config_path = checkout / "configs" / "demo" / "tiny-llama-cpu.yml"
     config = yaml.safe_load(config_path.read_text())
     config["datasets"][0]["path"] = "no-such-org/no-such-dataset"

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,6 +17,14 @@ from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
 TERMINAL = {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
+# The states of a job that runs to success, in order.
+SUCCESSFUL_RUN = [
+    pb.JOB_STATE_QUEUED,
+    pb.JOB_STATE_STARTING,
+    pb.JOB_STATE_PREPROCESSING,
+    pb.JOB_STATE_TRAINING,
+    pb.JOB_STATE_SUCCEEDED,
+]
 
 
 def poll(check: Callable[[], T | None], timeout: float, what: str, every: float = 0.05) -> T:
@@ -28,6 +37,28 @@ def poll(check: Callable[[], T | None], timeout: float, what: str, every: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(every)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: "subprocess.Popen[Any]", log: Path, timeout: float = 30) -> None:
+    """Wait until a server process listens on a loopback port; fail with its log if it exits."""
+    name = Path(str(proc.args[0] if isinstance(proc.args, list) else proc.args)).name
+
+    def listening() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited: {log.read_text(errors='replace')[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    poll(listening, timeout, f"{name} to listen on port {port}")
 
 
 def stub_for(target: str, user: str = "alice") -> tuple[Any, Any]:

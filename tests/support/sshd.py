@@ -4,19 +4,13 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.harness import free_port, wait_for_port
+
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def keygen(path: Path) -> None:
@@ -99,17 +93,7 @@ Subsystem sftp internal-sftp
         stdout=(root / "sshd.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"sshd did not start: {(root / 'sshd.log').read_text()[-2000:]}"
-                ) from None
-            time.sleep(0.05)
+    wait_for_port(port, proc, root / "sshd.log", timeout=15)
     host_key = (root / "host_key.pub").read_text().split()
     (root / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
     (root / "ssh_config").write_text(

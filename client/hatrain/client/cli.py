@@ -17,7 +17,7 @@ import yaml
 from hatrain.rpc.v1 import agent_pb2 as pb
 
 from . import records
-from .errors import EXIT_DETACHED, BadInput, ClientError, HostUnreachable
+from .errors import EXIT_DETACHED, BadInput, ClientError
 from .session import HostSession, client_version
 from .settings import ClientSettings, load_settings
 
@@ -83,6 +83,15 @@ class App:
         with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
             results = list(pool.map(run, aliases))
         return list(zip(aliases, results, strict=True))
+
+    def show_job(
+        self, job: pb.Job, host: str, as_json: bool, text: Callable[[], str], **extra: Any
+    ) -> None:
+        """The job as JSON (--json, with extra fields), or as the text for people."""
+        if as_json:
+            records.print_json(records.to_dict(job, host=host, **extra))
+        else:
+            self.out.print(text(), markup=False)
 
     def report_down(self, results: list[tuple[str, Any]]) -> None:
         for alias, result in results:
@@ -165,7 +174,6 @@ def follow_job(
         with follower:
             for event in events(session, job_id, follow=True, from_seq=from_seq):
                 if as_json:
-                    follower.last_seq = event.seq
                     records.print_json(records.to_dict(event, job_id=job_id, host=session.alias))
                 else:
                     follower.handle(event)
@@ -180,6 +188,16 @@ def follow_job(
     if not as_json:
         app.out.print(render.describe(job, session.alias), markup=False)
     return job_exit_code(job)
+
+
+def follow_if_asked(
+    app: App, session: HostSession, job_id: str, follow: bool | None, as_json: bool
+) -> None:
+    """--follow / --detach; without either, follow on a terminal (and never with --json)."""
+    if follow is None:
+        follow = sys.stdout.isatty() and not as_json
+    if follow:
+        sys.exit(follow_job(app, session, job_id, as_json))
 
 
 @main.command()
@@ -243,19 +261,18 @@ def submit(
         total = sum(f.path.stat().st_size for f in prepared.analysis.files)
         with upload_progress(app, total) as on_bytes:
             job, report = do_submit(session, request, prepared, on_bytes)
-        if as_json:
-            records.print_json(records.to_dict(job, host=session.alias, upload=report.__dict__))
-        else:
-            sent = f"{report.files_sent} sent ({report.bytes_sent} bytes)"
-            app.out.print(
+        app.show_job(
+            job,
+            session.alias,
+            as_json,
+            lambda: (
                 f"job {job.id} queued on {session.alias} (position {job.queue_position}); "
-                f"files: {report.files_present} already there, {sent}",
-                markup=False,
-            )
-        if follow is None:
-            follow = sys.stdout.isatty() and not as_json
-        if follow:
-            sys.exit(follow_job(app, session, job.id, as_json))
+                f"files: {report.files_present} already there, {report.files_sent} sent "
+                f"({report.bytes_sent} bytes)"
+            ),
+            upload=report.__dict__,
+        )
+        follow_if_asked(app, session, job.id, follow, as_json)
 
 
 def upload_progress(app: App, total: int) -> Any:
@@ -375,12 +392,13 @@ def status(app: App, job_id: str, host: str | None, as_json: bool) -> None:
     """One job's state, progress, metrics and failure reason."""
     with app.session(host) as session:
         job = session.call("GetJob", pb.GetJobRequest(job_id=job_id))
-    if as_json:
-        records.print_json(records.to_dict(job, host=session.alias))
-    else:
+
+    def text() -> str:
         from . import render
 
-        app.out.print(render.describe(job, session.alias), markup=False)
+        return render.describe(job, session.alias)
+
+    app.show_job(job, session.alias, as_json, text)
 
 
 @main.command()
@@ -422,10 +440,9 @@ def cancel(app: App, job_id: str, host: str | None, as_json: bool) -> None:
     """Cancel a queued or running job (yours, unless you are an admin)."""
     with app.session(host) as session:
         job = session.call("CancelJob", pb.CancelJobRequest(job_id=job_id))
-    if as_json:
-        records.print_json(records.to_dict(job, host=session.alias))
-    else:
-        app.out.print(f"job {job.id}: {records.state_name(job.state)}", markup=False)
+    app.show_job(
+        job, session.alias, as_json, lambda: f"job {job.id}: {records.state_name(job.state)}"
+    )
 
 
 @main.command()
@@ -451,18 +468,16 @@ def retry(app: App, job_id: str, host: str | None, follow: bool | None, as_json:
                 spec=spec, secrets=secrets_from_env(()), client_request_id=uuid.uuid4().hex
             ),
         ).job
-        if as_json:
-            records.print_json(records.to_dict(job, host=session.alias))
-        else:
-            app.out.print(
+        app.show_job(
+            job,
+            session.alias,
+            as_json,
+            lambda: (
                 f"job {job.id} (retry of {old.id}) queued on {session.alias} "
-                f"(position {job.queue_position})",
-                markup=False,
-            )
-        if follow is None:
-            follow = sys.stdout.isatty() and not as_json
-        if follow:
-            sys.exit(follow_job(app, session, job.id, as_json))
+                f"(position {job.queue_position})"
+            ),
+        )
+        follow_if_asked(app, session, job.id, follow, as_json)
 
 
 @main.command()
@@ -479,13 +494,13 @@ def wait(app: App, job_id: str, host: str | None, as_json: bool) -> None:
         except KeyboardInterrupt:
             sys.exit(EXIT_DETACHED)
         job = session.call("GetJob", pb.GetJobRequest(job_id=job_id))
-    if as_json:
-        records.print_json(records.to_dict(job, host=session.alias))
-    else:
-        line = f"job {job.id}: {records.state_name(job.state)}"
-        if job.failure_reason:
-            line += f" ({job.failure_reason}: {job.hint})"
-        app.out.print(line, markup=False)
+    failure = f" ({job.failure_reason}: {job.hint})" if job.failure_reason else ""
+    app.show_job(
+        job,
+        session.alias,
+        as_json,
+        lambda: f"job {job.id}: {records.state_name(job.state)}{failure}",
+    )
     sys.exit(job_exit_code(job))
 
 
@@ -512,10 +527,7 @@ def fetch(
     dest = dest or Path("hatrain-runs") / job_id
     with app.session(host) as session:
         job = session.call("GetJob", pb.GetJobRequest(job_id=job_id))
-        sftp = session.sftp()
-        from paramiko import SSHException
-
-        try:
+        with session.transferring(f"fetching {job_id}") as sftp:
             report = do_fetch(
                 sftp,
                 job.run_dir,
@@ -524,11 +536,6 @@ def fetch(
                 list(exclude),
                 on_file=lambda p, n: None if as_json else app.err.print(f"  {p} ({n} bytes)"),
             )
-        except (OSError, EOFError, SSHException) as exc:
-            raise HostUnreachable(
-                f"fetching {job_id} from {session.alias} stopped: {exc or type(exc).__name__}",
-                fix="run the same command again: the download resumes where it stopped",
-            ) from exc
     if as_json:
         records.print_json({"job_id": job_id, "dest": str(dest), **report.__dict__})
     else:

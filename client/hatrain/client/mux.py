@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .connect import open_ssh
 from .settings import ClientSettings, HostEntry, load_settings
 
 
@@ -90,19 +91,9 @@ def serve(alias: str) -> int:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             return 0  # another one serves this host
-        from .session import keep_invoke_out
-
-        keep_invoke_out(settings.ssh_config)
-        from .ssh import SshConnection, resolve
+        ssh = open_ssh(entry.ssh, settings)
         from .tunnel import Tunnel
 
-        ssh = SshConnection(
-            resolve(entry.ssh, settings.ssh_config),
-            settings.known_hosts,
-            settings.ssh_config,
-            settings.keepalive_seconds,
-            settings.connect_timeout_seconds,
-        ).connect()
         path.unlink(missing_ok=True)
         tunnel = Tunnel(ssh.transport, entry.agent_address(), alias, path)
         info = path.with_suffix(".json")

@@ -123,11 +123,8 @@ def event_line(event: pb.Event) -> str | None:
 class Follower:
     """A live view of one job: states and metrics as lines, progress as one bar."""
 
-    def __init__(self, console: Console, show_logs: bool = False) -> None:
+    def __init__(self, console: Console) -> None:
         self.console = console
-        self.show_logs = show_logs
-        self.state = pb.JOB_STATE_UNSPECIFIED
-        self.last_seq = 0
         self.loss: float | None = None
         self.lr: float | None = None
         self._progress = Progress(
@@ -152,9 +149,6 @@ class Follower:
             self._progress.stop()
 
     def handle(self, event: pb.Event) -> None:
-        self.last_seq = max(self.last_seq, event.seq)
-        if event.kind == pb.EVENT_KIND_STATE:
-            self.state = event.state
         if event.kind == pb.EVENT_KIND_METRICS and not event.eval:
             values = {m.name: m.value for m in event.metrics}
             self.loss = values.get("loss", self.loss)
@@ -162,8 +156,8 @@ class Follower:
         if event.kind == pb.EVENT_KIND_PROGRESS:
             self._bar(event.progress)
             return
-        if event.kind == pb.EVENT_KIND_LOG and not self.show_logs:
-            return
+        if event.kind == pb.EVENT_KIND_LOG:
+            return  # `logs` shows them
         line = event_line(event)
         if line is not None:
             self._progress.console.print(line, markup=False, highlight=False, soft_wrap=True)

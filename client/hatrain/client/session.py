@@ -4,12 +4,11 @@ The agent learns who calls from the SSH login (metadata x-hatrain-user). Every g
 into a ClientError here and nowhere else.
 """
 
+import contextlib
 import queue
-import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -17,7 +16,8 @@ from hatrain.rpc import __version__
 from hatrain.rpc.v1 import agent_pb2 as pb
 from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
 
-from .errors import AgentRefused, AgentUnavailable, ClientError
+from .connect import open_ssh
+from .errors import AgentRefused, AgentUnavailable, ClientError, HostUnreachable
 from .settings import ClientSettings, HostEntry
 
 if TYPE_CHECKING:
@@ -59,26 +59,14 @@ class HostSession:
                 self._close_grpc()
             else:
                 return self._check_versions(warn)
-        keep_invoke_out(self.settings.ssh_config)
+        self.ssh = open_ssh(self.entry.ssh, self.settings)
         from .tunnel import Tunnel
 
-        self.ssh = self._new_ssh()
         self._tunnel = Tunnel(self.ssh.transport, self.entry.agent_address(), self.alias)
         self._tunnel.open_channel().close()  # a clear error now if no agent listens
         self._connect_grpc(self._tunnel.target, self.ssh.target.user)
         mux.start(self.alias, self.settings)
         return self._check_versions(warn)
-
-    def _new_ssh(self) -> "SshConnection":
-        from .ssh import SshConnection, resolve
-
-        return SshConnection(
-            resolve(self.entry.ssh, self.settings.ssh_config),
-            self.settings.known_hosts,
-            self.settings.ssh_config,
-            self.settings.keepalive_seconds,
-            self.settings.connect_timeout_seconds,
-        ).connect()
 
     def _connect_grpc(self, target: str, user: str) -> None:
         self._user = user
@@ -102,12 +90,26 @@ class HostSession:
             )
         return self
 
+    @contextlib.contextmanager
+    def transferring(self, what: str) -> Iterator["paramiko.SFTPClient"]:
+        """SFTP for one transfer; a connection lost on the way is one error saying it resumes."""
+        sftp = self.sftp()
+        from paramiko import SSHException
+
+        try:
+            yield sftp
+        except (OSError, EOFError, SSHException) as exc:
+            raise HostUnreachable(
+                f"the SSH connection to {self.alias} was lost while {what} "
+                f"({exc or type(exc).__name__})",
+                fix="run the same command again: it resumes where it stopped",
+            ) from exc
+
     def sftp(self) -> "paramiko.SFTPClient":
         """SFTP on this host (over a connection of this command's own when calls go through the
         shared one)."""
         if self.ssh is None:
-            keep_invoke_out(self.settings.ssh_config)
-            self.ssh = self._new_ssh()
+            self.ssh = open_ssh(self.entry.ssh, self.settings)
         return self.ssh.sftp()
 
     @property
@@ -175,19 +177,6 @@ class HostSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def keep_invoke_out(ssh_config: Path) -> None:
-    """paramiko imports invoke (80 ms of asyncio and unittest.mock) only to run `Match exec`
-    lines of ssh_config; without such a line, keep it out so that every command starts faster."""
-    if "paramiko" in sys.modules:
-        return
-    try:
-        text = ssh_config.expanduser().read_text(errors="replace")
-    except OSError:
-        text = ""
-    if not re.search(r"^\s*match\b.*\bexec\b", text, re.IGNORECASE | re.MULTILINE):
-        sys.modules.setdefault("invoke", None)  # type: ignore[arg-type]
 
 
 def _stderr(message: str) -> None:

@@ -7,15 +7,11 @@ appends the rest and asks the agent to verify and commit it. Objects appear on t
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from hatrain.rpc.v1 import agent_pb2 as pb
 
-from .errors import AgentRefused, HostUnreachable
+from .errors import AgentRefused
 from .session import HostSession
-
-if TYPE_CHECKING:
-    import paramiko
 
 _CHUNK = 8 * 1024 * 1024
 # OpenSSH's sftp-server takes write requests up to 256 KiB (its limits@openssh.com); the SFTP
@@ -43,48 +39,35 @@ def upload(
     for staged in answer.missing:
         local = objects[staged.sha256]
         size = local.stat().st_size
+
         offset = staged.bytes_present if staged.bytes_present <= size else 0
         report.bytes_resumed += offset
-        report.bytes_sent += _send(session.sftp(), local, staged.staging_path, offset, on_bytes)
+        report.bytes_sent += _send(session, local, staged.staging_path, offset, on_bytes)
         try:
             session.call("CommitUpload", pb.CommitUploadRequest(sha256=staged.sha256, size=size))
         except AgentRefused:
             # The staged bytes were not ours after all (the file changed mid-upload): once more.
-            report.bytes_sent += _send(session.sftp(), local, staged.staging_path, 0, on_bytes)
+            report.bytes_sent += _send(session, local, staged.staging_path, 0, on_bytes)
             session.call("CommitUpload", pb.CommitUploadRequest(sha256=staged.sha256, size=size))
         report.files_sent += 1
     return report
 
 
 def _send(
-    sftp: "paramiko.SFTPClient",
+    session: HostSession,
     local: Path,
     remote: str,
     offset: int,
     on_bytes: Callable[[int], None],
 ) -> int:
-    from paramiko import SSHException
-
-    try:
-        return _append(sftp, local, remote, offset, on_bytes)
-    except (OSError, EOFError, SSHException) as exc:
-        raise HostUnreachable(
-            f"the SSH connection was lost while uploading {local.name} "
-            f"({exc or type(exc).__name__})",
-            fix="run the same command again: the upload resumes where it stopped",
-        ) from exc
-
-
-def _append(
-    sftp: "paramiko.SFTPClient",
-    local: Path,
-    remote: str,
-    offset: int,
-    on_bytes: Callable[[int], None],
-) -> int:
+    """Write local's bytes from offset on into the staged file; returns how many were sent."""
     sent = 0
     on_bytes(offset)
-    with local.open("rb") as src, sftp.open(remote, "r+b" if offset else "wb") as dst:
+    with (
+        session.transferring(f"uploading {local.name}") as sftp,
+        local.open("rb") as src,
+        sftp.open(remote, "r+b" if offset else "wb") as dst,
+    ):
         dst.set_pipelined(True)
         if "OpenSSH" in sftp.get_channel().get_transport().remote_version:  # type: ignore[union-attr]
             dst.MAX_REQUEST_SIZE = _OPENSSH_REQUEST
