@@ -23,7 +23,7 @@ from tests.support.harness import (
     stub_for,
     wait_state,
 )
-from tests.test_agent_restart import expected_train_lines, start_three_jobs
+from tests.test_agent_restart import assert_whole_train_log, start_three_jobs
 
 
 def _env(run: Path, step: str) -> dict[str, str]:
@@ -130,8 +130,7 @@ def test_local_steps_survive_an_agent_sigkill(
         assert done.state == pb.JOB_STATE_SUCCEEDED, done
         events = all_events(stub, streaming.id)
         assert [e.seq for e in events] == list(range(1, len(events) + 1))
-        train = [e.line for e in events if e.kind == pb.EVENT_KIND_LOG and e.step == "train"]
-        assert train == [*expected_train_lines(axolotl_capture), "released by a-go"]
+        assert_whole_train_log(events, axolotl_capture)
         channel.close()
     finally:
         agent.terminate()

@@ -17,21 +17,37 @@ from tests.support.harness import (
     stub_for,
     wait_state,
 )
+from tests.test_output_parser import log_lines
 
 
 def expected_train_lines(capture: Path) -> list[str]:
     parser = OutputParser("train")
     events = parser.feed(capture.joinpath("train.log").read_bytes().decode(errors="replace"))
     events += parser.flush()
-    return [e.line for e in events if e.kind == "log"]
+    return log_lines(events)
+
+
+def assert_whole_train_log(events: list[Any], capture: Path) -> None:
+    """Both streams of the slowly printing job: every line once, in order, none cut into
+    another, across the restart."""
+    lines = [e.line for e in events if e.kind == pb.EVENT_KIND_LOG and e.step == "train"]
+    numbered = [line for line in lines if line.startswith("stderr line ")]
+    assert [line for line in lines if not line.startswith("stderr line ")] == [
+        *expected_train_lines(capture),
+        "released by a-go",
+    ]
+    with capture.joinpath("train.log").open("rb") as fh:
+        written = sum(1 for _ in fh)
+    assert numbered == [f"stderr line {i}" for i in range(written)]
 
 
 def start_three_jobs(stub: Any, exit_code: int) -> tuple[Any, Any, Any]:
-    """Three jobs in training for a restart: one printing its log slowly (held until `a-go` in
-    its run directory), one that ends with exit_code once `b-go` appears, one held for ever.
+    """Three jobs in training for a restart: one printing its log slowly, numbered lines on
+    stderr between its lines (held until `a-go` in its run directory), one that ends with
+    exit_code once `b-go` appears, one held for ever.
     Returns once the first is mid-way through its log."""
     plans = [
-        {"delay": 0.02, "hold_train": "a-go"},
+        {"delay": 0.02, "hold_train": "a-go", "stderr_lines": True},
         {"hold_train": "b-go", "exit_train": exit_code},
         {"hold_train": "never"},
     ]
@@ -112,8 +128,7 @@ def test_sigkill_and_restart(
         assert done.state == pb.JOB_STATE_SUCCEEDED, done
         events = all_events(stub, streaming.id)
         assert [e.seq for e in events] == list(range(1, len(events) + 1))
-        train_lines = [e.line for e in events if e.kind == pb.EVENT_KIND_LOG and e.step == "train"]
-        assert train_lines == [*expected_train_lines(axolotl_capture), "released by a-go"]
+        assert_whole_train_log(events, axolotl_capture)
         assert wait_state(stub, queued.id, TERMINAL).state == pb.JOB_STATE_SUCCEEDED
         channel.close()
     finally:

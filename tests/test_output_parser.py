@@ -26,6 +26,11 @@ def _parse(text: str, step: str, chunk_sizes: list[int] | None = None) -> list[E
     return events + parser.flush()
 
 
+def log_lines(events: list[Event]) -> list[str]:
+    """The log lines of parsed events: a LOG event holds a run of lines."""
+    return [line for e in events if e.kind == EventKind.LOG for line in e.line.split("\n")]
+
+
 def _train(capture: Path) -> str:
     return capture.joinpath("train.log").read_bytes().decode("utf-8", errors="replace")
 
@@ -61,7 +66,7 @@ def test_bars_become_progress_not_log_lines(axolotl_capture: Path) -> None:
     text = _train(axolotl_capture)
     events = _parse(text, "train")
     assert "\r" in text and "%|" in text
-    logs = [e.line for e in events if e.kind == EventKind.LOG]
+    logs = log_lines(events)
     assert not any("%|" in line and "it/s]" in line and line.lstrip()[0].isdigit() for line in logs)
     progress = [e.progress for e in events if e.progress and e.progress.phase == "train"]
     config = yaml.safe_load((DEMO / "tiny-llama-cpu.yml").read_text())
@@ -84,7 +89,14 @@ def test_any_chunking_gives_the_same_events(axolotl_capture: Path) -> None:
     chunked = _parse(text, "train", [rng.randint(1, 300) for _ in range(len(text))])
 
     def key(events: list[Event]) -> list[Any]:
-        return [(e.kind, e.line, e.metrics) for e in events if e.kind != EventKind.PROGRESS]
+        """Chunking may group lines into runs differently; the lines and metrics are the same."""
+        out: list[Any] = []
+        for e in events:
+            if e.kind == EventKind.LOG:
+                out += [("log", line) for line in e.line.split("\n")]
+            elif e.kind == EventKind.METRICS:
+                out.append(("metrics", e.metrics))
+        return out
 
     assert key(chunked) == key(whole)
 
@@ -134,3 +146,39 @@ def test_missing_dataset_fails_with_axolotls_message(
     assert "The dataset could not be loaded" in done.hint
     assert "does-not-exist.jsonl" in done.hint
     assert done.exit_code != 0
+
+
+FAILURE_LINES = {
+    "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total "
+    "capacity of 79.19 GiB of which 1.02 GiB is free.": "gpu out of memory",
+    "huggingface_hub.errors.GatedRepoError: 401 Client Error. Cannot access gated repo for url "
+    "https://huggingface.co/google/gemma-3-270m/resolve/main/config.json.": "gated model or token",
+    "pydantic_core._pydantic_core.ValidationError: 1 validation error for AxolotlInputConfig": (
+        "bad config"
+    ),
+    "[Rank 0] Watchdog caught collective operation timeout: WorkNCCL(SeqNum=5, "
+    "OpType=ALLREDUCE, Timeout(ms)=600000) ran for 600003 milliseconds": "nccl timeout",
+    "RuntimeError: DataLoader worker (pid 4121) is killed by signal: Bus error. It is possible "
+    "that dataloader's workers are out of shared memory.": "shared memory",
+    "OSError: We couldn't connect to 'https://huggingface.co' to load the files, and couldn't "
+    "find them in the cached files.": "model unavailable",
+    "datasets.exceptions.DatasetGenerationError: An error occurred while generating the "
+    "dataset": "dataset error",
+}
+
+
+def test_failure_signs_found_among_plain_output() -> None:
+    """Each known failure sign is recognised, alone or in the middle of a large piece of plain
+    output (which is screened as a whole), and the hint names the fix or quotes the line."""
+    plain = "".join(f"[INFO] step {i}: loading shard {i} of the model\n" for i in range(2000))
+    for line, reason in FAILURE_LINES.items():
+        for text in (line + "\n", plain + line + "\n" + plain):
+            parser = OutputParser("train")
+            parser.feed(text)
+            parser.flush()
+            assert parser.failure is not None, line
+            assert parser.failure[0].value == reason, line
+            assert parser.failure[1], line
+    parser = OutputParser("train")
+    parser.feed(plain + "a note about memory and datasets in general\n")
+    assert parser.failure is None

@@ -2,7 +2,8 @@
 
 It replays output captured from a real Axolotl 0.19 run (made by the test set-up, never written by
 hand) and can be told, through a `hatrain_standin:` mapping in the job's own config, to wait for a
-file, exit with a code, or print many lines. Tests of Axolotl itself run the real one.
+file, exit with a code, print many lines, or number its lines on stderr as well. Tests of Axolotl
+itself run the real one.
 """
 
 import os
@@ -24,11 +25,16 @@ def main() -> int:
         )
     capture = Path(os.environ["HATRAIN_CAPTURE_DIR"]) / f"{step}.log"
     delay = float(plan.get("delay", 0))
-    out = sys.stdout.buffer
+    out, err = sys.stdout.buffer, sys.stderr.buffer
     with capture.open("rb") as fh:  # bytes as Axolotl wrote them, \r included
-        for line in fh:
+        for i, line in enumerate(fh):
             out.write(line)
             out.flush()
+            if plan.get("stderr_lines"):  # a line of its own on stderr, in two writes
+                err.write(b"stderr ")
+                err.flush()
+                err.write(f"line {i}\n".encode())
+                err.flush()
             if delay:
                 time.sleep(delay)
     for i in range(int(plan.get("lines", 0)) if step == "train" else 0):

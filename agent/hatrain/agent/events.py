@@ -1,6 +1,6 @@
 """Job events: the ordered, append-only stream every watcher reads."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -41,9 +41,14 @@ class Progress:
         ]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Event:
-    """One event; seq and time are given by the store when it is appended."""
+    """One event; seq and time are given by the store when it is appended.
+
+    A LOG event's `line` holds one or more lines of output, joined by newlines: a job printing
+    as fast as it can is parsed, stored and read back in runs of lines, not a Python object per
+    line. Each line is an event of its own, with its own seq, on the wire.
+    """
 
     kind: EventKind
     step: str = ""
@@ -58,7 +63,10 @@ class Event:
     exit_code: int | None = None
     seq: int = 0
     time: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    def line_count(self) -> int:
+        """How many seqs the event takes: one per line of a LOG event, else one."""
+        return self.line.count("\n") + 1 if self.kind is EventKind.LOG else 1
 
     def to_record(self) -> dict[str, Any]:
         """The compact JSON form stored in SQLite (defaults left out)."""

@@ -27,12 +27,16 @@ _ERROR_LINE = re.compile(r"^\s*([A-Za-z_.]*(Error|Exception)|RuntimeError|Assert
 _THROTTLE_SECONDS = 0.25
 _HINT_CHARS = 300
 _CLEARED_LINE = 20
+_BLANKED = " " * _CLEARED_LINE
 
 
 @dataclass(frozen=True)
 class Signature:
     pattern: re.Pattern[str]
     reason: FailureReason
+    # Text of which at least one piece is in every line the pattern matches: output is screened
+    # for these with plain substring search, which is a hundred times cheaper than the patterns.
+    keywords: tuple[str, ...]
     # None: the matching log line itself is the hint.
     hint: str | None = None
 
@@ -41,16 +45,22 @@ SIGNATURES = (
     Signature(
         re.compile(r"CUDA out of memory|torch\.OutOfMemoryError|OutOfMemoryError: CUDA"),
         FailureReason.GPU_OUT_OF_MEMORY,
+        ("CUDA out of memory", "OutOfMemoryError"),
         "CUDA out of memory: lower micro_batch_size or sequence_len, or enable "
         "gradient_checkpointing",
     ),
-    Signature(re.compile(r"The dataset could not be loaded"), FailureReason.DATASET_ERROR),
+    Signature(
+        re.compile(r"The dataset could not be loaded"),
+        FailureReason.DATASET_ERROR,
+        ("The dataset could not be loaded",),
+    ),
     Signature(
         re.compile(
             r"datasets\.exceptions\.|DatasetGenerationError|JSONDecodeError|"
             r"Failed to (read|load) (file|dataset)"
         ),
         FailureReason.DATASET_ERROR,
+        ("datasets.exceptions.", "DatasetGenerationError", "JSONDecodeError", "Failed to "),
     ),
     Signature(
         re.compile(
@@ -58,6 +68,7 @@ SIGNATURES = (
             r"Invalid user token|Access to model .* is restricted"
         ),
         FailureReason.GATED_MODEL,
+        ("GatedRepoError", "gated", "401 Client Error", "Invalid user token", "Access to model"),
         "the model is gated or the token is wrong: accept its licence on the Hub and pass HF_TOKEN",
     ),
     Signature(
@@ -66,10 +77,12 @@ SIGNATURES = (
             r"pydantic_core\._pydantic_core\.ValidationError"
         ),
         FailureReason.BAD_CONFIG,
+        ("validation error", "ValidationError"),
     ),
     Signature(
         re.compile(r"Watchdog caught collective operation timeout|NCCL.*[Tt]imeout"),
         FailureReason.NCCL_TIMEOUT,
+        ("Watchdog caught", "NCCL"),
         "NCCL timed out between GPUs: check that every GPU is healthy and shared memory is large",
     ),
     Signature(
@@ -78,6 +91,7 @@ SIGNATURES = (
             r"DataLoader worker .* is killed by signal: Bus error|shared memory"
         ),
         FailureReason.SHARED_MEMORY,
+        ("unable to write to file", "No space left on device", "Bus error", "shared memory"),
         "out of shared memory: the agent's docker.ipc_host or docker.shm_size is too small",
     ),
     Signature(
@@ -87,12 +101,53 @@ SIGNATURES = (
             r"valid model identifier"
         ),
         FailureReason.MODEL_UNAVAILABLE,
+        (
+            "huggingface.co",
+            "LocalEntryNotFoundError",
+            "does not appear to have a file named",
+            "is not a local folder",
+        ),
     ),
 )
 
 
-# One pass over a line says whether any signature can match (most lines match none).
-_ANY_SIGNATURE = re.compile("|".join(f"(?:{sig.pattern.pattern})" for sig in SIGNATURES))
+_SIGNATURE_KEYWORDS = tuple(dict.fromkeys(k for sig in SIGNATURES for k in sig.keywords))
+
+
+@dataclass(frozen=True)
+class _Screen:
+    """What a piece of output may hold, found with substring search over the whole piece.
+
+    Most output is plain lines: screened once per piece, a line then costs one event and no
+    pattern match at all.
+    """
+
+    metrics: bool
+    max_steps: bool
+    success: bool
+    error_line: bool
+    signature: bool
+    # Nothing but lines to pass on: no bar, no \r update, no line blanked by tqdm.
+    plain: bool
+
+    @classmethod
+    def of(cls, text: str) -> "_Screen":
+        metrics = "{'" in text
+        max_steps = "Maximum number" in text
+        success = PREPROCESS_SUCCESS in text
+        error_line = "Error" in text or "Exception" in text
+        signature = any(k in text for k in _SIGNATURE_KEYWORDS)
+        plain = not (
+            metrics
+            or max_steps
+            or success
+            or error_line
+            or signature
+            or "\r" in text
+            or "%|" in text
+            or _BLANKED in text
+        )
+        return cls(metrics, max_steps, success, error_line, signature, plain)
 
 
 def parse_metrics(text: str) -> tuple[Metric, ...] | None:
@@ -140,30 +195,38 @@ class OutputParser:
         self.preprocess_succeeded = False
 
     def feed(self, chunk: str) -> list[Event]:
-        self._buffer += chunk
+        buffer = self._buffer + chunk
+        screen = _Screen.of(buffer)
         events: list[Event] = []
-        *lines, rest = self._buffer.split("\n")
+        if screen.plain:
+            *lines, self._buffer = buffer.split("\n")
+            if texts := [text for text in map(str.rstrip, lines) if text]:
+                events += self._pending.values()
+                self._pending.clear()
+                events.append(Event(EventKind.LOG, self.step, line="\n".join(texts)))
+            return events
+        *lines, rest = buffer.split("\n")
         for line in lines:
-            for segment in line.split("\r"):
-                self._segment(segment, events)
+            for segment in line.split("\r") if "\r" in line else (line,):
+                self._segment(segment, events, screen)
         # A partial line: bars updated with \r are handled as they arrive.
         *done, self._buffer = rest.split("\r")
         for segment in done:
-            self._segment(segment, events)
+            self._segment(segment, events, screen)
         return events
 
     def flush(self) -> list[Event]:
         events: list[Event] = []
         if self._buffer:
-            self._segment(self._buffer, events)
+            self._segment(self._buffer, events, _Screen.of(self._buffer))
             self._buffer = ""
         events += self._pending.values()
         self._pending.clear()
         return events
 
-    def _segment(self, segment: str, events: list[Event]) -> None:
+    def _segment(self, segment: str, events: list[Event], screen: _Screen) -> None:
         text = segment.rstrip()
-        if not text.strip():
+        if not text:
             return
         bar = _BAR.match(text.strip()) if "%|" in text else None
         if bar is not None:
@@ -171,7 +234,7 @@ class OutputParser:
             text = text.strip()[bar.end() :]
             if not text.strip():
                 return
-        self._line(text, events)
+        self._line(text, events, screen)
 
     def _bar(self, bar: re.Match[str], events: list[Event]) -> None:
         desc = bar.group("desc").strip()
@@ -210,25 +273,24 @@ class OutputParser:
         else:
             self._pending[phase] = event
 
-    def _line(self, text: str, events: list[Event]) -> None:
-        if len(text) - len(text.lstrip(" ")) >= _CLEARED_LINE:
+    def _line(self, text: str, events: list[Event], screen: _Screen) -> None:
+        if text[0] == " " and len(text) - len(text.lstrip(" ")) >= _CLEARED_LINE:
             text = text.lstrip(" ")  # tqdm blanks its line with spaces before printing over it
-        events += self._pending.values()
-        self._pending.clear()
+        if self._pending:
+            events += self._pending.values()
+            self._pending.clear()
         events.append(Event(EventKind.LOG, step=self.step, line=text))
-        metrics = parse_metrics(text)
-        if metrics is not None:
+        if screen.metrics and (metrics := parse_metrics(text)) is not None:
             is_eval = any(m.name.startswith("eval_") for m in metrics)
             events.append(Event(EventKind.METRICS, step=self.step, metrics=metrics, eval=is_eval))
-        steps = _MAX_STEPS.search(text) if "Maximum number" in text else None
-        if steps is not None:
+        if screen.max_steps and (steps := _MAX_STEPS.search(text)) is not None:
             self.train_total = int(steps.group(1))
-        if PREPROCESS_SUCCESS in text:
+        if screen.success and PREPROCESS_SUCCESS in text:
             self.preprocess_succeeded = True
-        if _ERROR_LINE.match(text):
+        if screen.error_line and _ERROR_LINE.match(text):
             self.last_error_line = text.strip()[:_HINT_CHARS]
-        if self.failure is None and _ANY_SIGNATURE.search(text):
+        if screen.signature and self.failure is None:
             for sig in SIGNATURES:
-                if sig.pattern.search(text):
+                if any(k in text for k in sig.keywords) and sig.pattern.search(text):
                     self.failure = (sig.reason, sig.hint or text.strip()[:_HINT_CHARS])
                     break

@@ -21,7 +21,7 @@ log = structlog.get_logger(__name__)
 STATE_OF_STEP = {"preprocess": JobState.PREPROCESSING, "train": JobState.TRAINING}
 STEP_OF_STATE = {state: step for step, state in STATE_OF_STEP.items()}
 _FLUSH_EVENTS = 512
-_FLUSH_SECONDS = 0.03
+_FLUSH_SECONDS = 0.02
 _DONE = object()
 
 

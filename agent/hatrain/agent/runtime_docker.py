@@ -1,16 +1,18 @@
 """Run each step in a Docker container, reproducing the hand-run `docker run` of the seed."""
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from typing import Any
 
 import docker
 import docker.errors
+import docker.utils.socket
 from docker.types import DeviceRequest, Mount
 
 from .config import DockerConfig
+from .docker_logs import StreamReader, body_pieces, gathered
 from .events import Progress
 from .jobs import Job
 from .runtime import (
@@ -28,54 +30,9 @@ from .runtime import (
 from .states import FailureReason
 from .workspace import CONFIGS, DATASETS, HF_CACHE, RUNS, SECRETS, JobDirs
 
-Cursor = tuple[int, int, int]  # (seconds, nanoseconds, lines already read at that instant)
 
-
-_READ = 256 * 1024
-
-
-class _FrameReader:
-    """Turns Docker's multiplexed log stream into text, skipping what the cursor has seen."""
-
-    def __init__(self, after: "Cursor | None") -> None:
-        self.after = after
-        self.buffer = b""
-        self.previous: tuple[int, int] | None = None
-        self.count = 0
-        self._second_text = ""
-        self._second = 0
-
-    def cursor(self) -> list[int]:
-        assert self.previous is not None
-        return [self.previous[0], self.previous[1], self.count]
-
-    def _instant(self, stamp: str) -> tuple[int, int]:
-        whole, _, frac = stamp.rstrip("Z").partition(".")
-        if whole != self._second_text:  # lines come in bursts within one second
-            self._second_text = whole
-            self._second = int(datetime.fromisoformat(whole + "+00:00").timestamp())
-        return self._second, int((frac + "000000000")[:9])
-
-    def feed(self, data: bytes) -> str:
-        buffer = self.buffer + data if self.buffer else data
-        bodies: list[bytes] = []
-        pos, end = 0, len(buffer)
-        while end - pos >= 8:
-            length = int.from_bytes(buffer[pos + 4 : pos + 8], "big")
-            if end - pos - 8 < length:
-                break
-            frame = buffer[pos + 8 : pos + 8 + length]
-            pos += 8 + length
-            stamp, _, body = frame.partition(b" ")
-            instant = self._instant(stamp.decode("ascii", "replace"))
-            self.count = self.count + 1 if instant == self.previous else 1
-            self.previous = instant
-            after = self.after
-            if after is not None and (instant, self.count) <= ((after[0], after[1]), after[2]):
-                continue
-            bodies.append(body)
-        self.buffer = buffer[pos:]
-        return b"".join(bodies).decode("utf-8", errors="replace")
+def _socket_pieces(sock: Any) -> Iterator[bytes]:
+    return gathered(lambda size: docker.utils.socket.read(sock, size))
 
 
 def split_repository(image: str) -> tuple[str, str]:
@@ -91,6 +48,9 @@ class DockerRuntime:
     def __init__(self, config: DockerConfig, client: docker.DockerClient | None = None) -> None:
         self.config = config
         self.client = client or docker.from_env(timeout=120)
+        # Attach streams opened before their container started, until logs() takes them.
+        self._attached: dict[str, Any] = {}
+        self._attached_lock = threading.Lock()
 
     def prepare(self, job: Job, progress: Callable[[Progress], None]) -> None:
         try:
@@ -178,6 +138,7 @@ class DockerRuntime:
                 detach=True,
                 **kwargs,
             )
+            self._attach(container.id)
             container.start()
         except docker.errors.APIError as exc:
             reason = FailureReason.RUNTIME_ERROR
@@ -195,29 +156,56 @@ class DockerRuntime:
             return None
         return {"container": found[0].id, "name": found[0].name}
 
-    def logs(self, handle: Handle, cursor: Any) -> Iterator[tuple[str, Any]]:
-        """Output after cursor, read from Docker's multiplexed log stream in large chunks.
+    def _attach(self, container_id: str) -> None:
+        """Open the live output stream; before start, so that it holds every byte."""
+        try:
+            sock = self.client.api.attach_socket(
+                container_id, params={"stdout": 1, "stderr": 1, "stream": 1}
+            )
+        except docker.errors.APIError:
+            return  # logs() reads the log endpoint instead
+        raw = getattr(sock, "_sock", sock)
+        if hasattr(raw, "settimeout"):
+            raw.settimeout(None)  # a step may print nothing for a long while
+        with self._attached_lock:
+            self._attached[container_id] = sock
 
-        The SDK's stream yields one frame (one line) per two reads; a step can print faster than
-        that. Frames are parsed here instead: an 8-byte header (stream, length) and a body that
-        starts with the RFC 3339 nano timestamp the cursor is made of.
+    def _detach(self, container_id: str) -> Any:
+        with self._attached_lock:
+            return self._attached.pop(container_id, None)
+
+    def logs(self, handle: Handle, cursor: Any) -> Iterator[tuple[str, Any]]:
+        """Output after cursor (bytes of stdout and of stderr already read), until the step ends.
+
+        Live from the attach stream opened at start; after a restart, from the log endpoint,
+        which replays the log file from the start and then follows.
         """
-        after: Cursor | None = (cursor[0], cursor[1], cursor[2]) if cursor else None
-        api = self.client.api
-        params: dict[str, Any] = {"stdout": 1, "stderr": 1, "follow": 1, "timestamps": 1}
-        if after:
-            params["since"] = after[0]
-        url = f"{api.base_url}/v{api.api_version}/containers/{handle['container']}/logs"
-        response = api.get(url, params=params, stream=True)
-        if response.status_code in (404, 409):  # gone, or being removed
-            return
-        response.raise_for_status()
-        frames = _FrameReader(after)
-        with contextlib.closing(response):
-            while data := response.raw.read1(_READ):
-                text = frames.feed(data)
-                if text:
-                    yield text, frames.cursor()
+        reader = StreamReader(cursor)
+        sock = self._detach(handle["container"])
+        if sock is not None and not cursor:
+            pieces: Iterator[bytes] = _socket_pieces(sock)
+        else:
+            if sock is not None:
+                sock.close()
+            api = self.client.api
+            params = {"stdout": 1, "stderr": 1, "follow": 1}
+            url = f"{api.base_url}/v{api.api_version}/containers/{handle['container']}/logs"
+            response = api.get(url, params=params, stream=True, timeout=None)
+            if response.status_code in (404, 409):  # gone, or being removed
+                response.close()
+                return
+            response.raise_for_status()
+            sock = response  # closed when done, like the attach socket
+            pieces = body_pieces(response)
+        try:
+            for data in pieces:
+                if text := reader.feed(data):
+                    yield text, reader.cursor()
+            if text := reader.finish():
+                yield text, reader.cursor()
+        finally:
+            if sock is not None:
+                sock.close()
 
     def wait(self, handle: Handle) -> ExitStatus:
         try:
@@ -242,6 +230,8 @@ class DockerRuntime:
             self.client.containers.get(handle["container"]).stop(timeout=int(grace_seconds))
 
     def remove(self, handle: Handle) -> None:
+        if (sock := self._detach(handle["container"])) is not None:
+            sock.close()
         with contextlib.suppress(docker.errors.NotFound):
             self.client.containers.get(handle["container"]).remove(force=True)
 

@@ -1,5 +1,6 @@
 """`hatrain-agent serve`: wire the parts together and serve gRPC until SIGTERM."""
 
+import gc
 import logging
 import os
 import signal
@@ -155,6 +156,9 @@ def serve(config: AgentConfig) -> None:
     configure_logging(config.log_format)
     agent = Agent(config)
     agent.start()
+    # What start-up made lives as long as the agent: keep the collector from walking it again
+    # every time a job's output makes many short-lived objects.
+    gc.freeze()
     notify_systemd("READY=1")
     stopped = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -205,13 +205,12 @@ class AgentService(pb_grpc.AgentServiceServicer):
             generation = self.store.generation
             # The state is read first: if it is terminal, every event is already committed.
             state = self.store.get(job.id).state
-            records = self.store.event_records(job.id, after, limit=_WATCH_BATCH, kinds=kinds)
-            if records:
-                after = records[-1][0]
-                yield pb.WatchJobResponse(
-                    events=[wire.record_to_wire(*r) for r in records],
-                    state=wire.STATE_TO_WIRE[state],
-                )
+            runs = self.store.event_runs(job.id, after, limit=_WATCH_BATCH, kinds=kinds)
+            if runs:
+                response = pb.WatchJobResponse(state=wire.STATE_TO_WIRE[state])
+                wire.add_runs(response.events, runs)
+                after = response.events[-1].seq
+                yield response
                 continue
             if state.terminal or not request.follow:
                 return

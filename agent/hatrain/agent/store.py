@@ -21,7 +21,7 @@ from .events import Event, EventKind, Progress
 from .jobs import Job, JobSpec
 from .states import TERMINAL, JobState, can_transition
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -57,6 +57,10 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (job_id, seq)
     ) WITHOUT ROWID;
     """,
+    # A row may hold a run of log lines of one step: its `line` holds them joined by newlines,
+    # its seq is the last line's, and `lines` says how many seqs it spans. A job printing as fast
+    # as it can then costs a row per batch instead of one per line.
+    2: "ALTER TABLE events ADD COLUMN lines INTEGER NOT NULL DEFAULT 1",
 }
 
 _JOB_COLUMNS = (
@@ -95,6 +99,19 @@ def _job_from_row(row: Sequence[Any]) -> Job:
         secret_names=tuple(json.loads(row[14])),
         runtime=json.loads(row[15]),
     )
+
+
+_LOG = EventKind.LOG.value
+
+# (seq of its first event, time, kind, record); a log record's "line" may hold several lines.
+EventRun = tuple[int, float, str, dict[str, Any]]
+
+
+def _log_row(
+    job_id: str, last_seq: int, now: float, of: tuple[str, str], run: list[str], lines: int
+) -> tuple[str, int, float, str, str, int]:
+    record = Event(EventKind.LOG, step=of[0], stream=of[1], line="\n".join(run)).to_record()
+    return (job_id, last_seq, now, _LOG, json.dumps(record), lines)
 
 
 class Store:
@@ -175,15 +192,36 @@ class Store:
     def _insert_events(
         conn: sqlite3.Connection, job_id: str, first_seq: int, events: Sequence[Event]
     ) -> int:
+        """Insert events from first_seq on; consecutive log lines of a step share one row."""
         now = time.time()
+        rows: list[tuple[str, int, float, str, str, int]] = []
+        seq = first_seq - 1
+        run: list[str] = []
+        run_of: tuple[str, str] = ("", "")  # (step, stream)
+        run_lines = 0
+        for ev in events:
+            if ev.kind is EventKind.LOG:
+                if run and (ev.step, ev.stream) != run_of:
+                    rows.append(_log_row(job_id, seq, now, run_of, run, run_lines))
+                    run, run_lines = [], 0
+                run.append(ev.line)
+                run_of = (ev.step, ev.stream)
+                count = ev.line_count()
+                run_lines += count
+                seq += count
+                continue
+            if run:
+                rows.append(_log_row(job_id, seq, now, run_of, run, run_lines))
+                run, run_lines = [], 0
+            seq += 1
+            rows.append((job_id, seq, now, ev.kind.value, json.dumps(ev.to_record()), 1))
+        if run:
+            rows.append(_log_row(job_id, seq, now, run_of, run, run_lines))
         conn.executemany(
-            "INSERT INTO events (job_id, seq, time, kind, data) VALUES (?, ?, ?, ?, ?)",
-            [
-                (job_id, first_seq + i, now, ev.kind.value, json.dumps(ev.to_record()))
-                for i, ev in enumerate(events)
-            ],
+            "INSERT INTO events (job_id, seq, time, kind, data, lines) VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
         )
-        return first_seq + len(events) - 1
+        return seq
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -403,6 +441,38 @@ class Store:
         rows = self._reader().execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")
         return {JobState(state): n for state, n in rows}
 
+    def event_runs(
+        self,
+        job_id: str,
+        after_seq: int = 0,
+        *,
+        limit: int = 1000,
+        kinds: Sequence[EventKind] = (),
+    ) -> list[EventRun]:
+        """At most `limit` events after after_seq, in order, log lines still in their runs."""
+        sql = "SELECT seq, time, kind, data, lines FROM events WHERE job_id=? AND seq>?"
+        args: list[Any] = [job_id, after_seq]
+        if kinds:
+            sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
+            args += [k.value for k in kinds]
+        sql += " ORDER BY seq LIMIT ?"
+        args.append(limit)
+        runs: list[EventRun] = []
+        left = limit
+        for seq, t, kind, data, lines in self._reader().execute(sql, args):
+            record = json.loads(data)
+            first = seq - lines + 1
+            if first <= after_seq or lines > left:  # a run cut by after_seq or by the limit
+                kept = record["line"].split("\n")[max(after_seq - first + 1, 0) :][:left]
+                first = max(first, after_seq + 1)
+                record["line"] = "\n".join(kept)
+                lines = len(kept)
+            runs.append((first, t, kind, record))
+            left -= lines
+            if left <= 0:
+                break
+        return runs
+
     def event_records(
         self,
         job_id: str,
@@ -411,18 +481,17 @@ class Store:
         limit: int = 1000,
         kinds: Sequence[EventKind] = (),
     ) -> list[tuple[int, float, str, dict[str, Any]]]:
-        """(seq, time, kind, record) of the events after after_seq, in order."""
-        sql = "SELECT seq, time, kind, data FROM events WHERE job_id=? AND seq>?"
-        args: list[Any] = [job_id, after_seq]
-        if kinds:
-            sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
-            args += [k.value for k in kinds]
-        sql += " ORDER BY seq LIMIT ?"
-        args.append(limit)
-        loads = json.loads
-        return [
-            (seq, t, kind, loads(data)) for seq, t, kind, data in self._reader().execute(sql, args)
-        ]
+        """(seq, time, kind, record) of at most `limit` events after after_seq, one per line."""
+        out: list[tuple[int, float, str, dict[str, Any]]] = []
+        for first, t, kind, record in self.event_runs(job_id, after_seq, limit=limit, kinds=kinds):
+            if kind != _LOG:
+                out.append((first, t, kind, record))
+                continue
+            out += [
+                (first + i, t, kind, {**record, "line": line})
+                for i, line in enumerate(record["line"].split("\n"))
+            ]
+        return out
 
     def events(
         self,
@@ -439,14 +508,18 @@ class Store:
 
     def tail_start(self, job_id: str, kinds: Sequence[EventKind], count: int) -> int:
         """The seq after which the last `count` events of these kinds begin."""
-        sql = "SELECT seq FROM events WHERE job_id=?"
+        sql = "SELECT seq, lines FROM events WHERE job_id=?"
         args: list[Any] = [job_id]
         if kinds:
             sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
             args += [k.value for k in kinds]
-        sql += " ORDER BY seq DESC LIMIT 1 OFFSET ?"
-        row = self._reader().execute(sql, [*args, count]).fetchone()
-        return int(row[0]) if row else 0
+        sql += " ORDER BY seq DESC"
+        seen = 0
+        for seq, lines in self._reader().execute(sql, args):
+            if seen + lines > count:
+                return int(seq) - (count - seen)
+            seen += lines
+        return 0
 
     def has_line(self, job_id: str, step: str, text: str) -> bool:
         """Whether a log line of this step contains text (e.g. preprocess's success marker)."""

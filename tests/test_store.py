@@ -1,0 +1,99 @@
+"""The store on a real SQLite file: log lines kept in runs, and the upgrade of an older file."""
+
+import json
+import sqlite3
+from pathlib import Path
+
+from hatrain.agent.events import Event, EventKind, Metric
+from hatrain.agent.jobs import JobSpec
+from hatrain.agent.store import _MIGRATIONS, SCHEMA_VERSION, Store
+
+
+def _log(line: str, step: str = "train") -> Event:
+    return Event(EventKind.LOG, step=step, line=line)
+
+
+def test_every_seq_reads_back_exactly_the_events_after_it(tmp_path: Path) -> None:
+    """Log lines are stored a batch to a row, but a watcher resuming after any seq gets exactly
+    the events after it, each with its own seq, whatever the batch boundaries and kinds."""
+    store = Store(tmp_path / "agent.db")
+    job, _ = store.submit(JobSpec("a.yml", "x: 1", "img"), "ann")
+    appended: list[tuple[str, str]] = [("state", "queued")]
+    batches = [
+        [_log(f"pre {i}", "preprocess") for i in range(5)] + [_log(f"a {i}") for i in range(7)],
+        [Event(EventKind.METRICS, step="train", metrics=(Metric("loss", 1.5),))],
+        [_log(f"b {i}") for i in range(298)] + [_log("b 298\nb 299")],  # a run in one event
+        [_log("c 0"), Event(EventKind.METRICS, step="train", metrics=(Metric("loss", 1.0),))]
+        + [_log(f"d {i}") for i in range(3)],
+    ]
+    for batch in batches:
+        store.append(job.id, batch)
+        for ev in batch:
+            if ev.kind == EventKind.LOG:
+                appended += [("log", line) for line in ev.line.split("\n")]
+            else:
+                appended.append((ev.kind.value, "metrics"))
+    last = len(appended)
+    assert store.get(job.id).last_seq == last
+
+    def seen(after: int, limit: int = 10_000, kinds: tuple[EventKind, ...] = ()) -> list[int]:
+        return [r[0] for r in store.event_records(job.id, after, limit=limit, kinds=kinds)]
+
+    for after in range(last + 1):
+        assert seen(after) == list(range(after + 1, last + 1)), after
+    assert seen(10, limit=4) == [11, 12, 13, 14]
+    lines = [
+        rec["line"]
+        for _, _, kind, rec in store.event_records(job.id, 0, limit=10_000)
+        if kind == "log"
+    ]
+    assert lines == [text for kind, text in appended if kind == "log"]
+    assert store.events(job.id, 12, limit=1)[0].line == "a 6"
+    metrics_seqs = [i + 1 for i, (kind, _) in enumerate(appended) if kind == "metrics"]
+    assert seen(0, kinds=(EventKind.METRICS,)) == metrics_seqs
+    assert store.tail_start(job.id, [EventKind.LOG], 2) == last - 2
+    assert store.tail_start(job.id, [EventKind.LOG], 5) == last - 6  # a metric among them
+    assert store.tail_start(job.id, [], 10_000) == 0
+    assert store.has_line(job.id, "train", "b 299")
+    assert not store.has_line(job.id, "preprocess", "b 299")
+
+
+def test_a_schema_1_file_is_upgraded_with_every_event(tmp_path: Path) -> None:
+    """A data root written by an agent of schema 1 (a row per event) opens, is upgraded in place,
+    and reads back the same events; new lines continue its seqs."""
+    path = tmp_path / "agent.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    for statement in _MIGRATIONS[1].split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    spec = JobSpec("a.yml", "x: 1", "img").to_record()
+    conn.execute(
+        "INSERT INTO jobs (id, user, state, priority, spec, created_at, last_seq) "
+        "VALUES ('old', 'ann', 'training', 0, ?, 1.0, 3)",
+        (json.dumps(spec),),
+    )
+    rows = [
+        (1, "state", {"state": "queued"}),
+        (2, "log", {"step": "train", "line": "first"}),
+        (3, "log", {"step": "train", "line": "second"}),
+    ]
+    conn.executemany(
+        "INSERT INTO events (job_id, seq, time, kind, data) VALUES ('old', ?, 1.0, ?, ?)",
+        [(seq, kind, json.dumps(data)) for seq, kind, data in rows],
+    )
+    conn.close()
+
+    store = Store(path)
+    assert store.schema_version() == SCHEMA_VERSION == 2
+    store.append("old", [_log("third"), _log("fourth")])
+    events = store.events("old", 0)
+    assert [(e.seq, e.kind.value, e.line) for e in events] == [
+        (1, "state", ""),
+        (2, "log", "first"),
+        (3, "log", "second"),
+        (4, "log", "third"),
+        (5, "log", "fourth"),
+    ]
+    assert store.tail_start("old", [EventKind.LOG], 3) == 2
