@@ -12,6 +12,7 @@
 
 import argparse
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -123,12 +124,16 @@ def bench_queue(image: str, bindir: Path, jobs: int) -> list[str]:
         for t in threads:
             t.join()
         submit_rate = clients * (jobs // clients) / (time.perf_counter() - started)
+        # Every page of the listing, from the head of the queue to its tail, in random order.
+        tokens = [""]
+        while token := stub.ListJobs(
+            pb.ListJobsRequest(page_size=50, page_token=tokens[-1])
+        ).next_page_token:
+            tokens.append(token)
+        rng = random.Random(7)
         latencies = []
-        for i in range(300):
-            token = ""
-            if i % 3:
-                page = stub.ListJobs(pb.ListJobsRequest(page_size=50))
-                token = page.next_page_token
+        for _ in range(600):
+            token = rng.choice(tokens)
             began = time.perf_counter()
             stub.ListJobs(pb.ListJobsRequest(page_size=50, page_token=token))
             latencies.append((time.perf_counter() - began) * 1000)
@@ -139,7 +144,8 @@ def bench_queue(image: str, bindir: Path, jobs: int) -> list[str]:
         f"(target >= 500: "
         f"{submit_rate / 500:.2f}x); no-op gRPC round trips {noop_rate:,.0f}/s "
         f"(ratio {submit_rate / noop_rate:.2f})",
-        f"list a page of 50 at {jobs} jobs: p99 {p99(latencies):.1f} ms, median "
+        f"list a page of 50 at {jobs} jobs (any of its {len(tokens)} pages): "
+        f"p99 {p99(latencies):.1f} ms, median "
         f"{sorted(latencies)[len(latencies) // 2]:.1f} ms (target <= 20 ms)",
     ]
 

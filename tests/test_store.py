@@ -97,3 +97,29 @@ def test_a_schema_1_file_is_upgraded_with_every_event(tmp_path: Path) -> None:
         (5, "log", "fourth"),
     ]
     assert store.tail_start("old", [EventKind.LOG], 3) == 2
+
+
+def test_listing_shows_each_queued_jobs_place(tmp_path: Path) -> None:
+    """A queued job's place counts the queued jobs of higher priority, then the older ones of
+    its own; started jobs have none. Pages deep in the listing get the same places."""
+    from dataclasses import replace
+
+    from hatrain.agent.states import JobState
+
+    store = Store(tmp_path / "agent.db")
+    base = JobSpec("a.yml", "x: 1", "img")
+    priorities = [0, 0, 5, 0, 5, 1, 0, 0]
+    ids = [store.submit(replace(base, priority=p), "ann")[0].id for p in priorities]
+    store.transition(ids[1], JobState.STARTING)
+    queue = sorted((i for i in range(len(ids)) if i != 1), key=lambda i: (-priorities[i], i))
+    expected = {ids[i]: place for place, i in enumerate(queue, 1)} | {ids[1]: 0}
+    listed = {}
+    token = ""
+    while True:
+        page, token, total = store.list_jobs(page_size=3, page_token=token)
+        listed |= {j.id: j.queue_position for j in page}
+        if not token:
+            break
+    assert total == len(ids)
+    assert listed == expected
+    assert store.get(ids[7]).queue_position == expected[ids[7]] == 7

@@ -379,6 +379,20 @@ class Store:
         )
         return replace(job, queue_position=int(row[0]) + 1)
 
+    @staticmethod
+    def _queue_places(conn: sqlite3.Connection, wanted: set[int]) -> dict[int, int]:
+        """Queue places of these jobs (by n), walking the queue's index only as far as needed:
+        a page near the head of a long queue costs a few index entries, not the whole queue."""
+        places: dict[int, int] = {}
+        cursor = conn.execute("SELECT n FROM jobs WHERE state='queued' ORDER BY priority DESC, n")
+        for place, (n,) in enumerate(cursor, 1):
+            if n in wanted:
+                places[n] = place
+                if len(places) == len(wanted):
+                    break
+        cursor.close()
+        return places
+
     def list_jobs(
         self,
         *,
@@ -413,17 +427,13 @@ class Store:
         more = len(rows) > page_size
         rows = rows[:page_size]
         jobs = [_job_from_row(r[1:]) for r in rows]
-        if any(j.state == JobState.QUEUED for j in jobs):
-            # One index-only scan gives every queued job's place (cheaper than a count each).
-            order = {
-                row[0]: i + 1
-                for i, row in enumerate(
-                    conn.execute(
-                        "SELECT id FROM jobs WHERE state='queued' ORDER BY priority DESC, n"
-                    )
-                )
-            }
-            jobs = [replace(j, queue_position=order.get(j.id, 0)) for j in jobs]
+        queued = {r[0] for r, j in zip(rows, jobs, strict=True) if j.state == JobState.QUEUED}
+        if queued:
+            places = self._queue_places(conn, queued)
+            jobs = [
+                replace(j, queue_position=places.get(r[0], 0))
+                for r, j in zip(rows, jobs, strict=True)
+            ]
         token = base64.urlsafe_b64encode(str(rows[-1][0]).encode()).decode() if more else ""
         return jobs, token, total
 
