@@ -113,7 +113,7 @@ def test_listing_shows_each_queued_jobs_place(tmp_path: Path) -> None:
     store.transition(ids[1], JobState.STARTING)
     queue = sorted((i for i in range(len(ids)) if i != 1), key=lambda i: (-priorities[i], i))
     expected = {ids[i]: place for place, i in enumerate(queue, 1)} | {ids[1]: 0}
-    listed = {}
+    listed: dict[str, int] = {}
     token = ""
     while True:
         page, token, total = store.list_jobs(page_size=3, page_token=token)

@@ -31,6 +31,12 @@ from .states import FailureReason
 from .workspace import CONFIGS, DATASETS, HF_CACHE, RUNS, SECRETS, JobDirs
 
 
+def _read(reader: StreamReader, pieces: Iterator[bytes]) -> Iterator[tuple[str, list[int]]]:
+    for data in pieces:
+        if text := reader.feed(data):
+            yield text, reader.cursor()
+
+
 def _socket_pieces(sock: Any) -> Iterator[bytes]:
     return gathered(lambda size: docker.utils.socket.read(sock, size))
 
@@ -177,35 +183,34 @@ class DockerRuntime:
     def logs(self, handle: Handle, cursor: Any) -> Iterator[tuple[str, Any]]:
         """Output after cursor (bytes of stdout and of stderr already read), until the step ends.
 
-        Live from the attach stream opened at start; after a restart, from the log endpoint,
-        which replays the log file from the start and then follows.
+        Live from the attach stream opened at start. After a restart, or if the attach stream
+        breaks while the step runs (dockerd restarted under it), from the log endpoint, which
+        replays the log file from the start and then follows.
         """
-        reader = StreamReader(cursor)
         sock = self._detach(handle["container"])
         if sock is not None and not cursor:
-            pieces: Iterator[bytes] = _socket_pieces(sock)
-        else:
-            if sock is not None:
-                sock.close()
-            api = self.client.api
-            params = {"stdout": 1, "stderr": 1, "follow": 1}
-            url = f"{api.base_url}/v{api.api_version}/containers/{handle['container']}/logs"
-            response = api.get(url, params=params, stream=True, timeout=None)
+            reader = StreamReader(None)
+            with contextlib.closing(sock):
+                yield from _read(reader, _socket_pieces(sock))
+            if self.probe(handle) != "running":
+                if text := reader.finish():
+                    yield text, reader.cursor()
+                return
+            cursor = reader.cursor()  # a partial line is read again from the log file
+        elif sock is not None:
+            sock.close()
+        api = self.client.api
+        params = {"stdout": 1, "stderr": 1, "follow": 1}
+        url = f"{api.base_url}/v{api.api_version}/containers/{handle['container']}/logs"
+        response = api.get(url, params=params, stream=True, timeout=None)
+        with contextlib.closing(response):
             if response.status_code in (404, 409):  # gone, or being removed
-                response.close()
                 return
             response.raise_for_status()
-            sock = response  # closed when done, like the attach socket
-            pieces = body_pieces(response)
-        try:
-            for data in pieces:
-                if text := reader.feed(data):
-                    yield text, reader.cursor()
+            reader = StreamReader(cursor)
+            yield from _read(reader, body_pieces(response))
             if text := reader.finish():
                 yield text, reader.cursor()
-        finally:
-            if sock is not None:
-                sock.close()
 
     def wait(self, handle: Handle) -> ExitStatus:
         try:
