@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 from hatrain.agent.events import Event, EventKind
-from hatrain.agent.output_parser import OutputParser, parse_metrics
+from hatrain.agent.output_parser import SIGNATURES, OutputParser, parse_metrics
 from hatrain.rpc.v1 import agent_pb2 as pb
 
 from tests.conftest import DEMO
@@ -182,3 +182,26 @@ def test_failure_signs_found_among_plain_output() -> None:
     parser = OutputParser("train")
     parser.feed(plain + "a note about memory and datasets in general\n")
     assert parser.failure is None
+
+
+def _alternatives(pattern: str) -> list[str]:
+    """The top-level `|` alternatives of a regular expression's source."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(pattern):
+        if char in "([":
+            depth += 1
+        elif char in ")]":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            parts.append(pattern[start:i])
+            start = i + 1
+    return [*parts, pattern[start:]]
+
+
+def test_every_signature_alternative_holds_a_screening_keyword() -> None:
+    """Output is screened for the signatures' keywords before any pattern runs, so each way a
+    pattern can match must contain one of its keywords, or that failure would go unseen."""
+    for sig in SIGNATURES:
+        for alternative in _alternatives(sig.pattern.pattern):
+            literal = alternative.replace("\\", "")
+            assert any(k in literal for k in sig.keywords), (sig.reason, alternative)
