@@ -252,10 +252,15 @@ def bench_stream(image: str, bindir: Path, lines: int, rate: float, runs: int) -
             agent_runs = [agent_watch(config, image, paced) for _ in range(runs)]
             attach = [peer_attach(image, bindir, lines, paced) for _ in range(runs)]
             follow = [peer_logs(image, bindir, lines, paced) for _ in range(runs)]
+            median = [
+                sorted(s.rate() for s in group)[runs // 2] for group in (agent_runs, attach, follow)
+            ]
             results += [
                 f"  {label}: agent {summary(agent_runs)}",
                 f"    peer `docker attach`: {summary(attach)}",
                 f"    peer `docker logs -f`: {summary(follow)}",
+                f"    agent's median rate as a ratio: to `docker attach` "
+                f"{median[0] / median[1]:.2f}, to `docker logs -f` {median[0] / median[2]:.2f}",
             ]
         agent.terminate()
         agent.wait()
