@@ -112,8 +112,8 @@ def _relay(conn: socket.socket, channel: paramiko.Channel) -> None:
                 if not data:
                     break
                 conn.sendall(data)
-    except OSError:
-        pass
+    except (OSError, EOFError, paramiko.SSHException):
+        pass  # either side went away (paramiko raises EOFError once the SSH connection is gone)
     finally:
         channel.close()
         conn.close()
