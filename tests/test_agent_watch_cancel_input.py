@@ -41,6 +41,25 @@ def test_watch_resumes_from_a_sequence_number_and_watchers_agree(
     assert [(e.seq, e.SerializeToString().hex()) for e in resumed] == seen[0][n:]
 
 
+def test_watch_sends_long_lines_in_responses_a_client_accepts(
+    start_agent: Any, agent_config: dict[str, Any]
+) -> None:
+    """3,000 lines of 16 KB (48 MB of log), read back after the job ended: a watcher with gRPC's
+    default 4 MB message limit gets every line, whole and in order."""
+    stub, _ = start_agent(agent_config)
+    plan = {"lines": 3000, "line_bytes": 16_000}
+    job = stub.SubmitJob(pb.SubmitJobRequest(spec=spec({"hatrain_standin": plan}))).job
+    assert wait_state(stub, job.id, TERMINAL).state == pb.JOB_STATE_SUCCEEDED
+    lines = [
+        e.line
+        for r in stub.WatchJob(pb.WatchJobRequest(job_id=job.id))
+        for e in r.events
+        if e.kind == pb.EVENT_KIND_LOG and e.line.startswith("line ")
+    ]
+    assert [int(line.split()[1]) for line in lines] == list(range(3000))
+    assert {len(line) for line in lines} == {16_000}
+
+
 def test_watch_kinds_and_tail(start_agent: Any, agent_config: dict[str, Any]) -> None:
     """`logs --tail N` asks for the last N log events only."""
     stub, _ = start_agent(agent_config)

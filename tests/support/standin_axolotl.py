@@ -37,8 +37,9 @@ def main() -> int:
                 err.flush()
             if delay:
                 time.sleep(delay)
+    width = int(plan.get("line_bytes", 0))  # pad each numbered line to this many bytes
     for i in range(int(plan.get("lines", 0)) if step == "train" else 0):
-        out.write(f"line {i} {time.time():.6f}\n".encode())
+        out.write(f"line {i} {time.time():.6f} ".ljust(width, "x").encode() + b"\n")
     out.flush()
     hold = plan.get(f"hold_{step}")
     if hold:

@@ -45,6 +45,8 @@ _STATUS = {
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 _WATCH_BATCH = 2000
+# Well under the 4 MB a gRPC client accepts by default.
+_WATCH_BYTES = 1024 * 1024
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -208,7 +210,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             runs = self.store.event_runs(job.id, after, limit=_WATCH_BATCH, kinds=kinds)
             if runs:
                 response = pb.WatchJobResponse(state=wire.STATE_TO_WIRE[state])
-                wire.add_runs(response.events, runs)
+                wire.add_runs(response.events, runs, _WATCH_BYTES)
                 after = response.events[-1].seq
                 yield response
                 continue

@@ -96,22 +96,48 @@ def event_to_wire(ev: Event) -> pb.Event:
 
 
 _LOG = EventKind.LOG.value
+_EVENT_BYTES = 32  # an event's fields besides its text, roughly, on the wire
 
 
-def add_runs(events: Any, runs: Iterable[tuple[int, float, str, dict[str, Any]]]) -> None:
-    """Stored events onto a response's repeated `events`, a wire event per log line.
+def add_runs(
+    events: Any, runs: Iterable[tuple[int, float, str, dict[str, Any]]], max_bytes: int
+) -> None:
+    """Stored events onto a response's repeated `events`, a wire event per log line, until they
+    hold about max_bytes of text (always at least one event): a client takes messages of up to
+    4 MB by default, and one page of long lines could be far more.
 
     Log lines, most of any stream, are added in place from their runs, which is half the cost
     of building each message and copying it in.
     """
     add = events.add
+    size = 0
     for first, time, kind, rec in runs:
-        if kind == _LOG:
-            step, stream = rec.get("step", ""), rec.get("stream", "")
-            for seq, line in enumerate(rec["line"].split("\n"), first):
-                add(seq=seq, time=time, kind=pb.EVENT_KIND_LOG, step=step, line=line, stream=stream)
-        else:
+        if kind != _LOG:
             events.append(event_to_wire(Event.from_record(kind, first, time, rec)))
+            size += _EVENT_BYTES
+            continue
+        step, stream, text = rec.get("step", ""), rec.get("stream", ""), rec["line"]
+        lines = text.split("\n")
+        whole = size + len(text) + _EVENT_BYTES * len(lines) <= max_bytes
+        if not whole:
+            lines = _fitting(lines, max_bytes - size, at_least_one=not events)
+        for seq, line in enumerate(lines, first):
+            add(seq=seq, time=time, kind=pb.EVENT_KIND_LOG, step=step, line=line, stream=stream)
+        if not whole:
+            return
+        size += len(text) + _EVENT_BYTES * len(lines)
+        if size >= max_bytes:
+            return
+
+
+def _fitting(lines: list[str], budget: int, at_least_one: bool) -> list[str]:
+    """The first lines that fit in budget bytes."""
+    used = 0
+    for i, line in enumerate(lines):
+        used += len(line) + _EVENT_BYTES
+        if used > budget and (i or not at_least_one):
+            return lines[:i]
+    return lines
 
 
 def gpu_to_wire(gpu: GpuSlot, job_id: str) -> pb.Gpu:
