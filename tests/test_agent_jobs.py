@@ -79,3 +79,26 @@ def test_job_runs_both_steps_with_the_contract(
         "HF_TOKEN"
     ]
     assert _container(docker_client, job.id, "train") is None, "finished containers are removed"
+
+
+def test_doctor_reports_whether_container_logs_are_kept_whole(
+    agent_config: dict[str, Any], tmp_path: Path
+) -> None:
+    """`hatrain-agent doctor` reads the log settings a container of this engine gets: the test
+    engine's json-file without rotation keeps each step's whole log, which a restart needs."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = tmp_path / "agent.yml"
+    config.write_text(yaml.safe_dump(agent_config))
+    doctor = subprocess.run(
+        [str(Path(sys.executable).parent / "hatrain-agent"), "doctor", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    )
+    row = next(line for line in doctor.stdout.splitlines() if "container logs" in line)
+    assert "json-file" in row and "keeps each step's whole log" in row, doctor.stdout

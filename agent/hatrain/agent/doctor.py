@@ -4,6 +4,7 @@ import shutil
 import socket
 import tempfile
 from dataclasses import dataclass
+from typing import Any
 
 from .config import AgentConfig
 from .gpus import discover
@@ -36,6 +37,9 @@ def _docker(config: AgentConfig) -> list[Check]:
         )
     )
     missing = [i for i in config.docker.allowed_images if not client.images.list(name=i)]
+    present = [i for i in config.docker.allowed_images if i not in missing]
+    if present:
+        checks.append(_log_rotation(client, present[0]))
     checks.append(
         Check(
             "images",
@@ -46,6 +50,27 @@ def _docker(config: AgentConfig) -> list[Check]:
         )
     )
     return checks
+
+
+def _log_rotation(client: Any, image: str) -> Check:
+    """After a restart, the agent resumes a running step's log by the bytes it has read, from
+    Docker's log of the step; rotation that drops the log's start would make it skip lines."""
+    container = client.api.create_container(image, command=["true"])
+    try:
+        log_config = client.api.inspect_container(container)["HostConfig"]["LogConfig"]
+    finally:
+        client.api.remove_container(container, force=True)
+    driver, options = log_config.get("Type", "?"), log_config.get("Config") or {}
+    rotates = "max-size" in options or driver not in ("json-file", "journald")
+    detail = f"{driver} {options or ''}".strip()
+    if rotates:
+        detail += (
+            ": rotated; a step whose output outgrows it may lose lines if the agent restarts "
+            "mid-step (json-file without max-size keeps the whole log)"
+        )
+    else:
+        detail += ": keeps each step's whole log, so a restart resumes it exactly"
+    return Check("container logs", True, detail)
 
 
 def _data_root(config: AgentConfig) -> Check:
