@@ -44,7 +44,7 @@ _STATUS = {
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
-_WATCH_BATCH = 2000
+_WATCH_BATCH = 10_000
 # Well under the 4 MB a gRPC client accepts by default.
 _WATCH_BYTES = 1024 * 1024
 F = TypeVar("F", bound=Callable[..., Any])

@@ -57,10 +57,14 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (job_id, seq)
     ) WITHOUT ROWID;
     """,
-    # A row may hold a run of log lines of one step: its `line` holds them joined by newlines,
-    # its seq is the last line's, and `lines` says how many seqs it spans. A job printing as fast
-    # as it can then costs a row per batch instead of one per line.
-    2: "ALTER TABLE events ADD COLUMN lines INTEGER NOT NULL DEFAULT 1",
+    # A row may hold a run of log lines of one step: `text` holds them joined by newlines (kept
+    # out of the JSON, which would escape them on the way in and out), its seq is the last
+    # line's, and `lines` says how many seqs it spans. A job printing as fast as it can then
+    # costs a row per batch instead of one per line. Rows of schema 1 keep their line in `data`.
+    2: """
+    ALTER TABLE events ADD COLUMN lines INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE events ADD COLUMN text TEXT
+    """,
 }
 
 _JOB_COLUMNS = (
@@ -109,9 +113,9 @@ EventRun = tuple[int, float, str, dict[str, Any]]
 
 def _log_row(
     job_id: str, last_seq: int, now: float, of: tuple[str, str], run: list[str], lines: int
-) -> tuple[str, int, float, str, str, int]:
-    record = Event(EventKind.LOG, step=of[0], stream=of[1], line="\n".join(run)).to_record()
-    return (job_id, last_seq, now, _LOG, json.dumps(record), lines)
+) -> tuple[str, int, float, str, str, int, str | None]:
+    record = Event(EventKind.LOG, step=of[0], stream=of[1]).to_record()
+    return (job_id, last_seq, now, _LOG, json.dumps(record), lines, "\n".join(run))
 
 
 class Store:
@@ -194,7 +198,7 @@ class Store:
     ) -> int:
         """Insert events from first_seq on; consecutive log lines of a step share one row."""
         now = time.time()
-        rows: list[tuple[str, int, float, str, str, int]] = []
+        rows: list[tuple[str, int, float, str, str, int, str | None]] = []
         seq = first_seq - 1
         run: list[str] = []
         run_of: tuple[str, str] = ("", "")  # (step, stream)
@@ -214,11 +218,12 @@ class Store:
                 rows.append(_log_row(job_id, seq, now, run_of, run, run_lines))
                 run, run_lines = [], 0
             seq += 1
-            rows.append((job_id, seq, now, ev.kind.value, json.dumps(ev.to_record()), 1))
+            rows.append((job_id, seq, now, ev.kind.value, json.dumps(ev.to_record()), 1, None))
         if run:
             rows.append(_log_row(job_id, seq, now, run_of, run, run_lines))
         conn.executemany(
-            "INSERT INTO events (job_id, seq, time, kind, data, lines) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (job_id, seq, time, kind, data, lines, text) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
         return seq
@@ -460,7 +465,7 @@ class Store:
         kinds: Sequence[EventKind] = (),
     ) -> list[EventRun]:
         """At most `limit` events after after_seq, in order, log lines still in their runs."""
-        sql = "SELECT seq, time, kind, data, lines FROM events WHERE job_id=? AND seq>?"
+        sql = "SELECT seq, time, kind, data, lines, text FROM events WHERE job_id=? AND seq>?"
         args: list[Any] = [job_id, after_seq]
         if kinds:
             sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
@@ -469,8 +474,10 @@ class Store:
         args.append(limit)
         runs: list[EventRun] = []
         left = limit
-        for seq, t, kind, data, lines in self._reader().execute(sql, args):
+        for seq, t, kind, data, lines, text in self._reader().execute(sql, args):
             record = json.loads(data)
+            if text is not None:
+                record["line"] = text
             first = seq - lines + 1
             if first <= after_seq or lines > left:  # a run cut by after_seq or by the limit
                 kept = record["line"].split("\n")[max(after_seq - first + 1, 0) :][:left]
@@ -534,7 +541,8 @@ class Store:
     def has_line(self, job_id: str, step: str, text: str) -> bool:
         """Whether a log line of this step contains text (e.g. preprocess's success marker)."""
         for (data,) in self._reader().execute(
-            "SELECT data FROM events WHERE job_id=? AND kind='log' AND instr(data, ?) > 0",
+            "SELECT data FROM events WHERE job_id=? AND kind='log' "
+            "AND instr(coalesce(text, data), ?) > 0",
             (job_id, text),
         ):
             if json.loads(data).get("step") == step:
