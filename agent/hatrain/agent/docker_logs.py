@@ -16,18 +16,21 @@ from typing import Any
 
 READ_SIZE = 256 * 1024
 GATHER_SECONDS = 0.005
+GATHER_BELOW = 4096  # a piece this small is a trickle of lines: wait for more before reading
 
 
 def gathered(read: Callable[[int], bytes]) -> Iterator[bytes]:
-    """What read() returns until it returns nothing, many lines to a piece.
+    """What read() returns until it returns nothing, many lines to a piece: for a live stream.
 
     A step prints line by line (PYTHONUNBUFFERED), and each line would otherwise cost a read, a
     hand-over between threads and a parse of its own: several times what the line itself costs.
-    After a small piece the next read waits a moment, and takes everything that came meanwhile.
+    After a small piece the next read waits a moment, and takes everything that came meanwhile;
+    while output pours out, pieces are large and nothing waits.
+    (Not for a replay, which comes in pieces of a few kilobytes as fast as it can.)
     """
     while data := read(READ_SIZE):
         yield data
-        if len(data) < READ_SIZE // 4:
+        if len(data) < GATHER_BELOW:
             time.sleep(GATHER_SECONDS)
 
 
@@ -36,14 +39,13 @@ def body_pieces(response: Any) -> Iterator[bytes]:
     raw = response.raw
     buffered = getattr(getattr(raw, "_fp", None), "fp", None)
     if buffered is None or response.headers.get("Transfer-Encoding", "").lower() != "chunked":
-        yield from gathered(raw.read1)
+        while data := raw.read1(READ_SIZE):
+            yield data
         return
     chunks = Dechunker()
-    for data in gathered(buffered.read1):
+    while not chunks.done and (data := buffered.read1(READ_SIZE)):
         if body := chunks.feed(data):
             yield body
-        if chunks.done:
-            return
 
 
 class Dechunker:
@@ -106,6 +108,8 @@ class StreamReader:
     def feed(self, data: bytes) -> str:
         buffer = self._buffer + data if self._buffer else data
         out: list[bytes] = []
+        bodies: list[bytes] = []  # consecutive frames of one stream, taken together
+        current = 0
         pos, end = 0, len(buffer)
         while end - pos >= 8:
             length = int.from_bytes(buffer[pos + 4 : pos + 8], "big")
@@ -119,12 +123,19 @@ class StreamReader:
                 cut = min(self._skip[stream], len(body))
                 body = body[cut:]
                 self._skip[stream] -= cut
-            if body:
-                self._take(stream, body, out)
+            if stream != current and bodies:
+                self._take(current, b"".join(bodies), out)
+                bodies = []
+            current = stream
+            bodies.append(body)
+        if bodies:
+            self._take(current, b"".join(bodies), out)
         self._buffer = buffer[pos:]
         return b"".join(out).decode("utf-8", errors="replace")
 
     def _take(self, stream: int, body: bytes, out: list[bytes]) -> None:
+        if not body:
+            return
         text = self._partial[stream] + body if self._partial[stream] else body
         cut = max(text.rfind(b"\n"), text.rfind(b"\r")) + 1
         if len(text) - cut > self._LONGEST_SEGMENT:

@@ -116,13 +116,14 @@ def add_runs(
             events.append(event_to_wire(Event.from_record(kind, first, time, rec)))
             size += _EVENT_BYTES
             continue
-        step, stream, text = rec.get("step", ""), rec.get("stream", ""), rec["line"]
+        step, text = rec.get("step", ""), rec["line"]
+        stream = {"stream": rec["stream"]} if rec.get("stream") else {}  # empty: left unset
         lines = text.split("\n")
         whole = size + len(text) + _EVENT_BYTES * len(lines) <= max_bytes
         if not whole:
             lines = _fitting(lines, max_bytes - size, at_least_one=not events)
         for seq, line in enumerate(lines, first):
-            add(seq=seq, time=time, kind=pb.EVENT_KIND_LOG, step=step, line=line, stream=stream)
+            add(seq=seq, time=time, kind=pb.EVENT_KIND_LOG, step=step, line=line, **stream)
         if not whole:
             return
         size += len(text) + _EVENT_BYTES * len(lines)
