@@ -23,7 +23,7 @@ from tests.support.harness import (
     stub_for,
     wait_state,
 )
-from tests.test_agent_restart import assert_whole_train_log, start_three_jobs
+from tests.test_agent_restart import release_and_assert_whole_log, start_three_jobs
 
 
 def _env(run: Path, step: str) -> dict[str, str]:
@@ -125,12 +125,7 @@ def test_local_steps_survive_an_agent_sigkill(
         lost = wait_state(stub, vanishes.id, TERMINAL, timeout=60)
         assert (lost.state, lost.failure_reason) == (pb.JOB_STATE_FAILED, "container lost")
 
-        (jobs / streaming.id / "run" / "a-go").write_text("")
-        done = wait_state(stub, streaming.id, TERMINAL, timeout=120)
-        assert done.state == pb.JOB_STATE_SUCCEEDED, done
-        events = all_events(stub, streaming.id)
-        assert [e.seq for e in events] == list(range(1, len(events) + 1))
-        assert_whole_train_log(events, axolotl_capture)
+        release_and_assert_whole_log(stub, jobs, streaming, axolotl_capture)
         channel.close()
     finally:
         agent.terminate()

@@ -27,9 +27,14 @@ def expected_train_lines(capture: Path) -> list[str]:
     return log_lines(events)
 
 
-def assert_whole_train_log(events: list[Any], capture: Path) -> None:
-    """Both streams of the slowly printing job: every line once, in order, none cut into
-    another, across the restart."""
+def release_and_assert_whole_log(stub: Any, run_root: Path, job: Any, capture: Path) -> None:
+    """Release the slowly printing job and check both its streams: every event once and in seq
+    order, every line once, in order, none cut into another, across the restart."""
+    (run_root / job.id / "run" / "a-go").write_text("")
+    done = wait_state(stub, job.id, TERMINAL, timeout=120)
+    assert done.state == pb.JOB_STATE_SUCCEEDED, done
+    events = all_events(stub, job.id)
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
     lines = [e.line for e in events if e.kind == pb.EVENT_KIND_LOG and e.step == "train"]
     numbered = [line for line in lines if line.startswith("stderr line ")]
     assert [line for line in lines if not line.startswith("stderr line ")] == [
@@ -123,12 +128,7 @@ def test_sigkill_and_restart(
             pb.JOB_STATE_SUCCEEDED,
         )
 
-        (run_root / streaming.id / "run" / "a-go").write_text("")
-        done = wait_state(stub, streaming.id, TERMINAL, timeout=120)
-        assert done.state == pb.JOB_STATE_SUCCEEDED, done
-        events = all_events(stub, streaming.id)
-        assert [e.seq for e in events] == list(range(1, len(events) + 1))
-        assert_whole_train_log(events, axolotl_capture)
+        release_and_assert_whole_log(stub, run_root, streaming, axolotl_capture)
         assert wait_state(stub, queued.id, TERMINAL).state == pb.JOB_STATE_SUCCEEDED
         channel.close()
     finally:

@@ -20,7 +20,7 @@ log = structlog.get_logger(__name__)
 
 STATE_OF_STEP = {"preprocess": JobState.PREPROCESSING, "train": JobState.TRAINING}
 STEP_OF_STATE = {state: step for step, state in STATE_OF_STEP.items()}
-_FLUSH_EVENTS = 512
+_FLUSH_LINES = 8192  # a LOG event holds a run of lines: count lines, not events
 _FLUSH_SECONDS = 0.02
 _DONE = object()
 
@@ -185,6 +185,7 @@ class JobRunner:
 
         threading.Thread(target=read, name=f"logs-{job.id}-{step}", daemon=True).start()
         pending: list[Event] = []
+        pending_lines = 0
         cursor = info.get("cursor")
         first_pending = 0.0
         done = False
@@ -201,8 +202,9 @@ class JobRunner:
                 if new and not pending:
                     first_pending = time.monotonic()
                 pending += new
+                pending_lines += sum(ev.line_count() for ev in new)
             due = pending and (
-                len(pending) >= _FLUSH_EVENTS or time.monotonic() - first_pending >= _FLUSH_SECONDS
+                pending_lines >= _FLUSH_LINES or time.monotonic() - first_pending >= _FLUSH_SECONDS
             )
             if done or due or (item is None and cursor != info.get("cursor")):
                 if done:
@@ -210,5 +212,5 @@ class JobRunner:
                 info["cursor"] = cursor
                 info["train_total"] = parser.train_total
                 self.store.append(job.id, pending, runtime={step: dict(info)})
-                pending = []
+                pending, pending_lines = [], 0
         return self.runtime.wait(handle), parser

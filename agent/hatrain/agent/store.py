@@ -5,6 +5,7 @@ watcher reads and the state a listing shows never disagree.
 """
 
 import base64
+import itertools
 import json
 import sqlite3
 import threading
@@ -111,6 +112,18 @@ _LOG = EventKind.LOG.value
 EventRun = tuple[int, float, str, dict[str, Any]]
 
 
+def _log_run_of(ev: Event) -> tuple[str, str] | None:
+    """Which run of log lines an event belongs to: (step, stream); None for other kinds."""
+    return (ev.step, ev.stream) if ev.kind is EventKind.LOG else None
+
+
+def _kinds_clause(kinds: Sequence[EventKind]) -> tuple[str, list[str]]:
+    """The SQL (and its arguments) that keeps only events of these kinds; none: every kind."""
+    if not kinds:
+        return "", []
+    return f" AND kind IN ({', '.join('?' * len(kinds))})", [k.value for k in kinds]
+
+
 def _log_row(
     job_id: str, last_seq: int, now: float, of: tuple[str, str], run: list[str], lines: int
 ) -> tuple[str, int, float, str, str, int, str | None]:
@@ -200,27 +213,18 @@ class Store:
         now = time.time()
         rows: list[tuple[str, int, float, str, str, int, str | None]] = []
         seq = first_seq - 1
-        run: list[str] = []
-        run_of: tuple[str, str] = ("", "")  # (step, stream)
-        run_lines = 0
-        for ev in events:
-            if ev.kind is EventKind.LOG:
-                if run and (ev.step, ev.stream) != run_of:
-                    rows.append(_log_row(job_id, seq, now, run_of, run, run_lines))
-                    run, run_lines = [], 0
-                run.append(ev.line)
-                run_of = (ev.step, ev.stream)
-                count = ev.line_count()
-                run_lines += count
-                seq += count
+        for run_of, group in itertools.groupby(events, _log_run_of):
+            if run_of is None:
+                for ev in group:
+                    seq += 1
+                    rows.append(
+                        (job_id, seq, now, ev.kind.value, json.dumps(ev.to_record()), 1, None)
+                    )
                 continue
-            if run:
-                rows.append(_log_row(job_id, seq, now, run_of, run, run_lines))
-                run, run_lines = [], 0
-            seq += 1
-            rows.append((job_id, seq, now, ev.kind.value, json.dumps(ev.to_record()), 1, None))
-        if run:
-            rows.append(_log_row(job_id, seq, now, run_of, run, run_lines))
+            run = list(group)
+            lines = sum(ev.line_count() for ev in run)
+            seq += lines
+            rows.append(_log_row(job_id, seq, now, run_of, [ev.line for ev in run], lines))
         conn.executemany(
             "INSERT INTO events (job_id, seq, time, kind, data, lines, text) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -465,16 +469,15 @@ class Store:
         kinds: Sequence[EventKind] = (),
     ) -> list[EventRun]:
         """At most `limit` events after after_seq, in order, log lines still in their runs."""
-        sql = "SELECT seq, time, kind, data, lines, text FROM events WHERE job_id=? AND seq>?"
-        args: list[Any] = [job_id, after_seq]
-        if kinds:
-            sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
-            args += [k.value for k in kinds]
-        sql += " ORDER BY seq LIMIT ?"
-        args.append(limit)
+        of_kinds, kind_args = _kinds_clause(kinds)
+        sql = (
+            "SELECT seq, time, kind, data, lines, text FROM events "
+            f"WHERE job_id=? AND seq>?{of_kinds} ORDER BY seq LIMIT ?"
+        )
         runs: list[EventRun] = []
         left = limit
-        for seq, t, kind, data, lines, text in self._reader().execute(sql, args):
+        rows = self._reader().execute(sql, [job_id, after_seq, *kind_args, limit])
+        for seq, t, kind, data, lines, text in rows:
             record = json.loads(data)
             if text is not None:
                 record["line"] = text
@@ -525,14 +528,10 @@ class Store:
 
     def tail_start(self, job_id: str, kinds: Sequence[EventKind], count: int) -> int:
         """The seq after which the last `count` events of these kinds begin."""
-        sql = "SELECT seq, lines FROM events WHERE job_id=?"
-        args: list[Any] = [job_id]
-        if kinds:
-            sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
-            args += [k.value for k in kinds]
-        sql += " ORDER BY seq DESC"
+        of_kinds, kind_args = _kinds_clause(kinds)
+        sql = f"SELECT seq, lines FROM events WHERE job_id=?{of_kinds} ORDER BY seq DESC"
         seen = 0
-        for seq, lines in self._reader().execute(sql, args):
+        for seq, lines in self._reader().execute(sql, [job_id, *kind_args]):
             if seen + lines > count:
                 return int(seq) - (count - seen)
             seen += lines
