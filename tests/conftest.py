@@ -200,12 +200,23 @@ def start_agent() -> Iterator[Callable[[dict[str, Any]], tuple[Any, Agent]]]:
         agent.stop(grace=0.5)
 
 
+def _mounts_under(container: Any, root: Path) -> bool:
+    prefix = str(root) + os.sep
+    return any(
+        str(m.get("Source", "")).startswith(prefix) for m in container.attrs.get("Mounts", [])
+    )
+
+
 @pytest.fixture(autouse=True)
-def _remove_test_containers(request: pytest.FixtureRequest) -> Iterator[None]:
+def _remove_test_containers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
+    """Remove the job containers this test left behind: only those whose mounts lie under its
+    own tmp_path, so that test runs side by side on one engine leave each other alone."""
     yield
     if "docker_client" in request.fixturenames or "agent_config" in request.fixturenames:
         client = docker.from_env()
         for c in client.containers.list(all=True, filters={"label": "hatrain.job"}):
+            if not _mounts_under(c, tmp_path):
+                continue
             try:
                 c.remove(force=True)
             except docker.errors.NotFound:
