@@ -41,6 +41,7 @@ bench: venv
 	bash scripts/setup-host.sh
 	$(PY) bench/run_all.py
 	$(PY) bench/client_bench.py
+	$(PY) bench/faults.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Prepare this machine to run hatrain's tests and demo: system packages, a running Docker engine,
 # sshd binaries, and the CPU Axolotl virtualenv (cached outside the repository and reused).
-#   --test-gpu-hook  start dockerd with tests/support/bin on PATH, so that its NVIDIA device driver
-#                    calls the stand-in hook there (CI has no GPU; see tests/support/bin).
+#   --test-gpu-hook  start dockerd with the stand-in hook of tests/support/bin (copied to
+#                    $CACHE/test-gpu-hook) on PATH, so that its NVIDIA device driver calls it
+#                    (CI has no GPU; see tests/support/bin).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want_hook=0
@@ -13,6 +14,8 @@ SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
 
 need=()
 command -v dockerd >/dev/null || need+=(docker.io)
+[ -x /usr/bin/docker-init ] || need+=(tini)            # containers run with an init
+command -v nsenter >/dev/null || need+=(util-linux)  # an engine of its own for fault tests
 command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 [ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || need+=(busybox-static)
 command -v ip >/dev/null || need+=(iproute2)
@@ -25,7 +28,13 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-hook_dir=$(pwd)/tests/support/bin
+# The hook is copied to one place outside the checkout, so that every checkout on this machine
+# (worktrees, clones) gives dockerd the same PATH and none restarts it under the others' tests.
+hook_dir=$CACHE/test-gpu-hook
+if [ $want_hook = 1 ]; then
+  mkdir -p "$hook_dir"
+  cp -p tests/support/bin/* "$hook_dir"/
+fi
 dockerd_pid=$(pgrep -xo dockerd || true)
 if [ -n "$dockerd_pid" ] && [ $want_hook = 1 ] && \
    ! tr '\0' '\n' < "/proc/$dockerd_pid/environ" | grep -q "^PATH=.*$hook_dir"; then

@@ -214,7 +214,10 @@ def _remove_test_containers(request: pytest.FixtureRequest, tmp_path: Path) -> I
     yield
     if "docker_client" in request.fixturenames or "agent_config" in request.fixturenames:
         client = docker.from_env()
-        for c in client.containers.list(all=True, filters={"label": "hatrain.job"}):
+        listed = client.containers.list(
+            all=True, filters={"label": "hatrain.job"}, ignore_removed=True
+        )
+        for c in listed:
             if not _mounts_under(c, tmp_path):
                 continue
             try:

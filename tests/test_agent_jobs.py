@@ -85,7 +85,8 @@ def test_doctor_reports_whether_container_logs_are_kept_whole(
     agent_config: dict[str, Any], tmp_path: Path
 ) -> None:
     """`hatrain-agent doctor` reads the log settings a container of this engine gets: the test
-    engine's json-file without rotation keeps each step's whole log, which a restart needs."""
+    engine's json-file without rotation keeps each step's whole log, which a restart needs. It
+    also says that this engine (live-restore off) stops running jobs when it restarts."""
     import subprocess
     import sys
 
@@ -102,3 +103,5 @@ def test_doctor_reports_whether_container_logs_are_kept_whole(
     )
     row = next(line for line in doctor.stdout.splitlines() if "container logs" in line)
     assert "json-file" in row and "keeps each step's whole log" in row, doctor.stdout
+    restore = next(line for line in doctor.stdout.splitlines() if "live restore" in line)
+    assert "off: an engine restart stops running jobs" in restore, doctor.stdout

@@ -68,6 +68,7 @@ def test_several_hosts_queue_hosts_and_auto_placement(
 
     cancelled = client.json("cancel", held["id"], "--host", "busy")
     assert cancelled["id"] == held["id"]
+    assert cancelled["outcome"].startswith(f"job {held['id']}: cancel requested")
     assert wait_state(busy_stub, held["id"], {pb.JOB_STATE_CANCELLED})
     assert client.run("wait", held["id"], "--host", "busy").returncode == 130
 
@@ -163,3 +164,34 @@ def test_a_shared_connection_serves_later_commands(
     assert status.returncode == 65 and "no job 'nope'" in status.stderr  # errors come through it
     poll(lambda: not shared[0].exists(), 30, "the idle shared connection to end")
     poll(lambda: not Path(f"/proc/{info['pid']}").exists(), 30, "its process to exit")
+
+
+def test_cancel_says_what_it_did_and_a_job_that_never_ran_has_nothing_to_fetch(
+    agent_config: dict[str, Any], start_agent: Any, client_for: Any, tmp_path: Path
+) -> None:
+    """`cancel` of a running job says the cancel was requested (not the job's state), and with
+    --wait waits for the end and exits 130. A job cancelled while queued: `cancel` says it never
+    ran, and `fetch` and `plot` say so too instead of blaming the connection."""
+    stub, agent = start_agent({**agent_config, "scheduler": {"max_cpu_jobs": 1}})
+    client = client_for(agent.port)
+    project = make_project(tmp_path / "project", {"hold_train": "never"})
+    running = client.json("submit", "train/configs/mini.yml", "--detach", cwd=project)
+    wait_state(stub, running["id"], {pb.JOB_STATE_TRAINING})
+    queued = client.json("submit", "train/configs/mini.yml", "--detach", cwd=project)
+
+    cancelled = client.run("cancel", queued["id"])
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "cancelled while queued; it never ran" in cancelled.stdout
+    fetched = client.run("fetch", queued["id"], str(tmp_path / "out"))
+    assert fetched.returncode == 65
+    assert "was cancelled before it started: it has no outputs to fetch" in fetched.stderr
+    assert "connection" not in fetched.stderr
+    plotted = client.run("plot", queued["id"])
+    assert plotted.returncode == 65
+    assert "was cancelled before it started" in plotted.stderr
+
+    stopped = client.run("cancel", running["id"], "--wait")
+    assert stopped.returncode == 130, stopped.stderr
+    assert f"job {running['id']}: cancelled" in stopped.stdout
+    again = client.run("cancel", running["id"])
+    assert "not cancelled: it had already cancelled" in again.stdout

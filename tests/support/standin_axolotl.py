@@ -2,8 +2,8 @@
 
 It replays output captured from a real Axolotl 0.19 run (made by the test set-up, never written by
 hand) and can be told, through a `hatrain_standin:` mapping in the job's own config, to wait for a
-file, exit with a code, print many lines, or number its lines on stderr as well. Tests of Axolotl
-itself run the real one.
+file, exit with a code, print many lines (at a pace, if asked), or number its lines on stderr as
+well. Tests of Axolotl itself run the real one.
 """
 
 import os
@@ -38,8 +38,12 @@ def main() -> int:
             if delay:
                 time.sleep(delay)
     width = int(plan.get("line_bytes", 0))  # pad each numbered line to this many bytes
+    line_delay = float(plan.get("line_delay", 0))  # seconds between numbered lines
     for i in range(int(plan.get("lines", 0)) if step == "train" else 0):
         out.write(f"line {i} {time.time():.6f} ".ljust(width, "x").encode() + b"\n")
+        if line_delay:
+            out.flush()
+            time.sleep(line_delay)
     out.flush()
     hold = plan.get(f"hold_{step}")
     if hold:

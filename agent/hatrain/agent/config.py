@@ -37,6 +37,8 @@ class HostMount(_Strict):
 
 
 class DockerConfig(_Strict):
+    # The engine's address, e.g. unix:///run/docker.sock; empty: $DOCKER_HOST, else the default.
+    host: str = ""
     allowed_images: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_IMAGES))
     default_image: str = DEFAULT_IMAGE
     ipc_host: bool = True
@@ -67,7 +69,14 @@ class SchedulerConfig(_Strict):
 class LimitsConfig(_Strict):
     max_request_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     max_config_bytes: int = Field(default=1024 * 1024, gt=0)
+    # Nodes of a config once its YAML aliases are expanded (a "billion laughs" is refused).
+    max_config_nodes: int = Field(default=100_000, gt=0)
+    # Files in one job, and content hashes in one upload preparation.
     max_files: int = Field(default=10_000, gt=0)
+    # Watch streams (watch, logs -f, a followed submit) one user may hold open at once.
+    max_watch_streams_per_user: int = Field(default=2048, gt=0)
+    # Staged uploads untouched this long are abandoned and removed.
+    staging_max_age_seconds: int = Field(default=86400, gt=0)
 
 
 class AgentConfig(_Strict):

@@ -21,7 +21,11 @@ def _docker(config: AgentConfig) -> list[Check]:
     try:
         import docker
 
-        client = docker.from_env(timeout=10)
+        client = (
+            docker.DockerClient(base_url=config.docker.host, timeout=10)
+            if config.docker.host
+            else docker.from_env(timeout=10)
+        )
         info = client.info()
     except Exception as exc:
         return [Check("docker", False, f"cannot reach the Docker engine ({exc}); start dockerd")]
@@ -34,6 +38,17 @@ def _docker(config: AgentConfig) -> list[Check]:
             "nvidia runtime",
             nvidia,
             "found" if nvidia else "not found: install the NVIDIA Container Toolkit for GPU jobs",
+        )
+    )
+    live_restore = bool(info.get("LiveRestoreEnabled"))
+    checks.append(
+        Check(
+            "live restore",
+            True,
+            "on: running jobs survive an engine restart"
+            if live_restore
+            else 'off: an engine restart stops running jobs (they fail as "container lost"); '
+            'set "live-restore": true in /etc/docker/daemon.json to keep them',
         )
     )
     missing = [i for i in config.docker.allowed_images if not client.images.list(name=i)]

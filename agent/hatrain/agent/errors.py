@@ -6,6 +6,7 @@ HatrainError
 ├── PermissionDenied     acting on somebody else's job
 ├── FailedPrecondition   the request is valid but the job's state does not allow it
 └── ResourceExhausted    over a size limit
+    └── StorageFault     the data root cannot take a write (disk full, I/O error, read-only)
 """
 
 
@@ -33,6 +34,14 @@ class FailedPrecondition(HatrainError):
 
 class ResourceExhausted(HatrainError):
     pass
+
+
+class StorageFault(ResourceExhausted):
+    """The data root refused a write. Nothing of the request was kept."""
+
+    def __init__(self, message: str, *, full: bool = True) -> None:
+        super().__init__(message)
+        self.full = full
 
 
 class ConfigError(Exception):

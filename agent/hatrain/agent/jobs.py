@@ -63,3 +63,5 @@ class Job:
     # What the runtime needs to find the job's processes again after a restart.
     runtime: dict[str, Any] = field(default_factory=dict)
     queue_position: int = 0
+    # Why the job was asked to stop while running ("cancel" or "timeout"); empty if it was not.
+    stop_reason: str = ""

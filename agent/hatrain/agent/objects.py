@@ -8,9 +8,14 @@ object directory is therefore always complete and verified.
 import hashlib
 import os
 import re
+import time
 from pathlib import Path
 
+import structlog
+
 from .errors import InvalidArgument, NotFound
+
+log = structlog.get_logger(__name__)
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 4 * 1024 * 1024
@@ -70,3 +75,19 @@ class ObjectStore:
         os.chmod(staged, 0o444)
         os.replace(staged, target)
         return actual_size
+
+    def remove_stale_staging(self, max_age_seconds: float) -> int:
+        """Remove staged uploads nobody has written to for max_age_seconds (abandoned: an
+        upload that resumes within that time keeps its bytes). Returns how many went."""
+        cutoff = time.time() - max_age_seconds
+        removed = 0
+        for entry in os.scandir(self.staging):
+            try:
+                if entry.name.endswith(".part") and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except OSError:
+                continue
+        if removed:
+            log.info("removed abandoned uploads", count=removed, older_than=max_age_seconds)
+        return removed

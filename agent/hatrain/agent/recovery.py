@@ -21,6 +21,10 @@ def reconcile(store: Store, runtime: Runtime) -> list[Job]:
       handle or its labels. Running: re-attached, logs continue from the stored cursor (no gap, no
       duplicate). Exited: the rest of its output is read and its real exit code decides. Never
       started: started now. Recorded but gone: FAILED with reason `container lost`.
+    - A running job that was asked to stop before the restart (a cancel or its time limit, kept
+      in `stop_reason`) resumes as above and is stopped again; whatever its step's exit code
+      (a SIGKILL during the grace period included), it ends CANCELLED, or FAILED with reason
+      `timeout`. One whose step is gone ends the same way, not as `container lost`.
     - SUCCEEDED / FAILED / CANCELLED: final; containers of theirs that a crash left behind are
       removed (only of this agent's own jobs: other agents may share the Docker engine).
     """
@@ -47,6 +51,9 @@ def reconcile(store: Store, runtime: Runtime) -> list[Job]:
             resume.append(job)
             continue
         if runtime.probe(handle) == "missing":
+            if job.stop_reason:
+                resume.append(job)  # its runner ends it as asked: the step is gone already
+                continue
             log.warning("container lost", job_id=job.id, step=step)
             store.transition(
                 job.id,

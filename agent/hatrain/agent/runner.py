@@ -8,6 +8,8 @@ from typing import Any
 
 import structlog
 
+from .disk import DiskReserve, storage_fault
+from .errors import StorageFault
 from .events import Event, EventKind, Progress
 from .jobs import Job
 from .output_parser import PREPROCESS_SUCCESS, OutputParser
@@ -22,6 +24,8 @@ STATE_OF_STEP = {"preprocess": JobState.PREPROCESSING, "train": JobState.TRAININ
 STEP_OF_STATE = {state: step for step, state in STATE_OF_STEP.items()}
 _FLUSH_LINES = 8192  # a LOG event holds a run of lines: count lines, not events
 _FLUSH_SECONDS = 0.02
+_SETTLE_FIRST_DELAY = 0.1
+_SETTLE_MAX_DELAY = 5.0
 _DONE = object()
 
 
@@ -59,21 +63,50 @@ def classify(step: str, status: ExitStatus, parser: OutputParser) -> tuple[Failu
     )
 
 
+class _StepOutputLost(Exception):
+    """The store refused a step's output: the step was stopped, since it could not be
+    recorded."""
+
+    def __init__(self, fault: StorageFault) -> None:
+        super().__init__(str(fault))
+        self.fault = fault
+
+
 class JobRunner:
-    def __init__(self, store: Store, runtime: Runtime, workspace: Workspace) -> None:
+    def __init__(
+        self,
+        store: Store,
+        runtime: Runtime,
+        workspace: Workspace,
+        reserve: DiskReserve,
+        grace_seconds: float,
+    ) -> None:
         self.store = store
         self.runtime = runtime
         self.workspace = workspace
+        self.reserve = reserve
+        self.grace_seconds = grace_seconds
 
     def run(self, job: Job, control: RunControl) -> None:
+        """Run the job to its end and record the verdict; never leaves it without one."""
         handles: list[Handle] = []
         try:
             verdict = self._run(job, control, handles)
         except RuntimeFailure as failure:
-            verdict = Verdict(JobState.FAILED, failure.reason, failure.hint)
+            # A step that was asked to stop may vanish on the way (killed, removed): it ends
+            # as asked, not as a failure.
+            verdict = self._stopped(control, None) or Verdict(
+                JobState.FAILED, failure.reason, failure.hint
+            )
+        except _StepOutputLost as lost:
+            verdict = self._storage_verdict(lost.fault, control)
         except Exception as exc:  # a bug or an unexpected runtime error must not strand the job
-            log.exception("runner failed", job_id=job.id)
-            verdict = Verdict(JobState.FAILED, FailureReason.RUNTIME_ERROR, f"agent: {exc}")
+            fault = storage_fault(exc, self.workspace.root)
+            if fault is not None:
+                verdict = self._storage_verdict(fault, control)
+            else:
+                log.exception("runner failed", job_id=job.id)
+                verdict = Verdict(JobState.FAILED, FailureReason.RUNTIME_ERROR, f"agent: {exc}")
         # Clean up first, so that whoever sees the terminal state sees no leftovers.
         for handle in handles:
             try:
@@ -81,14 +114,42 @@ class JobRunner:
             except Exception:
                 log.warning("could not remove a finished step", job_id=job.id, exc_info=True)
         self.workspace.drop_secrets(job.id)
-        if not self.store.get(job.id).state.terminal:
-            self.store.transition(
-                job.id,
-                verdict.state,
-                reason=verdict.reason,
-                hint=verdict.hint,
-                exit_code=verdict.exit_code,
-            )
+        self._settle(job.id, verdict)
+
+    def _storage_verdict(self, fault: StorageFault, control: RunControl) -> Verdict:
+        if fault.full:
+            self.reserve.release()  # room for the writes that end this job and the others
+        if stopped := self._stopped(control, None):
+            return stopped
+        reason = FailureReason.DISK_FULL if fault.full else FailureReason.STORAGE_ERROR
+        return Verdict(JobState.FAILED, reason, str(fault))
+
+    def _settle(self, job_id: str, verdict: Verdict) -> None:
+        """Record the verdict, retrying with backoff while the store cannot take the write."""
+        delay = _SETTLE_FIRST_DELAY
+        while True:
+            try:
+                if not self.store.get(job_id).state.terminal:
+                    self.store.transition(
+                        job_id,
+                        verdict.state,
+                        reason=verdict.reason,
+                        hint=verdict.hint,
+                        exit_code=verdict.exit_code,
+                    )
+                return
+            except StorageFault as fault:
+                if fault.full:
+                    self.reserve.release()
+                log.warning(
+                    "cannot record how the job ended yet; retrying",
+                    job_id=job_id,
+                    state=verdict.state.value,
+                    error=str(fault),
+                    retry_in=delay,
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, _SETTLE_MAX_DELAY)
 
     @staticmethod
     def _stopped(control: RunControl, exit_code: int | None) -> "Verdict | None":
@@ -101,30 +162,38 @@ class JobRunner:
         return None
 
     def _run(self, job: Job, control: RunControl, handles: list[Handle]) -> "Verdict":
-        if job.state == JobState.STARTING:
+        job = self.store.get(job.id)
+        if job.state.terminal:
+            return Verdict(job.state, job.failure_reason, job.hint, job.exit_code)
+        with control.lock:
+            control.stop_reason = control.stop_reason or job.stop_reason
+        if job.state == JobState.STARTING and not control.stop_reason:
             self.runtime.prepare(job, self._pull_progress(job.id))
         dirs = self.workspace.materialize(job)
         for step in STEPS:
-            if stopped := self._stopped(control, None):
-                return stopped
             job = self.store.get(job.id)
             info: dict[str, Any] = dict(job.runtime.get(step, {}))
             if "exit_code" not in info:
-                if (
-                    job.state in (JobState.STARTING, JobState.PREPROCESSING)
-                    and STATE_OF_STEP[step] != job.state
-                ):
-                    job = self.store.transition(job.id, STATE_OF_STEP[step], step=step)
                 handle = info.get("handle")
                 if handle is None:
+                    # Asked to stop: a step not started yet is not started. One that is
+                    # (found again after a restart) is stopped below and its end collected.
+                    if stopped := self._stopped(control, None):
+                        return stopped
+                    if (
+                        job.state in (JobState.STARTING, JobState.PREPROCESSING)
+                        and STATE_OF_STEP[step] != job.state
+                    ):
+                        job = self.store.transition(job.id, STATE_OF_STEP[step], step=step)
                     handle = self.runtime.start(job, step, dirs)
                     info["handle"] = handle
                     self.store.update_runtime(job.id, **{step: info})
                 handles.append(handle)
                 with control.lock:
                     control.handle = handle
-                    if control.stop_reason:
-                        self.runtime.stop(handle, 0)
+                    stop_now = bool(control.stop_reason)
+                if stop_now:  # asked to stop before the step could be signalled
+                    self.runtime.stop(handle, self.grace_seconds)
                 status, parser = self._follow(job, step, handle, info)
                 info["exit_code"] = status.code
                 info["oom_killed"] = status.oom_killed
@@ -135,7 +204,9 @@ class JobRunner:
             else:
                 handles.append(info["handle"])
             status = ExitStatus(info["exit_code"], info.get("oom_killed", False))
-            if stopped := self._stopped(control, status.code):
+            if status.code == 0 and step != STEPS[-1]:
+                pass  # the next step answers a stop request, with its own exit code
+            elif stopped := self._stopped(control, status.code):
                 return stopped
             if status.code != 0:
                 parser = OutputParser(step)
@@ -184,6 +255,7 @@ class JobRunner:
                 chunks.put(_DONE)
 
         threading.Thread(target=read, name=f"logs-{job.id}-{step}", daemon=True).start()
+        lost: StorageFault | None = None
         pending: list[Event] = []
         pending_lines = 0
         cursor = info.get("cursor")
@@ -211,6 +283,18 @@ class JobRunner:
                     pending += parser.flush()
                 info["cursor"] = cursor
                 info["train_total"] = parser.train_total
-                self.store.append(job.id, pending, runtime={step: dict(info)})
+                if lost is None:
+                    try:
+                        self.store.append(job.id, pending, runtime={step: dict(info)})
+                    except StorageFault as fault:
+                        # Its output can no longer be recorded: stop the step, and read what
+                        # is left of it without keeping it.
+                        lost = fault
+                        log.error(
+                            "cannot record the step's output", job_id=job.id, error=str(fault)
+                        )
+                        self.runtime.stop(handle, 0)
                 pending, pending_lines = [], 0
+        if lost is not None:
+            raise _StepOutputLost(lost)
         return self.runtime.wait(handle), parser

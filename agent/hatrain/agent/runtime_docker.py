@@ -1,14 +1,24 @@
-"""Run each step in a Docker container, reproducing the hand-run `docker run` of the seed."""
+"""Run each step in a Docker container, reproducing the hand-run `docker run` of the seed.
+
+The engine may go away under a running step (dockerd restarted or upgraded). Every call then
+waits for it to answer again, with a bounded backoff and a log line, and the step's output is
+taken up again from the log endpoint at the byte cursor already read. With the engine's
+live-restore on, the container ran on meanwhile and its real exit code counts; without it, the
+engine stopped the container, and the step fails as `container lost`.
+"""
 
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import docker
 import docker.errors
 import docker.utils.socket
+import requests
+import structlog
 from docker.types import DeviceRequest, Mount
 
 from .config import DockerConfig
@@ -29,6 +39,13 @@ from .runtime import (
 )
 from .states import FailureReason
 from .workspace import CONFIGS, DATASETS, HF_CACHE, RUNS, SECRETS, JobDirs
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+_ENGINE_FIRST_DELAY = 0.2
+_ENGINE_MAX_DELAY = 5.0
+# What reaching an engine that is not there raises (refused, reset, or cut mid-stream).
+_ENGINE_GONE = (requests.exceptions.ConnectionError, ConnectionError)
 
 
 def _read(reader: StreamReader, pieces: Iterator[bytes]) -> Iterator[tuple[str, list[int]]]:
@@ -53,14 +70,66 @@ class DockerRuntime:
 
     def __init__(self, config: DockerConfig, client: docker.DockerClient | None = None) -> None:
         self.config = config
-        self.client = client or docker.from_env(timeout=120)
+        self.client = client or (
+            docker.DockerClient(base_url=config.host, timeout=120)
+            if config.host
+            else docker.from_env(timeout=120)
+        )
         # Attach streams opened before their container started, until logs() takes them.
         self._attached: dict[str, Any] = {}
         self._attached_lock = threading.Lock()
+        # Engine outages seen so far, whether the engine kept its containers across the last,
+        # and how many had been seen when the agent began to follow each step.
+        self._outages = 0
+        self._kept_containers = True
+        self._outages_at_follow: dict[str, int] = {}
+
+    def _await_engine(self) -> bool:
+        """Wait until the engine answers; returns whether it keeps containers running across
+        its restarts (live-restore)."""
+        delay = _ENGINE_FIRST_DELAY
+        waited = False
+        while True:
+            try:
+                info = self.client.info()
+                break
+            except _ENGINE_GONE as exc:
+                if not waited:
+                    log.warning("Docker engine unreachable; waiting for it", error=str(exc))
+                    waited = True
+                time.sleep(delay)
+                delay = min(delay * 2, _ENGINE_MAX_DELAY)
+        live_restore = bool(info.get("LiveRestoreEnabled"))
+        if waited:
+            self._outages += 1
+            self._kept_containers = live_restore
+            log.info("Docker engine is back", live_restore=live_restore)
+        return live_restore
+
+    def _engine_call(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """call(*args, **kwargs), waiting for the engine whenever it is not there."""
+        while True:
+            try:
+                return call(*args, **kwargs)
+            except _ENGINE_GONE:
+                self._await_engine()
+
+    def _engine_answers(self) -> bool:
+        try:
+            self.client.ping()
+        except _ENGINE_GONE:
+            return False
+        return True
+
+    def _stopped_by_engine(self, container_id: str) -> bool:
+        """Whether the engine restarted without live-restore while the agent followed the
+        step: it then stopped the container itself, before it went away."""
+        since = self._outages_at_follow.get(container_id, self._outages)
+        return self._outages > since and not self._kept_containers
 
     def prepare(self, job: Job, progress: Callable[[Progress], None]) -> None:
         try:
-            self.client.images.get(job.spec.image)
+            self._engine_call(self.client.images.get, job.spec.image)
             return
         except docker.errors.ImageNotFound:
             pass
@@ -125,27 +194,41 @@ class DockerRuntime:
             kwargs["ipc_mode"] = "host"
         elif self.config.shm_size:
             kwargs["shm_size"] = self.config.shm_size
+        create = functools.partial(
+            self._engine_call,
+            self.client.containers.create,
+            job.spec.image,
+            command=[
+                "/bin/sh",
+                "-c",
+                SECRET_SHIM,
+                "hatrain",
+                "axolotl",
+                *axolotl_args(step, job.spec.config_name),
+            ],
+            name=name,
+            labels={LABEL_JOB: job.id, LABEL_STEP: step, LABEL_USER: job.user},
+            # An init as PID 1 (docker-init, i.e. tini) passes SIGTERM on to the step's
+            # whole process group: the launcher and its training processes stop at once,
+            # instead of ignoring it as PID 1 does and waiting for SIGKILL.
+            init=True,
+            environment={**BASE_ENV, "TINI_KILL_PROCESS_GROUP": "1", **self.config.env},
+            mounts=self._mounts(dirs),
+            working_dir="/workspace",
+            detach=True,
+            **kwargs,
+        )
         try:
-            container = self.client.containers.create(
-                job.spec.image,
-                command=[
-                    "/bin/sh",
-                    "-c",
-                    SECRET_SHIM,
-                    "hatrain",
-                    "axolotl",
-                    *axolotl_args(step, job.spec.config_name),
-                ],
-                name=name,
-                labels={LABEL_JOB: job.id, LABEL_STEP: step, LABEL_USER: job.user},
-                environment={**BASE_ENV, **self.config.env},
-                mounts=self._mounts(dirs),
-                working_dir="/workspace",
-                detach=True,
-                **kwargs,
-            )
+            try:
+                container = create()
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:
+                    raise
+                # The name is taken: by a create whose answer an engine restart cut off.
+                self._remove_unstarted(name)
+                container = create()
             self._attach(container.id)
-            container.start()
+            self._engine_call(container.start)
         except docker.errors.APIError as exc:
             reason = FailureReason.RUNTIME_ERROR
             text = str(exc.explanation or exc)
@@ -153,6 +236,12 @@ class DockerRuntime:
                 reason = FailureReason.GPU_UNAVAILABLE
             raise RuntimeFailure(reason, f"docker: {text}") from exc
         return {"container": container.id, "name": name}
+
+    def _remove_unstarted(self, name: str) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            container = self._engine_call(self.client.containers.get, name)
+            if container.status == "created":
+                self._engine_call(container.remove, force=True)
 
     def find(self, job: Job, step: str) -> Handle | None:
         found = self.client.containers.list(
@@ -183,62 +272,92 @@ class DockerRuntime:
     def logs(self, handle: Handle, cursor: Any) -> Iterator[tuple[str, Any]]:
         """Output after cursor (bytes of stdout and of stderr already read), until the step ends.
 
-        Live from the attach stream opened at start. After a restart, or if the attach stream
-        breaks while the step runs (dockerd restarted under it), from the log endpoint, which
-        replays the log file from the start and then follows.
+        Live from the attach stream opened at start. After a restart of the agent, or if the
+        attach stream breaks while the step runs (the engine restarted under it), from the log
+        endpoint, which replays the log file from the start (skipping what was read) and then
+        follows.
         """
         sock = self._detach(handle["container"])
+        self._outages_at_follow.setdefault(handle["container"], self._outages)
         if sock is not None and not cursor:
             reader = StreamReader(None)
-            with contextlib.closing(sock):
+            with contextlib.suppress(OSError), contextlib.closing(sock):
                 yield from _read(reader, _socket_pieces(sock))
-            if self.probe(handle) != "running":
+            if not self._engine_answers():
+                self._await_engine()
+            elif self.probe(handle) != "running":
                 if text := reader.finish():
                     yield text, reader.cursor()
                 return
             cursor = reader.cursor()  # a partial line is read again from the log file
         elif sock is not None:
             sock.close()
+        while True:
+            reader = StreamReader(cursor)
+            try:
+                for text, cursor in _read(reader, self._log_pieces(handle)):
+                    yield text, cursor
+            except _ENGINE_GONE:
+                pass
+            if not self._engine_answers():
+                self._await_engine()
+                continue
+            if self.probe(handle) == "running":
+                time.sleep(_ENGINE_FIRST_DELAY)
+                continue  # the stream broke, not the step: take it up again
+            if text := reader.finish():
+                yield text, reader.cursor()
+            return
+
+    def _log_pieces(self, handle: Handle) -> Iterator[bytes]:
         api = self.client.api
         params = {"stdout": 1, "stderr": 1, "follow": 1}
         url = f"{api.base_url}/v{api.api_version}/containers/{handle['container']}/logs"
-        response = api.get(url, params=params, stream=True, timeout=None)
+        response = self._engine_call(api.get, url, params=params, stream=True, timeout=None)
         with contextlib.closing(response):
             if response.status_code in (404, 409):  # gone, or being removed
                 return
             response.raise_for_status()
-            reader = StreamReader(cursor)
-            yield from _read(reader, body_pieces(response))
-            if text := reader.finish():
-                yield text, reader.cursor()
+            yield from body_pieces(response)
 
     def wait(self, handle: Handle) -> ExitStatus:
+        container_id = handle["container"]
         try:
-            container = self.client.containers.get(handle["container"])
-            result = container.wait()
-            container.reload()
+            container = self._engine_call(self.client.containers.get, container_id)
+            result = self._engine_call(container.wait)
+            self._engine_call(container.reload)
         except docker.errors.NotFound as exc:
             raise RuntimeFailure(
                 FailureReason.CONTAINER_LOST, "the container disappeared while it ran"
             ) from exc
+        if self._stopped_by_engine(container_id):
+            raise RuntimeFailure(
+                FailureReason.CONTAINER_LOST,
+                "the Docker engine restarted without live-restore and stopped the container "
+                f'(it exited {result["StatusCode"]}); set "live-restore": true in '
+                "/etc/docker/daemon.json to keep jobs running across engine restarts",
+            )
         return ExitStatus(int(result["StatusCode"]), bool(container.attrs["State"]["OOMKilled"]))
 
     def probe(self, handle: Handle) -> Probe:
         try:
-            container = self.client.containers.get(handle["container"])
+            container = self._engine_call(self.client.containers.get, handle["container"])
         except docker.errors.NotFound:
             return "missing"
         return "running" if container.status in ("running", "created", "restarting") else "exited"
 
     def stop(self, handle: Handle, grace_seconds: float) -> None:
         with contextlib.suppress(docker.errors.NotFound):
-            self.client.containers.get(handle["container"]).stop(timeout=int(grace_seconds))
+            container = self._engine_call(self.client.containers.get, handle["container"])
+            self._engine_call(container.stop, timeout=int(grace_seconds))
 
     def remove(self, handle: Handle) -> None:
+        self._outages_at_follow.pop(handle["container"], None)
         if (sock := self._detach(handle["container"])) is not None:
             sock.close()
         with contextlib.suppress(docker.errors.NotFound):
-            self.client.containers.get(handle["container"]).remove(force=True)
+            container = self._engine_call(self.client.containers.get, handle["container"])
+            self._engine_call(container.remove, force=True)
 
     def leftovers(self) -> Iterator[tuple[str, Handle]]:
         for container in self.client.containers.list(all=True, filters={"label": LABEL_JOB}):

@@ -35,10 +35,12 @@ from .workspace import HF_CACHE, JobDirs, Workspace
 _READ = 1024 * 1024
 _POLL_SECONDS = 0.02
 # Runs the step, then records its exit code atomically; the step itself runs through the secret
-# shim so secrets live only in its environment.
+# shim so secrets live only in its environment. Stopping signals the whole process group: the
+# wrapper traps them (a trap, unlike an ignored signal, is not inherited by the step), outlives
+# the step, and records how it ended.
 _WRAPPER = (
-    'sh -c "$0" "$@"; code=$?; echo "$code" > "$HATRAIN_EXIT.tmp" && mv "$HATRAIN_EXIT.tmp" '
-    '"$HATRAIN_EXIT"'
+    'trap : TERM INT; sh -c "$0" "$@"; code=$?; echo "$code" > "$HATRAIN_EXIT.tmp" && '
+    'mv "$HATRAIN_EXIT.tmp" "$HATRAIN_EXIT"'
 )
 
 

@@ -1,5 +1,6 @@
 """`hatrain-agent serve`: wire the parts together and serve gRPC until SIGTERM."""
 
+import asyncio
 import gc
 import logging
 import os
@@ -17,11 +18,12 @@ from hatrain.rpc.v1 import agent_pb2 as pb
 from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
 
 from .config import AgentConfig
+from .disk import DiskReserve
 from .gpus import discover
 from .objects import ObjectStore
 from .runtime import Runtime
 from .scheduler import Policy
-from .service import AgentService
+from .service import AgentService, JobWaiters
 from .store import Store
 from .supervisor import Supervisor
 from .workspace import Workspace
@@ -71,7 +73,10 @@ def make_runtime(config: AgentConfig, workspace: Workspace) -> Runtime:
 
 
 class Agent:
-    """Everything `serve` runs, startable and stoppable in-process (tests use it too)."""
+    """Everything `serve` runs, startable and stoppable in-process (tests use it too).
+
+    The gRPC server is grpc.aio's, on an event loop of its own thread: unary calls run on a
+    thread pool, watch streams are coroutines on the loop."""
 
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
@@ -79,6 +84,7 @@ class Agent:
         root.mkdir(parents=True, exist_ok=True)
         self.store = Store(root / "hatrain.db")
         self.objects = ObjectStore(root)
+        self.reserve = DiskReserve(root)
         self.workspace = Workspace(root, self.objects)
         self.runtime = make_runtime(config, self.workspace)
         self.gpus, self.gpu_source = discover(config.gpus)
@@ -100,16 +106,38 @@ class Agent:
             policy,
             grace,
             frozenset(config.admins),
+            reserve=self.reserve,
+            objects=self.objects,
+            staging_max_age_seconds=config.limits.staging_max_age_seconds,
         )
-        self.health = health.HealthServicer()
-        self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="grpc"),
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="grpc", daemon=True)
+        self._calls = futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="grpc")
+        self._reads = futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="watch")
+        self._thread.start()
+        try:
+            self._run(self._build())
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            raise
+
+    def _run(self, coroutine: "asyncio.Future[object] | object") -> object:
+        """Run a coroutine on the server's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()  # type: ignore[arg-type]
+
+    async def _build(self) -> None:
+        config = self.config
+        self.server = grpc.aio.server(
+            migration_thread_pool=self._calls,
             options=[
                 ("grpc.max_receive_message_length", config.limits.max_request_bytes),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
                 ("grpc.so_reuseport", 0),
             ],
         )
+        waiters = JobWaiters(asyncio.get_running_loop())
+        self.store.on_change(waiters.notify)
         pb_grpc.add_AgentServiceServicer_to_server(  # type: ignore[no-untyped-call]
             AgentService(
                 config,
@@ -119,9 +147,13 @@ class Agent:
                 self.supervisor,
                 self.gpus,
                 self.gpu_source,
+                self.reserve,
+                waiters,
+                self._reads,
             ),
             self.server,
         )
+        self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
@@ -130,11 +162,14 @@ class Agent:
         if self.port == 0:
             raise OSError(f"listen: cannot bind {config.listen}")
 
+    async def _serve(self) -> None:
+        await self.server.start()
+        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+
     def start(self) -> None:
         self.supervisor.start()
-        self.server.start()
-        self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self._run(self._serve())
         log.info(
             "agent serving",
             listen=self.config.listen,
@@ -145,11 +180,21 @@ class Agent:
             data_root=str(self.config.data_root),
         )
 
+    async def _shutdown(self, grace: float) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
     def stop(self, grace: float = 2.0) -> None:
-        self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait()
+        """Stop serving (running jobs keep running); stopping a stopped agent does nothing."""
+        if not self._loop.is_running():
+            return
+        self._run(self._shutdown(grace))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
         # The store stays open: runner threads of still-running jobs may write until exit.
         self.supervisor.stop()
+        self._calls.shutdown(wait=False)
+        self._reads.shutdown(wait=False)
 
 
 def serve(config: AgentConfig) -> None:

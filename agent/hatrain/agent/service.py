@@ -1,22 +1,29 @@
 """The gRPC servicer: decode the request, call the domain, encode the answer.
 
-Domain errors become gRPC status codes here and nowhere else.
+Domain errors become gRPC status codes here and nowhere else. Unary calls run on the server's
+thread pool; WatchJob streams are coroutines on its event loop, so that any number of open
+watchers never takes a thread from the calls.
 """
 
+import asyncio
+import contextlib
 import functools
-import inspect
+import gc
 import socket
-from collections.abc import Callable, Iterator
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import grpc
 import structlog
-from hatrain.rpc import __version__
+from hatrain.rpc import __version__, limits
 from hatrain.rpc.v1 import agent_pb2 as pb
 from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
 
 from . import wire
 from .config import AgentConfig
+from .disk import DiskReserve, storage_fault
 from .errors import (
     FailedPrecondition,
     HatrainError,
@@ -29,7 +36,7 @@ from .objects import ObjectStore, check_sha256
 from .scheduler import GpuSlot
 from .states import RUNNING, JobState
 from .store import Store
-from .submission import check_submission
+from .submission import check_count, check_job_id, check_submission, check_text
 from .supervisor import Supervisor
 from .workspace import Workspace
 
@@ -44,40 +51,87 @@ _STATUS = {
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
+_COLLECT_BEFORE_BYTES = 1024 * 1024
 _WATCH_BATCH = 10_000
 # Well under the 4 MB a gRPC client accepts by default.
 _WATCH_BYTES = 1024 * 1024
+# A watcher re-reads its job at least this often, should a change notice ever be missed.
+_WATCH_RECHECK_SECONDS = 30.0
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _abort(context: grpc.ServicerContext, exc: HatrainError) -> None:
-    code = _STATUS.get(type(exc), grpc.StatusCode.UNKNOWN)
-    context.abort(code, str(exc))
+def _status(exc: HatrainError) -> grpc.StatusCode:
+    for cls in type(exc).__mro__:
+        if cls in _STATUS:
+            return _STATUS[cls]
+    return grpc.StatusCode.UNKNOWN
+
+
+def _domain_error(exc: Exception, data_root: Any) -> HatrainError | None:
+    if isinstance(exc, HatrainError):
+        return exc
+    return storage_fault(exc, data_root)
 
 
 def translate_errors(method: F) -> F:
+    """Domain errors (and storage faults) as gRPC status codes, for a unary call.
+
+    Also frees what earlier large requests left behind: the server's per-call objects form
+    reference cycles that keep the request alive until the garbage collector's next full
+    pass, and a few multi-megabyte requests are far too few allocations to bring one about,
+    so without this each would stay resident."""
+
     @functools.wraps(method)
-    def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+    def unary(self: "AgentService", request: Any, context: grpc.ServicerContext) -> Any:
+        if request.ByteSize() > _COLLECT_BEFORE_BYTES:
+            gc.collect()
         try:
             return method(self, request, context)
-        except HatrainError as exc:
-            _abort(context, exc)
+        except Exception as exc:
+            error = _domain_error(exc, self.config.data_root)
+            if error is None:
+                raise
+        context.abort(_status(error), str(error))
 
-    @functools.wraps(method)
-    def stream(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        try:
-            yield from method(self, request, context)
-        except HatrainError as exc:
-            _abort(context, exc)
-
-    return stream if inspect.isgeneratorfunction(method) else unary  # type: ignore[return-value]
+    return unary  # type: ignore[return-value]
 
 
-def caller(context: grpc.ServicerContext) -> str:
-    for key, value in context.invocation_metadata():
+def caller(context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any]) -> str:
+    for key, value in context.invocation_metadata() or ():
         if key == USER_METADATA and value:
-            return str(value)[:64]
+            return str(value)[: limits.USER_CHARS]
     return "anonymous"
+
+
+class JobWaiters:
+    """Wakes the coroutines watching a job when the store commits a change to it.
+
+    The store calls notify() from whichever thread wrote; the watchers live on the server's
+    event loop, so the wake-up is handed over to the loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._events: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+
+    def notify(self, job_id: str) -> None:
+        self._loop.call_soon_threadsafe(self._wake, job_id)
+
+    def _wake(self, job_id: str) -> None:
+        targets = self._events.get(job_id, set()) if job_id else set().union(*self._events.values())
+        for event in targets:
+            event.set()
+
+    def register(self, job_id: str) -> asyncio.Event:
+        event = asyncio.Event()
+        self._events[job_id].add(event)
+        return event
+
+    def unregister(self, job_id: str, event: asyncio.Event) -> None:
+        waiting = self._events.get(job_id)
+        if waiting is not None:
+            waiting.discard(event)
+            if not waiting:
+                del self._events[job_id]
 
 
 class AgentService(pb_grpc.AgentServiceServicer):
@@ -90,6 +144,9 @@ class AgentService(pb_grpc.AgentServiceServicer):
         supervisor: Supervisor,
         gpus: list[GpuSlot],
         gpu_source: str,
+        reserve: DiskReserve,
+        waiters: JobWaiters,
+        reads: ThreadPoolExecutor,
     ) -> None:
         self.config = config
         self.store = store
@@ -98,6 +155,11 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self.supervisor = supervisor
         self.gpus = gpus
         self.gpu_source = gpu_source
+        self.reserve = reserve
+        self.waiters = waiters
+        # Store reads of watch streams: off the event loop, and never more than a few at once.
+        self.reads = reads
+        self._streams: Counter[str] = Counter()
 
     @translate_errors
     def GetAgentInfo(self, request: pb.GetAgentInfoRequest, context: Any) -> pb.AgentInfo:
@@ -127,6 +189,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
     def PrepareUpload(
         self, request: pb.PrepareUploadRequest, context: Any
     ) -> pb.PrepareUploadResponse:
+        check_count(request.sha256, "sha256", self.config.limits.max_files)
+        self.reserve.check_room()
         response = pb.PrepareUploadResponse()
         for i, sha in enumerate(dict.fromkeys(request.sha256)):
             check_sha256(sha, f"sha256[{i}]")
@@ -156,6 +220,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
     @translate_errors
     def SubmitJob(self, request: pb.SubmitJobRequest, context: Any) -> pb.SubmitJobResponse:
         spec, secrets = check_submission(request, self.config, self.gpus, self.objects)
+        self.reserve.check_room()
         job, created = self.store.submit(
             spec,
             caller(context),
@@ -172,10 +237,13 @@ class AgentService(pb_grpc.AgentServiceServicer):
 
     @translate_errors
     def GetJob(self, request: pb.GetJobRequest, context: Any) -> pb.Job:
-        return self._job(request.job_id)
+        return self._job(check_job_id(request.job_id))
 
     @translate_errors
     def ListJobs(self, request: pb.ListJobsRequest, context: Any) -> pb.ListJobsResponse:
+        check_count(request.states, "states", limits.STATES)
+        check_text(request.user, "user", limits.USER_CHARS)
+        check_text(request.page_token, "page_token", limits.PAGE_TOKEN_CHARS)
         jobs, token, total = self.store.list_jobs(
             states=[wire.STATE_FROM_WIRE[s] for s in request.states if s in wire.STATE_FROM_WIRE],
             user=request.user,
@@ -190,30 +258,73 @@ class AgentService(pb_grpc.AgentServiceServicer):
 
     @translate_errors
     def CancelJob(self, request: pb.CancelJobRequest, context: Any) -> pb.Job:
-        job = self.supervisor.cancel(request.job_id, caller(context))
-        log.info("cancel requested", job_id=job.id, user=caller(context))
-        return self._job(job.id)
+        outcome = self.supervisor.cancel(check_job_id(request.job_id), caller(context))
+        log.info("cancel", job_id=outcome.job.id, user=caller(context), outcome=outcome.message)
+        return self._job(outcome.job.id)
 
-    @translate_errors
-    def WatchJob(
-        self, request: pb.WatchJobRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.WatchJobResponse]:
-        job = self.store.get(request.job_id)
+    async def WatchJob(
+        self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.WatchJobResponse]:
+        user = caller(context)
+        try:
+            self._open_stream(user)
+        except HatrainError as exc:
+            await context.abort(_status(exc), str(exc))
+        try:
+            async for response in self._watch(request):
+                yield response
+        except HatrainError as exc:
+            await context.abort(_status(exc), str(exc))
+        finally:
+            self._streams[user] -= 1
+
+    def _open_stream(self, user: str) -> None:
+        cap = self.config.limits.max_watch_streams_per_user
+        if self._streams[user] >= cap:
+            raise ResourceExhausted(
+                f"{user} has {cap} watch streams open (limits.max_watch_streams_per_user); "
+                "close some (watch, logs -f, followed submits) and try again"
+            )
+        self._streams[user] += 1
+
+    async def _read(self, call: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.reads, call, *args)
+
+    async def _watch(self, request: pb.WatchJobRequest) -> AsyncIterator[pb.WatchJobResponse]:
+        job_id = check_job_id(request.job_id)
+        check_count(request.kinds, "kinds", limits.KINDS)
+        if not 0 <= request.tail <= limits.TAIL:
+            raise InvalidArgument("tail", f"0 (all) to {limits.TAIL}")
+        await self._read(lambda: self.store.get(job_id))  # NotFound before anything is sent
         kinds = [wire.KIND_FROM_WIRE[k] for k in request.kinds if k in wire.KIND_FROM_WIRE]
         after = max(request.from_seq, 0)
         if request.tail > 0:
-            after = max(after, self.store.tail_start(job.id, kinds, request.tail))
-        while context.is_active():
-            generation = self.store.generation
-            # The state is read first: if it is terminal, every event is already committed.
-            state = self.store.get(job.id).state
-            runs = self.store.event_runs(job.id, after, limit=_WATCH_BATCH, kinds=kinds)
-            if runs:
-                response = pb.WatchJobResponse(state=wire.STATE_TO_WIRE[state])
-                wire.add_runs(response.events, runs, _WATCH_BYTES)
-                after = response.events[-1].seq
-                yield response
-                continue
-            if state.terminal or not request.follow:
-                return
-            self.store.wait_for_change(generation, timeout=1.0)
+            start = await self._read(lambda: self.store.tail_start(job_id, kinds, request.tail))
+            after = max(after, start)
+        while True:
+            # Registered before reading: a change committed after the read still wakes us.
+            changed = self.waiters.register(job_id)
+            try:
+                state, response = await self._read(self._page, job_id, after, kinds)
+                if response is not None:
+                    after = response.events[-1].seq
+                    yield response
+                    continue
+                if state.terminal or not request.follow:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), _WATCH_RECHECK_SECONDS)
+            finally:
+                self.waiters.unregister(job_id, changed)
+
+    def _page(
+        self, job_id: str, after: int, kinds: list[Any]
+    ) -> tuple[JobState, pb.WatchJobResponse | None]:
+        # The state is read first: if it is terminal, every event is already committed.
+        state = self.store.get(job_id).state
+        runs = self.store.event_runs(job_id, after, limit=_WATCH_BATCH, kinds=kinds)
+        if not runs:
+            return state, None
+        response = pb.WatchJobResponse(state=wire.STATE_TO_WIRE[state])
+        wire.add_runs(response.events, runs, _WATCH_BYTES)
+        return state, response

@@ -54,5 +54,7 @@ class FailureReason(StrEnum):
     SHARED_MEMORY = "shared memory"
     PREPROCESS_INCOMPLETE = "preprocess incomplete"
     GPU_UNAVAILABLE = "gpu unavailable"
+    DISK_FULL = "disk full"
+    STORAGE_ERROR = "storage error"
     RUNTIME_ERROR = "runtime error"
     EXIT_CODE = "exit code"

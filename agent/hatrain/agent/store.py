@@ -5,24 +5,26 @@ watcher reads and the state a listing shows never disagree.
 """
 
 import base64
+import contextlib
 import itertools
 import json
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .disk import storage_fault
 from .errors import FailedPrecondition, InvalidArgument, NotFound
 from .events import Event, EventKind, Progress
 from .jobs import Job, JobSpec
 from .states import TERMINAL, JobState, can_transition
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -66,11 +68,16 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE events ADD COLUMN lines INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE events ADD COLUMN text TEXT
     """,
+    # Why a running job was asked to stop ("cancel" or "timeout"), kept so that the answer
+    # survives an agent restart or a step killed during its grace period.
+    3: """
+    ALTER TABLE jobs ADD COLUMN stop_reason TEXT NOT NULL DEFAULT ''
+    """,
 }
 
 _JOB_COLUMNS = (
     "id, user, state, spec, created_at, started_at, finished_at, failure_reason, hint, "
-    "exit_code, gpu_uuids, progress, last_metrics, last_seq, secret_names, runtime"
+    "exit_code, gpu_uuids, progress, last_metrics, last_seq, secret_names, runtime, stop_reason"
 )
 
 
@@ -103,6 +110,7 @@ def _job_from_row(row: Sequence[Any]) -> Job:
         last_seq=row[13],
         secret_names=tuple(json.loads(row[14])),
         runtime=json.loads(row[15]),
+        stop_reason=row[16],
     )
 
 
@@ -142,6 +150,7 @@ class Store:
         self._local = threading.local()
         self._changed = threading.Condition()
         self._generation = 0
+        self._listeners: list[Callable[[str], None]] = []
         self._migrate()
 
     # -- schema ----------------------------------------------------------------------------
@@ -168,7 +177,8 @@ class Store:
                     )
                     conn.execute("COMMIT")
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
                     raise
 
     def schema_version(self) -> int:
@@ -185,19 +195,34 @@ class Store:
         return conn
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, job_id: str = "") -> Iterator[sqlite3.Connection]:
+        """One write transaction. A write the disk refuses raises StorageFault, with nothing of
+        the transaction kept: SQLite may have rolled it back itself already, and a second
+        rollback must not hide the real error."""
         with self._write_lock:
             conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
             try:
+                conn.execute("BEGIN IMMEDIATE")
                 yield conn
                 conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                fault = storage_fault(exc, self.path.parent)
+                if fault is not None and fault is not exc:
+                    raise fault from exc
                 raise
         with self._changed:
             self._generation += 1
             self._changed.notify_all()
+        for listener in self._listeners:
+            listener(job_id)
+
+    def on_change(self, listener: Callable[[str], None]) -> None:
+        """Call listener(job_id) after every commit that changed that job (an empty id: any
+        job may have changed). Listeners must be quick: they run on the writer's thread."""
+        self._listeners.append(listener)
 
     def _load(self, conn: sqlite3.Connection, job_id: str) -> Job:
         row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
@@ -245,7 +270,7 @@ class Store:
         """Queue a job; returns (job, created). A repeated client_request_id returns the first."""
         job_id = uuid.uuid4().hex[:12]
         now = time.time()
-        with self._transaction() as conn:
+        with self._transaction(job_id) as conn:
             if client_request_id:
                 row = conn.execute(
                     "SELECT id FROM jobs WHERE client_request_id=?", (client_request_id,)
@@ -284,7 +309,7 @@ class Store:
         step: str = "",
     ) -> Job:
         """Move a job to a new state (forward only) and append its STATE event, atomically."""
-        with self._transaction() as conn:
+        with self._transaction(job_id) as conn:
             job = self._load(conn, job_id)
             if not can_transition(job.state, new):
                 raise FailedPrecondition(
@@ -337,7 +362,7 @@ class Store:
         for ev in events:
             if ev.kind == EventKind.METRICS and not ev.eval:
                 metrics.update({m.name: m.value for m in ev.metrics if m.value is not None})
-        with self._transaction() as conn:
+        with self._transaction(job_id) as conn:
             row = conn.execute(
                 "SELECT last_seq, last_metrics, runtime FROM jobs WHERE id=?", (job_id,)
             ).fetchone()
@@ -360,12 +385,21 @@ class Store:
 
     def update_runtime(self, job_id: str, **values: Any) -> None:
         """Record what the runtime needs to re-attach to the job (container ids, log cursors)."""
-        with self._transaction() as conn:
+        with self._transaction(job_id) as conn:
             row = conn.execute("SELECT runtime FROM jobs WHERE id=?", (job_id,)).fetchone()
             if row is None:
                 raise NotFound(f"no job {job_id!r} on this host")
             merged = {**json.loads(row[0]), **values}
             conn.execute("UPDATE jobs SET runtime=? WHERE id=?", (json.dumps(merged), job_id))
+
+    def request_stop(self, job_id: str, reason: str) -> Job:
+        """Record that a running job must stop and why ("cancel", "timeout"); the first reason
+        stands. Returns the job as it is now."""
+        with self._transaction(job_id) as conn:
+            conn.execute(
+                "UPDATE jobs SET stop_reason=? WHERE id=? AND stop_reason=''", (reason, job_id)
+            )
+            return self._load(conn, job_id)
 
     # -- reads -----------------------------------------------------------------------------
 

@@ -2,9 +2,11 @@
 
 import posixpath
 import re
+from collections.abc import Sized
 from typing import Any
 
-import yaml
+from hatrain.rpc import limits
+from hatrain.rpc.config_yaml import ConfigYamlError, load_config_yaml
 from hatrain.rpc.v1 import agent_pb2 as pb
 
 from .config import AgentConfig
@@ -16,11 +18,28 @@ from .workspace import RUNS
 
 _CONFIG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.ya?ml$")
 _SECRET_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
-_MAX_SECRET_BYTES = 64 * 1024
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_JOB_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-def _parse_config(raw: bytes, limit: int) -> dict[str, Any]:
+def check_text(value: str, field: str, limit: int) -> str:
+    if len(value) > limit:
+        raise InvalidArgument(field, f"at most {limit} characters, got {len(value)}")
+    return value
+
+
+def check_count(values: Sized, field: str, limit: int) -> None:
+    if len(values) > limit:
+        raise InvalidArgument(field, f"at most {limit} entries, got {len(values)}")
+
+
+def check_job_id(value: str, field: str = "job_id") -> str:
+    check_text(value, field, limits.JOB_ID_CHARS)
+    if not _JOB_ID.match(value):
+        raise InvalidArgument(field, f"a job id (letters, digits, - and _), got {value[:40]!r}")
+    return value
+
+
+def _parse_config(raw: bytes, limit: int, max_nodes: int) -> dict[str, Any]:
     if len(raw) > limit:
         raise ResourceExhausted(f"spec.config_yaml: at most {limit} bytes, got {len(raw)}")
     try:
@@ -30,12 +49,9 @@ def _parse_config(raw: bytes, limit: int) -> dict[str, Any]:
             "spec.config_yaml", f"UTF-8 text (invalid byte at offset {exc.start})"
         ) from exc
     try:
-        config = yaml.load(text, Loader=_YAML_LOADER)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or "cannot parse"
-        raise InvalidArgument("spec.config_yaml", f"valid YAML: {problem}{where}") from exc
+        config = load_config_yaml(text, max_nodes)
+    except ConfigYamlError as exc:
+        raise InvalidArgument("spec.config_yaml", f"valid YAML: {exc}") from exc
     if not isinstance(config, dict):
         raise InvalidArgument(
             "spec.config_yaml", f"an Axolotl config: a YAML mapping, got {type(config).__name__}"
@@ -61,6 +77,7 @@ def _check_files(files: Any, objects: ObjectStore, max_files: int) -> tuple[JobF
     seen: set[str] = set()
     for i, f in enumerate(files):
         field = f"spec.files[{i}]"
+        check_text(f.path, f"{field}.path", limits.FILE_PATH_CHARS)
         normal = posixpath.normpath(f.path) if f.path else ""
         if not normal or normal.startswith(("/", "..")) or normal == ".":
             raise InvalidArgument(
@@ -84,11 +101,22 @@ def check_submission(
 ) -> tuple[JobSpec, dict[str, str]]:
     """The validated spec and secrets, or InvalidArgument naming the field."""
     spec = request.spec
+    check_text(spec.config_name, "spec.config_name", limits.CONFIG_NAME_CHARS)
+    check_text(spec.name, "spec.name", limits.NAME_CHARS)
+    check_text(spec.image, "spec.image", limits.IMAGE_CHARS)
+    check_text(spec.team, "spec.team", limits.TEAM_CHARS)
+    check_text(spec.resources.gpu_type, "spec.resources.gpu_type", limits.GPU_TYPE_CHARS)
+    check_text(request.client_request_id, "client_request_id", limits.REQUEST_ID_CHARS)
+    if spec.retry_of:
+        check_job_id(spec.retry_of, "spec.retry_of")
+    check_count(request.secrets, "secrets", limits.SECRETS)
     if not _CONFIG_NAME.match(spec.config_name):
         raise InvalidArgument(
             "spec.config_name", f"a file name ending in .yml or .yaml, got {spec.config_name!r}"
         )
-    parsed = _parse_config(spec.config_yaml, config.limits.max_config_bytes)
+    parsed = _parse_config(
+        spec.config_yaml, config.limits.max_config_bytes, config.limits.max_config_nodes
+    )
     _check_output_dir(parsed)
     image = spec.image or config.docker.default_image
     if config.runtime == "docker" and image not in config.docker.allowed_images:
@@ -115,13 +143,11 @@ def check_submission(
         raise InvalidArgument("spec.priority", "a number from -1000 to 1000")
     if spec.time_limit_seconds < 0:
         raise InvalidArgument("spec.time_limit_seconds", "0 (none) or more")
-    if len(spec.name) > 200:
-        raise InvalidArgument("spec.name", "at most 200 characters")
     for name, value in request.secrets.items():
         if not _SECRET_NAME.match(name):
             raise InvalidArgument("secrets", f"names like HF_TOKEN, got {name[:40]!r}")
-        if len(value.encode()) > _MAX_SECRET_BYTES:
-            raise InvalidArgument(f"secrets[{name}]", f"at most {_MAX_SECRET_BYTES} bytes")
+        if len(value.encode()) > limits.SECRET_BYTES:
+            raise InvalidArgument(f"secrets[{name}]", f"at most {limits.SECRET_BYTES} bytes")
     files = _check_files(spec.files, objects, config.limits.max_files)
     time_limit = spec.time_limit_seconds or config.default_time_limit_seconds or 0
     return (

@@ -1,13 +1,20 @@
-"""Places queued jobs on GPUs (through the scheduler) and runs, cancels and times out jobs."""
+"""Places queued jobs on GPUs (through the scheduler) and runs, cancels and times out jobs.
+
+Its loop also keeps the host in order: a running job whose runner thread has died is resumed
+(as after a restart), the disk reserve is taken again once there is room, and abandoned upload
+staging files are removed.
+"""
 
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass
 
 import structlog
 
-from .errors import NotFound, PermissionDenied
+from .disk import DiskReserve
+from .errors import PermissionDenied
 from .jobs import Job
+from .objects import ObjectStore
 from .recovery import reconcile
 from .runner import JobRunner, RunControl
 from .runtime import Runtime
@@ -18,6 +25,15 @@ from .workspace import Workspace
 
 log = structlog.get_logger(__name__)
 _MIN_PASS_INTERVAL = 0.05
+_HOUSEKEEPING_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    """What a cancel request did: the job as it is now, and one line saying so."""
+
+    job: Job
+    message: str
 
 
 class Supervisor:
@@ -30,6 +46,10 @@ class Supervisor:
         policy: Policy,
         grace_seconds: float,
         admins: frozenset[str] = frozenset(),
+        *,
+        reserve: DiskReserve | None = None,
+        objects: ObjectStore | None = None,
+        staging_max_age_seconds: float = 86400.0,
     ) -> None:
         self.store = store
         self.runtime = runtime
@@ -38,14 +58,20 @@ class Supervisor:
         self.policy = policy
         self.grace_seconds = grace_seconds
         self.admins = admins
-        self._runner = JobRunner(store, runtime, workspace)
+        self.reserve = reserve or DiskReserve(workspace.root)
+        self.objects = objects
+        self.staging_max_age_seconds = staging_max_age_seconds
+        self._runner = JobRunner(store, runtime, workspace, self.reserve, grace_seconds)
         self._controls: dict[str, RunControl] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._last_housekeeping = 0.0
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        self.reserve.take()
         for job in reconcile(self.store, self.runtime):
             self._spawn(job)
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
@@ -70,6 +96,7 @@ class Supervisor:
             try:
                 self.schedule_once()
                 self._enforce_time_limits()
+                self._housekeeping()
             except Exception:
                 log.exception("scheduling pass failed")
             # A burst of submissions is scheduled in one pass rather than one pass each.
@@ -123,21 +150,52 @@ class Supervisor:
                 self._runner.run(job, control)
             finally:
                 self._controls.pop(job.id, None)
+                self._threads.pop(job.id, None)
                 self.wake()
 
-        threading.Thread(target=run, name=f"job-{job.id}", daemon=True).start()
+        thread = threading.Thread(target=run, name=f"job-{job.id}", daemon=True)
+        self._threads[job.id] = thread
+        thread.start()
 
     def _enforce_time_limits(self) -> None:
         now = time.time()
         for job in self.store.jobs_in(RUNNING):
             limit = job.spec.time_limit_seconds
-            if limit and now - job.started_at > limit:
+            if limit and now - job.started_at > limit and not job.stop_reason:
+                self.store.request_stop(job.id, "timeout")
                 self._stop(job.id, "timeout")
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now - self._last_housekeeping < _HOUSEKEEPING_SECONDS:
+            return
+        self._last_housekeeping = now
+        self.resume_orphans()
+        self.reserve.take()
+        if self.objects is not None:
+            self.objects.remove_stale_staging(self.staging_max_age_seconds)
+
+    def resume_orphans(self) -> list[str]:
+        """Resume running jobs whose runner thread is gone without having ended them (the
+        thread died): they are re-attached as after a restart. Returns their ids."""
+        resumed = []
+        with self._lock:
+            for job in self.store.jobs_in(RUNNING):
+                thread = self._threads.get(job.id)
+                if thread is not None and thread.is_alive():
+                    continue
+                current = self.store.get(job.id)  # it may have ended since the listing
+                if current.state.terminal:
+                    continue
+                log.warning("running job has no runner; resuming it", job_id=job.id)
+                self._spawn(current)
+                resumed.append(job.id)
+        return resumed
 
     def _stop(self, job_id: str, reason: str) -> None:
         control = self._controls.get(job_id)
         if control is None:
-            return
+            return  # its runner reads the stored reason when it starts
         with control.lock:
             if control.stop_reason:
                 return
@@ -148,7 +206,9 @@ class Supervisor:
                 target=self.runtime.stop, args=(handle, self.grace_seconds), daemon=True
             ).start()
 
-    def cancel(self, job_id: str, user: str) -> Job:
+    def cancel(self, job_id: str, user: str) -> CancelOutcome:
+        """Cancel a queued job at once, or ask a running one to stop. The request is stored
+        before anything is signalled, so the job ends cancelled whatever happens next."""
         with self._lock:
             job = self.store.get(job_id)
             if job.user != user and user not in self.admins:
@@ -156,10 +216,14 @@ class Supervisor:
                     f"job {job_id} belongs to {job.user}; only its owner or an admin may cancel it"
                 )
             if job.state == JobState.QUEUED:
-                return self.store.transition(job_id, JobState.CANCELLED, hint="cancelled")
+                job = self.store.transition(job_id, JobState.CANCELLED, hint="cancelled")
+                self.workspace.drop_secrets(job_id)
+                return CancelOutcome(job, "cancelled while queued; it never ran")
             if job.state.terminal:
-                return job
-        if job_id not in self._controls:
-            raise NotFound(f"job {job_id} has no running process on this host")
+                return CancelOutcome(job, f"not cancelled: it had already {job.state.value}")
+            job = self.store.request_stop(job_id, "cancel")
         self._stop(job_id, "cancel")
-        return replace(self.store.get(job_id))
+        return CancelOutcome(
+            job,
+            f"cancel requested: stopping it (SIGTERM, then SIGKILL after {self.grace_seconds:g} s)",
+        )

@@ -66,6 +66,7 @@ def job_to_wire(job: Job, run_dir: str = "") -> pb.Job:
         last_metrics=job.last_metrics,
         last_seq=job.last_seq,
         secret_names=list(job.secret_names),
+        stop_reason=job.stop_reason,
     )
     if job.progress is not None:
         msg.progress.CopyFrom(progress_to_wire(job.progress))

@@ -434,15 +434,28 @@ def watch(app: App, job_id: str, host: str | None, from_seq: int, as_json: bool)
 @main.command()
 @click.argument("job_id")
 @host_option
+@click.option("--wait", "wait_end", is_flag=True, help="Wait until the job has ended.")
 @json_option
 @pass_app
-def cancel(app: App, job_id: str, host: str | None, as_json: bool) -> None:
-    """Cancel a queued or running job (yours, unless you are an admin)."""
+def cancel(app: App, job_id: str, host: str | None, wait_end: bool, as_json: bool) -> None:
+    """Cancel a queued or running job (yours, unless you are an admin).
+
+    A queued job is cancelled at once; a running one is asked to stop (SIGTERM, then SIGKILL
+    after the host's grace period) and ends cancelled. With --wait, waits for that end and
+    exits 130 once it is cancelled.
+    """
     with app.session(host) as session:
+        before = session.call("GetJob", pb.GetJobRequest(job_id=job_id))
         job = session.call("CancelJob", pb.CancelJobRequest(job_id=job_id))
-    app.show_job(
-        job, session.alias, as_json, lambda: f"job {job.id}: {records.state_name(job.state)}"
-    )
+        message = records.cancel_message(before, job)
+        if wait_end and job.state not in records.TERMINAL:
+            for _ in events(session, job_id, follow=True, kinds=[pb.EVENT_KIND_STATE]):
+                pass
+            job = session.call("GetJob", pb.GetJobRequest(job_id=job_id))
+            message = f"job {job.id}: {records.state_name(job.state)}"
+    app.show_job(job, session.alias, as_json, lambda: message, outcome=message)
+    if wait_end:
+        sys.exit(job_exit_code(job))
 
 
 @main.command()
@@ -495,6 +508,8 @@ def wait(app: App, job_id: str, host: str | None, as_json: bool) -> None:
             sys.exit(EXIT_DETACHED)
         job = session.call("GetJob", pb.GetJobRequest(job_id=job_id))
     failure = f" ({job.failure_reason}: {job.hint})" if job.failure_reason else ""
+    if job.state == pb.JOB_STATE_FAILED:
+        failure += f"\n{records.logs_hint(job.id)}"
     app.show_job(
         job,
         session.alias,
@@ -527,6 +542,8 @@ def fetch(
     dest = dest or Path("hatrain-runs") / job_id
     with app.session(host) as session:
         job = session.call("GetJob", pb.GetJobRequest(job_id=job_id))
+        if never_ran := records.never_ran(job):
+            raise BadInput(f"job {job_id} {never_ran}: it has no outputs to fetch")
         with session.transferring(f"fetching {job_id}") as sftp:
             report = do_fetch(
                 sftp,
@@ -566,6 +583,13 @@ def plot(app: App, job_id: str, host: str | None, output: Path | None, terminal:
     logging_steps = int(config.get("logging_steps") or 1)
     data = curves(metrics, logging_steps)
     if not data.train and not data.eval:
+        if never_ran := records.never_ran(job):
+            raise BadInput(f"job {job_id} {never_ran}: it has no loss values")
+        if job.state in records.TERMINAL:
+            raise BadInput(
+                f"job {job_id} {records.state_name(job.state)} before it logged a loss value",
+                fix=f"see: hatrain-client logs {job_id} --tail 50",
+            )
         raise BadInput(f"job {job_id} has no loss values yet")
     output = output or Path(f"{job_id}-loss.png")
     title = f"{job.spec.name} ({job_id})"

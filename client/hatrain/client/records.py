@@ -58,3 +58,30 @@ def to_dict(message: Message, **extra: Any) -> dict[str, Any]:
 
 def print_json(data: Any) -> None:
     print(json.dumps(data, sort_keys=True), flush=True)
+
+
+def never_ran(job: pb.Job) -> str:
+    """Why the job never ran ("was cancelled while queued", ...), or "" if it did run."""
+    if job.state == pb.JOB_STATE_QUEUED:
+        return "is still queued"
+    if job.state in TERMINAL and not job.started_at:
+        return f"was {state_name(job.state)} before it started"
+    return ""
+
+
+def cancel_message(before: pb.Job, after: pb.Job) -> str:
+    """One line saying what a cancel request did, from the job before and after it."""
+    if before.state in TERMINAL:
+        return f"job {after.id}: not cancelled: it had already {state_name(before.state)}"
+    if after.state == pb.JOB_STATE_CANCELLED and not after.started_at:
+        return f"job {after.id}: cancelled while queued; it never ran"
+    if after.state in TERMINAL:
+        return f"job {after.id}: {state_name(after.state)}"
+    return (
+        f"job {after.id}: cancel requested; it is stopping (SIGTERM, then SIGKILL after the "
+        f"host's grace period). Follow it: hatrain-client wait {after.id}"
+    )
+
+
+def logs_hint(job_id: str) -> str:
+    return f"see: hatrain-client logs {job_id} --tail 50"

@@ -19,7 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .records import TERMINAL, state_name
+from .records import TERMINAL, logs_hint, state_name
 
 _STYLE = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "queued": "dim"}
 
@@ -89,11 +89,15 @@ def describe(job: pb.Job, host: str) -> str:
             f"{k} {_fmt(v)}" for k, v in sorted(job.last_metrics.items()) if _headline(k)
         )
         lines.append(f"  metrics   {shown}")
+    if job.stop_reason and job.state not in TERMINAL:
+        lines.append(f"  stopping  {job.stop_reason} requested")
     if job.failure_reason:
         lines.append(f"  failed    {job.failure_reason}: {job.hint}")
     if job.has_exit_code:
         lines.append(f"  exit code {job.exit_code}")
     lines.append(f"  run dir   {job.run_dir}")
+    if job.state == pb.JOB_STATE_FAILED:
+        lines.append(f"  {logs_hint(job.id)}")
     return "\n".join(lines)
 
 

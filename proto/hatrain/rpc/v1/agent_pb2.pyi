@@ -223,7 +223,7 @@ class Progress(_message.Message):
     def __init__(self, phase: _Optional[str] = ..., current: _Optional[int] = ..., total: _Optional[int] = ..., rate: _Optional[float] = ..., elapsed_seconds: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., unit: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "spec", "user", "state", "failure_reason", "hint", "exit_code", "has_exit_code", "gpu_uuids", "created_at", "started_at", "finished_at", "queue_position", "run_dir", "output_dir", "progress", "last_metrics", "last_seq", "secret_names")
+    __slots__ = ("id", "spec", "user", "state", "failure_reason", "hint", "exit_code", "has_exit_code", "gpu_uuids", "created_at", "started_at", "finished_at", "queue_position", "run_dir", "output_dir", "progress", "last_metrics", "last_seq", "secret_names", "stop_reason")
     class LastMetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -250,6 +250,7 @@ class Job(_message.Message):
     LAST_METRICS_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     SECRET_NAMES_FIELD_NUMBER: _ClassVar[int]
+    STOP_REASON_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: JobSpec
     user: str
@@ -269,7 +270,8 @@ class Job(_message.Message):
     last_metrics: _containers.ScalarMap[str, float]
     last_seq: int
     secret_names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., user: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., failure_reason: _Optional[str] = ..., hint: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., gpu_uuids: _Optional[_Iterable[str]] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., queue_position: _Optional[int] = ..., run_dir: _Optional[str] = ..., output_dir: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., last_metrics: _Optional[_Mapping[str, float]] = ..., last_seq: _Optional[int] = ..., secret_names: _Optional[_Iterable[str]] = ...) -> None: ...
+    stop_reason: str
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., user: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., failure_reason: _Optional[str] = ..., hint: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., gpu_uuids: _Optional[_Iterable[str]] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., queue_position: _Optional[int] = ..., run_dir: _Optional[str] = ..., output_dir: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., last_metrics: _Optional[_Mapping[str, float]] = ..., last_seq: _Optional[int] = ..., secret_names: _Optional[_Iterable[str]] = ..., stop_reason: _Optional[str] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)
