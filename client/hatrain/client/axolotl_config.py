@@ -12,6 +12,7 @@ found beside the config, or found in a data/output/ directory.
 """
 
 import hashlib
+import os
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +90,8 @@ class Analysis:
         path = Path(value).expanduser()
         if path.is_absolute():
             return [path]
-        return list(dict.fromkeys([self.workdir / path, self.config_dir / path]))
+        places = [self.workdir / path, self.config_dir / path]
+        return list(dict.fromkeys(Path(os.path.normpath(p)) for p in places))
 
     def resolve(self, value: str) -> Path | None:
         return next((p for p in self.candidates(value) if p.exists()), None)

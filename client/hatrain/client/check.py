@@ -17,6 +17,20 @@ class CheckReport:
     notes: list[str] = field(default_factory=list)
 
 
+_READING_KEYS = (
+    "chat_template",
+    "field_messages",
+    "message_property_mappings",
+    "message_field_",
+    "roles",
+    "train_on_eo",
+)
+
+
+def _about_reading(field_name: str) -> bool:
+    return any(key in field_name for key in _READING_KEYS)
+
+
 def _files(path: Path) -> list[Path]:
     if path.is_dir():
         selected = directory_files(path)
@@ -32,14 +46,16 @@ def check_datasets(files: list[Path], config: Path | None) -> CheckReport:
     reading = ChatReading()
     if config is not None:
         analysis = analyse(config)
-        report.findings += analysis.findings
-        report.notes += analysis.notes
         if files:
+            # Only how the config reads data matters here, not where its own datasets are.
+            report.findings += [f for f in analysis.findings if _about_reading(f.field)]
             reading = first_chat_reading(analysis) or reading
         else:
+            report.findings += analysis.findings
+            report.notes += analysis.notes
             todo = [(c.path, c.reading) for c in analysis.checks]
             if not todo and not analysis.findings:
-                raise BadInput(f"{config}: no local chat_template dataset to check")
+                report.notes.append(f"{config}: no local chat_template dataset to check")
     if files and reading.template is None:
         report.notes.append(reading.template_note)
     for path in files:

@@ -611,11 +611,11 @@ def check_dataset(app: App, files: tuple[Path, ...], axolotl_config: Path | None
         raise click.UsageError("give FILE(s), --axolotl-config CONFIG, or both")
     report = check_datasets(list(files), axolotl_config)
     for note in report.notes:
-        app.out.print(f"note: {note}", markup=False)
+        click.echo(f"note: {note}")
     for path, count in report.checked:
-        app.out.print(f"{path}: ok ({count} records)", markup=False)
+        click.echo(f"{path}: ok ({count} records)")
     for finding in report.findings:
-        app.out.print(str(finding), markup=False)
+        click.echo(str(finding))
     if report.findings:
         sys.exit(BadInput.exit_code)
 
