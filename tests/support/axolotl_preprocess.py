@@ -1,11 +1,13 @@
 """Run the real `axolotl preprocess` on many configs from one Python process (the Axolotl venv's).
 
-Usage: python axolotl_preprocess.py CASES.json RESULTS.json
+Usage: python axolotl_preprocess.py CASES.json RESULTS.json HF_HOME
 
 CASES.json is a list of {"id", "workdir", "config"}. Axolotl and its libraries are imported once;
 each case then runs in a forked child, in its own working directory, through Axolotl's own command
-line (`axolotl preprocess CONFIG --debug`, as the agent runs it). A case is accepted when the child
-exits 0 having printed Axolotl's success line; otherwise its verdict carries the exception line.
+line (`axolotl preprocess CONFIG --debug`, as the agent runs it). The working directory is on the
+child's import path, as the agent puts a job's uploaded prompt-strategy modules on its PYTHONPATH.
+A case is accepted when the child exits 0 having printed Axolotl's success line; otherwise its
+verdict carries the exception line.
 """
 
 import io
@@ -29,6 +31,7 @@ def _last_exception_line(text: str) -> str:
 
 def _child(case: dict[str, str]) -> None:
     os.chdir(case["workdir"])
+    sys.path.insert(0, case["workdir"])
     log = Path(case["workdir"]) / "preprocess.log"
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
@@ -58,6 +61,7 @@ def main() -> None:
             "CUDA_VISIBLE_DEVICES": "",
             "AXOLOTL_DO_NOT_TRACK": "1",
             "TOKENIZERS_PARALLELISM": "false",
+            "HF_HOME": sys.argv[3],
         }
     )
     # The heavy imports, once; logging set up here writes to fd 1, which each child redirects.

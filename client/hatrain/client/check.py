@@ -3,11 +3,12 @@
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .axolotl_config import analyse, first_chat_reading
-from .dataset_check import ChatReading, check_file
+from .axolotl_config import Analysis, analyse, first_chat_reading
+from .dataset_check import ChatReading, check_file, single_example
 from .dataset_files import directory_files
 from .errors import BadInput
 from .findings import Finding
+from .hash_cache import HashCache
 
 
 @dataclass
@@ -38,6 +39,33 @@ def _files(path: Path) -> list[Path]:
     return [path]
 
 
+def check_analysis(analysis: Analysis, cache: HashCache | None = None) -> CheckReport:
+    """Check each local chat file of a config as its dataset entry reads it. With a cache, a
+    file already found good (same content, same reading) is not read again."""
+    report = CheckReport()
+    counted: list[tuple[str, Path, int]] = []
+    for check in analysis.checks:
+        key = f"{cache.sha256(check.path)}:{check.reading.fingerprint()}" if cache else ""
+        if cache is not None and cache.checked(key):
+            counted.append((check.field, check.path, 2))  # marked only with two or more
+            continue
+        result = check_file(check.path, check.reading)
+        report.findings += result.findings
+        if check.field.startswith("datasets["):
+            counted.append((check.field, check.path, result.records))
+        if not result.findings:
+            report.checked.append((check.path, result.records))
+            if cache is not None and result.records >= 2:
+                cache.mark_checked(key)
+    datasets = analysis.config.get("datasets")
+    unsplit = not analysis.config.get("val_set_size")
+    if not report.findings and isinstance(datasets, list) and unsplit:
+        one = single_example(counted, len(datasets))
+        if one is not None:
+            report.findings.append(one)
+    return report
+
+
 def check_datasets(files: list[Path], config: Path | None) -> CheckReport:
     """FILEs with Axolotl's default chat reading, or with the reading of CONFIG's first chat
     dataset; without FILEs, every local chat dataset of CONFIG as its own entry reads it."""
@@ -51,10 +79,11 @@ def check_datasets(files: list[Path], config: Path | None) -> CheckReport:
             report.findings += [f for f in analysis.findings if _about_reading(f.field)]
             reading = first_chat_reading(analysis) or reading
         else:
-            report.findings += analysis.findings
+            checked = check_analysis(analysis)
+            report.findings += analysis.findings + checked.findings
             report.notes += analysis.notes
-            todo = [(c.path, c.reading) for c in analysis.checks]
-            if not todo and not analysis.findings:
+            report.checked += checked.checked
+            if not analysis.checks and not analysis.findings:
                 report.notes.append(f"{config}: no local chat_template dataset to check")
     if files and reading.template is None:
         report.notes.append(reading.template_note)

@@ -10,9 +10,9 @@ from pathlib import Path
 from hatrain.rpc.v1 import agent_pb2 as pb
 
 from .axolotl_config import Analysis, analyse, finalize
-from .dataset_check import check_file, single_example
+from .check import check_analysis
 from .errors import BadInput
-from .findings import Finding, refuse
+from .findings import refuse
 from .hash_cache import HashCache
 from .session import HostSession
 from .upload import UploadReport, upload
@@ -51,36 +51,13 @@ class Prepared:
     hashes: dict[Path, str]
 
 
-def check_datasets(analysis: Analysis, cache: HashCache) -> list[Finding]:
-    """Check each local chat file as its dataset entry reads it. A file already found good (same
-    content, same reading) is not read again."""
-    findings: list[Finding] = []
-    counted: list[tuple[str, Path, int]] = []
-    for check in analysis.checks:
-        key = f"{cache.sha256(check.path)}:{check.reading.fingerprint()}"
-        if cache.checked(key):
-            counted.append((check.field, check.path, 2))  # marked only with two or more
-            continue
-        result = check_file(check.path, check.reading)
-        findings += result.findings
-        if check.field.startswith("datasets["):
-            counted.append((check.field, check.path, result.records))
-        if not result.findings and result.records >= 2:
-            cache.mark_checked(key)
-    datasets = analysis.config.get("datasets")
-    if not findings and isinstance(datasets, list) and not analysis.config.get("val_set_size"):
-        train = [c for c in counted if c[0].startswith("datasets[")]
-        if (one := single_example(train, len(datasets))) is not None:
-            findings.append(one)
-    return findings
-
-
 def prepare(request: SubmitRequest, cache: HashCache) -> Prepared:
     """Everything that can be checked without the host; raises BadInput naming every finding.
     Nothing has been sent when it raises."""
     analysis = analyse(request.config, request.datasets)
     refuse(analysis.findings, f"{request.config}: Axolotl would refuse this config")
-    refuse(check_datasets(analysis, cache), f"{request.config}: Axolotl would refuse its data")
+    checked = check_analysis(analysis, cache)
+    refuse(checked.findings, f"{request.config}: Axolotl would refuse its data")
     hashes = {f.path: cache.sha256(f.path) for f in analysis.files}
     return Prepared(analysis, hashes)
 
