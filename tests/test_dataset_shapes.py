@@ -442,3 +442,70 @@ def test_shapes_axolotl_accepts_are_not_refused(tmp_path: Path) -> None:
     assert mapped.returncode == 0, mapped.stdout
     unmapped = client("check-dataset", str(sharegpt), cwd=tmp_path)
     assert "conversations" in unmapped.stdout and unmapped.returncode == 65
+
+
+def test_images_of_a_multimodal_dataset_are_uploaded_and_pointed_at(tmp_path: Path) -> None:
+    """With a processor (a multimodal config), the image files the conversations name are
+    uploaded, and the dataset goes up as a copy naming their container paths; an image that is
+    nowhere is a finding with its line and field."""
+    part = {"type": "image", "path": "images/cat.png"}
+    rows = [
+        {"messages": [{"role": "user", "content": [part, {"type": "text", "text": "what?"}]}]},
+        {"messages": [{"role": "user", "content": "a dog"}], "images": ["images/dog.png"]},
+        {"messages": [{"role": "user", "content": [{"type": "image", "url": "https://x/y.png"}]}]},
+    ]
+    project = write(
+        tmp_path,
+        {
+            "run.yml": config(
+                processor_type="AutoProcessor",
+                datasets=[{"path": "mm.jsonl", "type": "chat_template"}],
+            ),
+            "mm.jsonl": jsonl(*rows),
+            "images/cat.png": b"\x89PNG cat",
+            "images/dog.png": b"\x89PNG dog",
+        },
+    )
+    analysis = analyse(project / "run.yml", workdir=project, scratch=tmp_path / "copies")
+    assert analysis.findings == []
+    files = placed(analysis)
+    assert sorted(files) == ["images/cat.png", "images/dog.png", "mm.jsonl"]
+    sent = [json.loads(line) for line in files["mm.jsonl"].read_text().splitlines()]
+    assert sent[0]["messages"][0]["content"][0]["path"] == "/workspace/data/datasets/images/cat.png"
+    assert sent[1]["images"] == ["/workspace/data/datasets/images/dog.png"]
+    assert sent[2] == rows[2]  # a URL is Axolotl's to load
+    assert (project / "mm.jsonl").read_text() == jsonl(*rows)  # the user's file is untouched
+
+    (project / "images" / "dog.png").unlink()
+    result = client("check-dataset", "-a", "run.yml", cwd=project)
+    assert result.returncode == 65
+    assert f"{project / 'mm.jsonl'}:2: images[0]: images/dog.png: no such image (looked in" in (
+        result.stdout
+    )
+
+
+def test_submit_summary_says_what_is_left_to_axolotl(
+    agent_config: dict[str, Any], start_agent: Any, client_for: Any, tmp_path: Path
+) -> None:
+    """The submit summary names the remote dataset it left alone; only the local one is sent."""
+    _, agent = start_agent(agent_config)
+    runner = client_for(agent.port)
+    project = write(
+        tmp_path / "project",
+        {
+            "data/chat.jsonl": CHAT,
+            "run.yml": config(
+                datasets=[
+                    {"path": "data/chat.jsonl", "type": "chat_template"},
+                    {"path": "s3://team-bucket/more.jsonl", "type": "chat_template"},
+                ]
+            ),
+        },
+    )
+    result = runner.run("submit", "run.yml", "--detach", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert "1 sent" in result.stdout
+    assert (
+        "note: datasets[1].path: s3://team-bucket/more.jsonl: remote, loaded by Axolotl itself"
+        in result.stdout
+    )

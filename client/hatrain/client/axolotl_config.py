@@ -14,6 +14,7 @@ found beside the config, or found in a data/output/ directory.
 import hashlib
 import os
 import posixpath
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from .chat_template import ChatTemplate
 from .config_source import ConfigSource, load_config
 from .dataset_check import DEFAULT_ROLES, ChatReading
 from .dataset_files import directory_files, loader_of
+from .dataset_images import with_uploaded_images
 from .findings import Finding
 
 DATASETS = "/workspace/data/datasets"
@@ -61,6 +63,8 @@ class DatasetCheck:
 class Analysis:
     source: ConfigSource
     workdir: Path
+    # Where rewritten copies of datasets go (multimodal data pointing at uploaded images).
+    scratch: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "hatrain-copies")
     files: list[LocalFile] = field(default_factory=list)
     checks: list[DatasetCheck] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
@@ -118,9 +122,12 @@ class Analysis:
             self.files.append(LocalFile(name, path))
         return f"{DATASETS}/{name}"
 
-    def place_dir(self, directory: Path, files: list[Path]) -> tuple[str, list[str]]:
+    def place_dir(
+        self, directory: Path, files: list[Path], uploads: dict[Path, Path] | None = None
+    ) -> tuple[str, list[str]]:
         """Place the given files of a directory under one fresh folder (a file outside it goes
-        in by its name); returns the folder's container path and each file's."""
+        in by its name); returns the folder's container path and each file's. uploads: a file
+        to send in place of one of them, under its name."""
         prefix = directory.resolve().name or "dir"
         n = 1
         while any(k.startswith(prefix + "/") for k in self._names):
@@ -132,7 +139,7 @@ class Analysis:
                 relative = p.resolve().relative_to(directory.resolve()).as_posix()
             except ValueError:
                 relative = p.name
-            placed.append(self.place(p, f"{prefix}/{relative}"))
+            placed.append(self.place((uploads or {}).get(p, p), f"{prefix}/{relative}"))
         return f"{DATASETS}/{prefix}", placed
 
 
@@ -403,8 +410,40 @@ def _custom_module(analysis: Analysis, item: dict[str, Any], field_name: str) ->
     return True
 
 
+def _multimodal(analysis: Analysis) -> bool:
+    return bool(analysis.config.get("processor_type"))
+
+
 def _is_chat(analysis: Analysis, item: dict[str, Any]) -> bool:
-    return item.get("type") == "chat_template" and not analysis.config.get("rl")
+    """A dataset read by the chat_template strategy at preprocess (a multimodal one is read by
+    the processor at train time instead, and preference data by the RL loaders)."""
+    chat = item.get("type") == "chat_template"
+    return chat and not analysis.config.get("rl") and not _multimodal(analysis)
+
+
+def _images(
+    analysis: Analysis, field_name: str, files: list[Path], loader: str
+) -> dict[Path, Path]:
+    """For a multimodal config: upload the images each file names; the copies to send."""
+    if not _multimodal(analysis) or loader != "json":
+        return {}
+    uploads = {}
+    for path in files:
+        upload, findings = with_uploaded_images(
+            path,
+            analysis.candidates,
+            lambda image: analysis.place(image, f"images/{image.name}"),
+            analysis.scratch,
+        )
+        analysis.findings += findings
+        if upload != path:
+            uploads[path] = upload
+    analysis.note(
+        f"{field_name}.path",
+        "multimodal: Axolotl's processor reads the conversations at train time; the images "
+        "they name are uploaded",
+    )
+    return uploads
 
 
 def _check_files(
@@ -476,7 +515,8 @@ def _dataset(
     loader = loader_of(value, item.get("ds_type"))
     if local.is_file():
         name = posixpath.basename(value) if value.startswith("/") else local.name
-        item["path"] = analysis.place(local, name)
+        uploads = _images(analysis, field_name, [local], loader)
+        item["path"] = analysis.place(uploads.get(local, local), name)
         if not custom:
             _check_files(analysis, item, field_name, [local], loader)
         return
@@ -484,7 +524,9 @@ def _dataset(
         files = _data_files(analysis, item, field_name, local)
         if files is None:
             return
-        item["path"], placed = analysis.place_dir(local, files)
+        item["path"], placed = analysis.place_dir(
+            local, files, _images(analysis, field_name, files, loader)
+        )
         item["data_files"] = placed if isinstance(item["data_files"], list) else placed[0]
         if not custom:
             _check_files(analysis, item, field_name, files, loader)
@@ -493,7 +535,8 @@ def _dataset(
     if not selected.files:
         analysis.flag(where, f"{value}: the directory holds no dataset files", "")
         return
-    item["path"], _ = analysis.place_dir(local, selected.files)
+    uploads = _images(analysis, field_name, selected.files, selected.loader)
+    item["path"], _ = analysis.place_dir(local, selected.files, uploads)
     if not custom:
         _check_files(analysis, item, field_name, selected.files, selected.loader)
 
@@ -581,12 +624,15 @@ def analyse(
     config_path: Path,
     dataset_map: dict[str, Path] | None = None,
     workdir: Path | None = None,
+    scratch: Path | None = None,
 ) -> Analysis:
     """Parse the config and find its local files. Raises BadInput for a config that is not YAML;
     everything else Axolotl would refuse is in `findings` (nothing has been sent)."""
     source = load_config(config_path)
     source.path = config_path.resolve()
     analysis = Analysis(source=source, workdir=(workdir or Path.cwd()).resolve())
+    if scratch is not None:
+        analysis.scratch = scratch
     config = analysis.config
     for key in ("datasets", "test_datasets"):
         items = config.get(key)

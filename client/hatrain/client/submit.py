@@ -54,7 +54,7 @@ class Prepared:
 def prepare(request: SubmitRequest, cache: HashCache) -> Prepared:
     """Everything that can be checked without the host; raises BadInput naming every finding.
     Nothing has been sent when it raises."""
-    analysis = analyse(request.config, request.datasets)
+    analysis = analyse(request.config, request.datasets, scratch=cache.directory / "copies")
     refuse(analysis.findings, f"{request.config}: Axolotl would refuse this config")
     checked = check_analysis(analysis, cache)
     refuse(checked.findings, f"{request.config}: Axolotl would refuse its data")
