@@ -171,6 +171,9 @@ def test_relative_paths_resolve_from_the_working_directory_then_the_config(
     assert "fix: relative paths are read from the directory you run hatrain-client in" in (
         result.stdout
     )
+    assert "datasets[1].path: Axolotl's built-in chat template 'chatml' is not rendered here" in (
+        result.stdout
+    )
 
 
 def test_directory_dataset_uploads_only_what_the_loader_reads_and_checks_each_file(
@@ -288,6 +291,56 @@ def test_pretraining_dataset_and_chat_template_file_are_uploaded(tmp_path: Path)
     assert analysis.config["pretraining_dataset"][0]["path"].endswith("/corpus.jsonl")
     assert analysis.config["chat_template_jinja"] == "/workspace/data/datasets/chat.jinja"
     assert analysis.checks[0].reading.template is not None
+
+
+def test_a_datasets_own_template_file_renders_its_data(tmp_path: Path) -> None:
+    """A dataset entry's own chat_template: jinja with a template file: the data is rendered
+    through that file's template (here one that refuses it), and the file is uploaded."""
+    refusing = "{{ raise_exception('this template takes no data') }}"
+    project = write(
+        tmp_path,
+        {
+            "run.yml": config(
+                datasets=[
+                    {
+                        "path": "data/chat.jsonl",
+                        "type": "chat_template",
+                        "chat_template": "jinja",
+                        "chat_template_jinja": "strict.jinja",
+                    }
+                ]
+            ),
+            "data/chat.jsonl": CHAT,
+            "strict.jinja": refusing,
+        },
+    )
+    analysis = analyse(project / "run.yml", workdir=project)
+    assert sorted(placed(analysis)) == ["chat.jsonl", "strict.jinja"]
+    assert analysis.config["datasets"][0]["chat_template_jinja"].endswith("/strict.jinja")
+    result = client("check-dataset", "-a", "run.yml", cwd=project)
+    assert result.returncode == 65
+    assert "TemplateError: this template takes no data" in result.stdout
+
+
+def test_files_not_read_as_chat_are_uploaded_unchecked(tmp_path: Path) -> None:
+    """Parquet files, and preference data of an `rl:` config, are uploaded and left to Axolotl."""
+    project = write(
+        tmp_path,
+        {
+            "run.yml": config(
+                rl="dpo",
+                datasets=[
+                    {"path": "d.parquet", "type": "chat_template"},
+                    {"path": "prefs.jsonl", "type": "chat_template.default"},
+                ],
+            ),
+            "d.parquet": b"PAR1 not really",
+            "prefs.jsonl": '{"prompt": "a", "chosen": "b", "rejected": "c"}\n',
+        },
+    )
+    analysis = analyse(project / "run.yml", workdir=project)
+    assert analysis.findings == [] and analysis.checks == []
+    assert sorted(placed(analysis)) == ["d.parquet", "prefs.jsonl"]
 
 
 def test_remote_and_hub_datasets_pass_through_and_are_named(tmp_path: Path) -> None:

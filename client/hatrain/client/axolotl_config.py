@@ -483,8 +483,15 @@ def _data_files(
 def _dataset(
     analysis: Analysis, item: dict[str, Any], field_name: str, dataset_map: dict[str, Path]
 ) -> None:
-    value = item.get("path")
+    _dataset_files(analysis, item, field_name, dataset_map)
+    # After the files: their reading takes the template from where the user has it.
     _template(analysis, item, f"{field_name}.chat_template_jinja")
+
+
+def _dataset_files(
+    analysis: Analysis, item: dict[str, Any], field_name: str, dataset_map: dict[str, Path]
+) -> None:
+    value = item.get("path")
     custom = _custom_module(analysis, item, field_name)
     if not isinstance(value, str) or not value:
         return
