@@ -83,7 +83,7 @@ class Analysis:
     def config_dir(self) -> Path:
         return self.source.path.parent
 
-    def flag(self, field_name: str, message: str, fix: str = "") -> None:
+    def flag(self, field_name: str, message: str, fix: str) -> None:
         line = self.source.line(field_name)
         self.findings.append(Finding(self.config_path, line, field_name, message, fix))
 
@@ -163,7 +163,11 @@ def _map_container_path(
         if key in dataset_map:
             mapped = dataset_map[key]
             if not mapped.exists():
-                analysis.flag(field_name, f"--dataset {key}={mapped}: no such file")
+                analysis.flag(
+                    field_name,
+                    f"--dataset {key}={mapped}: no such file",
+                    f"give --dataset {key}= the path of a file that exists",
+                )
                 return None
             return mapped
     candidates = [base / relative, base / leaf]
@@ -270,19 +274,27 @@ def _chat_reading(analysis: Analysis, item: dict[str, Any], field_name: str) -> 
     """The reading of a chat_template dataset; None (flagged) when Axolotl refuses its config."""
     ok = True
 
-    def bad(key: str, message: str, fix: str = "") -> None:
+    def bad(key: str, message: str, fix: str) -> None:
         nonlocal ok
         ok = False
         analysis.flag(f"{field_name}.{key}", message, fix)
 
     for key in ("field_messages", "message_field_role", "message_field_content"):
         if item.get(key) is not None and not isinstance(item[key], str):
-            bad(key, f"expected the name of a key, got {type(item[key]).__name__}")
+            bad(
+                key,
+                f"expected the name of a key, got {type(item[key]).__name__}",
+                f"set {key} to the key in your data, e.g. messages",
+            )
     mappings = item.get("message_property_mappings") or {}
     if not isinstance(mappings, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in mappings.items()
     ):
-        bad("message_property_mappings", "expected a mapping of property: key, e.g. role: from")
+        bad(
+            "message_property_mappings",
+            "expected a mapping of property: key in the data",
+            "write it as e.g. {role: from, content: value}",
+        )
         mappings = {}
     mappings = dict(mappings)
     for target, legacy in (("role", "message_field_role"), ("content", "message_field_content")):
@@ -301,17 +313,25 @@ def _chat_reading(analysis: Analysis, item: dict[str, Any], field_name: str) -> 
         if not isinstance(roles, dict) or not all(
             isinstance(v, list) and all(isinstance(s, str) for s in v) for v in roles.values()
         ):
-            bad("roles", "expected a mapping of role: [names in the data], e.g. assistant: [gpt]")
+            bad(
+                "roles",
+                "expected a mapping of role: [names in the data]",
+                "write it as e.g. {assistant: [gpt], user: [human]}",
+            )
         else:
             role_map = {s: t for t, sources in roles.items() for s in sources}
     to_train = item.get("roles_to_train")
     if to_train is not None and not (
         isinstance(to_train, list) and all(isinstance(r, str) for r in to_train)
     ):
-        bad("roles_to_train", "expected a list of roles, e.g. [assistant]")
+        bad("roles_to_train", "expected a list of roles", "write it as e.g. [assistant]")
     for key in ("train_on_eos", "train_on_eot"):
         if item.get(key) is not None and item[key] not in _TRAIN_ON:
-            bad(key, f"{item[key]!r}: expected one of {', '.join(_TRAIN_ON)}")
+            bad(
+                key,
+                f"{item[key]!r}: not one of {', '.join(_TRAIN_ON)}",
+                f"set {key} to one of {', '.join(_TRAIN_ON)}",
+            )
     if item.get("chat_template") == "jinja" and not item.get("chat_template_jinja"):
         bad(
             "chat_template",
@@ -467,7 +487,11 @@ def _data_files(
     value = item.get("data_files")
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        analysis.flag(f"{field_name}.data_files", "expected a path or a list of paths")
+        analysis.flag(
+            f"{field_name}.data_files",
+            "expected a path or a list of paths",
+            "write it as e.g. [data/train.jsonl]",
+        )
         return None
     found: list[Path] = []
     for i, name in enumerate(names):
@@ -540,7 +564,11 @@ def _dataset_files(
         return
     selected = directory_files(local)
     if not selected.files:
-        analysis.flag(where, f"{value}: the directory holds no dataset files", "")
+        analysis.flag(
+            where,
+            f"{value}: the directory holds no dataset files",
+            "put the .jsonl (or .parquet, .csv, ...) files in it, or name a file",
+        )
         return
     uploads = _images(analysis, field_name, selected.files, selected.loader)
     item["path"], _ = analysis.place_dir(local, selected.files, uploads)
@@ -561,7 +589,7 @@ def _local_path(analysis: Analysis, key: str, kind: str) -> None:
         files = [p for p in sorted(path.rglob("*")) if p.is_file()]
         files = [p for p in files if not p.relative_to(path).parts[0].startswith(".")]
         if not files:
-            analysis.flag(key, f"{value}: the directory is empty")
+            analysis.flag(key, f"{value}: the directory is empty", "name a folder with files")
             return
         analysis.config[key], _ = analysis.place_dir(path, files)
     elif path is not None:
@@ -646,11 +674,17 @@ def analyse(
         if items is None:
             continue
         if not isinstance(items, list):
-            analysis.flag(key, f"expected a list of datasets, got {type(items).__name__}")
+            analysis.flag(
+                key,
+                f"expected a list of datasets, got {type(items).__name__}",
+                f"write {key} as a list: - path: ...",
+            )
             continue
         for i, item in enumerate(items):
             if not isinstance(item, dict):
-                analysis.flag(f"{key}[{i}]", "expected a mapping with a path")
+                analysis.flag(
+                    f"{key}[{i}]", "expected a mapping with a path", "write it as - path: ..."
+                )
                 continue
             _dataset(analysis, item, f"{key}[{i}]", dataset_map or {})
     _template(analysis, config, "chat_template_jinja")

@@ -34,7 +34,7 @@ DEFAULT_ROLES = {
 class Issue:
     field: str
     message: str
-    fix: str = ""
+    fix: str
 
 
 @dataclass
@@ -107,14 +107,32 @@ def _messages(prompt: dict[str, Any], reading: ChatReading) -> tuple[list[Any] |
         if error:
             return None, [Issue(key, f"text that is not JSON ({error})", f"make {key} a list")]
         if not isinstance(parsed, list):
-            return None, [Issue(key, f"JSON text holding {_kind(parsed)}, expected a list")]
+            return None, [
+                Issue(
+                    key,
+                    f"JSON text holding {_kind(parsed)}, expected a list",
+                    f"make {key} a list of messages",
+                )
+            ]
         for i, message in enumerate(parsed):
             if not isinstance(message, dict):
                 got = _kind(message)
-                return None, [Issue(f"{key}[{i}]", f"expected a message object, got {got}")]
+                return None, [
+                    Issue(
+                        f"{key}[{i}]",
+                        f"expected a message object, got {got}",
+                        'each message is an object such as {"role": "user", "content": "..."}',
+                    )
+                ]
         messages = parsed
     if not isinstance(messages, list):
-        return None, [Issue(key, f"expected a list of messages, got {_kind(messages)}")]
+        return None, [
+            Issue(
+                key,
+                f"expected a list of messages, got {_kind(messages)}",
+                f"make {key} a list of messages, or point field_messages at the list",
+            )
+        ]
     if not messages:
         return None, [Issue(key, "the conversation is empty", "give it at least one message")]
     return messages, []
@@ -144,23 +162,39 @@ def _part_text(parts: list[Any], where: str) -> tuple[str, list[Issue]]:
 
 def _tool_calls(calls: Any, where: str) -> Iterator[Issue]:
     if not isinstance(calls, (list, dict, str)):
-        yield Issue(where, f"expected a list of tool calls, got {_kind(calls)}")
+        yield Issue(
+            where,
+            f"expected a list of tool calls, got {_kind(calls)}",
+            'make tool_calls a list of {"function": {"name": ..., "arguments": ...}}',
+        )
         return
     for j, call in enumerate(calls):
         here = f"{where}[{j}]"
         if isinstance(call, str) and "function" in call:
-            yield Issue(here, "expected a tool call object, got text", '{"function": {...}}')
+            yield Issue(
+                here,
+                "expected a tool call object, got text",
+                'write the call as {"function": {"name": ..., "arguments": ...}}',
+            )
             continue
         if not isinstance(call, dict) or "function" not in call:
             continue
         function = call["function"]
         if not isinstance(function, (dict, str, list)):
-            yield Issue(f"{here}.function", f"expected an object, got {_kind(function)}")
+            yield Issue(
+                f"{here}.function",
+                f"expected an object, got {_kind(function)}",
+                'write the function as {"name": ..., "arguments": ...}',
+            )
             continue
         if "arguments" not in function:
             continue
         if not isinstance(function, dict):
-            yield Issue(f"{here}.function", f"expected an object, got {_kind(function)}")
+            yield Issue(
+                f"{here}.function",
+                f"expected an object, got {_kind(function)}",
+                'write the function as {"name": ..., "arguments": ...}',
+            )
             continue
         arguments = function["arguments"]
         if isinstance(arguments, str):
@@ -184,7 +218,13 @@ def _tools(prompt: dict[str, Any]) -> tuple[Any, list[Issue]]:
         if error:
             return None, [Issue("tools", f"text that is not JSON ({error})", "make tools a list")]
     if not isinstance(tools, list):
-        return None, [Issue("tools", f"expected a list of tool definitions, got {_kind(tools)}")]
+        return None, [
+            Issue(
+                "tools",
+                f"expected a list of tool definitions, got {_kind(tools)}",
+                'make tools a list, e.g. [{"type": "function", "function": {...}}]',
+            )
+        ]
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict) or not isinstance(tool.get("function"), dict):
             continue
@@ -192,11 +232,23 @@ def _tools(prompt: dict[str, Any]) -> tuple[Any, list[Issue]]:
         if isinstance(function.get("parameters"), str):
             parsed, error = _json(function["parameters"])
             if error:
-                return None, [Issue(f"tools[{i}].function.parameters", f"not valid JSON ({error})")]
+                return None, [
+                    Issue(
+                        f"tools[{i}].function.parameters",
+                        f"not valid JSON ({error})",
+                        "parameters must be a JSON schema object, or a string holding one",
+                    )
+                ]
             function["parameters"] = parsed
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict):
-            return None, [Issue(f"tools[{i}]", f"expected a tool object, got {_kind(tool)}")]
+            return None, [
+                Issue(
+                    f"tools[{i}]",
+                    f"expected a tool object, got {_kind(tool)}",
+                    'each tool is an object such as {"type": "function", "function": {...}}',
+                )
+            ]
     return tools, []
 
 
@@ -210,7 +262,13 @@ def _turn(
             turn["role"] = reading.roles.get(role, role)
         except TypeError:
             field_name = f"{where}.{reading.mappings['role']}"
-            return turn, [Issue(field_name, f"expected text, got {_kind(role)}")]
+            return turn, [
+                Issue(
+                    field_name,
+                    f"expected text, got {_kind(role)}",
+                    'a role is a name such as "user" or "assistant"',
+                )
+            ]
     if reading.template is not None:
         mapped = set(reading.mappings.values())
         for key in reading.template.message_keys:
@@ -255,7 +313,11 @@ def _render_issue(turns: list[dict[str, Any]], tools: Any, reading: ChatReading)
 
 def check_record(record: Any, reading: ChatReading) -> Iterator[Issue]:
     if not isinstance(record, dict):
-        yield Issue("", f"expected a JSON object, got {_kind(record)}")
+        yield Issue(
+            "",
+            f"expected a JSON object, got {_kind(record)}",
+            'each record is one JSON object, e.g. {"messages": [...]}',
+        )
         return
     prompt = _drop_nulls(record)
     messages, issues = _messages(prompt, reading)
@@ -266,7 +328,11 @@ def check_record(record: Any, reading: ChatReading) -> Iterator[Issue]:
     for i, message in enumerate(messages):
         where = f"{reading.field_messages}[{i}]"
         if not isinstance(message, dict):
-            yield Issue(where, f"expected a message object, got {_kind(message)}")
+            yield Issue(
+                where,
+                f"expected a message object, got {_kind(message)}",
+                'each message is an object such as {"role": "user", "content": "..."}',
+            )
             return
         turn, issues = _turn(message, where, reading)
         if i == 0 and "role" not in turn:

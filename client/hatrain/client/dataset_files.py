@@ -52,7 +52,7 @@ class Record:
 class Unreadable(Exception):
     """The file cannot be loaded as a dataset; `line` is where (0: the file as a whole)."""
 
-    def __init__(self, line: int, message: str, fix: str = "") -> None:
+    def __init__(self, line: int, message: str, fix: str) -> None:
         super().__init__(message)
         self.line = line
         self.message = message
@@ -71,10 +71,14 @@ def _array_records(text: str) -> Iterator[Record]:
         items = decoder.decode(text[start:].rstrip())
     except json.JSONDecodeError as exc:
         raise Unreadable(
-            _line_of(text, start + exc.pos), f"not valid JSON: {exc.msg} (column {exc.colno})"
+            _line_of(text, start + exc.pos),
+            f"not valid JSON: {exc.msg} (column {exc.colno})",
+            "a file starting with [ must be one JSON array of records",
         ) from None
     if not isinstance(items, list):
-        raise Unreadable(_line_of(text, start), "not a JSON array")
+        raise Unreadable(
+            _line_of(text, start), "not a JSON array", "write one JSON object per line instead"
+        )
     strings = "{" not in text[start : start + 100].split('"', 1)[0]
     index = start + 1
     for item in items:

@@ -16,7 +16,7 @@ class Finding:
     line: int  # 1-based; 0 when the file as a whole is meant
     field: str  # e.g. "datasets[0].path" or "messages[2].tool_calls[0].function.arguments"
     message: str
-    fix: str = ""
+    fix: str
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else str(self.file)
@@ -35,8 +35,3 @@ def refuse(findings: Iterable[Finding], what: str = "") -> None:
         lines.append(f"... and {len(found) - _SHOWN} more")
     head = what or "Axolotl would refuse this input"
     raise BadInput(f"{head}:\n" + "\n".join(f"  {line}" for line in lines))
-
-
-def fail(file: Path, line: int, field: str, message: str, fix: str = "") -> None:
-    """Refuse at once with a single finding."""
-    refuse([Finding(file, line, field, message, fix)])
