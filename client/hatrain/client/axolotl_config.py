@@ -349,8 +349,9 @@ def _chat_reading(analysis: Analysis, item: dict[str, Any], field_name: str) -> 
             if isinstance(special, dict)
             else {}
         )
+        extra = analysis.config.get("chat_template_kwargs")
         try:
-            template = ChatTemplate(text, tokens)
+            template = ChatTemplate(text, tokens, extra if isinstance(extra, dict) else None)
         except Exception as exc:  # jinja2.TemplateSyntaxError and the like
             line = getattr(exc, "lineno", None)
             where = f" (template line {line})" if line else ""

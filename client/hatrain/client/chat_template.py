@@ -82,19 +82,27 @@ def _names_read(tree: nodes.Template) -> set[str]:
 class ChatTemplate:
     """A compiled chat template; raises jinja2.TemplateSyntaxError for one that does not parse."""
 
-    def __init__(self, source: str, special_tokens: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        source: str,
+        special_tokens: dict[str, str] | None = None,
+        kwargs: dict[str, Any] | None = None,
+    ) -> None:
         env = _environment()
         self.template = env.from_string(source)
         self.message_keys = _names_read(env.parse(source))
         self.special_tokens = {"bos_token": "<s>", "eos_token": "</s>", **(special_tokens or {})}
+        # The config's chat_template_kwargs, which Axolotl passes to every rendering.
+        self.kwargs = {k: v for k, v in (kwargs or {}).items() if isinstance(k, str)}
 
     def render(
         self, messages: list[dict[str, Any]], tools: Any = None, add_generation_prompt: bool = False
     ) -> str:
         return self.template.render(
+            **self.special_tokens,
+            **self.kwargs,
             messages=messages,
             tools=tools,
             documents=None,
             add_generation_prompt=add_generation_prompt,
-            **self.special_tokens,
         )

@@ -90,7 +90,10 @@ def check_datasets(files: list[Path], config: Path | None) -> CheckReport:
     for path in files:
         if not path.exists():
             raise BadInput(f"{path}: no such file or directory")
-        todo += [(f, reading) for f in _files(path)]
+        found = _files(path)
+        if not found:
+            report.notes.append(f"{path}: no JSON files in it for the loader to read")
+        todo += [(f, reading) for f in found]
     for path, file_reading in todo:
         result = check_file(path, file_reading)
         report.findings += result.findings

@@ -62,6 +62,7 @@ class ChatReading:
             self.thinking_key,
             self.template_text,
             sorted(self.template.special_tokens.items()) if self.template else None,
+            repr(sorted(self.template.kwargs.items())) if self.template else None,
         ]
         return hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
 
