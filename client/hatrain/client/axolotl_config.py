@@ -723,9 +723,10 @@ def first_chat_reading(analysis: Analysis) -> ChatReading | None:
     """How the config's first chat_template dataset reads its files (for check-dataset)."""
     if analysis.checks:
         return analysis.checks[0].reading
+    fresh = Analysis(source=load_config(analysis.config_path), workdir=analysis.workdir)
     for key in ("datasets", "test_datasets"):
-        items = analysis.config.get(key)
+        items = fresh.config.get(key)
         for i, item in enumerate(items if isinstance(items, list) else []):
-            if isinstance(item, dict) and _is_chat(analysis, item):
-                return _chat_reading(analysis, item, f"{key}[{i}]")
+            if isinstance(item, dict) and _is_chat(fresh, item):
+                return _chat_reading(fresh, item, f"{key}[{i}]")
     return None
