@@ -199,7 +199,7 @@ def _remote(analysis: Analysis, value: str, field_name: str) -> bool:
     return False
 
 
-def _templates_reading(
+def _template_for(
     analysis: Analysis, item: dict[str, Any], field_name: str
 ) -> tuple[str | None, str]:
     """The chat template text the dataset is rendered with, or None and why it is not known."""
@@ -340,7 +340,7 @@ def _chat_reading(analysis: Analysis, item: dict[str, Any], field_name: str) -> 
         )
     training = item.get("message_field_training")
     thinking = item.get("template_thinking_key") or "reasoning_content"
-    text, note = _templates_reading(analysis, item, field_name)
+    text, note = _template_for(analysis, item, field_name)
     template = None
     if text is not None:
         special = analysis.config.get("special_tokens")
@@ -508,12 +508,12 @@ def _data_files(
 def _dataset(
     analysis: Analysis, item: dict[str, Any], field_name: str, dataset_map: dict[str, Path]
 ) -> None:
-    _dataset_files(analysis, item, field_name, dataset_map)
+    _dataset_path(analysis, item, field_name, dataset_map)
     # After the files: their reading takes the template from where the user has it.
     _template(analysis, item, f"{field_name}.chat_template_jinja")
 
 
-def _dataset_files(
+def _dataset_path(
     analysis: Analysis, item: dict[str, Any], field_name: str, dataset_map: dict[str, Path]
 ) -> None:
     value = item.get("path")

@@ -20,6 +20,8 @@ from .chat_template import ChatTemplate, TemplateError
 from .dataset_files import Unreadable, read_records
 from .findings import Finding
 
+# Part of the key under which a file found good is remembered: a change of rules re-reads files.
+RULES = "axolotl-0.19 chat_template, 1"
 DEFAULT_ROLES = {
     "human": "user",
     "user": "user",
@@ -54,6 +56,7 @@ class ChatReading:
 
     def fingerprint(self) -> str:
         settings = [
+            RULES,
             self.field_messages,
             sorted(self.mappings.items()),
             sorted(self.roles.items()),
