@@ -63,3 +63,25 @@ def test_eval_steps_in_status_and_plot_equal_the_runs_log_history(
     plotted = client.run("plot", submitted["id"], "--output", str(png), "--no-terminal")
     assert plotted.returncode == 0, plotted.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_events_recorded_before_the_train_step_was_kept_still_plot() -> None:
+    """A metric event stored without a train step reads back without one, goes on the wire
+    without one, and is placed by count as before (an eval at the train dicts before it)."""
+    from hatrain.agent.events import Event
+    from hatrain.agent.wire import event_to_wire
+
+    old: list[tuple[str, dict[str, Any]]] = [
+        ("metrics", {"step": "train", "metrics": [["eval_loss", 3.0, ""]], "eval": True}),
+        ("metrics", {"step": "train", "metrics": [["loss", 2.5, ""]]}),
+        ("metrics", {"step": "train", "metrics": [["loss", 2.0, ""]]}),
+        ("metrics", {"step": "train", "metrics": [["eval_loss", 1.5, ""]], "eval": True}),
+    ]
+    events = [Event.from_record(kind, i + 1, 0.0, rec) for i, (kind, rec) in enumerate(old)]
+    assert all(e.train_step is None for e in events)
+    wire = [event_to_wire(e) for e in events]
+    assert not any(w.HasField("train_step") for w in wire)
+    drawn = curves(wire, logging_steps=5)
+    assert drawn.eval == [(0, 3.0), (10, 1.5)] and drawn.train == [(5, 2.5), (10, 2.0)]
+    kept = Event.from_record("metrics", 9, 0.0, {**old[3][1], "train_step": 7})
+    assert event_to_wire(kept).train_step == 7 and kept.to_record()["train_step"] == 7
