@@ -541,7 +541,7 @@ def test_submit_summary_says_what_is_left_to_axolotl(
     agent_config: dict[str, Any], start_agent: Any, client_for: Any, tmp_path: Path
 ) -> None:
     """The submit summary names the remote dataset it left alone; only the local one is sent."""
-    _, agent = start_agent(agent_config)
+    stub, agent = start_agent(agent_config)
     runner = client_for(agent.port)
     project = write(
         tmp_path / "project",
@@ -562,3 +562,5 @@ def test_submit_summary_says_what_is_left_to_axolotl(
         "note: datasets[1].path: s3://team-bucket/more.jsonl: remote, loaded by Axolotl itself"
         in result.stdout
     )
+    job_id = result.stdout.split()[1]
+    assert wait_state(stub, job_id, TERMINAL).state == pb.JOB_STATE_SUCCEEDED
