@@ -36,12 +36,17 @@ def submit(client: ClientRunner, project: Path, *extra: str) -> Any:
 
 
 def test_missing_dataset_file(setup: Any) -> None:
-    """A local dataset path that does not exist names the field and the path."""
+    """A local dataset path that does not exist names the config's line, the field, the path and
+    both places looked in: the working directory and beside the config."""
     _, client, project, _ = setup
     write_config(project, {}, datasets=[{"path": "./missing.jsonl", "type": "chat_template"}])
     result = submit(client, project)
     assert result.returncode == 65
-    assert "datasets[0].path: ./missing.jsonl: no such file" in result.stderr
+    configs = project / "train" / "configs"
+    assert (
+        f"{configs / 'mini.yml'}:5: datasets[0].path: ./missing.jsonl: no such file or directory "
+        f"(looked in {project / 'missing.jsonl'} and {configs / 'missing.jsonl'})"
+    ) in result.stderr
 
 
 def test_container_dataset_path_without_a_local_file(setup: Any) -> None:
@@ -62,6 +67,18 @@ def test_yaml_that_is_not_a_mapping(setup: Any) -> None:
     assert "expected an Axolotl config (a YAML mapping), got list" in result.stderr
 
 
+def test_a_yaml_bomb_is_refused_before_anything_is_read_further(setup: Any) -> None:
+    """A config of a few hundred bytes whose aliases expand to a billion nodes is refused at
+    once, as the agent refuses it, instead of being walked."""
+    from tests.test_agent_limits import BOMB
+
+    _, client, project, _ = setup
+    (project / "train" / "configs" / "mini.yml").write_text(BOMB)
+    result = client.run("submit", "train/configs/mini.yml", "--detach", cwd=project, timeout=30)
+    assert result.returncode == 65
+    assert "not valid YAML: too large: more than 100000 nodes" in result.stderr
+
+
 def test_jsonl_line_that_is_not_json(setup: Any) -> None:
     """The problem's line number is in the error."""
     _, client, project, _ = setup
@@ -71,22 +88,35 @@ def test_jsonl_line_that_is_not_json(setup: Any) -> None:
     dataset.write_text("\n".join(lines) + "\n")
     result = submit(client, project)
     assert result.returncode == 65
-    assert "sample.jsonl: line 3: not JSON" in result.stderr
+    assert "sample.jsonl:3: not JSON: " in result.stderr
 
 
-def test_tool_call_arguments_must_be_json_strings(setup: Any) -> None:
+def test_tool_call_arguments_that_are_not_json(setup: Any) -> None:
+    """Arguments as an object are what Axolotl takes too; a string that is not JSON is refused
+    (Axolotl's json.loads would raise), naming the line and the field."""
     _, client, project, _ = setup
     dataset = project / "data" / "output" / "sample.jsonl"
-    text = dataset.read_text().replace(
-        '"arguments": "{\\"name\\": \\"Ceiling Fan\\"}"', '"arguments": {"name": "Ceiling Fan"}', 1
+    original = '"arguments": "{\\"name\\": \\"Ceiling Fan\\"}"'
+    assert original in dataset.read_text()
+    dataset.write_text(
+        dataset.read_text().replace(original, '"arguments": {"name": "Ceiling Fan"}', 1)
     )
-    dataset.write_text(text)
-    result = client.run("check-dataset", str(dataset))
+    accepted = client.run("check-dataset", str(dataset))
+    assert accepted.returncode == 0, accepted.stdout
+    dataset.write_text(
+        dataset.read_text().replace(
+            '"arguments": {"name": "Ceiling Fan"}', '"arguments": "{name: Ceiling Fan}"', 1
+        )
+    )
+    config = project / "train" / "configs" / "mini.yml"
+    result = client.run("check-dataset", "-a", str(config), str(dataset))
     assert result.returncode == 65
-    assert "line 1: messages[2].tool_calls[0].function.arguments: expected a JSON string" in (
-        result.stdout
+    assert (
+        f"{dataset}:1: messages[2].tool_calls[0].function.arguments: not valid JSON"
+        in result.stdout
     )
-    assert submit(client, project).returncode == 65
+    refused = submit(client, project)
+    assert refused.returncode == 65 and "function.arguments: not valid JSON" in refused.stderr
 
 
 def test_missing_chat_template_file(setup: Any) -> None:

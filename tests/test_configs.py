@@ -7,7 +7,7 @@ import yaml
 from hatrain.agent.config import AgentConfig, load_config
 from hatrain.agent.errors import ConfigError
 from hatrain.client.axolotl_config import analyse, finalize
-from hatrain.client.dataset_check import check_jsonl
+from hatrain.client.dataset_check import ChatReading, check_file
 from hatrain.client.settings import load_settings
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -60,7 +60,7 @@ def test_seed_configs_are_accepted_as_users_have_them(tmp_path: Path, name: str)
     local.write_bytes((CONFIGS / "demo" / "sample.jsonl").read_bytes())
     analysis = analyse(CONFIGS / "home-llm" / name, {"sample.jsonl": local})
     assert [(f.name, f.path) for f in analysis.files] == [("sample.jsonl", local.resolve())]
-    assert check_jsonl(local) == []
+    assert check_file(local, ChatReading()).findings == []
     text = finalize(analysis, {local.resolve(): "0" * 64}, "run")
     config = yaml.safe_load(text)
     original = yaml.safe_load((CONFIGS / "home-llm" / name).read_text())

@@ -205,3 +205,51 @@ def test_every_signature_alternative_holds_a_screening_keyword() -> None:
         for alternative in _alternatives(sig.pattern.pattern):
             literal = alternative.replace("\\", "")
             assert any(k in literal for k in sig.keywords), (sig.reason, alternative)
+
+
+def _events_without(text: str, step: str = "train") -> list[Event]:
+    parser = OutputParser(step, clock=lambda: 0.0)
+    return parser.feed(text) + parser.flush()
+
+
+def test_train_bar_total_is_the_bars_own_not_axolotls_maximum_steps_line(
+    axolotl_capture: Path,
+) -> None:
+    """The real run's output without Axolotl's "Maximum number of steps" line (RL and streaming
+    runs never print it), and with it saying less than the run does (max_steps above the
+    computed count): train bars still total the run's steps, evaluation bars are told apart,
+    and every metric dict carries the step trainer_state.json logged it at."""
+    text = _train(axolotl_capture)
+    state = json.loads(
+        next((axolotl_capture / "output").glob("checkpoint-*/trainer_state.json")).read_text()
+    )
+    steps = [h["step"] for h in state["log_history"]]
+    line = next(x for x in text.splitlines() if "Maximum number of steps set at" in x)
+    for variant in (
+        text.replace(line + "\n", ""),
+        text.replace(line, line[: line.rindex(" ")] + " 7"),
+    ):
+        events = _events_without(variant)
+        bars = [e.progress for e in events if e.progress]
+        assert {p.total for p in bars if p.phase == "train"} == {state["max_steps"]}
+        assert {p.total for p in bars if p.phase == "eval"} == {4}
+        metrics = [e for e in events if e.kind == EventKind.METRICS]
+        logged = [
+            e.train_step for e in metrics if not any(m.name == "train_runtime" for m in e.metrics)
+        ]
+        assert logged == steps
+
+
+def test_rank_prefixed_lines_parse_as_the_plain_ones(axolotl_capture: Path) -> None:
+    """A launched process's lines carry "[rank0]: "; they give the same metrics and bars."""
+    text = _train(axolotl_capture)
+    prefixed = "".join(f"[rank0]: {line}" for line in text.splitlines(keepends=True))
+
+    def key(events: list[Event]) -> list[Any]:
+        return [
+            (e.kind, e.metrics, e.train_step, e.progress.total if e.progress else None)
+            for e in events
+            if e.kind != EventKind.LOG
+        ]
+
+    assert key(_events_without(prefixed)) == key(_events_without(text))

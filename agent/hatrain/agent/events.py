@@ -61,6 +61,8 @@ class Event:
     eval: bool = False
     progress: Progress | None = None
     exit_code: int | None = None
+    # A METRICS event's place in the run: the train bar's step when the dict was printed.
+    train_step: int | None = None
     seq: int = 0
     time: float = 0.0
 
@@ -83,6 +85,8 @@ class Event:
             rec["progress"] = self.progress.to_record()
         if self.exit_code is not None:
             rec["exit_code"] = self.exit_code
+        if self.train_step is not None:
+            rec["train_step"] = self.train_step
         return rec
 
     @classmethod
@@ -102,4 +106,5 @@ class Event:
             eval=rec.get("eval", False),
             progress=Progress(*progress) if progress else None,
             exit_code=rec.get("exit_code"),
+            train_step=rec.get("train_step"),
         )

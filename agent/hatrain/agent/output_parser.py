@@ -4,6 +4,14 @@ Axolotl (through transformers) prints `\\r`-updated tqdm bars, metric dicts such
 `{'loss': '4.919', 'learning_rate': '6.699e-05', ...}` (string-valued since transformers 5,
 numeric before, `nan` possible), eval dicts (`eval_*` keys) and a final `train_runtime` dict.
 Bars become PROGRESS events (throttled) instead of thousands of log lines.
+
+The train bar is the Trainer's bar without a description: the first one that is not part of an
+evaluation (Axolotl logs "Running evaluation step..." before each). Its total is the step count
+the Trainer runs, which is what counts: Axolotl's "Maximum number of steps" line is missing for
+RL and streaming runs, and smaller than the run when max_steps exceeds the computed count. Other
+bars without a description in the train step are evaluation bars. Each metric dict carries the
+train bar's position: tqdm redraws the bar right after printing the dict, so a dict is given the
+position of the train bar that follows it.
 """
 
 import re
@@ -22,8 +30,14 @@ _BAR = re.compile(
 )
 _DICT = re.compile(r"\{'[^{}]*\}")
 _PAIR = re.compile(r"'([^']+)':\s*('(?:[^'\\]|\\.)*'|[^,}]+)")
-_MAX_STEPS = re.compile(r"Maximum number of steps set at (\d+)")
-_ERROR_LINE = re.compile(r"^\s*([A-Za-z_.]*(Error|Exception)|RuntimeError|AssertionError)\b.*:")
+_EVAL_START = "Running evaluation step"
+# An exception as Python prints it, at the start of a line: "OSError: ...", "torch.X.YError: ...".
+_ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b[^:\s]*:")
+# Lines of a launched training process carry its rank: "[rank0]: ValueError: ...".
+_RANK_PREFIX = re.compile(r"^\[(?:rank|default)\d+\]:\s?")
+# A launcher reporting that its child failed: the child's own exception is the real error.
+_LAUNCHER_ERRORS = ("CalledProcessError", "ChildFailedError")
+_MODEL_FAILURES = ("model unavailable", "gated model or token")
 _THROTTLE_SECONDS = 0.25
 _HINT_CHARS = 300
 _CLEARED_LINE = 20
@@ -98,7 +112,7 @@ SIGNATURES = (
         re.compile(
             r"We couldn't connect to 'https://huggingface.co'|LocalEntryNotFoundError|"
             r"does not appear to have a file named|is not a local folder and is not a "
-            r"valid model identifier"
+            r"valid model identifier|Repo id must be in the form"
         ),
         FailureReason.MODEL_UNAVAILABLE,
         (
@@ -106,6 +120,7 @@ SIGNATURES = (
             "LocalEntryNotFoundError",
             "does not appear to have a file named",
             "is not a local folder",
+            "Repo id must be in the form",
         ),
     ),
 )
@@ -123,7 +138,8 @@ class _Screen:
     """
 
     metrics: bool
-    max_steps: bool
+    eval_start: bool
+    rank_prefix: bool
     success: bool
     error_line: bool
     signature: bool
@@ -133,13 +149,15 @@ class _Screen:
     @classmethod
     def of(cls, text: str) -> "_Screen":
         metrics = "{'" in text
-        max_steps = "Maximum number" in text
+        eval_start = _EVAL_START in text
+        rank_prefix = "[rank" in text or "[default" in text
         success = PREPROCESS_SUCCESS in text
         error_line = "Error" in text or "Exception" in text
         signature = any(k in text for k in _SIGNATURE_KEYWORDS)
         plain = not (
             metrics
-            or max_steps
+            or eval_start
+            or rank_prefix
             or success
             or error_line
             or signature
@@ -147,7 +165,7 @@ class _Screen:
             or "%|" in text
             or _BLANKED in text
         )
-        return cls(metrics, max_steps, success, error_line, signature, plain)
+        return cls(metrics, eval_start, rank_prefix, success, error_line, signature, plain)
 
 
 def parse_metrics(text: str) -> tuple[Metric, ...] | None:
@@ -175,6 +193,21 @@ def _seconds(clock: str) -> float:
     return total
 
 
+def models_of(config_yaml: str) -> tuple[str, ...]:
+    """The models a job's config names, to say which one could not be had."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(config_yaml)
+    except yaml.YAMLError:
+        return ()
+    if not isinstance(config, dict):
+        return ()
+    keys = ("base_model", "tokenizer_config", "base_model_config")
+    names = [f"{k}: {config[k]}" for k in keys if isinstance(config.get(k), str) and config[k]]
+    return tuple(dict.fromkeys(names))
+
+
 class OutputParser:
     """Feed it output chunks of one step in order; it returns the events they make."""
 
@@ -183,13 +216,20 @@ class OutputParser:
         step: str,
         clock: Callable[[], float] = time.monotonic,
         train_total: int | None = None,
+        train_position: int = 0,
+        models: tuple[str, ...] = (),
     ) -> None:
         self.step = step
         self._clock = clock
         self._buffer = ""
         self.train_total = train_total
+        self.train_position = train_position
+        self._models = models
+        self._in_eval = False
         self._last_emit: dict[str, float] = {}
         self._pending: dict[str, Event] = {}
+        # Metric events waiting for the train bar's redraw, which gives their position.
+        self._awaiting: list[Event] = []
         self.failure: tuple[FailureReason, str] | None = None
         self.last_error_line = ""
         self.preprocess_succeeded = False
@@ -201,6 +241,7 @@ class OutputParser:
         if screen.plain:
             *lines, self._buffer = buffer.split("\n")
             if texts := [text for text in map(str.rstrip, lines) if text]:
+                self._release(events)
                 events += self._pending.values()
                 self._pending.clear()
                 events.append(Event(EventKind.LOG, self.step, line="\n".join(texts)))
@@ -220,14 +261,25 @@ class OutputParser:
         if self._buffer:
             self._segment(self._buffer, events, _Screen.of(self._buffer))
             self._buffer = ""
+        self._release(events)
         events += self._pending.values()
         self._pending.clear()
         return events
+
+    def _release(self, events: list[Event]) -> None:
+        for event in self._awaiting:
+            event.train_step = self.train_position
+        events += self._awaiting
+        self._awaiting = []
 
     def _segment(self, segment: str, events: list[Event], screen: _Screen) -> None:
         text = segment.rstrip()
         if not text:
             return
+        if screen.rank_prefix and text[0] == "[":
+            text = _RANK_PREFIX.sub("", text)
+            if not text:
+                return
         bar = _BAR.match(text.strip()) if "%|" in text else None
         if bar is not None:
             self._bar(bar, events)
@@ -236,15 +288,26 @@ class OutputParser:
                 return
         self._line(text, events, screen)
 
+    def _phase(self, desc: str, current: int, total: int) -> str:
+        if desc:
+            return desc
+        if self.step != "train":
+            return self.step
+        if self.train_total is None and not self._in_eval:
+            self.train_total = total
+        if total != self.train_total:
+            return "eval"
+        if self._in_eval and current < self.train_position:
+            return "eval"  # an evaluation of as many batches as the run has steps
+        return "train"
+
     def _bar(self, bar: re.Match[str], events: list[Event]) -> None:
         desc = bar.group("desc").strip()
         current, total = int(bar.group("n")), int(bar.group("total"))
-        if desc:
-            phase = desc
-        elif self.step == "train" and self.train_total is not None and total != self.train_total:
-            phase = "eval"
-        else:
-            phase = self.step
+        phase = self._phase(desc, current, total)
+        if phase == "train":
+            self.train_position = current
+            self._release(events)
         rate_text, unit = bar.group("rate"), bar.group("unit").strip()
         rate = 0.0 if rate_text == "?" else float(rate_text)
         if unit.startswith("s/"):
@@ -276,21 +339,48 @@ class OutputParser:
     def _line(self, text: str, events: list[Event], screen: _Screen) -> None:
         if text[0] == " " and len(text) - len(text.lstrip(" ")) >= _CLEARED_LINE:
             text = text.lstrip(" ")  # tqdm blanks its line with spaces before printing over it
+        self._release(events)
         if self._pending:
             events += self._pending.values()
             self._pending.clear()
         events.append(Event(EventKind.LOG, step=self.step, line=text))
         if screen.metrics and (metrics := parse_metrics(text)) is not None:
             is_eval = any(m.name.startswith("eval_") for m in metrics)
-            events.append(Event(EventKind.METRICS, step=self.step, metrics=metrics, eval=is_eval))
-        if screen.max_steps and (steps := _MAX_STEPS.search(text)) is not None:
-            self.train_total = int(steps.group(1))
+            event = Event(EventKind.METRICS, step=self.step, metrics=metrics, eval=is_eval)
+            if is_eval:
+                self._in_eval = False
+            if self.step == "train" and self.train_total is not None:
+                self._awaiting.append(event)
+            else:
+                event.train_step = self.train_position if self.step == "train" else None
+                events.append(event)
+        if screen.eval_start and _EVAL_START in text:
+            self._in_eval = True
         if screen.success and PREPROCESS_SUCCESS in text:
             self.preprocess_succeeded = True
-        if screen.error_line and _ERROR_LINE.match(text):
+        if text[0] in " \t":
+            return  # a traceback's frame or source line: never the error itself
+        exception = screen.error_line and _ERROR_LINE.match(text) is not None
+        if exception and not any(name in text for name in _LAUNCHER_ERRORS):
             self.last_error_line = text.strip()[:_HINT_CHARS]
-        if screen.signature and self.failure is None:
-            for sig in SIGNATURES:
-                if any(k in text for k in sig.keywords) and sig.pattern.search(text):
-                    self.failure = (sig.reason, sig.hint or text.strip()[:_HINT_CHARS])
-                    break
+        if screen.signature:
+            self._signature(text, exception)
+
+    def _signature(self, text: str, exception: bool) -> None:
+        """The first failure sign decides the reason; its hint is the line, and a later
+        exception line of the same reason (the end of the chain) replaces it."""
+        reason = self.failure[0] if self.failure else None
+        for sig in SIGNATURES:
+            if reason is not None and (sig.reason != reason or sig.hint or not exception):
+                continue
+            if any(k in text for k in sig.keywords) and sig.pattern.search(text):
+                hint = self._name_model(sig.reason, sig.hint or text.strip()[:_HINT_CHARS])
+                self.failure = (sig.reason, hint)
+                break
+
+    def _name_model(self, reason: FailureReason, hint: str) -> str:
+        if reason.value not in _MODEL_FAILURES or not self._models:
+            return hint
+        if any(name.split(": ", 1)[1] in hint for name in self._models):
+            return hint
+        return f"{hint} ({'; '.join(self._models)})"

@@ -12,7 +12,7 @@ from .disk import DiskReserve, storage_fault
 from .errors import StorageFault
 from .events import Event, EventKind, Progress
 from .jobs import Job
-from .output_parser import PREPROCESS_SUCCESS, OutputParser
+from .output_parser import PREPROCESS_SUCCESS, OutputParser, models_of
 from .runtime import STEPS, ExitStatus, Handle, Runtime, RuntimeFailure
 from .states import FailureReason, JobState
 from .store import Store
@@ -244,7 +244,12 @@ class JobRunner:
         self, job: Job, step: str, handle: Handle, info: dict[str, Any]
     ) -> tuple[ExitStatus, OutputParser]:
         """Stream the step's output into events until it ends; returns its exit status."""
-        parser = OutputParser(step, train_total=info.get("train_total"))
+        parser = OutputParser(
+            step,
+            train_total=info.get("train_total"),
+            train_position=info.get("train_position", 0),
+            models=models_of(job.spec.config_yaml),
+        )
         chunks: queue.Queue[Any] = queue.Queue(maxsize=10_000)
 
         def read() -> None:
@@ -283,6 +288,7 @@ class JobRunner:
                     pending += parser.flush()
                 info["cursor"] = cursor
                 info["train_total"] = parser.train_total
+                info["train_position"] = parser.train_position
                 if lost is None:
                     try:
                         self.store.append(job.id, pending, runtime={step: dict(info)})

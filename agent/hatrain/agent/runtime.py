@@ -7,7 +7,7 @@ from typing import Any, Literal, Protocol
 from .events import Progress
 from .jobs import Job
 from .states import FailureReason
-from .workspace import CONFIGS, SECRETS, JobDirs
+from .workspace import CONFIGS, DATASETS, SECRETS, JobDirs
 
 STEPS = ("preprocess", "train")
 LABEL_JOB = "hatrain.job"
@@ -21,11 +21,16 @@ SECRET_SHIM = (
     '[ -f "$f" ] && export "${f##*/}=$(cat "$f")"; done; exec "$@"'
 )
 
+# The client uploads a dataset's own prompt-strategy module (`type: my_module.function`) under
+# python/ in the datasets directory; this is where Axolotl's import finds it.
+PYTHON_MODULES = f"{DATASETS}/python"
+
 BASE_ENV = {
     "AXOLOTL_DO_NOT_TRACK": "1",
     "HF_HOME": "/workspace/data/huggingface-cache",
     "JUPYTER_DISABLE": "1",
     "PYTHONUNBUFFERED": "1",
+    "PYTHONPATH": PYTHON_MODULES,
 }
 
 Handle = dict[str, Any]

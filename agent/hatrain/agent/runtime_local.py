@@ -30,7 +30,7 @@ from .events import Progress
 from .jobs import Job
 from .runtime import BASE_ENV, SECRET_SHIM, ExitStatus, Handle, Probe, RuntimeFailure, axolotl_args
 from .states import FailureReason
-from .workspace import HF_CACHE, JobDirs, Workspace
+from .workspace import DATASETS, HF_CACHE, JobDirs, Workspace
 
 _READ = 1024 * 1024
 _POLL_SECONDS = 0.02
@@ -103,6 +103,7 @@ class LocalRuntime:
             "LANG": "C.UTF-8",
             **BASE_ENV,
             "HF_HOME": str(mapping[HF_CACHE]),
+            "PYTHONPATH": str(mapping[DATASETS] / "python"),
             "CUDA_VISIBLE_DEVICES": ",".join(job.gpu_uuids),
             **self.config.env,
             "HATRAIN_SECRETS": str(dirs.secrets),

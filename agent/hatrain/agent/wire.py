@@ -91,6 +91,8 @@ def event_to_wire(ev: Event) -> pb.Event:
         eval=ev.eval,
         exit_code=ev.exit_code or 0,
     )
+    if ev.train_step is not None:
+        msg.train_step = ev.train_step
     if ev.progress is not None:
         msg.progress.CopyFrom(progress_to_wire(ev.progress))
     return msg

@@ -235,7 +235,13 @@ def submit(
     follow: bool | None,
     as_json: bool,
 ) -> None:
-    """Upload CONFIG's files, submit it, and follow the job."""
+    """Upload CONFIG's files, submit it, and follow the job.
+
+    Relative paths in CONFIG (datasets, data_files, templates, deepspeed, models, checkpoints,
+    custom type modules) are read the way Axolotl reads them, from its working directory: the
+    directory you run this command in stands for it, then the folder of CONFIG. Nothing is sent
+    if Axolotl would refuse the config or its data; remote and Hub datasets are left to Axolotl.
+    """
     from .hash_cache import HashCache
     from .submit import SubmitRequest, parse_dataset_option, prepare, secrets_from_env
     from .submit import submit as do_submit
@@ -265,12 +271,16 @@ def submit(
             job,
             session.alias,
             as_json,
-            lambda: (
-                f"job {job.id} queued on {session.alias} (position {job.queue_position}); "
-                f"files: {report.files_present} already there, {report.files_sent} sent "
-                f"({report.bytes_sent} bytes)"
+            lambda: "\n".join(
+                [
+                    f"job {job.id} queued on {session.alias} (position {job.queue_position}); "
+                    f"files: {report.files_present} already there, {report.files_sent} sent "
+                    f"({report.bytes_sent} bytes)",
+                    *(f"  note: {note}" for note in prepared.analysis.notes),
+                ]
             ),
             upload=report.__dict__,
+            notes=prepared.analysis.notes,
         )
         follow_if_asked(app, session, job.id, follow, as_json)
 
@@ -389,16 +399,23 @@ def queue(
 @json_option
 @pass_app
 def status(app: App, job_id: str, host: str | None, as_json: bool) -> None:
-    """One job's state, progress, metrics and failure reason."""
+    """One job's state, progress, metrics, evaluations (by step) and failure reason."""
+    from .plot import curves
+
     with app.session(host) as session:
         job = session.call("GetJob", pb.GetJobRequest(job_id=job_id))
+        metrics = list(events(session, job_id, follow=False, kinds=[pb.EVENT_KIND_METRICS]))
+    config = yaml.safe_load(job.spec.config_yaml) or {}
+    evals = curves(metrics, int(config.get("logging_steps") or 1)).eval
 
     def text() -> str:
         from . import render
 
-        return render.describe(job, session.alias)
+        shown = ", ".join(f"{loss:.4g} at step {step}" for step, loss in evals[-5:])
+        return render.describe(job, session.alias) + (f"\n  eval loss {shown}" if evals else "")
 
-    app.show_job(job, session.alias, as_json, text)
+    evals_json = [{"step": step, "eval_loss": loss} for step, loss in evals]
+    app.show_job(job, session.alias, as_json, text, evals=evals_json)
 
 
 @main.command()
@@ -575,10 +592,7 @@ def plot(app: App, job_id: str, host: str | None, output: Path | None, terminal:
 
     with app.session(host) as session:
         job = session.call("GetJob", pb.GetJobRequest(job_id=job_id))
-        metrics = [
-            (e.eval, {m.name: m.value for m in e.metrics if not m.text})
-            for e in events(session, job_id, follow=False, kinds=[pb.EVENT_KIND_METRICS])
-        ]
+        metrics = list(events(session, job_id, follow=False, kinds=[pb.EVENT_KIND_METRICS]))
     config = yaml.safe_load(job.spec.config_yaml) or {}
     logging_steps = int(config.get("logging_steps") or 1)
     data = curves(metrics, logging_steps)
@@ -600,23 +614,33 @@ def plot(app: App, job_id: str, host: str | None, output: Path | None, terminal:
 
 
 @main.command("check-dataset")
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--axolotl-config",
+    "-a",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read FILEs as this config's first chat dataset does (mappings, roles, template); "
+    "without FILE, check every local dataset of the config.",
+)
 @pass_app
-def check_dataset(app: App, files: tuple[Path, ...]) -> None:
-    """Check chat JSONL datasets (home-llm shape); each problem with its line number."""
-    from .dataset_check import check_jsonl
+def check_dataset(app: App, files: tuple[Path, ...], axolotl_config: Path | None) -> None:
+    """Check chat datasets the way Axolotl's chat_template strategy reads them.
 
-    bad = False
-    for path in files:
-        if not path.is_file():
-            raise BadInput(f"{path}: no such file")
-        problems = check_jsonl(path)
-        for problem in problems:
-            app.out.print(f"{path}: {problem}", markup=False)
-        if not problems:
-            app.out.print(f"{path}: ok", markup=False)
-        bad = bad or bool(problems)
-    if bad:
+    Each finding names the file, line and field, and how to fix it. Relative paths in the
+    config are read from the current directory, then beside the config (as `submit` does).
+    """
+    from .check import check_datasets
+
+    if not files and axolotl_config is None:
+        raise click.UsageError("give FILE(s), --axolotl-config CONFIG, or both")
+    report = check_datasets(list(files), axolotl_config)
+    for note in report.notes:
+        click.echo(f"note: {note}")
+    for path, count in report.checked:
+        click.echo(f"{path}: ok ({count} records)")
+    for finding in report.findings:
+        click.echo(str(finding))
+    if report.findings:
         sys.exit(BadInput.exit_code)
 
 

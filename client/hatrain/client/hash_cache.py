@@ -19,6 +19,7 @@ class HashCache:
     def __init__(self, directory: Path) -> None:
         directory = directory.expanduser()
         directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
         self._db = sqlite3.connect(directory / "hashes.sqlite", timeout=10)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, "

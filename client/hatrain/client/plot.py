@@ -1,7 +1,10 @@
 """The loss curve of a job from its metric events: a PNG, and a chart in the terminal."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from hatrain.rpc.v1 import agent_pb2 as pb
 
 
 @dataclass
@@ -10,16 +13,22 @@ class Curves:
     eval: list[tuple[int, float]] = field(default_factory=list)
 
 
-def curves(metrics: list[tuple[bool, dict[str, float]]], logging_steps: int) -> Curves:
-    """metrics: (is_eval, values) in event order. Axolotl's printed dicts carry the epoch, not
-    the step: a training dict is logged every logging_steps, and an evaluation happens at the
-    step of the training dicts before it (0 for the one before training starts)."""
+def curves(events: Iterable[pb.Event], logging_steps: int) -> Curves:
+    """Train and eval loss by step, from the job's METRICS events in order.
+
+    Each event carries the step the run was at (`train_step`). Events recorded before the agent
+    kept it are placed by count: a training dict every logging_steps, and an evaluation at the
+    step of the training dicts before it."""
     out = Curves()
-    for is_eval, values in metrics:
-        if is_eval and "eval_loss" in values:
-            out.eval.append((len(out.train) * logging_steps, values["eval_loss"]))
-        elif not is_eval and "loss" in values:
-            out.train.append(((len(out.train) + 1) * logging_steps, values["loss"]))
+    for event in events:
+        values = {m.name: m.value for m in event.metrics if not m.text}
+        step = event.train_step if event.HasField("train_step") else None
+        if event.eval and "eval_loss" in values:
+            at = step if step is not None else len(out.train) * logging_steps
+            out.eval.append((at, values["eval_loss"]))
+        elif not event.eval and "loss" in values:
+            at = step if step is not None else (len(out.train) + 1) * logging_steps
+            out.train.append((at, values["loss"]))
     return out
 
 

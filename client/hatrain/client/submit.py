@@ -10,8 +10,9 @@ from pathlib import Path
 from hatrain.rpc.v1 import agent_pb2 as pb
 
 from .axolotl_config import Analysis, analyse, finalize
-from .dataset_check import applies, check_jsonl
+from .check import check_analysis
 from .errors import BadInput
+from .findings import refuse
 from .hash_cache import HashCache
 from .session import HostSession
 from .upload import UploadReport, upload
@@ -51,17 +52,13 @@ class Prepared:
 
 
 def prepare(request: SubmitRequest, cache: HashCache) -> Prepared:
-    """Everything that can be checked without the host; raises BadInput naming the problem.
-    Content already checked (by hash) is not read again."""
-    analysis = analyse(request.config, request.datasets)
+    """Everything that can be checked without the host; raises BadInput naming every finding.
+    Nothing has been sent when it raises."""
+    analysis = analyse(request.config, request.datasets, scratch=cache.directory / "copies")
+    refuse(analysis.findings, f"{request.config}: Axolotl would refuse this config")
+    checked = check_analysis(analysis, cache)
+    refuse(checked.findings, f"{request.config}: Axolotl would refuse its data")
     hashes = {f.path: cache.sha256(f.path) for f in analysis.files}
-    for f in analysis.files:
-        if applies(f.name, f.dataset_type) and not cache.checked(hashes[f.path]):
-            problems = check_jsonl(f.path)
-            if problems:
-                lines = "\n".join(f"  {f.path}: {p}" for p in problems)
-                raise BadInput(f"dataset {f.path} is not chat JSONL as expected:\n{lines}")
-            cache.mark_checked(hashes[f.path])
     return Prepared(analysis, hashes)
 
 

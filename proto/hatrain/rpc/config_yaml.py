@@ -64,13 +64,18 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
 def load_config_yaml(text: str, max_nodes: int = MAX_NODES) -> Any:
     """The parsed document (None when empty); ConfigYamlError when it cannot be read or is too
     large once its aliases are expanded."""
+    return parse_config_yaml(text, max_nodes)[0]
+
+
+def parse_config_yaml(text: str, max_nodes: int = MAX_NODES) -> tuple[Any, yaml.Node | None]:
+    """The parsed document and its node graph (for line numbers); both None when empty."""
     loader = _LOADER(text)
     try:
         node = loader.get_single_node()
         if node is None:
-            return None
+            return None, None
         _expanded_size(node, max_nodes)
-        return loader.construct_document(node)
+        return loader.construct_document(node), node
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or "cannot parse"

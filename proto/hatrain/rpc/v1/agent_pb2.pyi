@@ -318,7 +318,7 @@ class Metric(_message.Message):
     def __init__(self, name: _Optional[str] = ..., value: _Optional[float] = ..., text: _Optional[str] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("seq", "time", "kind", "step", "state", "reason", "message", "line", "stream", "metrics", "eval", "progress", "exit_code")
+    __slots__ = ("seq", "time", "kind", "step", "state", "reason", "message", "line", "stream", "metrics", "eval", "progress", "exit_code", "train_step")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -332,6 +332,7 @@ class Event(_message.Message):
     EVAL_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_STEP_FIELD_NUMBER: _ClassVar[int]
     seq: int
     time: float
     kind: EventKind
@@ -345,7 +346,8 @@ class Event(_message.Message):
     eval: bool
     progress: Progress
     exit_code: int
-    def __init__(self, seq: _Optional[int] = ..., time: _Optional[float] = ..., kind: _Optional[_Union[EventKind, str]] = ..., step: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., line: _Optional[str] = ..., stream: _Optional[str] = ..., metrics: _Optional[_Iterable[_Union[Metric, _Mapping]]] = ..., eval: _Optional[bool] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., exit_code: _Optional[int] = ...) -> None: ...
+    train_step: int
+    def __init__(self, seq: _Optional[int] = ..., time: _Optional[float] = ..., kind: _Optional[_Union[EventKind, str]] = ..., step: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., line: _Optional[str] = ..., stream: _Optional[str] = ..., metrics: _Optional[_Iterable[_Union[Metric, _Mapping]]] = ..., eval: _Optional[bool] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., exit_code: _Optional[int] = ..., train_step: _Optional[int] = ...) -> None: ...
 
 class WatchJobRequest(_message.Message):
     __slots__ = ("job_id", "from_seq", "follow", "kinds", "tail")

@@ -1,0 +1,17 @@
+"""agent.yml for the `local` runtime running the real Axolotl from its virtualenv, offline."""
+
+from pathlib import Path
+from typing import Any
+
+
+def local_axolotl_agent_config(data_root: Path, axolotl_venv: Path) -> dict[str, Any]:
+    return {
+        "data_root": str(data_root),
+        "listen": "127.0.0.1:0",
+        "log_format": "console",
+        "runtime": "local",
+        "local": {
+            "venv": str(axolotl_venv),
+            "env": {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
+        },
+    }
