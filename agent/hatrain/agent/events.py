@@ -10,6 +10,7 @@ class EventKind(StrEnum):
     LOG = "log"
     METRICS = "metrics"
     PROGRESS = "progress"
+    GPU = "gpu"
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,20 @@ class Progress:
         ]
 
 
+@dataclass(frozen=True)
+class GpuUsage:
+    """One NVML reading of a GPU that a running job holds."""
+
+    uuid: str
+    memory_used_mb: int
+    memory_total_mb: int
+    # Percent of NVML's last sample period in which a kernel ran on the GPU.
+    utilization_percent: int
+
+    def to_record(self) -> list[object]:
+        return [self.uuid, self.memory_used_mb, self.memory_total_mb, self.utilization_percent]
+
+
 @dataclass(slots=True)
 class Event:
     """One event; seq and time are given by the store when it is appended.
@@ -61,6 +76,7 @@ class Event:
     eval: bool = False
     progress: Progress | None = None
     exit_code: int | None = None
+    gpu_usage: tuple[GpuUsage, ...] = ()
     seq: int = 0
     time: float = 0.0
 
@@ -83,6 +99,8 @@ class Event:
             rec["progress"] = self.progress.to_record()
         if self.exit_code is not None:
             rec["exit_code"] = self.exit_code
+        if self.gpu_usage:
+            rec["gpu_usage"] = [g.to_record() for g in self.gpu_usage]
         return rec
 
     @classmethod
@@ -102,4 +120,5 @@ class Event:
             eval=rec.get("eval", False),
             progress=Progress(*progress) if progress else None,
             exit_code=rec.get("exit_code"),
+            gpu_usage=tuple(GpuUsage(*g) for g in rec.get("gpu_usage", ())),
         )

@@ -11,7 +11,7 @@ import docker.errors
 import docker.utils.socket
 from docker.types import DeviceRequest, Mount
 
-from .config import DockerConfig
+from .config import DockerConfig, MultiGpuConfig
 from .docker_logs import StreamReader, body_pieces, gathered
 from .events import Progress
 from .jobs import Job
@@ -25,7 +25,7 @@ from .runtime import (
     Handle,
     Probe,
     RuntimeFailure,
-    axolotl_args,
+    step_command,
 )
 from .states import FailureReason
 from .workspace import CONFIGS, DATASETS, HF_CACHE, RUNS, SECRETS, JobDirs
@@ -51,8 +51,14 @@ def split_repository(image: str) -> tuple[str, str]:
 class DockerRuntime:
     name = "docker"
 
-    def __init__(self, config: DockerConfig, client: docker.DockerClient | None = None) -> None:
+    def __init__(
+        self,
+        config: DockerConfig,
+        client: docker.DockerClient | None = None,
+        multi_gpu: MultiGpuConfig | None = None,
+    ) -> None:
         self.config = config
+        self.multi_gpu = multi_gpu or MultiGpuConfig()
         self.client = client or docker.from_env(timeout=120)
         # Attach streams opened before their container started, until logs() takes them.
         self._attached: dict[str, Any] = {}
@@ -125,6 +131,7 @@ class DockerRuntime:
             kwargs["ipc_mode"] = "host"
         elif self.config.shm_size:
             kwargs["shm_size"] = self.config.shm_size
+        args, launch_env = step_command(step, job, self.multi_gpu)
         try:
             container = self.client.containers.create(
                 job.spec.image,
@@ -134,11 +141,11 @@ class DockerRuntime:
                     SECRET_SHIM,
                     "hatrain",
                     "axolotl",
-                    *axolotl_args(step, job.spec.config_name),
+                    *args,
                 ],
                 name=name,
                 labels={LABEL_JOB: job.id, LABEL_STEP: step, LABEL_USER: job.user},
-                environment={**BASE_ENV, **self.config.env},
+                environment={**BASE_ENV, **self.config.env, **launch_env},
                 mounts=self._mounts(dirs),
                 working_dir="/workspace",
                 detach=True,

@@ -7,6 +7,7 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from concurrent import futures
 
 import grpc
@@ -17,6 +18,7 @@ from hatrain.rpc.v1 import agent_pb2 as pb
 from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
 
 from .config import AgentConfig
+from .gpu_usage import GpuReader, GpuUsageSampler, NvmlReader
 from .gpus import discover
 from .objects import ObjectStore
 from .runtime import Runtime
@@ -64,16 +66,19 @@ def make_runtime(config: AgentConfig, workspace: Workspace) -> Runtime:
     if config.runtime == "local":
         from .runtime_local import LocalRuntime
 
-        return LocalRuntime(config.local, workspace)
+        return LocalRuntime(config.local, workspace, config.multi_gpu)
     from .runtime_docker import DockerRuntime
 
-    return DockerRuntime(config.docker)
+    return DockerRuntime(config.docker, multi_gpu=config.multi_gpu)
 
 
 class Agent:
     """Everything `serve` runs, startable and stoppable in-process (tests use it too)."""
 
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(
+        self, config: AgentConfig, gpu_reader: Callable[[], GpuReader] | None = None
+    ) -> None:
+        """gpu_reader: what reads the GPUs' usage; NVML when the GPUs came from NVML."""
         self.config = config
         root = config.data_root
         root.mkdir(parents=True, exist_ok=True)
@@ -82,6 +87,13 @@ class Agent:
         self.workspace = Workspace(root, self.objects)
         self.runtime = make_runtime(config, self.workspace)
         self.gpus, self.gpu_source = discover(config.gpus)
+        if gpu_reader is None and self.gpu_source == "nvml":
+            gpu_reader = NvmlReader
+        self.gpu_usage = (
+            GpuUsageSampler(self.store, gpu_reader, config.gpus.sample_seconds)
+            if gpu_reader is not None and config.gpus.sample_seconds > 0
+            else None
+        )
         policy = Policy(
             backfill=config.scheduler.backfill,
             user_gpu_caps=config.scheduler.user_gpu_caps,
@@ -119,6 +131,7 @@ class Agent:
                 self.supervisor,
                 self.gpus,
                 self.gpu_source,
+                self.gpu_usage,
             ),
             self.server,
         )
@@ -132,6 +145,8 @@ class Agent:
 
     def start(self) -> None:
         self.supervisor.start()
+        if self.gpu_usage is not None:
+            self.gpu_usage.start()
         self.server.start()
         self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -150,6 +165,8 @@ class Agent:
         self.server.stop(grace).wait()
         # The store stays open: runner threads of still-running jobs may write until exit.
         self.supervisor.stop()
+        if self.gpu_usage is not None:
+            self.gpu_usage.stop()
 
 
 def serve(config: AgentConfig) -> None:

@@ -25,6 +25,7 @@ from .errors import (
     PermissionDenied,
     ResourceExhausted,
 )
+from .gpu_usage import GpuUsageSampler
 from .objects import ObjectStore, check_sha256
 from .scheduler import GpuSlot
 from .states import RUNNING, JobState
@@ -90,6 +91,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         supervisor: Supervisor,
         gpus: list[GpuSlot],
         gpu_source: str,
+        gpu_usage: GpuUsageSampler | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -98,6 +100,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self.supervisor = supervisor
         self.gpus = gpus
         self.gpu_source = gpu_source
+        self.gpu_usage = gpu_usage
 
     @translate_errors
     def GetAgentInfo(self, request: pb.GetAgentInfoRequest, context: Any) -> pb.AgentInfo:
@@ -151,7 +154,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
 
     def _job(self, job_id: str) -> pb.Job:
         job = self.store.get(job_id)
-        return wire.job_to_wire(job, str(self.workspace.dirs(job.id).run))
+        usage = self.gpu_usage.latest(job.id) if self.gpu_usage is not None else ()
+        return wire.job_to_wire(job, str(self.workspace.dirs(job.id).run), usage)
 
     @translate_errors
     def SubmitJob(self, request: pb.SubmitJobRequest, context: Any) -> pb.SubmitJobResponse:
