@@ -1,5 +1,6 @@
 """The shipped configuration files are valid, and bad agent.yml gets an error naming the field."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,23 @@ def test_demo_config_is_accepted_by_the_client(tmp_path: Path) -> None:
     (built / "config.json").write_text("{}")
     names = sorted(f.name for f in analyse(demo / "tiny-llama-cpu.yml").files)
     assert names == ["chat_template.jinja", "sample.jsonl", "tiny-llama/config.json"]
+
+
+def test_functiongemma_tool_responses_pass_the_dataset_check(tmp_path: Path) -> None:
+    """home-llm's generator writes FunctionGemma tool results as {name, response} parts of the
+    tool message (`--tool-response-format functiongemma`): they pass; the same part in a user
+    message is refused, naming it."""
+    record = json.loads((CONFIGS / "demo" / "sample.jsonl").read_text().splitlines()[0])
+    tool = next(m for m in record["messages"] if m["role"] == "tool")
+    part = {"name": "HassTurnOff", "response": {"result": "Success"}}
+    tool["content"] = [part]
+    good = tmp_path / "functiongemma.jsonl"
+    good.write_text(json.dumps(record) + "\n")
+    assert check_jsonl(good) == []
+    user = next(i for i, m in enumerate(record["messages"]) if m["role"] == "user")
+    record["messages"][user]["content"] = [part]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(record) + "\n")
+    assert [str(p) for p in check_jsonl(bad)] == [
+        f'line 1: messages[{user}].content[0]: expected {{"type": "text", "text": ...}}'
+    ]

@@ -9,7 +9,7 @@ Bars become PROGRESS events (throttled) instead of thousands of log lines.
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .events import Event, EventKind, Metric, Progress
 from .states import FailureReason
@@ -24,6 +24,13 @@ _DICT = re.compile(r"\{'[^{}]*\}")
 _PAIR = re.compile(r"'([^']+)':\s*('(?:[^'\\]|\\.)*'|[^,}]+)")
 _MAX_STEPS = re.compile(r"Maximum number of steps set at (\d+)")
 _ERROR_LINE = re.compile(r"^\s*([A-Za-z_.]*(Error|Exception)|RuntimeError|AssertionError)\b.*:")
+# torch.distributed's prefix on the output of one process of a data-parallel job (its errors).
+_RANK_PREFIX = re.compile(r"\[rank(\d+)\]:\s?")
+# Axolotl's mark on its log lines from processes other than the first.
+_AXOLOTL_RANK = "[RANK:"
+# The launcher's own errors (torchrun, accelerate): they only say that a training process failed,
+# so they do not replace that process's error as the hint.
+_LAUNCHER_ERRORS = ("ChildFailedError", "CalledProcessError")
 _THROTTLE_SECONDS = 0.25
 _HINT_CHARS = 300
 _CLEARED_LINE = 20
@@ -280,6 +287,15 @@ class OutputParser:
             events += self._pending.values()
             self._pending.clear()
         events.append(Event(EventKind.LOG, step=self.step, line=text))
+        ranked = _RANK_PREFIX.match(text) if text[0] == "[" else None
+        if ranked is not None:
+            text = text[ranked.end() :]
+        # A data-parallel job's metrics and step count come from its first process; the same
+        # from another process is a log line only, so that nothing is counted twice.
+        if (screen.metrics or screen.max_steps) and (
+            (ranked is not None and ranked.group(1) != "0") or _AXOLOTL_RANK in text
+        ):
+            screen = replace(screen, metrics=False, max_steps=False)
         if screen.metrics and (metrics := parse_metrics(text)) is not None:
             is_eval = any(m.name.startswith("eval_") for m in metrics)
             events.append(Event(EventKind.METRICS, step=self.step, metrics=metrics, eval=is_eval))
@@ -287,7 +303,11 @@ class OutputParser:
             self.train_total = int(steps.group(1))
         if screen.success and PREPROCESS_SUCCESS in text:
             self.preprocess_succeeded = True
-        if screen.error_line and _ERROR_LINE.match(text):
+        if (
+            screen.error_line
+            and _ERROR_LINE.match(text)
+            and not (self.last_error_line and any(e in text for e in _LAUNCHER_ERRORS))
+        ):
             self.last_error_line = text.strip()[:_HINT_CHARS]
         if screen.signature and self.failure is None:
             for sig in SIGNATURES:

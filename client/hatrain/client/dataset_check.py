@@ -2,7 +2,9 @@
 
 One JSON object per line: "messages" (role + content, content as text or a list of
 {"type": "text", "text": ...} parts; optional "train_on_turn" and "tool_calls" whose "arguments"
-are JSON strings) and optional "tools".
+are JSON strings) and optional "tools". A tool message's parts may also be tool responses,
+{"name": ..., "response": {...}}: home-llm's generator writes them so for FunctionGemma
+(`--tool-response-format functiongemma`).
 """
 
 import json
@@ -23,13 +25,23 @@ class Problem:
         return f"line {self.line}: {self.message}"
 
 
-def _content(content: Any, where: str) -> Iterator[str]:
+def _tool_response(part: Any) -> bool:
+    return (
+        isinstance(part, dict)
+        and isinstance(part.get("name"), str)
+        and isinstance(part.get("response"), dict)
+    )
+
+
+def _content(content: Any, where: str, role: Any) -> Iterator[str]:
     if isinstance(content, str):
         return
     if not isinstance(content, list):
         yield f"{where}.content: expected text or a list of text parts"
         return
     for i, part in enumerate(content):
+        if role == "tool" and _tool_response(part):
+            continue
         if not isinstance(part, dict) or part.get("type") != "text":
             yield f'{where}.content[{i}]: expected {{"type": "text", "text": ...}}'
         elif not isinstance(part.get("text"), str):
@@ -68,7 +80,7 @@ def _message(message: Any, where: str) -> Iterator[str]:
     if "content" not in message:
         yield f"{where}.content: missing"
     elif message["content"] is not None or "tool_calls" not in message:
-        yield from _content(message["content"], where)
+        yield from _content(message["content"], where, role)
     if "train_on_turn" in message and not isinstance(message["train_on_turn"], bool):
         yield f"{where}.train_on_turn: expected true or false"
     if "tool_calls" in message:
