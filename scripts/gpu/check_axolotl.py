@@ -10,6 +10,8 @@ Phases (each one command; a later one reuses what an earlier one left in the wor
             seeing only its own GPU; the LoRA adapter fetched and loaded with peft.
   qlora-multi  gemma3-270m with QLoRA on one GPU, then gemma3-270m data-parallel on two: NVML
             samples of both GPUs during the run, metrics once per step, samples/s against 1 GPU.
+  overhead-sequential  as overhead, but one after the other on the same GPU: by hand first,
+            then through the agent (no difference between two GPUs in the ratio).
 
 Writes a JSON report per phase to the work directory and to $OUT, with each job's raw logs.
 
@@ -74,6 +76,7 @@ class Run:
 GEMMA3 = Run("gemma3-270m", "gemma3-270m", "gemma3")
 PHASES = {
     "overhead": [GEMMA3],
+    "overhead-sequential": [GEMMA3],
     "pair": [
         Run("functiongemma-270m", "functiongemma-270m", "functiongemma"),
         Run("gemma3-270m-lora", "gemma3-270m", "gemma3", adapter="lora"),
@@ -380,6 +383,10 @@ def main() -> int:
         info = client.json("hosts")
         report["hosts"] = info
         runs = PHASES[args.phase]
+        hand: dict[str, Any] = {}
+        if args.phase == "overhead-sequential":
+            first_gpu = report["hosts"][0]["gpus"][0]["uuid"]  # where the agent places a job
+            hand.update(hand_run(work, first_gpu, GEMMA3, threading.Event()))
         jobs, submitted = [], []
         for run in runs:
             t0 = time.time()
@@ -397,7 +404,6 @@ def main() -> int:
             log(f"submitted {run.name} as {job['id']} in {time.time() - t0:.1f}s")
             jobs.append(job)
             submitted.append(t0)
-        hand: dict[str, Any] = {}
         hand_thread = None
         if args.phase == "overhead":
             placed = None
