@@ -26,6 +26,7 @@ import json
 import lzma
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -304,6 +305,7 @@ def check_job(
 def hand_run(work: Path, gpu: str, run: Run, started: threading.Event) -> dict[str, Any]:
     """The same Axolotl run started by hand: the same config and environment, no agent."""
     hand = work / "hand"
+    shutil.rmtree(hand / "out", ignore_errors=True)  # a run of its own, never a resumed one
     hand.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load((work / "configs" / f"{run.name}.yml").read_text())
     config["datasets"][0]["path"] = str(work / "data" / DATA[run.model])
