@@ -9,7 +9,7 @@ Bars become PROGRESS events (throttled) instead of thousands of log lines.
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from .events import Event, EventKind, Metric, Progress
 from .states import FailureReason
@@ -292,14 +292,23 @@ class OutputParser:
             text = text[ranked.end() :]
         # A data-parallel job's metrics and step count come from its first process; the same
         # from another process is a log line only, so that nothing is counted twice.
-        if (screen.metrics or screen.max_steps) and (
-            (ranked is not None and ranked.group(1) != "0") or _AXOLOTL_RANK in text
+        other_process = (ranked is not None and ranked.group(1) != "0") or (
+            (screen.metrics or screen.max_steps) and _AXOLOTL_RANK in text
+        )
+        # Metrics are a line that is a dict, not a dict quoted in a message.
+        if (
+            screen.metrics
+            and not other_process
+            and text.lstrip().startswith("{'")
+            and (metrics := parse_metrics(text)) is not None
         ):
-            screen = replace(screen, metrics=False, max_steps=False)
-        if screen.metrics and (metrics := parse_metrics(text)) is not None:
             is_eval = any(m.name.startswith("eval_") for m in metrics)
             events.append(Event(EventKind.METRICS, step=self.step, metrics=metrics, eval=is_eval))
-        if screen.max_steps and (steps := _MAX_STEPS.search(text)) is not None:
+        if (
+            screen.max_steps
+            and not other_process
+            and (steps := _MAX_STEPS.search(text)) is not None
+        ):
             self.train_total = int(steps.group(1))
         if screen.success and PREPROCESS_SUCCESS in text:
             self.preprocess_succeeded = True
