@@ -32,6 +32,8 @@ def test_demo_config_and_dataset_are_well_formed() -> None:
     [
         ("docker:\n  stop_grace_seconds: soon\n", "docker.stop_grace_seconds"),
         ("runtime: kubernetes\n", "runtime"),
+        ("multi_gpu:\n  launcher: mpirun\n", "multi_gpu.launcher"),
+        ("gpus:\n  sample_seconds: -1\n", "gpus.sample_seconds"),
         ("listen: [1, 2\n", "not valid YAML"),
         ("- a\n", "expected a mapping"),
         ("unknown_key: 1\n", "unknown_key"),

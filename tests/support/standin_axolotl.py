@@ -23,6 +23,7 @@ def main() -> int:
         (run_dir / f"env-{step}.txt").write_text(
             "\n".join(f"{k}={v}" for k, v in sorted(os.environ.items()))
         )
+        (run_dir / f"argv-{step}.txt").write_text("\n".join(sys.argv[1:]))
     capture = Path(os.environ["HATRAIN_CAPTURE_DIR"]) / f"{step}.log"
     delay = float(plan.get("delay", 0))
     out, err = sys.stdout.buffer, sys.stderr.buffer

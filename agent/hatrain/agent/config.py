@@ -26,6 +26,18 @@ class GpuConfig(_Strict):
     # auto: NVML when it answers, else the static list.
     source: Literal["auto", "nvml", "static"] = "auto"
     static: list[StaticGpu] = []
+    # How often NVML is read for the memory and utilisation of each running job's GPUs (0: never).
+    sample_seconds: float = Field(default=10.0, ge=0)
+
+
+class MultiGpuConfig(_Strict):
+    """Jobs asking for N > 1 GPUs: Axolotl trains data-parallel, one process per GPU of the job."""
+
+    # What `axolotl train --launcher` starts the N processes with: accelerate (Axolotl's default)
+    # or torchrun. Each job gets a free rendezvous port, so several can share a host.
+    launcher: Literal["accelerate", "torchrun"] = "accelerate"
+    # Extra environment for such jobs only, e.g. {NCCL_DEBUG: INFO} or {NCCL_P2P_DISABLE: "1"}.
+    env: dict[str, str] = {}
 
 
 class HostMount(_Strict):
@@ -86,6 +98,7 @@ class AgentConfig(_Strict):
     docker: DockerConfig = DockerConfig()
     local: LocalConfig = LocalConfig()
     gpus: GpuConfig = GpuConfig()
+    multi_gpu: MultiGpuConfig = MultiGpuConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     limits: LimitsConfig = LimitsConfig()
     admins: list[str] = []

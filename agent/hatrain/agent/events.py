@@ -10,6 +10,7 @@ class EventKind(StrEnum):
     LOG = "log"
     METRICS = "metrics"
     PROGRESS = "progress"
+    GPU = "gpu"
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,20 @@ class Progress:
         ]
 
 
+@dataclass(frozen=True)
+class GpuUsage:
+    """One NVML reading of a GPU that a running job holds."""
+
+    uuid: str
+    memory_used_mb: int
+    memory_total_mb: int
+    # Percent of NVML's last sample period in which a kernel ran on the GPU.
+    utilization_percent: int
+
+    def to_record(self) -> list[object]:
+        return [self.uuid, self.memory_used_mb, self.memory_total_mb, self.utilization_percent]
+
+
 @dataclass(slots=True)
 class Event:
     """One event; seq and time are given by the store when it is appended.
@@ -63,6 +78,7 @@ class Event:
     exit_code: int | None = None
     # A METRICS event's place in the run: the train bar's step when the dict was printed.
     train_step: int | None = None
+    gpu_usage: tuple[GpuUsage, ...] = ()
     seq: int = 0
     time: float = 0.0
 
@@ -87,6 +103,8 @@ class Event:
             rec["exit_code"] = self.exit_code
         if self.train_step is not None:
             rec["train_step"] = self.train_step
+        if self.gpu_usage:
+            rec["gpu_usage"] = [g.to_record() for g in self.gpu_usage]
         return rec
 
     @classmethod
@@ -107,4 +125,5 @@ class Event:
             progress=Progress(*progress) if progress else None,
             exit_code=rec.get("exit_code"),
             train_step=rec.get("train_step"),
+            gpu_usage=tuple(GpuUsage(*g) for g in rec.get("gpu_usage", ())),
         )

@@ -34,7 +34,9 @@ _EVAL_START = "Running evaluation step"
 # An exception as Python prints it, at the start of a line: "OSError: ...", "torch.X.YError: ...".
 _ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b[^:\s]*:")
 # Lines of a launched training process carry its rank: "[rank0]: ValueError: ...".
-_RANK_PREFIX = re.compile(r"^\[(?:rank|default)\d+\]:\s?")
+_RANK_PREFIX = re.compile(r"^\[(?:rank|default)(\d+)\]:\s?")
+# Axolotl's mark on its log lines from processes other than the first.
+_AXOLOTL_RANK = "[RANK:"
 # A launcher reporting that its child failed: the child's own exception is the real error.
 _LAUNCHER_ERRORS = ("CalledProcessError", "ChildFailedError")
 _MODEL_FAILURES = ("model unavailable", "gated model or token")
@@ -276,8 +278,10 @@ class OutputParser:
         text = segment.rstrip()
         if not text:
             return
-        if screen.rank_prefix and text[0] == "[":
-            text = _RANK_PREFIX.sub("", text)
+        other_process = False
+        if screen.rank_prefix and text[0] == "[" and (ranked := _RANK_PREFIX.match(text)):
+            other_process = ranked.group(1) != "0"
+            text = text[ranked.end() :]
             if not text:
                 return
         bar = _BAR.match(text.strip()) if "%|" in text else None
@@ -286,7 +290,7 @@ class OutputParser:
             text = text.strip()[bar.end() :]
             if not text.strip():
                 return
-        self._line(text, events, screen)
+        self._line(text, events, screen, other_process)
 
     def _phase(self, desc: str, current: int, total: int) -> str:
         if desc:
@@ -336,7 +340,9 @@ class OutputParser:
         else:
             self._pending[phase] = event
 
-    def _line(self, text: str, events: list[Event], screen: _Screen) -> None:
+    def _line(
+        self, text: str, events: list[Event], screen: _Screen, other_process: bool = False
+    ) -> None:
         if text[0] == " " and len(text) - len(text.lstrip(" ")) >= _CLEARED_LINE:
             text = text.lstrip(" ")  # tqdm blanks its line with spaces before printing over it
         self._release(events)
@@ -344,7 +350,16 @@ class OutputParser:
             events += self._pending.values()
             self._pending.clear()
         events.append(Event(EventKind.LOG, step=self.step, line=text))
-        if screen.metrics and (metrics := parse_metrics(text)) is not None:
+        # A data-parallel job's metrics come from its first process; the same from another
+        # process is a log line only, so that nothing is counted twice.
+        other_process = other_process or (screen.metrics and _AXOLOTL_RANK in text)
+        # Metrics are a line that is a dict, not a dict quoted in a message.
+        if (
+            screen.metrics
+            and not other_process
+            and text.lstrip().startswith("{'")
+            and (metrics := parse_metrics(text)) is not None
+        ):
             is_eval = any(m.name.startswith("eval_") for m in metrics)
             event = Event(EventKind.METRICS, step=self.step, metrics=metrics, eval=is_eval)
             if is_eval:

@@ -4,6 +4,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from .config import MultiGpuConfig
 from .events import Progress
 from .jobs import Job
 from .states import FailureReason
@@ -55,6 +56,31 @@ class RuntimeFailure(Exception):
 def axolotl_args(step: str, config_name: str, configs_dir: str = CONFIGS) -> list[str]:
     args = [step, f"{configs_dir}/{config_name}"]
     return [*args, "--debug"] if step == "preprocess" else args
+
+
+def launcher_args(gpus: int, multi_gpu: MultiGpuConfig) -> list[str]:
+    """What `axolotl train` needs to run data-parallel over exactly the job's GPUs, as Axolotl's
+    multi-GPU guide launches it: one process per GPU, and a rendezvous port of the job's own
+    (0 / --standalone: a free one), so that several multi-GPU jobs can share a host."""
+    if gpus < 2:
+        return []
+    if multi_gpu.launcher == "torchrun":
+        launch = ["--nproc_per_node", str(gpus), "--standalone"]
+    else:
+        launch = ["--multi_gpu", "--num_processes", str(gpus), "--num_machines", "1"]
+        launch += ["--main_process_port", "0"]
+    return ["--launcher", multi_gpu.launcher, "--", *launch]
+
+
+def step_command(
+    step: str, job: Job, multi_gpu: MultiGpuConfig, configs_dir: str = CONFIGS
+) -> tuple[list[str], dict[str, str]]:
+    """The step's `axolotl` arguments, and the environment it adds for a multi-GPU job."""
+    args = axolotl_args(step, job.spec.config_name, configs_dir)
+    gpus = len(job.gpu_uuids)
+    if step != "train" or gpus < 2:
+        return args, {}
+    return [*args, *launcher_args(gpus, multi_gpu)], dict(multi_gpu.env)
 
 
 class Runtime(Protocol):

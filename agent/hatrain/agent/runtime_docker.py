@@ -21,7 +21,7 @@ import requests
 import structlog
 from docker.types import DeviceRequest, Mount
 
-from .config import DockerConfig
+from .config import DockerConfig, MultiGpuConfig
 from .docker_logs import StreamReader, body_pieces, gathered
 from .events import Progress
 from .jobs import Job
@@ -35,7 +35,7 @@ from .runtime import (
     Handle,
     Probe,
     RuntimeFailure,
-    axolotl_args,
+    step_command,
 )
 from .states import FailureReason
 from .workspace import CONFIGS, DATASETS, HF_CACHE, RUNS, SECRETS, JobDirs
@@ -68,8 +68,14 @@ def split_repository(image: str) -> tuple[str, str]:
 class DockerRuntime:
     name = "docker"
 
-    def __init__(self, config: DockerConfig, client: docker.DockerClient | None = None) -> None:
+    def __init__(
+        self,
+        config: DockerConfig,
+        client: docker.DockerClient | None = None,
+        multi_gpu: MultiGpuConfig | None = None,
+    ) -> None:
         self.config = config
+        self.multi_gpu = multi_gpu or MultiGpuConfig()
         self.client = client or (
             docker.DockerClient(base_url=config.host, timeout=120)
             if config.host
@@ -194,6 +200,7 @@ class DockerRuntime:
             kwargs["ipc_mode"] = "host"
         elif self.config.shm_size:
             kwargs["shm_size"] = self.config.shm_size
+        args, launch_env = step_command(step, job, self.multi_gpu)
         create = functools.partial(
             self._engine_call,
             self.client.containers.create,
@@ -204,7 +211,7 @@ class DockerRuntime:
                 SECRET_SHIM,
                 "hatrain",
                 "axolotl",
-                *axolotl_args(step, job.spec.config_name),
+                *args,
             ],
             name=name,
             labels={LABEL_JOB: job.id, LABEL_STEP: step, LABEL_USER: job.user},
@@ -212,7 +219,12 @@ class DockerRuntime:
             # whole process group: the launcher and its training processes stop at once,
             # instead of ignoring it as PID 1 does and waiting for SIGKILL.
             init=True,
-            environment={**BASE_ENV, "TINI_KILL_PROCESS_GROUP": "1", **self.config.env},
+            environment={
+                **BASE_ENV,
+                "TINI_KILL_PROCESS_GROUP": "1",
+                **self.config.env,
+                **launch_env,
+            },
             mounts=self._mounts(dirs),
             working_dir="/workspace",
             detach=True,

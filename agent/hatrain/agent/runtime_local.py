@@ -25,10 +25,10 @@ from typing import Any
 
 import yaml
 
-from .config import LocalConfig
+from .config import LocalConfig, MultiGpuConfig
 from .events import Progress
 from .jobs import Job
-from .runtime import BASE_ENV, SECRET_SHIM, ExitStatus, Handle, Probe, RuntimeFailure, axolotl_args
+from .runtime import BASE_ENV, SECRET_SHIM, ExitStatus, Handle, Probe, RuntimeFailure, step_command
 from .states import FailureReason
 from .workspace import DATASETS, HF_CACHE, JobDirs, Workspace
 
@@ -71,8 +71,11 @@ def localize(value: Any, mapping: dict[str, Path]) -> Any:
 class LocalRuntime:
     name = "local"
 
-    def __init__(self, config: LocalConfig, workspace: Workspace) -> None:
+    def __init__(
+        self, config: LocalConfig, workspace: Workspace, multi_gpu: MultiGpuConfig | None = None
+    ) -> None:
         self.config = config
+        self.multi_gpu = multi_gpu or MultiGpuConfig()
         self.workspace = workspace
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -97,6 +100,7 @@ class LocalRuntime:
         (work / job.spec.config_name).write_text(yaml.safe_dump(config, sort_keys=False))
         log_path, exit_path = work / f"{step}.log", work / f"{step}.exit"
         exit_path.unlink(missing_ok=True)
+        args, launch_env = step_command(step, job, self.multi_gpu, str(work))
         env = {
             "PATH": f"{self.config.venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
             "HOME": os.environ.get("HOME", "/root"),
@@ -106,10 +110,10 @@ class LocalRuntime:
             "PYTHONPATH": str(mapping[DATASETS] / "python"),
             "CUDA_VISIBLE_DEVICES": ",".join(job.gpu_uuids),
             **self.config.env,
+            **launch_env,
             "HATRAIN_SECRETS": str(dirs.secrets),
             "HATRAIN_EXIT": str(exit_path),
         }
-        args = axolotl_args(step, job.spec.config_name, str(work))
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
                 ["/bin/sh", "-c", _WRAPPER, SECRET_SHIM, "hatrain", str(self._axolotl()), *args],

@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from concurrent import futures
 
 import grpc
@@ -19,6 +20,7 @@ from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
 
 from .config import AgentConfig
 from .disk import DiskReserve
+from .gpu_usage import GpuReader, GpuUsageSampler, NvmlReader
 from .gpus import discover
 from .objects import ObjectStore
 from .runtime import Runtime
@@ -66,10 +68,10 @@ def make_runtime(config: AgentConfig, workspace: Workspace) -> Runtime:
     if config.runtime == "local":
         from .runtime_local import LocalRuntime
 
-        return LocalRuntime(config.local, workspace)
+        return LocalRuntime(config.local, workspace, config.multi_gpu)
     from .runtime_docker import DockerRuntime
 
-    return DockerRuntime(config.docker)
+    return DockerRuntime(config.docker, multi_gpu=config.multi_gpu)
 
 
 class Agent:
@@ -78,7 +80,10 @@ class Agent:
     The gRPC server is grpc.aio's, on an event loop of its own thread: unary calls run on a
     thread pool, watch streams are coroutines on the loop."""
 
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(
+        self, config: AgentConfig, gpu_reader: Callable[[], GpuReader] | None = None
+    ) -> None:
+        """gpu_reader: what reads the GPUs' usage; NVML when the GPUs came from NVML."""
         self.config = config
         root = config.data_root
         root.mkdir(parents=True, exist_ok=True)
@@ -88,6 +93,13 @@ class Agent:
         self.workspace = Workspace(root, self.objects)
         self.runtime = make_runtime(config, self.workspace)
         self.gpus, self.gpu_source = discover(config.gpus)
+        if gpu_reader is None and self.gpu_source == "nvml":
+            gpu_reader = NvmlReader
+        self.gpu_usage = (
+            GpuUsageSampler(self.store, gpu_reader, config.gpus.sample_seconds)
+            if gpu_reader is not None and config.gpus.sample_seconds > 0
+            else None
+        )
         policy = Policy(
             backfill=config.scheduler.backfill,
             user_gpu_caps=config.scheduler.user_gpu_caps,
@@ -150,6 +162,7 @@ class Agent:
                 self.reserve,
                 waiters,
                 self._reads,
+                self.gpu_usage,
             ),
             self.server,
         )
@@ -169,6 +182,8 @@ class Agent:
 
     def start(self) -> None:
         self.supervisor.start()
+        if self.gpu_usage is not None:
+            self.gpu_usage.start()
         self._run(self._serve())
         log.info(
             "agent serving",
@@ -193,6 +208,8 @@ class Agent:
         self._thread.join(timeout=5)
         # The store stays open: runner threads of still-running jobs may write until exit.
         self.supervisor.stop()
+        if self.gpu_usage is not None:
+            self.gpu_usage.stop()
         self._calls.shutdown(wait=False)
         self._reads.shutdown(wait=False)
 

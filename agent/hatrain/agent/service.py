@@ -32,6 +32,7 @@ from .errors import (
     PermissionDenied,
     ResourceExhausted,
 )
+from .gpu_usage import GpuUsageSampler
 from .objects import ObjectStore, check_sha256
 from .scheduler import GpuSlot
 from .states import RUNNING, JobState
@@ -147,6 +148,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         reserve: DiskReserve,
         waiters: JobWaiters,
         reads: ThreadPoolExecutor,
+        gpu_usage: GpuUsageSampler | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -160,6 +162,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         # Store reads of watch streams: off the event loop, and never more than a few at once.
         self.reads = reads
         self._streams: Counter[str] = Counter()
+        self.gpu_usage = gpu_usage
 
     @translate_errors
     def GetAgentInfo(self, request: pb.GetAgentInfoRequest, context: Any) -> pb.AgentInfo:
@@ -215,7 +218,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
 
     def _job(self, job_id: str) -> pb.Job:
         job = self.store.get(job_id)
-        return wire.job_to_wire(job, str(self.workspace.dirs(job.id).run))
+        usage = self.gpu_usage.latest(job.id) if self.gpu_usage is not None else ()
+        return wire.job_to_wire(job, str(self.workspace.dirs(job.id).run), usage)
 
     @translate_errors
     def SubmitJob(self, request: pb.SubmitJobRequest, context: Any) -> pb.SubmitJobResponse:

@@ -346,12 +346,19 @@ class Store:
             return self._load(conn, job_id)
 
     def append(
-        self, job_id: str, events: Sequence[Event], *, runtime: dict[str, Any] | None = None
+        self,
+        job_id: str,
+        events: Sequence[Event],
+        *,
+        runtime: dict[str, Any] | None = None,
+        while_running: bool = False,
     ) -> int:
         """Append log, metric and progress events; returns the last seq written.
 
         `runtime` (e.g. the log cursor these events were read up to) is merged into the job's
         runtime record in the same transaction, so a restart neither repeats nor skips output.
+        `while_running` drops the events if the job has ended meanwhile (nothing may follow
+        its terminal state).
         """
         if not events and runtime is None:
             return 0
@@ -364,10 +371,12 @@ class Store:
                 metrics.update({m.name: m.value for m in ev.metrics if m.value is not None})
         with self._transaction(job_id) as conn:
             row = conn.execute(
-                "SELECT last_seq, last_metrics, runtime FROM jobs WHERE id=?", (job_id,)
+                "SELECT last_seq, last_metrics, runtime, state FROM jobs WHERE id=?", (job_id,)
             ).fetchone()
             if row is None:
                 raise NotFound(f"no job {job_id!r} on this host")
+            if while_running and JobState(row[3]).terminal:
+                return int(row[0])
             last = self._insert_events(conn, job_id, row[0] + 1, events) if events else row[0]
             sets, args = ["last_seq=?"], [last]
             if runtime is not None:

@@ -5,7 +5,7 @@ from typing import Any
 
 from hatrain.rpc.v1 import agent_pb2 as pb
 
-from .events import Event, EventKind, Progress
+from .events import Event, EventKind, GpuUsage, Progress
 from .jobs import Job, JobSpec
 from .scheduler import GpuSlot
 from .states import JobState
@@ -30,6 +30,18 @@ def progress_to_wire(p: Progress) -> pb.Progress:
     )
 
 
+def gpu_usage_to_wire(usage: tuple[GpuUsage, ...]) -> list[pb.GpuUsage]:
+    return [
+        pb.GpuUsage(
+            uuid=g.uuid,
+            memory_used_mb=g.memory_used_mb,
+            memory_total_mb=g.memory_total_mb,
+            utilization_percent=g.utilization_percent,
+        )
+        for g in usage
+    ]
+
+
 def spec_to_wire(spec: JobSpec) -> pb.JobSpec:
     return pb.JobSpec(
         name=spec.name,
@@ -47,7 +59,7 @@ def spec_to_wire(spec: JobSpec) -> pb.JobSpec:
     )
 
 
-def job_to_wire(job: Job, run_dir: str = "") -> pb.Job:
+def job_to_wire(job: Job, run_dir: str = "", gpu_usage: tuple[GpuUsage, ...] = ()) -> pb.Job:
     msg = pb.Job(
         id=job.id,
         spec=spec_to_wire(job.spec),
@@ -67,6 +79,7 @@ def job_to_wire(job: Job, run_dir: str = "") -> pb.Job:
         last_seq=job.last_seq,
         secret_names=list(job.secret_names),
         stop_reason=job.stop_reason,
+        gpu_usage=gpu_usage_to_wire(gpu_usage),
     )
     if job.progress is not None:
         msg.progress.CopyFrom(progress_to_wire(job.progress))
@@ -90,6 +103,7 @@ def event_to_wire(ev: Event) -> pb.Event:
         ],
         eval=ev.eval,
         exit_code=ev.exit_code or 0,
+        gpu_usage=gpu_usage_to_wire(ev.gpu_usage),
     )
     if ev.train_step is not None:
         msg.train_step = ev.train_step

@@ -73,6 +73,15 @@ def jobs_table(rows: Iterable[tuple[str, pb.Job]]) -> Table:
     return table
 
 
+def gpu_usage_text(usage: Iterable[pb.GpuUsage]) -> str:
+    """`GPU-3a9cf04a… 87% 12.3/140.4 GiB` for each GPU, comma-separated."""
+    return ", ".join(
+        f"{g.uuid[:12]}… {g.utilization_percent}% "
+        f"{g.memory_used_mb / 1024:.1f}/{g.memory_total_mb / 1024:.1f} GiB"
+        for g in usage
+    )
+
+
 def describe(job: pb.Job, host: str) -> str:
     lines = [
         f"job {job.id} on {host}: {state_name(job.state)}",
@@ -84,6 +93,8 @@ def describe(job: pb.Job, host: str) -> str:
     if job.progress.total:
         p = job.progress
         lines.append(f"  progress  {p.phase} {p.current}/{p.total}  eta {_duration(p.eta_seconds)}")
+    if job.gpu_usage:
+        lines.append(f"  gpu use   {gpu_usage_text(job.gpu_usage)}")
     if job.last_metrics:
         shown = ", ".join(
             f"{k} {_fmt(v)}" for k, v in sorted(job.last_metrics.items()) if _headline(k)
@@ -121,6 +132,8 @@ def event_line(event: pb.Event) -> str | None:
             f"{m.name} {m.text or _fmt(m.value)}" for m in event.metrics if _headline(m.name)
         )
         return ("eval: " if event.eval else "metrics: ") + values
+    if kind == pb.EVENT_KIND_GPU:
+        return f"gpu: {gpu_usage_text(event.gpu_usage)}"
     return None
 
 

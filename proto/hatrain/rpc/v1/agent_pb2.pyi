@@ -25,6 +25,7 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_LOG: _ClassVar[EventKind]
     EVENT_KIND_METRICS: _ClassVar[EventKind]
     EVENT_KIND_PROGRESS: _ClassVar[EventKind]
+    EVENT_KIND_GPU: _ClassVar[EventKind]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_STARTING: JobState
@@ -38,6 +39,7 @@ EVENT_KIND_STATE: EventKind
 EVENT_KIND_LOG: EventKind
 EVENT_KIND_METRICS: EventKind
 EVENT_KIND_PROGRESS: EventKind
+EVENT_KIND_GPU: EventKind
 
 class Gpu(_message.Message):
     __slots__ = ("index", "uuid", "name", "memory_mb", "job_id")
@@ -222,8 +224,20 @@ class Progress(_message.Message):
     unit: str
     def __init__(self, phase: _Optional[str] = ..., current: _Optional[int] = ..., total: _Optional[int] = ..., rate: _Optional[float] = ..., elapsed_seconds: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., unit: _Optional[str] = ...) -> None: ...
 
+class GpuUsage(_message.Message):
+    __slots__ = ("uuid", "memory_used_mb", "memory_total_mb", "utilization_percent")
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_MB_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_TOTAL_MB_FIELD_NUMBER: _ClassVar[int]
+    UTILIZATION_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    uuid: str
+    memory_used_mb: int
+    memory_total_mb: int
+    utilization_percent: int
+    def __init__(self, uuid: _Optional[str] = ..., memory_used_mb: _Optional[int] = ..., memory_total_mb: _Optional[int] = ..., utilization_percent: _Optional[int] = ...) -> None: ...
+
 class Job(_message.Message):
-    __slots__ = ("id", "spec", "user", "state", "failure_reason", "hint", "exit_code", "has_exit_code", "gpu_uuids", "created_at", "started_at", "finished_at", "queue_position", "run_dir", "output_dir", "progress", "last_metrics", "last_seq", "secret_names", "stop_reason")
+    __slots__ = ("id", "spec", "user", "state", "failure_reason", "hint", "exit_code", "has_exit_code", "gpu_uuids", "created_at", "started_at", "finished_at", "queue_position", "run_dir", "output_dir", "progress", "last_metrics", "last_seq", "secret_names", "stop_reason", "gpu_usage")
     class LastMetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -251,6 +265,7 @@ class Job(_message.Message):
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     SECRET_NAMES_FIELD_NUMBER: _ClassVar[int]
     STOP_REASON_FIELD_NUMBER: _ClassVar[int]
+    GPU_USAGE_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: JobSpec
     user: str
@@ -271,7 +286,8 @@ class Job(_message.Message):
     last_seq: int
     secret_names: _containers.RepeatedScalarFieldContainer[str]
     stop_reason: str
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., user: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., failure_reason: _Optional[str] = ..., hint: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., gpu_uuids: _Optional[_Iterable[str]] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., queue_position: _Optional[int] = ..., run_dir: _Optional[str] = ..., output_dir: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., last_metrics: _Optional[_Mapping[str, float]] = ..., last_seq: _Optional[int] = ..., secret_names: _Optional[_Iterable[str]] = ..., stop_reason: _Optional[str] = ...) -> None: ...
+    gpu_usage: _containers.RepeatedCompositeFieldContainer[GpuUsage]
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., user: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., failure_reason: _Optional[str] = ..., hint: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., gpu_uuids: _Optional[_Iterable[str]] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., queue_position: _Optional[int] = ..., run_dir: _Optional[str] = ..., output_dir: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., last_metrics: _Optional[_Mapping[str, float]] = ..., last_seq: _Optional[int] = ..., secret_names: _Optional[_Iterable[str]] = ..., stop_reason: _Optional[str] = ..., gpu_usage: _Optional[_Iterable[_Union[GpuUsage, _Mapping]]] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -318,7 +334,7 @@ class Metric(_message.Message):
     def __init__(self, name: _Optional[str] = ..., value: _Optional[float] = ..., text: _Optional[str] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("seq", "time", "kind", "step", "state", "reason", "message", "line", "stream", "metrics", "eval", "progress", "exit_code", "train_step")
+    __slots__ = ("seq", "time", "kind", "step", "state", "reason", "message", "line", "stream", "metrics", "eval", "progress", "exit_code", "train_step", "gpu_usage")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -333,6 +349,7 @@ class Event(_message.Message):
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     TRAIN_STEP_FIELD_NUMBER: _ClassVar[int]
+    GPU_USAGE_FIELD_NUMBER: _ClassVar[int]
     seq: int
     time: float
     kind: EventKind
@@ -347,7 +364,8 @@ class Event(_message.Message):
     progress: Progress
     exit_code: int
     train_step: int
-    def __init__(self, seq: _Optional[int] = ..., time: _Optional[float] = ..., kind: _Optional[_Union[EventKind, str]] = ..., step: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., line: _Optional[str] = ..., stream: _Optional[str] = ..., metrics: _Optional[_Iterable[_Union[Metric, _Mapping]]] = ..., eval: _Optional[bool] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., exit_code: _Optional[int] = ..., train_step: _Optional[int] = ...) -> None: ...
+    gpu_usage: _containers.RepeatedCompositeFieldContainer[GpuUsage]
+    def __init__(self, seq: _Optional[int] = ..., time: _Optional[float] = ..., kind: _Optional[_Union[EventKind, str]] = ..., step: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., line: _Optional[str] = ..., stream: _Optional[str] = ..., metrics: _Optional[_Iterable[_Union[Metric, _Mapping]]] = ..., eval: _Optional[bool] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., exit_code: _Optional[int] = ..., train_step: _Optional[int] = ..., gpu_usage: _Optional[_Iterable[_Union[GpuUsage, _Mapping]]] = ...) -> None: ...
 
 class WatchJobRequest(_message.Message):
     __slots__ = ("job_id", "from_seq", "follow", "kinds", "tail")
