@@ -63,6 +63,13 @@ PEERS_SCRIPT = REPO / "scripts" / "bench-peers.sh"
 COLUMNS = (RAW, CLIENT, "Slurm", "Ray")
 PEERS = ("Slurm", "Ray")
 BURST = 10
+NOTES = """\
+hatrain: local runtime, 8 GPUs declared; raw: gRPC calls from the bench; via client: \
+`hatrain-client` through sshd and its shared connection, submit rates from {client} submits \
+into an empty queue and {client} at the full queue; one `hatrain-client hosts --json` took \
+{floor:.0f} ms (median of 10), the floor under every client figure. Slurm: sbatch from 4 \
+submitters (held jobs for the queue rows), a job array for the burst, squeue for the page and the \
+state. Ray: its Jobs REST API, `ray job logs --follow`."""
 
 
 @dataclass(frozen=True)
@@ -242,14 +249,16 @@ def main() -> None:
     sshd = start_sshd(work / "sshd")
     contenders: list[Contender] = []
     try:
+        hatrain = Hatrain(work, kit, sshd, args.client_sample)
+        contenders.append(hatrain)
         builders: list[Callable[[], Contender]] = [
-            lambda: Hatrain(work, kit, sshd, args.client_sample),
             lambda: Slurm(kit, Path(peers["slurm_conf"]), PEERS_SCRIPT, args.page_samples),
             lambda: Ray(kit, peers["ray_address"], Path(peers["ray_python"])),
         ]
         for build in builders:
             contenders.append(build())
         results = run_rounds(contenders, args)
+        floor = hatrain.client_floor_ms()
     finally:
         for contender in contenders:
             contender.close()
@@ -263,6 +272,7 @@ def main() -> None:
         f"{args.rounds} interleaved rounds; ratio above 1: hatrain ahead"
     )
     print(table(results, args))
+    print(NOTES.format(client=args.client_sample, floor=floor))
 
 
 if __name__ == "__main__":

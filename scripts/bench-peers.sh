@@ -75,9 +75,11 @@ start_munge() {
 write_slurm_conf() {
     mkdir -p "$SLURM/state" "$SLURM/spool" "$SLURM/gpu"
     # The GPUs are GRES backed by character devices like /dev/null: slurmd only needs a device
-    # node per GPU to hand out, and nothing here uses it.
+    # node per GPU to hand out, and nothing here uses it. Where mknod is not allowed (a
+    # container without CAP_MKNOD), a link to /dev/null does the same.
     for i in 0 1 2 3 4 5 6 7; do
-        [[ -c $SLURM/gpu/nvidia$i ]] || mknod "$SLURM/gpu/nvidia$i" c 1 3
+        [[ -c $SLURM/gpu/nvidia$i ]] || mknod "$SLURM/gpu/nvidia$i" c 1 3 2>/dev/null ||
+            ln -sf /dev/null "$SLURM/gpu/nvidia$i"
     done
     cat >"$SLURM/gres.conf" <<EOF
 AutoDetect=off
@@ -201,6 +203,19 @@ stop_pid_file() {
     rm -f "$file"
 }
 
+# The processes of session $1, from /proc (field 6 of stat, after the command's name).
+session_pids() {
+    local stat line fields
+    for stat in /proc/[0-9]*/stat; do
+        read -r line 2>/dev/null <"$stat" || continue
+        read -ra fields <<<"${line##*) }"
+        if [[ ${fields[3]} == "$1" ]]; then
+            line=${stat#/proc/}
+            echo "${line%/stat}"
+        fi
+    done
+}
+
 # `ray start --block` stops the processes it started when it gets SIGTERM; whatever is left of its
 # session (workers have process groups of their own, not sessions) is ended by pid.
 stop_ray() {
@@ -220,9 +235,7 @@ PY
         kill -TERM "$sid"
         for _ in $(seq 150); do kill -0 "$sid" 2>/dev/null || break; sleep 0.1; done
     fi
-    for pid in $(ps -eo pid=,sid= | awk -v sid="$sid" '$2 == sid {print $1}'); do
-        kill -KILL "$pid" 2>/dev/null || true
-    done
+    for pid in $(session_pids "$sid"); do kill -KILL "$pid" 2>/dev/null || true; done
     rm -f "$file"
 }
 

@@ -9,6 +9,7 @@ that starts nothing (max_cpu_jobs 0, jobs without a GPU), fresh each round.
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import threading
 import time
@@ -143,6 +144,13 @@ class Hatrain:
 
     def close(self) -> None:
         self.agent.stop()
+
+    def client_floor_ms(self, runs: int = 10) -> float:
+        """The median time of `hatrain-client hosts --json`: one call through the shared
+        connection, the least any client command that talks to the agent takes."""
+        return statistics.median(
+            timed_ms(lambda: self.agent.client.json("hosts")) for _ in range(runs)
+        )
 
     def queue(self, first: int, total: int) -> dict[str, dict[str, float]]:
         sample = self.client_sample
