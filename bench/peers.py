@@ -2,7 +2,7 @@
 
     bash scripts/bench-peers.sh up        # Slurm and Ray, set up once (make bench does it)
     python bench/peers.py [--rounds 3] [--jobs 10000] [--first 1000] [--lines 100000]
-                          [--samples 3] [--client-sample 100] [--only FIGURE] [--json PATH]
+                          [--samples 3] [--client-sample 100] [--only GROUP] [--json PATH]
 
 Every round runs each figure for every system in turn (hatrain, Slurm, Ray; the first of them
 changes from round to round), so that a slow moment of this machine falls on all of them. A
@@ -29,10 +29,7 @@ when it started, holds until cancelled (its pid in a file), or prints numbered, 
                               last received, p99 of each line's delay. hatrain: WatchJob;
                               via client `logs -f`; Ray: `ray job logs --follow`.
 
-Slurm's and Ray's set-up and tuning: scripts/bench-peers.sh (Slurm: one node, 16 CPUs, 8 GPUs
-as GRES on /dev/null-like device files; batch_sched_delay=0 and sched_min_interval=0 so that a
-job is scheduled when it is submitted or when one ends, never in a later deferred pass; logging
-at `error`; no accounting, no cgroups; MinJobAge=2 so that ended jobs leave the controller soon).
+Slurm's and Ray's set-up and Slurm's tuning, each setting with its reason: scripts/bench-peers.sh.
 """
 
 import argparse
