@@ -6,9 +6,12 @@ statically (GPU-bench-0..7) and room for 16 jobs without a GPU. The queue figure
 that starts nothing (max_cpu_jobs 0, jobs without a GPU), fresh each round.
 """
 
+import contextlib
+import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import threading
@@ -90,6 +93,9 @@ class Agent:
     def stop(self) -> None:
         self.channel.close()
         self.process.terminate()
+        for info in self.client.runtime_dir.glob("hatrain-*/*.json"):  # the shared connection
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(json.loads(info.read_text())["pid"]), signal.SIGTERM)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def state(self, job_id: str) -> Any:
