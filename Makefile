@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv proto proto-check lint typecheck check test demo bench clean
+.PHONY: venv proto proto-check lint typecheck check test demo bench bench-peers clean
 
 venv: $(VENV)/.installed
 
@@ -42,6 +42,13 @@ bench: venv
 	$(PY) bench/run_all.py
 	$(PY) bench/client_bench.py
 	$(PY) bench/faults.py
+	$(MAKE) bench-peers
+
+# hatrain against Slurm and Ray Jobs, set up here for the run and torn down after it.
+bench-peers: venv
+	bash scripts/setup-host.sh
+	bash scripts/bench-peers.sh up && $(PY) bench/peers.py $(PEERS_ARGS); \
+	status=$$?; bash scripts/bench-peers.sh down; exit $$status
 
 clean:
 	rm -rf $(VENV) build *.egg-info
