@@ -1,5 +1,6 @@
 """The store on a real SQLite file: log lines kept in runs, and the upgrade of an older file."""
 
+import dataclasses
 import json
 import sqlite3
 from pathlib import Path
@@ -68,7 +69,7 @@ def test_a_schema_1_file_is_upgraded_with_every_event(tmp_path: Path) -> None:
         if statement.strip():
             conn.execute(statement)
     conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
-    spec = JobSpec("a.yml", "x: 1", "img").to_record()
+    spec = dataclasses.asdict(JobSpec("a.yml", "x: 1", "img"))
     conn.execute(
         "INSERT INTO jobs (id, user, state, priority, spec, created_at, last_seq) "
         "VALUES ('old', 'ann', 'training', 0, ?, 1.0, 3)",

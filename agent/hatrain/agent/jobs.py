@@ -1,46 +1,14 @@
 """What the agent knows of a job: its spec (as submitted) and its current record."""
 
+__all__ = ["Job", "JobFile", "JobSpec"]
+
 from dataclasses import dataclass, field
 from typing import Any
 
+from hatrain.rpc.spec import JobFile, JobSpec
+
 from .events import Progress
 from .states import JobState
-
-
-@dataclass(frozen=True)
-class JobFile:
-    """A file the job sees at /workspace/data/datasets/<path>, by content hash."""
-
-    path: str
-    sha256: str
-    size: int
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    config_name: str
-    config_yaml: str
-    image: str
-    name: str = ""
-    files: tuple[JobFile, ...] = ()
-    gpus: int = 0
-    min_gpu_memory_mb: int = 0
-    gpu_type: str = ""
-    priority: int = 0
-    time_limit_seconds: int = 0
-    team: str = ""
-    retry_of: str = ""
-
-    def to_record(self) -> dict[str, Any]:
-        rec = dict(self.__dict__)
-        rec["files"] = [f.__dict__ for f in self.files]
-        return rec
-
-    @classmethod
-    def from_record(cls, rec: dict[str, Any]) -> "JobSpec":
-        rec = dict(rec)
-        rec["files"] = tuple(JobFile(**f) for f in rec.get("files", ()))
-        return cls(**rec)
 
 
 @dataclass(frozen=True)

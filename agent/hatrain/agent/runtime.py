@@ -4,11 +4,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from hatrain.rpc.contract import CONFIGS, HF_CACHE, PYTHON_MODULES, SECRETS
+
 from .config import MultiGpuConfig
 from .events import Progress
 from .jobs import Job
 from .states import FailureReason
-from .workspace import CONFIGS, DATASETS, SECRETS, JobDirs
+from .workspace import JobDirs
 
 STEPS = ("preprocess", "train")
 LABEL_JOB = "hatrain.job"
@@ -22,13 +24,9 @@ SECRET_SHIM = (
     '[ -f "$f" ] && export "${f##*/}=$(cat "$f")"; done; exec "$@"'
 )
 
-# The client uploads a dataset's own prompt-strategy module (`type: my_module.function`) under
-# python/ in the datasets directory; this is where Axolotl's import finds it.
-PYTHON_MODULES = f"{DATASETS}/python"
-
 BASE_ENV = {
     "AXOLOTL_DO_NOT_TRACK": "1",
-    "HF_HOME": "/workspace/data/huggingface-cache",
+    "HF_HOME": HF_CACHE,
     "JUPYTER_DISABLE": "1",
     "PYTHONUNBUFFERED": "1",
     "PYTHONPATH": PYTHON_MODULES,

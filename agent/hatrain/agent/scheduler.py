@@ -11,6 +11,8 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
+from hatrain.rpc.contract import gpu_accepts
+
 
 @dataclass(frozen=True)
 class GpuSlot:
@@ -32,9 +34,7 @@ class QueuedJob:
     order: int = 0
 
     def accepts(self, gpu: GpuSlot) -> bool:
-        if self.min_gpu_memory_mb and gpu.memory_mb < self.min_gpu_memory_mb:
-            return False
-        return not self.gpu_type or self.gpu_type.lower() in gpu.name.lower()
+        return gpu_accepts(gpu.name, gpu.memory_mb, self.min_gpu_memory_mb, self.gpu_type)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import grpc
 import structlog
 from hatrain.rpc import __version__, limits
+from hatrain.rpc.contract import USER_METADATA, WIRE_VERSION
 from hatrain.rpc.v1 import agent_pb2 as pb
 from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
 
@@ -43,8 +44,6 @@ from .workspace import Workspace
 
 log = structlog.get_logger(__name__)
 
-WIRE_VERSION = "v1"
-USER_METADATA = "x-hatrain-user"
 _STATUS = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,

@@ -2,27 +2,11 @@
 
 from enum import StrEnum
 
+from hatrain.rpc.contract import RUNNING_STATES as RUNNING
+from hatrain.rpc.contract import TERMINAL_STATES as TERMINAL
+from hatrain.rpc.contract import JobState
 
-class JobState(StrEnum):
-    QUEUED = "queued"
-    STARTING = "starting"
-    PREPROCESSING = "preprocessing"
-    TRAINING = "training"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL
-
-    @property
-    def running(self) -> bool:
-        return self in RUNNING
-
-
-TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
-RUNNING = frozenset({JobState.STARTING, JobState.PREPROCESSING, JobState.TRAINING})
+__all__ = ["RUNNING", "TERMINAL", "FailureReason", "JobState", "can_transition"]
 _RANK = {
     JobState.QUEUED: 0,
     JobState.STARTING: 1,

@@ -6,6 +6,7 @@ watcher reads and the state a listing shows never disagree.
 
 import base64
 import contextlib
+import dataclasses
 import itertools
 import json
 import sqlite3
@@ -21,7 +22,7 @@ from typing import Any
 from .disk import storage_fault
 from .errors import FailedPrecondition, InvalidArgument, NotFound
 from .events import Event, EventKind, Progress
-from .jobs import Job, JobSpec
+from .jobs import Job, JobFile, JobSpec
 from .states import TERMINAL, JobState, can_transition
 
 SCHEMA_VERSION = 3
@@ -91,13 +92,18 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _spec_from_record(rec: dict[str, Any]) -> JobSpec:
+    files = tuple(JobFile(**f) for f in rec.get("files", ()))
+    return JobSpec(**{**rec, "files": files})
+
+
 def _job_from_row(row: Sequence[Any]) -> Job:
     progress = json.loads(row[11]) if row[11] else None
     return Job(
         id=row[0],
         user=row[1],
         state=JobState(row[2]),
-        spec=JobSpec.from_record(json.loads(row[3])),
+        spec=_spec_from_record(json.loads(row[3])),
         created_at=row[4],
         started_at=row[5],
         finished_at=row[6],
@@ -285,7 +291,7 @@ class Store:
                     user,
                     JobState.QUEUED.value,
                     spec.priority,
-                    json.dumps(spec.to_record()),
+                    json.dumps(dataclasses.asdict(spec)),
                     now,
                     json.dumps(sorted(secret_names)),
                     client_request_id or None,

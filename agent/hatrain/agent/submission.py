@@ -3,10 +3,12 @@
 import posixpath
 import re
 from collections.abc import Sized
+from dataclasses import replace
 from typing import Any
 
 from hatrain.rpc import limits
 from hatrain.rpc.config_yaml import ConfigYamlError, load_config_yaml
+from hatrain.rpc.contract import gpu_accepts
 from hatrain.rpc.v1 import agent_pb2 as pb
 
 from .config import AgentConfig
@@ -130,8 +132,7 @@ def check_submission(
     fitting = [
         g
         for g in gpus
-        if g.memory_mb >= resources.min_gpu_memory_mb
-        and (not resources.gpu_type or resources.gpu_type.lower() in g.name.lower())
+        if gpu_accepts(g.name, g.memory_mb, resources.min_gpu_memory_mb, resources.gpu_type)
     ]
     if resources.gpus > len(fitting):
         raise InvalidArgument(
@@ -150,20 +151,7 @@ def check_submission(
             raise InvalidArgument(f"secrets[{name}]", f"at most {limits.SECRET_BYTES} bytes")
     files = _check_files(spec.files, objects, config.limits.max_files)
     time_limit = spec.time_limit_seconds or config.default_time_limit_seconds or 0
-    return (
-        JobSpec(
-            config_name=spec.config_name,
-            config_yaml=spec.config_yaml.decode("utf-8"),
-            image=image,
-            name=spec.name,
-            files=files,
-            gpus=resources.gpus,
-            min_gpu_memory_mb=resources.min_gpu_memory_mb,
-            gpu_type=resources.gpu_type,
-            priority=spec.priority,
-            time_limit_seconds=time_limit,
-            team=spec.team,
-            retry_of=spec.retry_of,
-        ),
-        dict(request.secrets),
+    checked = replace(
+        JobSpec.from_wire(spec), image=image, files=files, time_limit_seconds=time_limit
     )
+    return checked, dict(request.secrets)

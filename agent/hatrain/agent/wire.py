@@ -6,11 +6,11 @@ from typing import Any
 from hatrain.rpc.v1 import agent_pb2 as pb
 
 from .events import Event, EventKind, GpuUsage, Progress
-from .jobs import Job, JobSpec
+from .jobs import Job
 from .scheduler import GpuSlot
 from .states import JobState
 
-STATE_TO_WIRE: dict[JobState, Any] = {s: pb.JobState.Value(f"JOB_STATE_{s.name}") for s in JobState}
+STATE_TO_WIRE: dict[JobState, Any] = {s: s.to_wire() for s in JobState}
 STATE_FROM_WIRE = {v: k for k, v in STATE_TO_WIRE.items()}
 KIND_TO_WIRE: dict[EventKind, Any] = {
     k: pb.EventKind.Value(f"EVENT_KIND_{k.name}") for k in EventKind
@@ -42,27 +42,10 @@ def gpu_usage_to_wire(usage: tuple[GpuUsage, ...]) -> list[pb.GpuUsage]:
     ]
 
 
-def spec_to_wire(spec: JobSpec) -> pb.JobSpec:
-    return pb.JobSpec(
-        name=spec.name,
-        config_name=spec.config_name,
-        config_yaml=spec.config_yaml.encode("utf-8"),
-        files=[pb.JobFile(path=f.path, sha256=f.sha256, size=f.size) for f in spec.files],
-        image=spec.image,
-        resources=pb.Resources(
-            gpus=spec.gpus, min_gpu_memory_mb=spec.min_gpu_memory_mb, gpu_type=spec.gpu_type
-        ),
-        priority=spec.priority,
-        time_limit_seconds=spec.time_limit_seconds,
-        team=spec.team,
-        retry_of=spec.retry_of,
-    )
-
-
 def job_to_wire(job: Job, run_dir: str = "", gpu_usage: tuple[GpuUsage, ...] = ()) -> pb.Job:
     msg = pb.Job(
         id=job.id,
-        spec=spec_to_wire(job.spec),
+        spec=job.spec.to_wire(),
         user=job.user,
         state=STATE_TO_WIRE[job.state],
         failure_reason=job.failure_reason,

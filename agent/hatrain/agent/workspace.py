@@ -13,14 +13,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from hatrain.rpc.contract import CONFIGS, DATASETS, HF_CACHE, RUNS, SECRETS
+
 from .jobs import Job
 from .objects import ObjectStore
 
-CONFIGS = "/workspace/configs"
-DATASETS = "/workspace/data/datasets"
-RUNS = "/workspace/data/training-runs"
-HF_CACHE = "/workspace/data/huggingface-cache"
-SECRETS = "/run/hatrain/secrets"
+__all__ = ["CONFIGS", "DATASETS", "HF_CACHE", "RUNS", "SECRETS", "JobDirs", "Workspace"]
 
 
 @dataclass(frozen=True)
