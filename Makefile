@@ -22,7 +22,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 
 typecheck: venv
-	$(VENV)/bin/mypy agent/hatrain client/hatrain tests bench
+	$(VENV)/bin/mypy agent/hatrain client/hatrain tests bench examples
 
 check: proto-check lint typecheck
 

@@ -28,8 +28,8 @@ sys.path.insert(0, str(REPO))
 from hatrain.agent.config import AgentConfig  # noqa: E402
 from hatrain.agent.server import Agent, configure_logging  # noqa: E402
 from hatrain.client.hash_cache import sha256_file  # noqa: E402
-from hatrain.client.session import HostSession  # noqa: E402
 from hatrain.client.settings import load_settings  # noqa: E402
+from hatrain.client.transport import open_host  # noqa: E402
 from hatrain.client.upload import upload  # noqa: E402
 
 from tests.support.client import ClientRunner  # noqa: E402
@@ -69,7 +69,7 @@ def bench_upload(sshd: SshServer, client: ClientRunner, agent: Agent, big: Path)
         rsync.append(timed(["rsync", "-a", "--whole-file", "-e", " ".join(["ssh", *ssh_args(sshd)]),
                             str(big), f"{target}:{dest}/rsync.bin"]))  # fmt: skip
         agent.objects.path_of(digest).unlink(missing_ok=True)
-        with HostSession("gpu1", settings.hosts["gpu1"], settings).open() as session:
+        with open_host("gpu1", settings) as session:
             start = time.perf_counter()
             report = upload(session, {digest: big})
             ours.append(time.perf_counter() - start)

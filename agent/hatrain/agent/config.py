@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-import yaml
+from hatrain.rpc.config_yaml import ConfigYamlError, load_yaml_mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
@@ -111,15 +111,9 @@ def load_config(path: Path | None) -> AgentConfig:
     if path is None:
         return AgentConfig()
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
+        raw = load_yaml_mapping(path)
+    except ConfigYamlError as exc:
+        raise ConfigError(str(exc)) from exc
     try:
         return AgentConfig.model_validate(raw)
     except ValidationError as exc:

@@ -8,21 +8,15 @@ import fnmatch
 import os
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
+
+from .records import FetchReport
 
 if TYPE_CHECKING:
     import paramiko
 
 _CHUNK = 4 * 1024 * 1024
-
-
-@dataclass
-class FetchReport:
-    files_fetched: int = 0
-    files_skipped: int = 0
-    bytes_fetched: int = 0
 
 
 def _walk(sftp: "paramiko.SFTPClient", root: str, rel: str = "") -> Iterator[tuple[str, int]]:
@@ -50,13 +44,13 @@ def fetch(
     exclude: list[str],
     on_file: Callable[[str, int], None] = lambda p, n: None,
 ) -> FetchReport:
-    report = FetchReport()
+    fetched = skipped = fetched_bytes = 0
     for path, size in sorted(_walk(sftp, remote_root)):
         if not _selected(path, include, exclude):
             continue
         target = dest / path
         if target.is_file() and target.stat().st_size == size:
-            report.files_skipped += 1
+            skipped += 1
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".part")
@@ -71,8 +65,8 @@ def fetch(
             src.prefetch(size - offset)
             while chunk := src.read(_CHUNK):
                 dst.write(chunk)
-                report.bytes_fetched += len(chunk)
+                fetched_bytes += len(chunk)
         os.replace(partial, target)
-        report.files_fetched += 1
+        fetched += 1
         on_file(path, size)
-    return report
+    return FetchReport(fetched, skipped, fetched_bytes)

@@ -17,12 +17,11 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
+from hatrain.rpc.config_yaml import ConfigYamlError, load_yaml_mapping
 
 from .errors import BadInput
 
 DEFAULT_AGENT = "127.0.0.1:50151"
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _Invalid(ValueError):
@@ -137,13 +136,9 @@ def load_settings(path: Path | None = None) -> ClientSettings:
     if not path.exists():
         return ClientSettings()
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise BadInput(f"{path}: not a readable YAML file ({exc})") from exc
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise BadInput(f"{path}: expected a YAML mapping, got {type(raw).__name__}")
+        raw = load_yaml_mapping(path)
+    except ConfigYamlError as exc:
+        raise BadInput(str(exc)) from exc
     try:
         return replace(ClientSettings.parse(raw), source=path.resolve())
     except _Invalid as exc:

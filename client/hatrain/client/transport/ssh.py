@@ -15,7 +15,7 @@ from typing import Any
 
 import paramiko
 
-from .errors import AuthenticationFailed, HostKeyRejected, HostUnreachable
+from ..errors import AuthenticationFailed, HostKeyRejected, HostUnreachable
 
 # paramiko's own log lines (e.g. a refused channel) would otherwise reach the terminal raw; every
 # failure is reported once, by the CLI.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import paramiko
 
-from .errors import AgentUnavailable
+from ..errors import AgentUnavailable
 
 _CHUNK = 256 * 1024
 

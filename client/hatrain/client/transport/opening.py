@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .settings import ClientSettings
+from ..settings import ClientSettings
 
 if TYPE_CHECKING:
     from .ssh import SshConnection

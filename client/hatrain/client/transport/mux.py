@@ -1,10 +1,11 @@
 """A host's SSH connection kept open between commands, like OpenSSH's ControlPersist.
 
 A command that has connected to a host itself (verifying its key and logging in) starts
-`python -m hatrain.client.mux ALIAS` in the background. That process connects the same way and
-relays gRPC to the agent through a Unix socket in a private directory, until it has been idle for
-keep_connection_seconds or its connection drops. Later commands send their calls through it and
-skip the SSH handshake and the import of paramiko. File transfers open a connection of their own.
+`python -m hatrain.client.transport.mux ALIAS` in the background. That process connects the
+same way and relays gRPC to the agent through a Unix socket in a private directory, until it
+has been idle for keep_connection_seconds or its connection drops. Later commands send their
+calls through it and skip the SSH handshake and the import of paramiko. File transfers open a
+connection of their own.
 """
 
 import contextlib
@@ -19,8 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .connect import open_ssh
-from .settings import ClientSettings, HostEntry, load_settings
+from ..settings import ClientSettings, HostEntry, load_settings
+from .opening import open_ssh
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def start(alias: str, settings: ClientSettings) -> None:
         return
     env = {**os.environ, "HATRAIN_CLIENT_CONFIG": str(settings.source)}
     subprocess.Popen(
-        [sys.executable, "-m", "hatrain.client.mux", alias],
+        [sys.executable, "-m", "hatrain.client.transport.mux", alias],
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
