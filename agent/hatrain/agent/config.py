@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Literal
 
 from hatrain.rpc.config_yaml import ConfigYamlError, load_yaml_mapping
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
 
@@ -91,9 +91,18 @@ class LimitsConfig(_Strict):
     staging_max_age_seconds: int = Field(default=86400, gt=0)
 
 
+class TeamConfig(_Strict):
+    """A team of logins: they may read each other's jobs, and ask for priorities up to
+    max_priority."""
+
+    members: list[str] = []
+    max_priority: int = Field(default=0, ge=0, le=1000)
+
+
 class AgentConfig(_Strict):
     data_root: Path = Path("/var/lib/hatrain")
-    listen: str = "127.0.0.1:50151"
+    # The agent's Unix socket; its directory must belong to the agent's user.
+    listen: Path = Path("/run/hatrain/agent.sock")
     runtime: Literal["docker", "local"] = "docker"
     docker: DockerConfig = DockerConfig()
     local: LocalConfig = LocalConfig()
@@ -102,6 +111,18 @@ class AgentConfig(_Strict):
     scheduler: SchedulerConfig = SchedulerConfig()
     limits: LimitsConfig = LimitsConfig()
     admins: list[str] = []
+    teams: dict[str, TeamConfig] = {}
+
+    @field_validator("listen")
+    @classmethod
+    def _socket_path(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError(
+                "an absolute path of a Unix socket, e.g. /run/hatrain/agent.sock (the agent "
+                "listens on no TCP port: users reach it through their SSH login)"
+            )
+        return value
+
     default_time_limit_seconds: int | None = Field(default=None, gt=0)
     log_format: Literal["json", "console"] = "json"
 

@@ -69,6 +69,38 @@ def job_to_wire(job: Job, run_dir: str = "", gpu_usage: tuple[GpuUsage, ...] = (
     return msg
 
 
+def job_summary_to_wire(job: Job) -> pb.Job:
+    """What anyone may see of a job: its name, user, state, GPUs and times, not its config,
+    files, metrics, hint or run directory."""
+    msg = pb.Job(
+        id=job.id,
+        spec=pb.JobSpec(
+            name=job.spec.name,
+            config_name=job.spec.config_name,
+            image=job.spec.image,
+            resources=pb.Resources(
+                gpus=job.spec.gpus,
+                min_gpu_memory_mb=job.spec.min_gpu_memory_mb,
+                gpu_type=job.spec.gpu_type,
+            ),
+            priority=job.spec.priority,
+            team=job.spec.team,
+        ),
+        user=job.user,
+        state=STATE_TO_WIRE[job.state],
+        failure_reason=job.failure_reason,
+        gpu_uuids=list(job.gpu_uuids),
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        queue_position=job.queue_position,
+        stop_reason=job.stop_reason,
+    )
+    if job.progress is not None:
+        msg.progress.CopyFrom(progress_to_wire(job.progress))
+    return msg
+
+
 def event_to_wire(ev: Event) -> pb.Event:
     msg = pb.Event(
         seq=ev.seq,

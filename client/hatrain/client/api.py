@@ -372,6 +372,11 @@ class Client:
 
         connection, wire = self._locate(job_id, host)
         old = Job.from_wire(wire, connection.alias)
+        if not old.readable:
+            raise BadInput(
+                f"job {job_id} belongs to {old.user}: only its owner, their team and admins "
+                "may run it again"
+            )
         if not old.ended:
             raise BadInput(
                 f"job {job_id} is {old.state.value}: only an ended job can be retried",
@@ -398,6 +403,11 @@ class Client:
         job = Job.from_wire(wire, connection.alias)
         if job.never_ran:
             raise BadInput(f"job {job_id} {job.never_ran}: it has no outputs to fetch")
+        if not job.readable:
+            raise BadInput(
+                f"job {job_id} belongs to {job.user}: its outputs are for its owner, their "
+                "team and admins"
+            )
         target = Path(dest) if dest is not None else Path("hatrain-runs") / job_id
         with connection.transferring(f"fetching {job_id}") as sftp:
             return download(

@@ -114,6 +114,12 @@ class Job:
         return self.state.terminal
 
     @property
+    def readable(self) -> bool:
+        """Whether this caller may read the job's config, logs and outputs (its owner, their
+        team and admins); others see only its summary."""
+        return bool(self.run_dir)
+
+    @property
     def never_ran(self) -> str:
         """Why the job never ran ("is still queued", ...), or "" if it did run."""
         if self.state == JobState.QUEUED:

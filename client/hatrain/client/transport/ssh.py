@@ -135,6 +135,7 @@ class SshConnection:
     ssh_config: Path
     keepalive_seconds: int = 15
     timeout: float = 10.0
+    system_known_hosts: Path = Path("/etc/ssh/ssh_known_hosts")
     _client: paramiko.SSHClient | None = None
     _jump: "SshConnection | None" = None
     _sftp: paramiko.SFTPClient | None = None
@@ -151,6 +152,7 @@ class SshConnection:
                 self.ssh_config,
                 self.keepalive_seconds,
                 self.timeout,
+                self.system_known_hosts,
             ).connect()
             sock = self._jump.transport.open_channel(
                 "direct-tcpip", (target.hostname, target.port), ("127.0.0.1", 0)
@@ -164,6 +166,8 @@ class SshConnection:
             except OSError as exc:
                 raise self._unreachable(where, exc) from exc
         client = paramiko.SSHClient()
+        if self.system_known_hosts.is_file():  # keys the host's admins vouch for
+            client.load_system_host_keys(str(self.system_known_hosts))
         known = self.known_hosts.expanduser()
         if known.is_file():
             client.load_host_keys(str(known))

@@ -1,7 +1,8 @@
-"""gRPC to the agent's loopback listener, carried over the host's SSH connection.
+"""gRPC to the agent's socket, carried over the host's SSH connection.
 
 A private Unix socket (in a 0700 directory) accepts the gRPC channel's connections; each one is
-relayed through an SSH direct-tcpip channel to the agent's address as seen on the host.
+relayed through an SSH session running `hatrain-agent bridge` on the host, which connects to the
+agent's socket as the SSH login's own process: the agent knows who calls from the kernel.
 """
 
 import contextlib
@@ -24,13 +25,15 @@ class Tunnel:
     def __init__(
         self,
         transport: paramiko.Transport,
-        remote: tuple[str, int],
+        bridge: str,
         host: str,
         path: Path | None = None,
     ) -> None:
         """path: where to listen (its directory must be private); default a new temp dir."""
         self.transport = transport
-        self.remote = remote
+        self.bridge = bridge
+        # What the last bridge that failed said (e.g. that no agent listens), for the error.
+        self.last_failure = ""
         self.host = host
         self._dir = None if path else Path(tempfile.mkdtemp(prefix="hatrain-"))
         self.path = path or self._dir / "agent.sock"  # type: ignore[operator]
@@ -48,17 +51,33 @@ class Tunnel:
         return f"unix:{self.path}"
 
     def open_channel(self) -> paramiko.Channel:
+        """A session running the bridge on the host; its stdin and stdout are the socket."""
         try:
-            return self.transport.open_channel(
-                "direct-tcpip", self.remote, ("127.0.0.1", 0), timeout=10
-            )
-        except paramiko.ChannelException as exc:
-            address = f"{self.remote[0]}:{self.remote[1]}"
+            channel = self.transport.open_session(timeout=10)
+            channel.exec_command(self.bridge)
+        except paramiko.SSHException as exc:
             raise AgentUnavailable(
-                f"no hatrain agent is listening on {address} on {self.host} ({exc.text})",
-                fix=f"start it on {self.host}: sudo systemctl start hatrain-agent "
-                "(`hatrain-agent doctor` says what is missing)",
+                f"cannot start `{self.bridge}` on {self.host} over SSH ({exc})",
+                fix="check that your SSH login on the host may run commands",
             ) from exc
+        return channel
+
+    def failure(self) -> AgentUnavailable | None:
+        """Why the last bridge ended in failure, as an error for the user; None if none did."""
+        said = self.last_failure
+        if not said:
+            return None
+        if "not found" in said:
+            return AgentUnavailable(
+                f"`{self.bridge}` is not a command on {self.host} ({said})",
+                fix="set `bridge:` for this host in the client config to the agent's "
+                "hatrain-agent, e.g. /opt/hatrain/venv/bin/hatrain-agent bridge",
+            )
+        return AgentUnavailable(
+            f"{self.host}: {said}",
+            fix=f"start it on {self.host}: sudo systemctl start hatrain-agent "
+            "(`hatrain-agent doctor` says what is missing)",
+        )
 
     def _accept(self) -> None:
         while not self._closed.is_set():
@@ -77,7 +96,8 @@ class Tunnel:
 
     def _relay(self, conn: socket.socket, channel: paramiko.Channel) -> None:
         try:
-            _relay(conn, channel)
+            if failure := _relay(conn, channel):
+                self.last_failure = failure
         finally:
             with self._lock:
                 self.relays -= 1
@@ -98,7 +118,10 @@ class Tunnel:
             self.path.unlink(missing_ok=True)
 
 
-def _relay(conn: socket.socket, channel: paramiko.Channel) -> None:
+def _relay(conn: socket.socket, channel: paramiko.Channel) -> str:
+    """Copy bytes both ways until a side ends; returns the bridge's complaint if it was the
+    bridge that ended, with a failure status ("" otherwise)."""
+    remote_ended = False
     try:
         while True:
             readable, _, _ = select.select([conn, channel], [], [], 30)  # type: ignore[type-var]
@@ -110,10 +133,15 @@ def _relay(conn: socket.socket, channel: paramiko.Channel) -> None:
             if channel in readable:
                 data = channel.recv(_CHUNK)
                 if not data:
+                    remote_ended = True
                     break
                 conn.sendall(data)
+        if remote_ended and channel.recv_exit_status() not in (0, -1):
+            said = channel.recv_stderr(4096).decode(errors="replace").strip()
+            return said.splitlines()[-1] if said else "the bridge on the host failed"
     except (OSError, EOFError, paramiko.SSHException):
         pass  # either side went away (paramiko raises EOFError once the SSH connection is gone)
     finally:
         channel.close()
         conn.close()
+    return ""
