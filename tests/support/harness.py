@@ -67,7 +67,7 @@ def wait_for_port(port: int, proc: "subprocess.Popen[Any]", log: Path, timeout: 
 def stub_for(target: str | Path) -> tuple[Any, Any]:
     """A stub on an agent's socket (a path, or a gRPC target). The agent knows the caller from
     the kernel: the tests' own user, root."""
-    address = target if isinstance(target, str) else f"unix:{target}"
+    address = str(target) if str(target).startswith("unix:") else f"unix:{target}"
     channel = grpc.insecure_channel(address)
     grpc.channel_ready_future(channel).result(timeout=30)
     return pb_grpc.AgentServiceStub(channel), channel
