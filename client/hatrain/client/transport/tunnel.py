@@ -62,8 +62,13 @@ class Tunnel:
             ) from exc
         return channel
 
-    def failure(self) -> AgentUnavailable | None:
-        """Why the last bridge ended in failure, as an error for the user; None if none did."""
+    def failure(self, wait: float = 2.0) -> AgentUnavailable | None:
+        """Why the last bridge ended in failure, as an error for the user; None if none did.
+        A bridge still being relayed is waited for (up to `wait` seconds): gRPC may give up on
+        the channel before the relay has read what the bridge said."""
+        deadline = time.monotonic() + wait
+        while not self.last_failure and self.relays and time.monotonic() < deadline:
+            time.sleep(0.02)
         said = self.last_failure
         if not said:
             return None
@@ -75,8 +80,8 @@ class Tunnel:
             )
         return AgentUnavailable(
             f"{self.host}: {said}",
-            fix=f"start it on {self.host}: sudo systemctl start hatrain-agent "
-            "(`hatrain-agent doctor` says what is missing)",
+            fix=f"start it on {self.host} (`hatrain-agent doctor` there says what is missing):",
+            commands=("sudo systemctl start hatrain-agent",),
         )
 
     def _accept(self) -> None:
