@@ -285,7 +285,7 @@ follow_option = click.option(
 # -- verbs ------------------------------------------------------------------------------------
 
 
-@main.command(short_help="Check a config and its data, upload them, queue the job, follow it.")
+@main.command(short_help="Check, upload and queue a config's job, then follow it.")
 @click.argument("config", type=click.Path(path_type=Path))
 @click.option(
     "--host",
@@ -400,7 +400,7 @@ def submit(
     \b
     Examples:
       hatrain-client submit train/configs/gemma3-270m.yml --gpus 1
-      hatrain-client submit gemma3-270m.yml -d sample.jsonl=data/home.jsonl --host auto
+      hatrain-client submit cfg.yml -d sample.jsonl=data/home.jsonl --host auto
       hatrain-client submit cfg.yml --gpus 2 --gpu-type H200 --detach --json
     """
     with upload_progress(app) as on_bytes:
@@ -519,7 +519,13 @@ def hosts(app: App, host: str | None, as_json: bool) -> None:
 
 
 @main.command(short_help="Jobs on every host: queued and running first, ids in full.")
-@host_option
+@click.option(
+    "--host",
+    "-H",
+    metavar="HOST",
+    shell_complete=complete_host,
+    help="Only this host's jobs (an alias of the client config). Default: every host, at once.",
+)
 @click.option("--user", "-u", default="", metavar="USER", help="Only this user's jobs.")
 @click.option("--mine", is_flag=True, help="Only my jobs (the login the host knows me as).")
 @click.option(
@@ -594,7 +600,7 @@ def queue(
         sys.exit(failures[0][1].exit_code)
 
 
-@main.command(short_help="One job: state, times, progress, metrics, evaluations, failure.")
+@main.command(short_help="One job: state, times, progress, metrics, evals, failure.")
 @job_argument
 @host_option
 @json_option
@@ -868,7 +874,7 @@ def fetch(
         app.say(f"{report.log_file}: {report.log_lines} lines of the job's output")
 
 
-@main.command(short_help="A job's loss curve (train and eval) as a PNG and in the terminal.")
+@main.command(short_help="A job's loss curve, train and eval, as a PNG and on screen.")
 @job_argument
 @host_option
 @click.option(
@@ -939,7 +945,7 @@ def check_dataset(files: tuple[Path, ...], axolotl_config: Path | None) -> None:
         sys.exit(BadInput.exit_code)
 
 
-@main.command(short_help="Print the shell completion script (verbs, options, jobs, hosts).")
+@main.command(short_help="Print the completion script: verbs, options, jobs, hosts.")
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 def completion(shell: str) -> None:
     """Print the shell completion script for SHELL. It completes verbs and options, host
@@ -950,7 +956,7 @@ def completion(shell: str) -> None:
     Examples:
       eval "$(hatrain-client completion bash)"      # in ~/.bashrc
       eval "$(hatrain-client completion zsh)"       # in ~/.zshrc
-      hatrain-client completion fish > ~/.config/fish/completions/hatrain-client.fish
+      hatrain-client completion fish | source       # in config.fish
     """
     from click.shell_completion import get_completion_class
 
