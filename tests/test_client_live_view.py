@@ -143,5 +143,6 @@ def test_the_live_view_says_what_the_job_is_doing(
     screen, text = screens["end"]
     assert f"job {job.id} on gpu1: succeeded" in text
     assert re.search(r"^  elapsed   \d+:\d\d$", text, re.M), text
+    assert "  progress" not in text  # no bar of a job that has ended
     for once in ("saving checkpoint-20", "saving the trained model\n", "eval at step 20/20"):
         assert text.count(once) <= 1, (once, text)

@@ -100,7 +100,7 @@ def test_a_unique_prefix_of_an_id_finds_the_job_on_whichever_host_has_it(
 
     waited = client.run("wait", short)
     assert waited.returncode == 0, waited.stderr
-    assert waited.stdout.startswith(f"job {job['id']}: succeeded")
+    assert waited.stdout.startswith(f"job {job['id']} on gpu2: succeeded")
     status = client.run("status", short)
     assert status.returncode == 0, status.stderr
     assert status.stdout.startswith(f"job {job['id']} on gpu2: succeeded")

@@ -235,15 +235,16 @@ def main(ctx: click.Context, config: Path | None) -> None:
 
 def follow_job(app: App, job: Job, as_json: bool, from_seq: int = 0) -> int:
     """Show the job's events until it ends; Ctrl-C detaches and the job keeps running."""
-    try:
-        from . import render
+    from . import render
 
-        follower = render.Follower(app.out)
-        with follower:
-            for event in app.client.watch(job.id, host=job.host, from_seq=from_seq):
-                if as_json:
-                    print_json(to_json(event, job_id=job.id, host=job.host))
-                else:
+    try:
+        events = app.client.watch(job.id, host=job.host, from_seq=from_seq)
+        if as_json:
+            for event in events:
+                print_json(to_json(event, job_id=job.id, host=job.host))
+        else:
+            with render.Follower(app.out) as follower:
+                for event in events:
                     follower.handle(event)
     except KeyboardInterrupt:
         click.echo(f"detached; job {job.id} keeps running. Re-attach with:", err=True)
@@ -803,7 +804,7 @@ def wait(app: App, job_id: str, host: str | None, as_json: bool) -> None:
     failure = f" ({job.failure_reason}: {safe(job.hint)})" if job.failure_reason else ""
     if job.state == JobState.FAILED:
         failure += f"\nsee: hatrain-client logs {job.id} --tail 50"
-    app.show_job(job, as_json, lambda: f"job {job.id}: {job.state.value}{failure}")
+    app.show_job(job, as_json, lambda: f"job {job.id} on {job.host}: {job.state.value}{failure}")
     sys.exit(job.exit_status)
 
 
