@@ -7,6 +7,7 @@ own or many numbered lines (at a pace, if asked), or number its lines on stderr 
 Axolotl itself run the real one.
 """
 
+import io
 import os
 import sys
 import time
@@ -33,7 +34,7 @@ def main() -> int:
     content = capture.read_bytes()  # bytes as Axolotl wrote them, \r included
     pauses = _pauses(content, step, plan.get("pause", ()))
     offset = 0
-    for i, line in enumerate(content.splitlines(keepends=True)):
+    for i, line in enumerate(io.BytesIO(content)):  # lines end at \n only, as Axolotl wrote them
         start = offset
         offset += len(line)
         for at, until in [p for p in pauses if start <= p[0] < offset]:
