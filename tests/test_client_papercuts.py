@@ -403,7 +403,7 @@ def test_more_gpus_than_the_host_has_is_refused_with_the_fix(one_host: Any) -> N
     result = client.run("submit", "train/configs/mini.yml", "--gpus", "99", cwd=project)
     assert result.returncode == 65
     assert result.stderr.splitlines() == [
-        "error: --gpus 99: gpu1 has 0 GPU(s) (0 in all)",
+        "error: --gpus 99: gpu1 has 0 GPUs",
         "  fix: ask for at most 0, or send it to a host that has enough GPUs (--host NAME, or "
         "--host auto); each host's GPUs:",
         "    hatrain-client hosts",

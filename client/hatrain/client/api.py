@@ -307,10 +307,11 @@ class Client:
                 "likely fail; give --gpus 1 or more"
             )
         if gpus > len(fitting):
-            matching = " matching the request" if len(fitting) < len(on_host) else ""
+            has = f"{len(fitting)} GPU{'' if len(fitting) == 1 else 's'}"
+            if len(fitting) < len(on_host):
+                has += f" matching the request ({len(on_host)} in all)"
             raise BadInput(
-                f"--gpus {gpus}: {alias} has {len(fitting)} GPU(s){matching} "
-                f"({len(on_host)} in all)",
+                f"--gpus {gpus}: {alias} has {has}",
                 fix=f"ask for at most {len(fitting)}, or send it to a host that has enough "
                 "GPUs (--host NAME, or --host auto); each host's GPUs:",
                 commands=("hatrain-client hosts",),
