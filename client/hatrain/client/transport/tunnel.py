@@ -62,8 +62,12 @@ class Tunnel:
             ) from exc
         return channel
 
-    def failure(self) -> AgentUnavailable | None:
-        """Why the last bridge ended in failure, as an error for the user; None if none did."""
+    def failure(self, wait: float = 2.0) -> AgentUnavailable | None:
+        """Why the last bridge ended in failure, as an error for the user; None if none did.
+        Waits up to `wait` seconds for relays still ending (their bridge's status comes last)."""
+        deadline = time.monotonic() + wait
+        while self.relays and not self.last_failure and time.monotonic() < deadline:
+            time.sleep(0.01)
         said = self.last_failure
         if not said:
             return None
