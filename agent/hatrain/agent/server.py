@@ -24,7 +24,6 @@ from .gpu_usage import GpuReader, GpuUsageSampler, NvmlReader
 from .gpus import discover
 from .objects import ObjectStore
 from .runtime import Runtime
-from .scheduler import Policy
 from .service import AgentService, JobWaiters
 from .store import Store
 from .supervisor import Supervisor
@@ -100,11 +99,7 @@ class Agent:
             if gpu_reader is not None and config.gpus.sample_seconds > 0
             else None
         )
-        policy = Policy(
-            backfill=config.scheduler.backfill,
-            user_gpu_caps=config.scheduler.user_gpu_caps,
-            max_cpu_jobs=config.scheduler.max_cpu_jobs,
-        )
+        policy = config.scheduler.policy()
         grace = (
             config.local.stop_grace_seconds
             if config.runtime == "local"

@@ -32,8 +32,11 @@ from .errors import (
     PermissionDenied,
     ResourceExhausted,
 )
+from .events import GpuUsage
 from .gpu_usage import GpuUsageSampler
+from .jobs import Job
 from .objects import ObjectStore, check_sha256
+from .queue_caps import queue_cap_check
 from .scheduler import GpuSlot
 from .states import RUNNING, JobState
 from .store import Store
@@ -163,6 +166,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self.reads = reads
         self._streams: Counter[str] = Counter()
         self.gpu_usage = gpu_usage
+        self._queue_cap_check = queue_cap_check(config.scheduler, store.queued_by)
 
     @translate_errors
     def GetAgentInfo(self, request: pb.GetAgentInfoRequest, context: Any) -> pb.AgentInfo:
@@ -219,17 +223,23 @@ class AgentService(pb_grpc.AgentServiceServicer):
     def _job(self, job_id: str) -> pb.Job:
         job = self.store.get(job_id)
         usage = self.gpu_usage.latest(job.id) if self.gpu_usage is not None else ()
-        return wire.job_to_wire(job, str(self.workspace.dirs(job.id).run), usage)
+        return self._wire_job(job, usage)
+
+    def _wire_job(self, job: Job, usage: tuple[GpuUsage, ...] = ()) -> pb.Job:
+        run_dir = str(self.workspace.dirs(job.id).run)
+        return wire.job_to_wire(job, run_dir, usage, self.supervisor.waiting(job.id))
 
     @translate_errors
     def SubmitJob(self, request: pb.SubmitJobRequest, context: Any) -> pb.SubmitJobResponse:
         spec, secrets = check_submission(request, self.config, self.gpus, self.objects)
         self.reserve.check_room()
+        user = caller(context)
         job, created = self.store.submit(
             spec,
-            caller(context),
+            user,
             client_request_id=request.client_request_id,
             secret_names=secrets.keys(),
+            admit=lambda: self._queue_cap_check(user, spec.team),
         )
         if created:
             if secrets:
@@ -255,7 +265,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             page_token=request.page_token,
         )
         return pb.ListJobsResponse(
-            jobs=[wire.job_to_wire(j, str(self.workspace.dirs(j.id).run)) for j in jobs],
+            jobs=[self._wire_job(j) for j in jobs],
             next_page_token=token,
             total=total,
         )

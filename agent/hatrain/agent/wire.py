@@ -7,6 +7,7 @@ from hatrain.rpc.v1 import agent_pb2 as pb
 
 from .events import Event, EventKind, GpuUsage, Progress
 from .jobs import Job, JobSpec
+from .pending import Waiting
 from .scheduler import GpuSlot
 from .states import JobState
 
@@ -59,7 +60,14 @@ def spec_to_wire(spec: JobSpec) -> pb.JobSpec:
     )
 
 
-def job_to_wire(job: Job, run_dir: str = "", gpu_usage: tuple[GpuUsage, ...] = ()) -> pb.Job:
+def job_to_wire(
+    job: Job,
+    run_dir: str = "",
+    gpu_usage: tuple[GpuUsage, ...] = (),
+    waiting: Waiting | None = None,
+) -> pb.Job:
+    """waiting: why the job waits, as the scheduler's last pass saw it; its position there
+    replaces the store's (which knows priority and age, not fair share)."""
     msg = pb.Job(
         id=job.id,
         spec=spec_to_wire(job.spec),
@@ -83,6 +91,9 @@ def job_to_wire(job: Job, run_dir: str = "", gpu_usage: tuple[GpuUsage, ...] = (
     )
     if job.progress is not None:
         msg.progress.CopyFrom(progress_to_wire(job.progress))
+    if waiting is not None and job.state == JobState.QUEUED:
+        msg.pending_reason = waiting.text
+        msg.queue_position = waiting.position
     return msg
 
 

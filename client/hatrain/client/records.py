@@ -53,6 +53,8 @@ def to_dict(message: Message, **extra: Any) -> dict[str, Any]:
         data["state"] = state_name(message.state)
         data["name"] = message.spec.name
         data["gpus"] = message.spec.resources.gpus
+        if message.state == pb.JOB_STATE_QUEUED:
+            data.setdefault("pending_reason", "")
     return {**extra, **data}
 
 

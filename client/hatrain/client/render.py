@@ -54,6 +54,8 @@ def jobs_table(rows: Iterable[tuple[str, pb.Job]]) -> Table:
         state = state_name(job.state)
         if job.state == pb.JOB_STATE_QUEUED:
             info = f"position {job.queue_position}"
+            if job.pending_reason:
+                info += f": {job.pending_reason}"
         elif job.state == pb.JOB_STATE_FAILED:
             info = job.failure_reason
         else:
@@ -90,6 +92,8 @@ def describe(job: pb.Job, host: str) -> str:
     ]
     if job.state == pb.JOB_STATE_QUEUED:
         lines.append(f"  queue     position {job.queue_position}")
+        if job.pending_reason:
+            lines.append(f"  waiting   {job.pending_reason}")
     if job.progress.total:
         p = job.progress
         lines.append(f"  progress  {p.phase} {p.current}/{p.total}  eta {_duration(p.eta_seconds)}")

@@ -1,0 +1,172 @@
+"""Fair share by decayed usage, and why a job waits, on a real agent.
+
+The agent test places GPU jobs in real containers (the stand-in NVIDIA hook of
+tests/test_scheduler.py) on a host with one static GPU, with a usage history in its store in
+which ann used 100 GPU-hours yesterday and ben none.
+"""
+
+import json
+import re
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hatrain.agent.fair_share import UsageBook, UsageRecord, decayed_gpu_hours, decayed_usage
+from hatrain.agent.store import Store
+from hatrain.rpc.v1 import agent_pb2 as pb
+
+from tests.support.harness import poll, spec, stub_for, wait_state
+
+DAY = 86_400.0
+WEEK = 7 * DAY
+
+
+def test_usage_halves_every_half_life() -> None:
+    """100 GPU-hours used over the 25 hours up to a day ago weigh about 2^(-age / 7 days) of
+    themselves today, age taken at the run's middle; a week later half of that. A running job
+    counts up to now."""
+    now = 1_000_000.0
+    yesterday = decayed_gpu_hours(4, now - DAY - 25 * 3600, now - DAY, now, WEEK)
+    assert yesterday == pytest.approx(100 * 2 ** (-(1 + 12.5 / 24) / 7), rel=0.001)
+    a_week_on = decayed_gpu_hours(4, now - DAY - 25 * 3600, now - DAY, now + WEEK, WEEK)
+    assert a_week_on == pytest.approx(yesterday / 2)
+    running = decayed_gpu_hours(2, now - 3600, now + 3600, now, WEEK)
+    assert running == pytest.approx(2.0, rel=0.01)  # counted only up to now
+
+
+def test_the_running_book_matches_the_history_read_whole() -> None:
+    """The agent's book, fed records as jobs end, gives what the whole history would."""
+    records = [
+        UsageRecord(user, "", gpus, start, start + hours * 3600)
+        for user, gpus, start, hours in [
+            ("ann", 4, 0.0, 25),
+            ("ben", 1, 3 * DAY, 2),
+            ("ann", 2, 5 * DAY, 10),
+            ("cy", 8, 9 * DAY, 1),
+        ]
+    ]
+    book = UsageBook(WEEK)
+    for n, record in enumerate(records, 1):
+        book.add([(n, record)], record.finished_at + 60)
+    now = 12 * DAY
+    whole = decayed_usage(records, now, WEEK)
+    assert book.at(now) == pytest.approx(whole)
+    assert book.last_seen == 4
+
+
+def _reason(stub: Any, job_id: str) -> str:
+    job = stub.GetJob(pb.GetJobRequest(job_id=job_id))
+    return str(job.pending_reason) if job.state == pb.JOB_STATE_QUEUED else ""
+
+
+def _settled(stub: Any, expected: dict[str, str]) -> dict[str, tuple[int, str]]:
+    """Wait until each queued job's reason matches its pattern; returns (position, reason)."""
+
+    def read() -> dict[str, tuple[int, str]] | None:
+        jobs = {j: stub.GetJob(pb.GetJobRequest(job_id=j)) for j in expected}
+        if all(
+            jobs[j].state == pb.JOB_STATE_QUEUED and re.fullmatch(p, jobs[j].pending_reason)
+            for j, p in expected.items()
+        ):
+            return {j: (jobs[j].queue_position, jobs[j].pending_reason) for j in expected}
+        return None
+
+    return poll(read, 30, f"reasons matching {expected}")
+
+
+def _release(agent: Any, job: pb.Job) -> None:
+    (Path(agent.workspace.dirs(job.id).run) / "go").write_text("")
+
+
+def test_less_usage_starts_first_and_every_waiting_job_says_why(
+    start_agent: Any, agent_config: dict[str, Any], client_for: Any
+) -> None:
+    """ann used 100 GPU-hours yesterday, ben none, cy a few seconds today: with one GPU, the
+    queued jobs start ben, cy, ann, whatever order they were submitted in. While they wait, each
+    says why: the first in line has the GPU reserved and its first fit (the running job's time
+    limit), the others are behind it, and cy's second job is over its cap. `queue` and `status`
+    show the same reasons; every reason is checked against the order the jobs then start in."""
+    agent_config["gpus"] = {
+        "source": "static",
+        "static": [{"uuid": "GPU-fair-0", "name": "Test GPU", "memory_mb": 80_000}],
+    }
+    agent_config["scheduler"] = {"user_gpu_caps": {"cy": 1}}
+    data_root = Path(agent_config["data_root"])
+    Store(data_root / "hatrain.db").close()
+    now = time.time()
+    with sqlite3.connect(data_root / "hatrain.db") as db:  # an older agent's history
+        db.execute(
+            "INSERT INTO usage (job_id, user, team, gpus, started_at, finished_at) "
+            "VALUES ('yesterday', 'ann', '', 4, ?, ?)",
+            (now - DAY - 25 * 3600, now - DAY),
+        )
+    ann, agent = start_agent(agent_config, "ann")
+    ben, _ = stub_for(f"127.0.0.1:{agent.port}", "ben")
+    cy, _ = stub_for(f"127.0.0.1:{agent.port}", "cy")
+    hold = {"hatrain_standin": {"hold_train": "go"}}
+
+    def submit(stub: Any, limit: int) -> pb.Job:
+        request = pb.SubmitJobRequest(spec=spec(hold, gpus=1, time_limit_seconds=limit))
+        return stub.SubmitJob(request).job
+
+    c1 = submit(cy, 3600)
+    wait_state(cy, c1.id, {pb.JOB_STATE_TRAINING})
+    a1 = submit(ann, 7200)
+    c2 = submit(cy, 7200)
+    b1 = submit(ben, 7200)
+    listed = _settled(
+        ann,
+        {
+            b1.id: r"waiting for 1 GPU; first fit in about (1 h|59 min), reserved",
+            a1.id: r"waiting for 1 GPU, none free; behind 1 job ahead in fair-share order",
+            c2.id: r"user cap: 1 GPU held of 1",
+        },
+    )
+    # Served in fair-share order: ben (no usage), cy (seconds), ann (90 GPU-hours).
+    assert [listed[j][0] for j in (b1.id, c2.id, a1.id)] == [1, 2, 3]
+
+    client = client_for(agent.port)
+    rows = {j["id"]: j for j in client.json("queue")}
+    assert re.fullmatch(
+        r"waiting for 1 GPU; first fit in .*, reserved", rows[b1.id]["pending_reason"]
+    )
+    assert rows[c2.id]["pending_reason"] == "user cap: 1 GPU held of 1"
+    assert rows[c2.id]["queue_position"] == 2
+    table = client.run("queue")
+    assert "user cap: 1 GPU held of 1" in table.stdout, table.stdout
+    shown = client.run("status", a1.id)
+    assert f"  waiting   {listed[a1.id][1]}" in shown.stdout, shown.stdout
+
+    _release(agent, c1)
+    wait_state(ben, b1.id, {pb.JOB_STATE_TRAINING})
+    # cy's few seconds weigh less than ann's 90 GPU-hours: cy's job is next in line now.
+    _settled(
+        ann,
+        {
+            c2.id: r"waiting for 1 GPU; first fit in about (2 h|1 h 59 min), reserved",
+            a1.id: r"waiting for 1 GPU, none free; behind 1 job ahead in fair-share order",
+        },
+    )
+    _release(agent, b1)
+    wait_state(cy, c2.id, {pb.JOB_STATE_TRAINING})
+    assert _reason(ann, a1.id).startswith("waiting for 1 GPU; first fit in about")
+    _release(agent, c2)
+    wait_state(ann, a1.id, {pb.JOB_STATE_TRAINING})
+    _release(agent, a1)
+    for stub, job in ((cy, c1), (ben, b1), (cy, c2), (ann, a1)):
+        wait_state(stub, job.id, {pb.JOB_STATE_SUCCEEDED})
+    started = {j.id: ann.GetJob(pb.GetJobRequest(job_id=j.id)).started_at for j in (c1, b1, c2, a1)}
+    assert sorted(started, key=started.__getitem__) == [c1.id, b1.id, c2.id, a1.id]
+
+    # Each job that ran on the GPU left its usage in the store, with the terminal state.
+    usage = Store(data_root / "hatrain.db").usage_after(0)
+    assert [(r.user, r.gpus) for _, r in usage] == [
+        ("ann", 4),
+        ("cy", 1),
+        ("ben", 1),
+        ("cy", 1),
+        ("ann", 1),
+    ]
+    assert json.loads(client.run("queue", "--json").stdout) == []
