@@ -29,6 +29,8 @@ class Waiting:
     text: str
     # Its place among the jobs left waiting, in the order the planner served them.
     position: int = 0
+    # RESERVED: when its reservation begins, if the running jobs' time limits tell.
+    due: float | None = None
 
 
 def plural(count: int, noun: str) -> str:

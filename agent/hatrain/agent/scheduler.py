@@ -108,6 +108,8 @@ class Plan:
     placements: list[Placement]
     # Every queued job not placed, by id, in the order the planner served them.
     waiting: dict[str, Waiting]
+    # The job GPUs are reserved for: give it to the next pass.
+    reserved: str | None = None
 
 
 @dataclass(frozen=True)
@@ -226,16 +228,27 @@ def now_plus(now: float, seconds: int) -> float:
     return now + seconds if seconds else math.inf
 
 
-def _fair_order(queued: Sequence[QueuedJob], shares: Shares) -> Iterator[QueuedJob]:
+def _fair_order(
+    queued: Sequence[QueuedJob], shares: Shares, reserved: str | None
+) -> Iterator[QueuedJob]:
     """Jobs by priority, then their user's standing (read afresh after each job is served, so
-    that what the pass places counts), then submission order."""
+    that what the pass places counts), then submission order. The job holding the reservation
+    goes first in its priority class: a reservation is kept until its job starts."""
     by_user: defaultdict[str, list[QueuedJob]] = defaultdict(list)
+    heap: list[tuple[int, tuple[float, float], int, str]] = []
     for job in sorted(queued, key=lambda j: (-j.priority, j.order), reverse=True):
-        by_user[job.user].append(job)  # each user's next job is at the end of its list
-    heap = [(-jobs[-1].priority, shares.key(u), jobs[-1].order, u) for u, jobs in by_user.items()]
+        if job.id == reserved:
+            heap.append((-job.priority, (-1.0, -1.0), job.order, ""))
+            kept = job
+        else:
+            by_user[job.user].append(job)  # each user's next job is at the end of its list
+    heap += [(-jobs[-1].priority, shares.key(u), jobs[-1].order, u) for u, jobs in by_user.items()]
     heapq.heapify(heap)
     while heap:
         user = heapq.heappop(heap)[3]
+        if not user:
+            yield kept
+            continue
         jobs = by_user[user]
         yield jobs.pop()
         if jobs:
@@ -346,7 +359,9 @@ class _Pass:
             where = self.reservation.host if self.multi_host else ""
             fit = pending.first_fit(self.reservation.starts_at, self.now, where)
             asked = pending.gpus_wanted(job.gpus, job.gpu_type, job.min_gpu_memory_mb)
-            self._wait(job, WaitKind.RESERVED, f"waiting for {asked}; {fit}")
+            starts_at = self.reservation.starts_at
+            due = None if math.isinf(starts_at) else starts_at
+            self._wait(job, WaitKind.RESERVED, f"waiting for {asked}; {fit}", due)
         elif self.cluster.take(job, None, dry_run=True) is not None:
             self._wait(job, WaitKind.BACKFILL, self._kept_out(job, self.reservation))
         else:
@@ -363,10 +378,11 @@ class _Pass:
             job_id: replace(reason, position=place)
             for place, (job_id, reason) in enumerate(self.waiting.items(), 1)
         }
-        return Plan(self.placements, numbered)
+        reserved = self.reservation.job_id if self.reservation else None
+        return Plan(self.placements, numbered, reserved)
 
-    def _wait(self, job: QueuedJob, kind: WaitKind, text: str) -> None:
-        self.waiting[job.id] = Waiting(kind, text)
+    def _wait(self, job: QueuedJob, kind: WaitKind, text: str, due: float | None = None) -> None:
+        self.waiting[job.id] = Waiting(kind, text, due=due)
         self.in_line[job.priority] += 1
 
     def _no_fit(self, job: QueuedJob) -> Waiting:
@@ -412,9 +428,11 @@ def plan(
     policy: Policy,
     usage: Mapping[str, float],
     now: float,
+    reserved: str | None = None,
 ) -> Plan:
-    """usage: each user's decayed GPU-hours of finished jobs, as of now (fair_share.py)."""
+    """usage: each user's decayed GPU-hours of finished jobs, as of now (fair_share.py).
+    reserved: the job the last pass reserved GPUs for (Plan.reserved), which keeps them."""
     one = _Pass(running, hosts, policy, usage, now)
-    for job in _fair_order(queued, one.shares):
+    for job in _fair_order(queued, one.shares, reserved):
         one.serve(job)
     return one.finish()
