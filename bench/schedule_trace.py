@@ -1,12 +1,13 @@
 """Scheduling quality: a team's trace of jobs replayed through the planner on a simulated clock.
 
-    python bench/schedule_trace.py [--jobs 2000] [--seed 12] [--load 0.95]
+    python bench/schedule_trace.py [--jobs 2000] [--seeds 1,2,3,4,5] [--loads 0.95,1.0]
 
-Three hosts of 8 GPUs. The trace is generated from the seed: jobs of 1, 2, 4 and 8 GPUs from
-several users (a few of them heavy), lognormal run times (heavy-tailed: median 1 h, a few run for
-days), time limits as users give them (a generous guess above the run time; some give none), a
-few jobs at high priority, and Poisson arrivals at a rate that offers `load` of the GPU-hours the
-hosts have over the span of the submissions: a busy team, not an idle one.
+Three hosts of 8 GPUs. Each trace is generated from its seed: jobs of 1, 2, 4 and 8 GPUs (45, 25,
+18 and 12 %) from eight users of unequal appetite, lognormal run times (heavy-tailed: median 1 h,
+p99 about 20 h, up to 3 days), time limits as users give them (1.1 to 3 times the run time,
+rounded up to the half hour; one job in ten gives none), one job in twenty at high priority, and
+Poisson arrivals scaled so that the jobs offer `load` of the hosts' GPU-hours between the first
+submission and the last: 0.95 and 1.0, a busy team, not an idle one.
 
 Each scheduler sees the same trace and runs every job to its end:
 
@@ -18,9 +19,11 @@ Each scheduler sees the same trace and runs every job to its end:
   FIFO           one queue, first come first served: the same planner with backfill off and one
                  fair-share class, so the first job that cannot start holds up all others
 
-Reported per scheduler: GPU utilisation over the span of the submissions, the utilisation while
-any job waited, mean and p95 wait (submit to start), the wait of the 8-GPU jobs, and how often a
-job told "first fit in about T" had started by T.
+A planner is called whenever a job arrives or ends, with the usage of the jobs that ended so far
+and the reservation of its last pass, as the agent calls it. Reported per scheduler: GPU
+utilisation over the span of the submissions, the utilisation while any job waited, mean and p95
+wait (submit to start), the wait of the 8-GPU jobs, how often a job told "first fit in about T"
+had started by T, and the mean wait of the heaviest and the lightest user.
 """
 
 import argparse
@@ -30,7 +33,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -95,15 +98,14 @@ def make_trace(count: int, seed: int, load: float) -> list[TraceJob]:
     return trace
 
 
-def _queued(job: TraceJob, host: str = "") -> QueuedJob:
+def _queued(job: TraceJob, user: str = "", priority: int | None = None) -> QueuedJob:
     return QueuedJob(
         job.id,
-        job.user,
+        user or job.user,
         job.gpus,
-        priority=job.priority,
+        priority=job.priority if priority is None else priority,
         time_limit_seconds=job.time_limit,
         order=int(job.id[1:]),
-        host=host,
     )
 
 
@@ -214,8 +216,10 @@ class TeamQueue(Simulation):
         self.usage.add([(self.recorded, record)], now)
 
     def go(self) -> Outcome:
+        as_queued = {j.id: _queued(j) for j in self.trace}
+
         def schedule(now: float, queue: list[TraceJob], running: list[RunningJob]) -> None:
-            queued = [_queued(j) for j in queue]
+            queued = [as_queued[j.id] for j in queue]
             self.plan_and_start(now, queued, running, HOSTS, self.policy, self.usage.at(now))
 
         self.run(schedule)
@@ -229,8 +233,10 @@ class Fifo(TeamQueue):
         super().__init__(trace, Policy(backfill=False), "FIFO")
 
     def go(self) -> Outcome:
+        in_line = {j.id: _queued(j, user="team", priority=0) for j in self.trace}
+
         def schedule(now: float, queue: list[TraceJob], running: list[RunningJob]) -> None:
-            queued = [replace(_queued(j), user="team", priority=0) for j in queue]
+            queued = [in_line[j.id] for j in queue]
             self.plan_and_start(now, queued, running, HOSTS, self.policy, {})
 
         self.run(schedule)
@@ -264,10 +270,11 @@ class EarlyBinding(Simulation):
 
     def go(self) -> Outcome:
         policy = Policy()
+        as_queued = {j.id: _queued(j) for j in self.trace}
 
         def schedule(now: float, queue: list[TraceJob], running: list[RunningJob]) -> None:
             for host in HOSTS:
-                mine = [_queued(j) for j in queue if self.bound[j.id] == host.name]
+                mine = [as_queued[j.id] for j in queue if self.bound[j.id] == host.name]
                 if mine:
                     here = [r for r in running if r.host == host.name]
                     usage = self.books[host.name].at(now)
@@ -383,30 +390,14 @@ def _spread(values: list[float], spec: str = ".2f") -> str:
     return f"{middle:{spec}} ({ordered[0]:{spec}}-{ordered[-1]:{spec}})"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--jobs", type=int, default=2000)
-    parser.add_argument("--seeds", default="1,2,3,4,5", help="One trace per seed.")
-    parser.add_argument("--load", type=float, default=0.95)
-    args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
-    print(
-        f"{len(HOSTS)} hosts x 8 GPUs; one trace of {args.jobs} jobs per seed, offering "
-        f"{args.load:.2f} of the hosts' GPU-hours over the span of its submissions"
-    )
-    runs = []
-    for seed in seeds:
-        trace = make_trace(args.jobs, seed, args.load)
-        print(describe(trace, seed), flush=True)
-        runs.append(replay(trace))
-
+def summary(runs: list[dict[str, Figures]], load: float) -> None:
     def over(name: str, value: Callable[[Figures], float], spec: str = ".2f") -> str:
         return _spread([value(r[name]) for r in runs], spec)
 
     def ratio(other: str, value: Callable[[Figures], float]) -> str:
         return _spread([value(r["team queue"]) / value(r[other]) for r in runs])
 
-    print(f"median over the {len(runs)} traces (range):")
+    print(f"load {load:.2f}, median over the {len(runs)} traces (range):")
     for other in ("early binding", "FIFO"):
         target = " (target <= 0.7)" if other == "early binding" else ""
         print(
@@ -422,7 +413,31 @@ def main() -> None:
             f"while jobs waited {over(name, lambda f: f.utilisation_waiting, '.3f')}; "
             f"mean wait {over(name, lambda f: f.mean_wait / HOUR)} h"
         )
-    print(f"  the traces offer {args.load:.2f}: no schedule can use more over their span")
+    print(f"  the traces offer {load:.2f}: no schedule can use more over their span")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--seeds", default="1,2,3,4,5", help="One trace per seed and load.")
+    parser.add_argument("--loads", default="0.95,1.0", help="Offered loads, comma-separated.")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    loads = [float(x) for x in args.loads.split(",")]
+    print(
+        f"{len(HOSTS)} hosts x 8 GPUs; one trace of {args.jobs} jobs per seed, offering the load "
+        "given of the hosts' GPU-hours over the span of its submissions"
+    )
+    summaries = []
+    for load in loads:
+        runs = []
+        for seed in seeds:
+            trace = make_trace(args.jobs, seed, load)
+            print(f"load {load:.2f}, {describe(trace, seed)}", flush=True)
+            runs.append(replay(trace))
+        summaries.append((runs, load))
+    for runs, load in summaries:
+        summary(runs, load)
 
 
 if __name__ == "__main__":

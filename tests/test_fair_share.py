@@ -120,7 +120,7 @@ def test_less_usage_starts_first_and_every_waiting_job_says_why(
         ann,
         {
             b1.id: r"waiting for 1 GPU; first fit in about (1 h|59 min), reserved",
-            a1.id: r"waiting for 1 GPU, none free; behind 1 job ahead in fair-share order",
+            a1.id: r"waiting for 1 GPU, none free; behind 1 job of the same priority",
             c2.id: r"user cap: 1 GPU held of 1",
         },
     )
@@ -146,7 +146,7 @@ def test_less_usage_starts_first_and_every_waiting_job_says_why(
         ann,
         {
             c2.id: r"waiting for 1 GPU; first fit in about (2 h|1 h 59 min), reserved",
-            a1.id: r"waiting for 1 GPU, none free; behind 1 job ahead in fair-share order",
+            a1.id: r"waiting for 1 GPU, none free; behind 1 job of the same priority",
         },
     )
     _release(agent, b1)

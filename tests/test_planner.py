@@ -45,8 +45,9 @@ def _plan(
     policy: Policy | None = None,
     usage: dict[str, float] | None = None,
     now: float = NOW,
+    reserved: str | None = None,
 ) -> Plan:
-    return plan(queued, running, hosts, policy or Policy(), usage or {}, now)
+    return plan(queued, running, hosts, policy or Policy(), usage or {}, now, reserved)
 
 
 def test_a_job_starts_on_the_host_it_fits_most_tightly() -> None:
@@ -80,10 +81,10 @@ def test_host_and_gpu_constraints_are_honoured_across_hosts() -> None:
     reasons = {job_id: w.text for job_id, w in result.waiting.items()}
     assert reasons["pinned"] == "waiting for 1 GPU; first fit in about 1 h on gpu1, reserved"
     assert reasons["big-memory"] == (
-        "waiting for 1 GPU (≥80 GB), none free; behind 1 job ahead in fair-share order"
+        "waiting for 1 GPU (≥80 GB), none free; behind 1 job of the same priority"
     )
     assert reasons["too-many"] == (
-        "waiting for 8 GPUs (H200, ≥80 GB), none free; behind 2 jobs ahead in fair-share order"
+        "waiting for 8 GPUs (H200, ≥80 GB), none free; behind 2 jobs of the same priority"
     )
     assert reasons["nowhere"] == "no host named gpu9"
     assert reasons["h100"] == "no host has 1 GPU (H100)"
@@ -109,7 +110,7 @@ def test_the_reservation_is_on_the_host_that_frees_first_and_backfill_goes_aroun
     assert (big.kind, big.position) == (WaitKind.RESERVED, 1)
     assert big.text == "waiting for 8 GPUs; first fit in about 1 h on gpu2, reserved"
     assert result.waiting["long-too"].text == (
-        "waiting for 1 GPU, none free; behind 1 job ahead in fair-share order"
+        "waiting for 1 GPU, none free; behind 1 job of the same priority"
     )
 
     # On gpu2 alone: two GPUs free now, the rest in an hour.
@@ -165,7 +166,7 @@ def test_caps_and_priorities_give_their_reasons() -> None:
     assert reasons == {
         "urgent": "waiting for 8 GPUs; first fit in about 1 h on gpu1, reserved",
         "urgent-2": "waiting for 8 GPUs, at most 6 free on one host (gpu2); "
-        "behind 1 job ahead in fair-share order",
+        "behind 1 job of the same priority",
         "cy-1": "team cap: 4 GPUs held of 6 (team nlp); this job needs 4",
         "dan-huge": "user cap: this job asks for 6 GPUs, more than the cap of 4",
         "ann-more": "user cap: 4 GPUs held of 4",
@@ -179,9 +180,7 @@ def test_backfill_off_keeps_everything_behind_the_first_job_in_line() -> None:
     queued = [_q("big", 8, 0), _q("small", 1, 1, time_limit_seconds=60)]
     result = _plan(queued, running, [_host("gpu1")], Policy(backfill=False))
     assert result.placements == []
-    assert result.waiting["small"].text == (
-        "behind 1 job ahead in fair-share order (backfill is off)"
-    )
+    assert result.waiting["small"].text == ("behind 1 job of the same priority (backfill is off)")
 
 
 def test_cpu_jobs_use_each_hosts_slots() -> None:
@@ -214,6 +213,38 @@ def test_fair_share_orders_users_by_decayed_usage_over_weight() -> None:
     queued += [_q(f"b{i}", 1, 10 + i, user="b") for i in range(4)]
     placed = [p.job_id for p in _plan(queued, [], hosts).placements]
     assert placed == ["a0", "b0", "a1", "b1"]
+
+
+def test_a_reservation_is_kept_once_gpus_are_held_free_for_it() -> None:
+    """A job whose reserved GPUs are partly free already (the host drains for it) keeps the
+    reservation when a user with less usage submits a job that cannot start either; while all
+    of its GPUs are still busy, fair share decides who is first in line."""
+    hosts = [_host("", 4)]
+    light = _q("light", 4, 1, user="light")
+    heavy = _q("heavy-big", 4, 0, user="heavy")
+    usage = {"heavy": 50.0}
+
+    draining = [_run("r", "", range(2), HOUR)]  # 2 GPUs free, held for heavy-big
+    first = _plan([heavy], draining, hosts, usage=usage)
+    assert first.reserved == "heavy-big"
+    kept = _plan([heavy, light], draining, hosts, usage=usage, reserved=first.reserved)
+    assert kept.reserved == "heavy-big"
+    assert kept.waiting["heavy-big"].text == "waiting for 4 GPUs; first fit in about 1 h, reserved"
+    assert kept.waiting["light"].text == (
+        "waiting for 4 GPUs, 2 free; behind 1 job of the same priority"
+    )
+    assert _plan([heavy, light], draining, hosts, usage=usage).reserved == "light"
+
+    all_busy = [_run("r", "", range(4), HOUR)]
+    moved = _plan([heavy, light], all_busy, hosts, usage=usage, reserved="heavy-big")
+    assert moved.reserved == "light"
+    assert list(moved.waiting) == ["light", "heavy-big"]
+
+    urgent = _q("urgent", 1, 2, user="light", priority=5)
+    busy_3 = [_run("r", "", range(3), HOUR)]
+    assert _plan([heavy, urgent], busy_3, hosts, reserved="heavy-big").placements[0].job_id == (
+        "urgent"
+    )
 
 
 def test_running_jobs_count_for_what_they_have_used_so_far() -> None:
@@ -276,8 +307,10 @@ def test_a_first_fit_time_is_kept() -> None:
         by_id = {j.id: j for j in queued}
         now, live, waiting = NOW, list(running), list(queued)
         promised: dict[str, tuple[float, str]] = {}
+        reserved = None
         for _ in range(200):
-            result = plan(waiting, live, hosts, Policy(), {}, now)
+            result = plan(waiting, live, hosts, Policy(), {}, now, reserved)
+            reserved = result.reserved
             for job_id, why in result.waiting.items():
                 if why.kind is WaitKind.RESERVED and "unknown" not in why.text:
                     promised.setdefault(job_id, (now + _stated_seconds(why.text), why.text))

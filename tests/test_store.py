@@ -194,3 +194,32 @@ def test_a_schema_3_file_gets_the_usage_of_jobs_that_ended_before(tmp_path: Path
     assert [
         (r.user, r.team, r.gpus, r.started_at, r.finished_at) for _, r in store.usage_after(0)
     ] == [("ann", "nlp", 2, 100.0, 3700.0)]
+
+
+def test_the_planner_reads_each_queued_jobs_request(tmp_path: Path) -> None:
+    """The planner's lean read of the queue gives each queued job's request as submitted, in
+    submission order, and leaves out jobs that have started."""
+    from dataclasses import replace
+
+    from hatrain.agent.scheduler import QueuedJob
+    from hatrain.agent.states import JobState
+
+    store = Store(tmp_path / "agent.db")
+    base = JobSpec("a.yml", "x: 1", "img")
+    first, _ = store.submit(base, "ann")
+    started, _ = store.submit(replace(base, gpus=1), "bob")
+    asked = replace(
+        base,
+        gpus=2,
+        priority=5,
+        min_gpu_memory_mb=81_920,
+        gpu_type="H200",
+        time_limit_seconds=3600,
+        team="nlp",
+    )
+    last, _ = store.submit(asked, "cy")
+    store.transition(started.id, JobState.STARTING, gpu_uuids=["GPU-0"])
+    assert store.queued_for_planner() == [
+        QueuedJob(first.id, "ann", 0, order=0),
+        QueuedJob(last.id, "cy", 2, 5, 81_920, "H200", 3600, order=1, team="nlp"),
+    ]

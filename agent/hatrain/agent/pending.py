@@ -64,15 +64,12 @@ def time_limit(seconds: int) -> str:
 
 
 def behind(higher: int, same: int) -> str:
-    """`behind 3 jobs of higher priority`: the waiting jobs that come before it."""
+    """`behind 3 jobs of higher priority`: the jobs still waiting that are served before it."""
     if higher and same:
-        return (
-            f"behind {plural(higher, 'job')} of higher priority "
-            f"and {same} ahead in fair-share order"
-        )
+        return f"behind {plural(higher, 'job')} of higher priority and {same} of the same"
     if higher:
         return f"behind {plural(higher, 'job')} of higher priority"
-    return f"behind {plural(same, 'job')} ahead in fair-share order"
+    return f"behind {plural(same, 'job')} of the same priority"
 
 
 def first_fit(starts_at: float, now: float, host: str) -> str:

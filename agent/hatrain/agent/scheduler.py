@@ -138,6 +138,7 @@ class _Cluster:
             for h in hosts
         }
         self.cpu_jobs: Counter[str] = Counter(run.host for run in running if not run.gpu_uuids)
+        self._fits: dict[tuple[int, str, int, str], bool] = {}
         # Per host: (when, GPUs) each running job gives back; no time limit: never foreseen.
         self.releases: defaultdict[str, list[tuple[float, list[GpuSlot]]]] = defaultdict(list)
         by_uuid = {g.uuid: g for h in hosts for g in h.gpus}
@@ -152,10 +153,15 @@ class _Cluster:
         return [name for name in self.hosts if not job.host or name == job.host]
 
     def ever_fits(self, job: QueuedJob) -> bool:
-        return any(
-            sum(1 for g in self.hosts[name].gpus if job.accepts(g)) >= job.gpus
-            for name in self.eligible(job)
-        )
+        """Whether an eligible host has GPUs enough for job, all free or not (by request:
+        a long queue asks the same few questions many times)."""
+        shape = (job.gpus, job.gpu_type, job.min_gpu_memory_mb, job.host)
+        if shape not in self._fits:
+            self._fits[shape] = any(
+                sum(1 for g in self.hosts[name].gpus if job.accepts(g)) >= job.gpus
+                for name in self.eligible(job)
+            )
+        return self._fits[shape]
 
     def _fitting(
         self, job: QueuedJob, host: str, reservation: _Reservation | None
@@ -195,6 +201,11 @@ class _Cluster:
             default=(0, ""),
         )
 
+    def draining_for(self, job: QueuedJob) -> bool:
+        """Whether the GPUs job would start on first include some that are free now."""
+        found = self.reserve(job)
+        return found is not None and any(g.uuid in found.gpus for g in self.free[found.host])
+
     def reserve(self, job: QueuedJob) -> _Reservation | None:
         """Where and when job can start first if nothing else starts before it."""
         found = [r for r in (self._earliest_on(job, host) for host in self.eligible(job)) if r]
@@ -232,8 +243,8 @@ def _fair_order(
     queued: Sequence[QueuedJob], shares: Shares, reserved: str | None
 ) -> Iterator[QueuedJob]:
     """Jobs by priority, then their user's standing (read afresh after each job is served, so
-    that what the pass places counts), then submission order. The job holding the reservation
-    goes first in its priority class: a reservation is kept until its job starts."""
+    that what the pass places counts), then submission order. `reserved`, the job whose
+    reservation is kept, goes first in its priority class."""
     by_user: defaultdict[str, list[QueuedJob]] = defaultdict(list)
     heap: list[tuple[int, tuple[float, float], int, str]] = []
     for job in sorted(queued, key=lambda j: (-j.priority, j.order), reverse=True):
@@ -316,7 +327,7 @@ class _Pass:
 
     def serve(self, job: QueuedJob) -> None:
         if job.host and job.host not in self.cluster.hosts:
-            self.waiting[job.id] = Waiting(WaitKind.NO_FIT, f"no host named {job.host}")
+            self._record(job, WaitKind.NO_FIT, f"no host named {job.host}")
         elif job.gpus == 0:
             self._cpu_job(job)
         else:
@@ -334,15 +345,15 @@ class _Pass:
             text = f"waiting for a CPU job slot: every host has its {slots} in use"
         else:
             text = f"waiting for a CPU job slot: {slots} of {slots} in use"
-        self.waiting[job.id] = Waiting(WaitKind.CPU_SLOTS, text)
+        self._record(job, WaitKind.CPU_SLOTS, text)
 
     def _gpu_job(self, job: QueuedJob) -> None:
         if not self.cluster.ever_fits(job):
-            self.waiting[job.id] = self._no_fit(job)
+            self._record(job, WaitKind.NO_FIT, self._no_fit(job))
             return
         capped = _cap_reason(job, self.policy, self.held_by_user, self.held_by_team)
         if capped is not None:
-            self.waiting[job.id] = capped
+            self._record(job, capped.kind, capped.text)
             self.capped.append(job)
             return
         if self.reservation is not None and not self.policy.backfill:
@@ -368,30 +379,31 @@ class _Pass:
             self._wait(job, WaitKind.GPUS, self._short_of_gpus(job))
 
     def finish(self) -> Plan:
-        """The plan, each waiting job numbered in the order served. Caps are stated with what
-        is held at the end of the pass (jobs placed after a capped one count too)."""
+        """The plan. Caps are stated with what is held at the end of the pass (jobs placed
+        after a capped one count too)."""
         for job in self.capped:
             capped = _cap_reason(job, self.policy, self.held_by_user, self.held_by_team)
             assert capped is not None  # GPUs held only grow during a pass
-            self.waiting[job.id] = capped
-        numbered = {
-            job_id: replace(reason, position=place)
-            for place, (job_id, reason) in enumerate(self.waiting.items(), 1)
-        }
+            self.waiting[job.id] = replace(self.waiting[job.id], kind=capped.kind, text=capped.text)
         reserved = self.reservation.job_id if self.reservation else None
-        return Plan(self.placements, numbered, reserved)
+        return Plan(self.placements, self.waiting, reserved)
+
+    def _record(self, job: QueuedJob, kind: WaitKind, text: str, due: float | None = None) -> None:
+        """Why job waits; jobs are numbered in the order they are served."""
+        self.waiting[job.id] = Waiting(kind, text, len(self.waiting) + 1, due)
 
     def _wait(self, job: QueuedJob, kind: WaitKind, text: str, due: float | None = None) -> None:
-        self.waiting[job.id] = Waiting(kind, text, due=due)
+        """A job waiting for GPUs: the jobs after it wait behind it."""
+        self._record(job, kind, text, due)
         self.in_line[job.priority] += 1
 
-    def _no_fit(self, job: QueuedJob) -> Waiting:
+    def _no_fit(self, job: QueuedJob) -> str:
         asked = pending.gpus_wanted(job.gpus, job.gpu_type, job.min_gpu_memory_mb)
         if job.host:
-            return Waiting(WaitKind.NO_FIT, f"host {job.host} does not have {asked}")
+            return f"host {job.host} does not have {asked}"
         if not self.multi_host:
-            return Waiting(WaitKind.NO_FIT, f"this host does not have {asked}")
-        return Waiting(WaitKind.NO_FIT, f"no host has {asked}")
+            return f"this host does not have {asked}"
+        return f"no host has {asked}"
 
     def _ahead_of(self, job: QueuedJob) -> str:
         higher = sum(n for p, n in self.in_line.items() if p > job.priority)
@@ -431,8 +443,13 @@ def plan(
     reserved: str | None = None,
 ) -> Plan:
     """usage: each user's decayed GPU-hours of finished jobs, as of now (fair_share.py).
-    reserved: the job the last pass reserved GPUs for (Plan.reserved), which keeps them."""
+    reserved: the job the last pass reserved GPUs for (Plan.reserved). It keeps them while
+    some are already free and held for it (a host is draining for it): handing them to
+    another job would waste the drain and break the start time it was told."""
     one = _Pass(running, hosts, policy, usage, now)
-    for job in _fair_order(queued, one.shares, reserved):
+    held = next((j for j in queued if j.id == reserved), None)
+    if held is not None and not one.cluster.draining_for(held):
+        held = None
+    for job in _fair_order(queued, one.shares, held.id if held else None):
         one.serve(job)
     return one.finish()

@@ -23,6 +23,7 @@ from .errors import FailedPrecondition, InvalidArgument, NotFound
 from .events import Event, EventKind, Progress
 from .fair_share import UsageRecord
 from .jobs import Job, JobSpec
+from .scheduler import QueuedJob
 from .states import TERMINAL, JobState, can_transition
 
 SCHEMA_VERSION = 4
@@ -94,6 +95,15 @@ _MIGRATIONS: dict[int, str] = {
               AND json_array_length(gpu_uuids) > 0
         ORDER BY finished_at
     """,
+}
+
+# The spec's fields the planner reads, with their SQL defaults for records that lack them.
+_PLANNER_FIELDS = {
+    "gpus": "0",
+    "min_gpu_memory_mb": "0",
+    "gpu_type": "''",
+    "time_limit_seconds": "0",
+    "team": "''",
 }
 
 _JOB_COLUMNS = (
@@ -530,6 +540,32 @@ class Store:
             wanted,
         )
         return [_job_from_row(r) for r in rows]
+
+    def queued_for_planner(self) -> list[QueuedJob]:
+        """The queued jobs as the planner sees them, in submission order: only the fields it
+        needs, read by SQLite from each spec (a long queue is read on every pass)."""
+        fields = ", ".join(
+            f"coalesce(spec ->> '$.{name}', {default})" for name, default in _PLANNER_FIELDS.items()
+        )
+        rows = self._reader().execute(
+            f"SELECT id, user, priority, {fields} FROM jobs WHERE state = 'queued' ORDER BY n"
+        )
+        return [
+            QueuedJob(
+                job_id,
+                user,
+                gpus,
+                priority=priority,
+                min_gpu_memory_mb=memory,
+                gpu_type=gpu_type,
+                time_limit_seconds=limit,
+                order=order,
+                team=team,
+            )
+            for order, (job_id, user, priority, gpus, memory, gpu_type, limit, team) in enumerate(
+                rows
+            )
+        ]
 
     def usage_after(self, n: int) -> list[tuple[int, UsageRecord]]:
         """The usage records written after record number n, in order: (number, record)."""

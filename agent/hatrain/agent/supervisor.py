@@ -20,7 +20,7 @@ from .pending import Waiting
 from .recovery import reconcile
 from .runner import JobRunner, RunControl
 from .runtime import Runtime
-from .scheduler import GpuSlot, Host, Policy, QueuedJob, RunningJob, plan
+from .scheduler import GpuSlot, Host, Policy, RunningJob, plan
 from .states import RUNNING, JobState
 from .store import Store
 from .workspace import Workspace
@@ -38,21 +38,6 @@ class CancelOutcome:
 
     job: Job
     message: str
-
-
-def _queued(job: Job, order: int) -> QueuedJob:
-    spec = job.spec
-    return QueuedJob(
-        id=job.id,
-        user=job.user,
-        gpus=spec.gpus,
-        priority=spec.priority,
-        min_gpu_memory_mb=spec.min_gpu_memory_mb,
-        gpu_type=spec.gpu_type,
-        time_limit_seconds=spec.time_limit_seconds,
-        order=order,
-        team=spec.team,
-    )
 
 
 def _running(job: Job) -> RunningJob:
@@ -100,6 +85,9 @@ class Supervisor:
         # Why each queued job waits, as of the last scheduling pass.
         self._waiting: dict[str, Waiting] = {}
         self._waiting_at = -_REASONS_REFRESH_SECONDS
+        self._refresh_after = _REASONS_REFRESH_SECONDS
+        # The job the last pass reserved GPUs for: it keeps them until it starts.
+        self._reserved: str | None = None
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -144,9 +132,10 @@ class Supervisor:
             busy = {u for j in active for u in j.gpu_uuids}
             cpu_jobs = sum(1 for j in active if not j.gpu_uuids)
             full = len(busy) >= len(self.gpus) and cpu_jobs >= self.policy.max_cpu_jobs
-            if full and time.monotonic() - self._waiting_at < _REASONS_REFRESH_SECONDS:
+            if full and time.monotonic() < self._waiting_at + self._refresh_after:
                 return  # nothing could start: spare reading the whole queue, reasons are fresh
-            queued = [_queued(j, i) for i, j in enumerate(self.store.jobs_in([JobState.QUEUED]))]
+            began = time.monotonic()
+            queued = self.store.queued_for_planner()
             if not queued:
                 self._waiting = {}
                 return
@@ -158,8 +147,13 @@ class Supervisor:
                 self.policy,
                 self.usage.at(now),
                 now,
+                self._reserved,
             )
             self._waiting, self._waiting_at = result.waiting, time.monotonic()
+            # A long queue takes a while to plan: refreshing its reasons then costs at most a
+            # twentieth of the time.
+            self._refresh_after = max(_REASONS_REFRESH_SECONDS, 20 * (self._waiting_at - began))
+            self._reserved = result.reserved
             for placement in result.placements:
                 job = self.store.transition(
                     placement.job_id, JobState.STARTING, gpu_uuids=placement.gpu_uuids
