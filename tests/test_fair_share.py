@@ -1,4 +1,4 @@
-"""Fair share by decayed usage, and why a job waits, on a real agent.
+"""Fair share by decayed usage, caps on queued jobs, and why a job waits, on a real agent.
 
 The agent test places GPU jobs in real containers (the stand-in NVIDIA hook of
 tests/test_scheduler.py) on a host with one static GPU, with a usage history in its store in
@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from hatrain.agent.fair_share import UsageBook, UsageRecord, decayed_gpu_hours, decayed_usage
 from hatrain.agent.store import Store
@@ -170,3 +171,49 @@ def test_less_usage_starts_first_and_every_waiting_job_says_why(
         ("ann", 1),
     ]
     assert json.loads(client.run("queue", "--json").stdout) == []
+
+
+def test_a_submit_past_a_queued_jobs_cap_is_refused_and_stores_nothing(
+    start_agent: Any, agent_config: dict[str, Any]
+) -> None:
+    """Per-user and per-team caps on queued jobs refuse the submit past them, naming the cap,
+    and store nothing; a retried submit of a job already queued is still answered; once a job
+    leaves the queue there is room again."""
+    agent_config["scheduler"] = {
+        "max_cpu_jobs": 0,  # nothing starts: every job stays queued
+        "user_queued_caps": {"*": 2},
+        "team_queued_caps": {"nlp": 3},
+    }
+    alice, agent = start_agent(agent_config, "alice")
+    bob, _ = stub_for(f"127.0.0.1:{agent.port}", "bob")
+    carol, _ = stub_for(f"127.0.0.1:{agent.port}", "carol")
+
+    def submit(stub: Any, team: str = "", request_id: str = "") -> Any:
+        return stub.SubmitJob(
+            pb.SubmitJobRequest(spec=spec({}, team=team), client_request_id=request_id)
+        )
+
+    first = submit(alice, "nlp", "first").job
+    submit(alice, "nlp")
+    with pytest.raises(grpc.RpcError) as refused:
+        submit(alice)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert refused.value.details() == (
+        "user cap: alice has 2 jobs queued of 2 (scheduler.user_queued_caps); "
+        "submit again once some have started"
+    )
+    assert submit(alice, "nlp", "first").job.id == first.id  # a retry, not a new job
+    submit(bob, "nlp")
+    with pytest.raises(grpc.RpcError) as refused:
+        submit(carol, "nlp")
+    assert "team cap: team nlp has 3 jobs queued of 3" in refused.value.details()
+    submit(carol, "vision")
+    listed = alice.ListJobs(pb.ListJobsRequest())
+    assert sorted(j.user for j in listed.jobs) == ["alice", "alice", "bob", "carol"]
+    poll(lambda: _reason(alice, first.id), 30, "a reason for a queued CPU job")
+    assert _reason(alice, first.id) == (
+        "jobs without GPUs do not run here (scheduler.max_cpu_jobs is 0)"
+    )
+
+    alice.CancelJob(pb.CancelJobRequest(job_id=first.id))
+    assert submit(carol, "nlp").job.state == pb.JOB_STATE_QUEUED
