@@ -11,7 +11,12 @@ eligible host it fits most tightly (best fit), keeping whole hosts free for big 
 The first job that cannot start gets a reservation (EASY backfill): the host and GPUs where it
 will start first, and when, judged from running jobs' time limits. A later job may start ahead of
 it only on other hosts, on GPUs the reservation does not need, or when its own time limit ends
-before the reservation begins, so a big job is never starved by a stream of small ones.
+before the reservation begins, so a big job is never starved by a stream of small ones. Once some
+of its GPUs sit free for it, the next pass keeps the reservation for the same job (the caller
+passes Plan.reserved back), whatever fair share says of newcomers.
+
+Every job left waiting gets a reason (pending.py) true of this pass: the planner states what
+stopped it, and numbers the waiting jobs in the order it served them.
 """
 
 import heapq
@@ -367,12 +372,7 @@ class _Pass:
         elif self.reservation is None:
             self.reservation = self.cluster.reserve(job)
             assert self.reservation is not None  # it fits a host once every GPU there is free
-            where = self.reservation.host if self.multi_host else ""
-            fit = pending.first_fit(self.reservation.starts_at, self.now, where)
-            asked = pending.gpus_wanted(job.gpus, job.gpu_type, job.min_gpu_memory_mb)
-            starts_at = self.reservation.starts_at
-            due = None if math.isinf(starts_at) else starts_at
-            self._wait(job, WaitKind.RESERVED, f"waiting for {asked}; {fit}", due)
+            self._first_in_line(job, self.reservation)
         elif self.cluster.take(job, None, dry_run=True) is not None:
             self._wait(job, WaitKind.BACKFILL, self._kept_out(job, self.reservation))
         else:
@@ -408,6 +408,13 @@ class _Pass:
     def _ahead_of(self, job: QueuedJob) -> str:
         higher = sum(n for p, n in self.in_line.items() if p > job.priority)
         return pending.behind(higher, self.in_line[job.priority])
+
+    def _first_in_line(self, job: QueuedJob, reservation: _Reservation) -> None:
+        where = reservation.host if self.multi_host else ""
+        fit = pending.first_fit(reservation.starts_at, self.now, where)
+        asked = pending.gpus_wanted(job.gpus, job.gpu_type, job.min_gpu_memory_mb)
+        due = None if math.isinf(reservation.starts_at) else reservation.starts_at
+        self._wait(job, WaitKind.RESERVED, f"waiting for {asked}; {fit}", due)
 
     def _kept_out(self, job: QueuedJob, reservation: _Reservation) -> str:
         where = f" on {reservation.host}" if self.multi_host else ""
