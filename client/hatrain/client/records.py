@@ -102,6 +102,8 @@ class Job:
     secret_names: tuple[str, ...] = ()
     stop_reason: str = ""
     gpu_usage: tuple[GpuUsage, ...] = ()
+    # Why a queued job waits, as the host's scheduler last saw it.
+    pending_reason: str = ""
     # Set on the job `Client.submit` returns.
     submission: Submission | None = None
 
@@ -163,6 +165,7 @@ class Job:
             secret_names=tuple(job.secret_names),
             stop_reason=job.stop_reason,
             gpu_usage=_gpu_usage(job.gpu_usage),
+            pending_reason=job.pending_reason,
         )
 
 

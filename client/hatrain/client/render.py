@@ -83,6 +83,8 @@ def jobs_table(jobs: Iterable[Job]) -> Table:
         state = job.state.value
         if job.state == JobState.QUEUED:
             info = f"position {job.queue_position}"
+            if job.pending_reason:
+                info += f": {job.pending_reason}"
         elif job.state == JobState.FAILED:
             info = job.failure_reason
         else:
@@ -119,6 +121,8 @@ def describe(job: Job) -> str:
     ]
     if job.state == JobState.QUEUED:
         lines.append(f"  queue     position {job.queue_position}")
+        if job.pending_reason:
+            lines.append(f"  waiting   {job.pending_reason}")
     if job.progress is not None and job.progress.total:
         p = job.progress
         lines.append(f"  progress  {p.phase} {p.current}/{p.total}  eta {_duration(p.eta_seconds)}")
