@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from hatrain.rpc.contract import ACTIVE_STATES, JobState
+from hatrain.rpc.spec import JobSpec
 from hatrain.rpc.v1 import agent_pb2 as pb
 
 from .errors import (
@@ -204,17 +205,22 @@ class Client:
         from .submit import SubmitRequest, prepare, secrets_from_env
         from .submit import submit as send
 
-        request = SubmitRequest(
-            config=Path(config),
-            datasets={k: Path(v).expanduser() for k, v in (datasets or {}).items()},
-            name=name,
+        wanted = JobSpec(
+            config_name="",  # from the config, once it is checked
+            config_yaml="",
             image=image,
+            name=name,
             gpus=gpus,
             min_gpu_memory_mb=min_gpu_memory_mb,
             gpu_type=gpu_type,
             priority=priority,
             time_limit_seconds=time_limit_seconds,
             team=team,
+        )
+        request = SubmitRequest(
+            config=Path(config),
+            spec=wanted,
+            datasets={k: Path(v).expanduser() for k, v in (datasets or {}).items()},
             secret_names=tuple(secrets),
         )
         prepared = prepare(request, HashCache(self.settings.cache_dir))

@@ -147,10 +147,9 @@ def load_settings(path: Path | None = None) -> ClientSettings:
     if not path.exists():
         return ClientSettings()
     try:
-        raw = load_yaml_mapping(path)
+        settings = ClientSettings.parse(load_yaml_mapping(path))
     except ConfigYamlError as exc:
         raise BadInput(str(exc)) from exc
-    try:
-        return replace(ClientSettings.parse(raw), source=path.resolve())
     except _Invalid as exc:
         raise BadInput(f"{path}: {exc}") from exc
+    return replace(settings, source=path.resolve())
