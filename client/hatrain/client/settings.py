@@ -48,7 +48,8 @@ class HostEntry:
     bridge: str = DEFAULT_BRIDGE  # the command, run over SSH, that connects to it
 
     def bridge_command(self) -> str:
-        return f"{self.bridge} --socket {shlex.quote(self.agent)}"
+        """What runs over SSH: the login's shell execs the bridge (no shell stays behind)."""
+        return f"exec {self.bridge} --socket {shlex.quote(self.agent)}"
 
     @classmethod
     def parse(cls, raw: Any, where: str) -> "HostEntry":

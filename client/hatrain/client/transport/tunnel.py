@@ -28,10 +28,15 @@ class Tunnel:
         bridge: str,
         host: str,
         path: Path | None = None,
+        keep_spare: bool = False,
     ) -> None:
-        """path: where to listen (its directory must be private); default a new temp dir."""
+        """path: where to listen (its directory must be private); default a new temp dir.
+        keep_spare: keep a bridge started ahead of the next connection (for the shared
+        connection, whose every command would otherwise wait for a bridge to start)."""
         self.transport = transport
         self.bridge = bridge
+        self.keep_spare = keep_spare
+        self._spare: paramiko.Channel | None = None
         # What the last bridge that failed said (e.g. that no agent listens), for the error.
         self.last_failure = ""
         self.host = host
@@ -45,6 +50,8 @@ class Tunnel:
         self.relays = 0
         self.last_activity = time.monotonic()
         threading.Thread(target=self._accept, name="hatrain-tunnel", daemon=True).start()
+        if keep_spare:
+            threading.Thread(target=self._open_spare, daemon=True).start()
 
     @property
     def target(self) -> str:
@@ -90,13 +97,37 @@ class Tunnel:
             except OSError:
                 return
             try:
-                channel = self.open_channel()
+                channel = self._take_spare() or self.open_channel()
             except (AgentUnavailable, paramiko.SSHException):
                 conn.close()
                 continue
             with self._lock:
                 self.relays += 1
             threading.Thread(target=self._relay, args=(conn, channel), daemon=True).start()
+            if self.keep_spare:
+                threading.Thread(target=self._open_spare, daemon=True).start()
+
+    def _open_spare(self) -> None:
+        try:
+            spare = self.open_channel()
+        except (AgentUnavailable, paramiko.SSHException, EOFError, OSError):
+            return
+        with self._lock:
+            old, self._spare = self._spare, spare
+        if old is not None:
+            old.close()
+
+    def _take_spare(self) -> paramiko.Channel | None:
+        """The bridge started ahead, if it is still there (not ended: a restarted agent ends
+        it, and then a new one is started instead). What the agent already sent through it
+        (its HTTP/2 greeting) waits in the channel for the connection that takes it."""
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is None or spare.closed or spare.exit_status_ready():
+            if spare is not None:
+                spare.close()
+            return None
+        return spare
 
     def _relay(self, conn: socket.socket, channel: paramiko.Channel) -> None:
         try:
@@ -114,6 +145,10 @@ class Tunnel:
 
     def close(self) -> None:
         self._closed.set()
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.close()
         with contextlib.suppress(OSError):
             self._server.close()
         if self._dir is not None:
