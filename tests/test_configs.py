@@ -56,7 +56,7 @@ def test_example_client_yml_is_valid() -> None:
         "/run/hatrain/agent.sock",
     )
     assert entry.bridge_command() == (
-        "/opt/hatrain/venv/bin/hatrain-agent bridge --socket /run/hatrain/agent.sock"
+        "exec /opt/hatrain/venv/bin/hatrain-agent bridge --socket /run/hatrain/agent.sock"
     )
     assert settings.hosts["gpu2"].agent == str(AgentConfig().listen)
 

@@ -34,7 +34,7 @@ from tests.support.harness import (
     stub_for,
     wait_state,
 )
-from tests.support.sshd import SshServer
+from tests.support.sshd import SshServer, start_sshd
 from tests.support.users import (
     ADMIN,
     ALICE,
@@ -127,6 +127,28 @@ def test_a_user_cannot_act_on_another_users_job_but_an_admin_can(team: Team) -> 
     assert admin_view["run_dir"].endswith(f"/jobs/{job_id}/run")
     cancelled = team.run(ADMIN, "cancel", job_id, "--wait")
     assert cancelled.returncode == 130, cancelled.stderr
+
+
+def test_where_the_host_forwards_nothing_the_bridge_carries_the_calls(
+    accounts: None, team: Team, tmp_path: Path
+) -> None:
+    """A host whose sshd forbids forwarding to its sockets is reached through
+    `hatrain-agent bridge`, run as the login: the agent still knows who calls."""
+    strict = start_sshd(tmp_path / "strict-sshd", extra_config="AllowStreamLocalForwarding no")
+    try:
+        alias = strict.add_login(BOB)
+        client = ClientRunner.configure(tmp_path / "client-strict", strict, team.agent.socket)
+        settings = yaml.safe_load(client.config.read_text())
+        settings["hosts"] = {"gpu1": host_entry(alias, team.agent.socket, USER_BRIDGE)}
+        client.config.write_text(yaml.safe_dump(settings))
+        hosts = client.run("hosts", "--json")
+        assert hosts.returncode == 0, hosts.stderr
+        assert json.loads(hosts.stdout)[0]["user"] == BOB
+        job_id = submitted(team, ALICE)["id"]
+        denied = client.run("cancel", job_id)
+        assert denied.returncode == 65 and f"belongs to {ALICE}" in denied.stderr
+    finally:
+        strict.stop()
 
 
 def test_a_stock_grpc_call_is_who_the_kernel_says(team: Team) -> None:

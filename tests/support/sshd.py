@@ -80,7 +80,8 @@ class SshServer:
         return [int(p) for p in out.split()]
 
 
-def start_sshd(root: Path, alias: str = "hatrain-test") -> SshServer:
+def start_sshd(root: Path, alias: str = "hatrain-test", extra_config: str = "") -> SshServer:
+    """extra_config: more sshd_config lines (e.g. to forbid forwarding)."""
     if not os.path.exists(SSHD):
         raise RuntimeError("sshd is missing: run scripts/setup-host.sh (installs openssh-server)")
     root.mkdir(parents=True, exist_ok=True)
@@ -109,6 +110,7 @@ AllowTcpForwarding yes
 MaxSessions 64
 MaxStartups 64
 Subsystem sftp internal-sftp
+{extra_config}
 """
     )
     proc = subprocess.Popen(

@@ -20,7 +20,7 @@ import grpc
 from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
 
 REPO = Path(__file__).resolve().parent.parent.parent
-ALICE, BOB, ADMIN = "hatrain-alice", "hatrain-bob", "hatrain-admin"
+ALICE, BOB, CAROL, ADMIN = "hatrain-alice", "hatrain-bob", "hatrain-carol", "hatrain-admin"
 # The bridge as any account can run it: the system's Python and the file itself (the project's
 # virtualenv lives under root's home, which other accounts cannot enter).
 USER_BRIDGE = f"/usr/bin/python3 {REPO / 'agent/hatrain/agent/bridge.py'}"

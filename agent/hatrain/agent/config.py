@@ -4,9 +4,18 @@ from pathlib import Path
 from typing import Literal
 
 from hatrain.rpc.config_yaml import ConfigYamlError, load_yaml_mapping
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    ValidationError,
+    field_validator,
+)
 
 from .errors import ConfigError
+from .scheduler import Policy
 
 DEFAULT_IMAGE = "axolotlai/axolotl-cloud:main-py3.11-cu128-2.8.0"
 DEFAULT_ALLOWED_IMAGES = [DEFAULT_IMAGE, "axolotlai/axolotl-cloud:main-py3.11-cu126-2.8.0"]
@@ -74,8 +83,27 @@ class SchedulerConfig(_Strict):
     backfill: bool = True
     # Jobs asking for no GPU that may run at once.
     max_cpu_jobs: int = Field(default=2, ge=0)
-    # Most GPUs one user may hold at once; a name: number map, "*" for everybody else.
-    user_gpu_caps: dict[str, int] = {}
+    # Caps are name: number maps, "*" for everybody not named. Most GPUs one user (one team, by
+    # the jobs' `team`) may hold at once:
+    user_gpu_caps: dict[str, NonNegativeInt] = {}
+    team_gpu_caps: dict[str, NonNegativeInt] = {}
+    # Most jobs one user (one team) may have queued; a submit past it is refused.
+    user_queued_caps: dict[str, NonNegativeInt] = {}
+    team_queued_caps: dict[str, NonNegativeInt] = {}
+    # Fair share: GPU-hours used count half after this many days, and a user's usage is divided
+    # by their share weight before users are compared ("*" for everybody not named; 1).
+    usage_half_life_days: float = Field(default=7.0, gt=0)
+    share_weights: dict[str, PositiveFloat] = {}
+
+    def policy(self) -> Policy:
+        return Policy(
+            backfill=self.backfill,
+            user_gpu_caps=self.user_gpu_caps,
+            team_gpu_caps=self.team_gpu_caps,
+            max_cpu_jobs=self.max_cpu_jobs,
+            share_weights=self.share_weights,
+            usage_half_life_seconds=self.usage_half_life_days * 86400,
+        )
 
 
 class LimitsConfig(_Strict):

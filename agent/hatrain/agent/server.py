@@ -26,7 +26,6 @@ from .identity import Identities
 from .listener import FrontDoor, prepare_runtime_dir
 from .objects import ObjectStore
 from .runtime import Runtime
-from .scheduler import Policy
 from .service import AgentService, JobWaiters
 from .store import Store
 from .supervisor import Supervisor
@@ -102,11 +101,7 @@ class Agent:
             if gpu_reader is not None and config.gpus.sample_seconds > 0
             else None
         )
-        policy = Policy(
-            backfill=config.scheduler.backfill,
-            user_gpu_caps=config.scheduler.user_gpu_caps,
-            max_cpu_jobs=config.scheduler.max_cpu_jobs,
-        )
+        policy = config.scheduler.policy()
         grace = (
             config.local.stop_grace_seconds
             if config.runtime == "local"

@@ -34,10 +34,12 @@ from .errors import (
     ResourceExhausted,
     Unauthenticated,
 )
+from .events import GpuUsage
 from .gpu_usage import GpuUsageSampler
 from .identity import Caller, Identities
 from .jobs import Job
 from .objects import ObjectStore, check_sha256
+from .queue_caps import queue_cap_check
 from .scheduler import GpuSlot
 from .states import RUNNING, JobState
 from .store import Store
@@ -161,6 +163,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self._streams: Counter[str] = Counter()
         self.identities = identities
         self.gpu_usage = gpu_usage
+        self._queue_cap_check = queue_cap_check(config.scheduler, store.queued_by)
 
     def caller(self, context: Any) -> Caller:
         """Who calls: the uid the front door learnt from the kernel (see listener.py)."""
@@ -223,9 +226,13 @@ class AgentService(pb_grpc.AgentServiceServicer):
     def _job(self, job: Job, caller: Caller) -> pb.Job:
         """The job as this caller may see it: whole for its readers, else its summary."""
         if not self.identities.may_read(caller, job):
-            return wire.job_summary_to_wire(job)
+            return wire.job_summary_to_wire(job, self.supervisor.waiting(job.id))
         usage = self.gpu_usage.latest(job.id) if self.gpu_usage is not None else ()
-        return wire.job_to_wire(job, str(self.workspace.dirs(job.id).run), usage)
+        return self._wire_job(job, usage)
+
+    def _wire_job(self, job: Job, usage: tuple[GpuUsage, ...] = ()) -> pb.Job:
+        run_dir = str(self.workspace.dirs(job.id).run)
+        return wire.job_to_wire(job, run_dir, usage, self.supervisor.waiting(job.id))
 
     @translate_errors
     def SubmitJob(self, request: pb.SubmitJobRequest, context: Any) -> pb.SubmitJobResponse:
@@ -240,6 +247,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             caller.user,
             client_request_id=request.client_request_id,
             secret_names=secrets.keys(),
+            admit=lambda: self._queue_cap_check(caller.user, spec.team),
         )
         if created:
             if secrets:

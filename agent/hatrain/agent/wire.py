@@ -7,6 +7,7 @@ from hatrain.rpc.v1 import agent_pb2 as pb
 
 from .events import Event, EventKind, GpuUsage, Progress
 from .jobs import Job
+from .pending import Waiting
 from .scheduler import GpuSlot
 from .states import JobState
 
@@ -42,7 +43,14 @@ def gpu_usage_to_wire(usage: tuple[GpuUsage, ...]) -> list[pb.GpuUsage]:
     ]
 
 
-def job_to_wire(job: Job, run_dir: str = "", gpu_usage: tuple[GpuUsage, ...] = ()) -> pb.Job:
+def job_to_wire(
+    job: Job,
+    run_dir: str = "",
+    gpu_usage: tuple[GpuUsage, ...] = (),
+    waiting: Waiting | None = None,
+) -> pb.Job:
+    """waiting: why the job waits, as the scheduler's last pass saw it; its position there
+    replaces the store's (which knows priority and age, not fair share)."""
     msg = pb.Job(
         id=job.id,
         spec=job.spec.to_wire(),
@@ -66,12 +74,15 @@ def job_to_wire(job: Job, run_dir: str = "", gpu_usage: tuple[GpuUsage, ...] = (
     )
     if job.progress is not None:
         msg.progress.CopyFrom(progress_to_wire(job.progress))
+    if waiting is not None and job.state == JobState.QUEUED:
+        msg.pending_reason = waiting.text
+        msg.queue_position = waiting.position
     return msg
 
 
-def job_summary_to_wire(job: Job) -> pb.Job:
-    """What anyone may see of a job: its name, user, state, GPUs and times, not its config,
-    files, metrics, hint or run directory."""
+def job_summary_to_wire(job: Job, waiting: Waiting | None = None) -> pb.Job:
+    """What anyone may see of a job: its name, user, state, GPUs, times and why it waits, not
+    its config, files, metrics, hint or run directory."""
     msg = pb.Job(
         id=job.id,
         spec=pb.JobSpec(
@@ -98,6 +109,9 @@ def job_summary_to_wire(job: Job) -> pb.Job:
     )
     if job.progress is not None:
         msg.progress.CopyFrom(progress_to_wire(job.progress))
+    if waiting is not None and job.state == JobState.QUEUED:
+        msg.pending_reason = waiting.text
+        msg.queue_position = waiting.position
     return msg
 
 

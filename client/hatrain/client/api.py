@@ -19,9 +19,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from hatrain.rpc.contract import ACTIVE_STATES, JobState
+from hatrain.rpc.spec import JobSpec
 from hatrain.rpc.v1 import agent_pb2 as pb
 
 from .errors import (
@@ -47,9 +48,6 @@ from .records import (
 )
 from .settings import ClientSettings, load_settings
 from .transport import HostConnection, open_host, open_shared
-
-if TYPE_CHECKING:
-    from .submit import SubmitRequest
 
 T = TypeVar("T")
 _PAGE = 500
@@ -240,16 +238,22 @@ class Client:
         from .submit import SubmitRequest, prepare, secrets_from_env
         from .submit import submit as send
 
-        request = SubmitRequest(
-            config=Path(config),
-            datasets={k: Path(v).expanduser() for k, v in (datasets or {}).items()},
-            name=name,
+        wanted = JobSpec(
+            config_name="",  # from the config, once it is checked
+            config_yaml="",
             image=image,
+            name=name,
+            gpus=0,  # decided below, from the config's needs and the host's GPUs
             min_gpu_memory_mb=min_gpu_memory_mb,
             gpu_type=gpu_type,
             priority=priority,
             time_limit_seconds=time_limit_seconds,
             team=team,
+        )
+        request = SubmitRequest(
+            config=Path(config),
+            spec=wanted,
+            datasets={k: Path(v).expanduser() for k, v in (datasets or {}).items()},
             secret_names=tuple(secrets),
         )
         prepared = prepare(request, HashCache(self.settings.cache_dir))
@@ -265,7 +269,8 @@ class Client:
         if host == "auto":
             host = self.soonest_host(gpus if gpus is not None else int(bool(needs)))
         connection = self.connection(host)
-        request.gpus = self._gpus_for(connection, request, gpus, needs, notes, warnings)
+        chosen = self._gpus_for(connection, request.spec, gpus, needs, notes, warnings)
+        request.spec = replace(request.spec, gpus=chosen)
         wire, report = send(connection, request, prepared, on_upload or (lambda n: None))
         job = Job.from_wire(wire, connection.alias)
         return replace(job, submission=Submission(report, tuple(notes), tuple(warnings)))
@@ -273,7 +278,7 @@ class Client:
     @staticmethod
     def _gpus_for(
         connection: HostConnection,
-        request: "SubmitRequest",
+        wanted: JobSpec,
         gpus: int | None,
         needs: list[str],
         notes: list[str],
@@ -287,7 +292,7 @@ class Client:
         fitting = [
             g
             for g in on_host
-            if gpu_accepts(g.name, g.memory_mb, request.min_gpu_memory_mb, request.gpu_type)
+            if gpu_accepts(g.name, g.memory_mb, wanted.min_gpu_memory_mb, wanted.gpu_type)
         ]
         why = ", ".join(needs)
         if gpus is None:

@@ -80,6 +80,8 @@ def jobs_table(jobs: Iterable[Job], now: float | None = None) -> Table:
         state = job.state.value
         if job.state == JobState.QUEUED:
             info = f"position {job.queue_position}, waiting {clock(now - job.created_at)}"
+            if job.pending_reason:
+                info += f": {job.pending_reason}"
         elif job.state == JobState.FAILED:
             info = job.failure_reason
         elif job.ended:
@@ -130,6 +132,8 @@ def describe(job: Job, now: float | None = None) -> str:
         lines.append(f"  elapsed   {clock(elapsed)}{'' if job.ended else ' so far'}")
     if job.state == JobState.QUEUED:
         lines.append(f"  queue     position {job.queue_position}")
+        if job.pending_reason:
+            lines.append(f"  waiting   {job.pending_reason}")
     if (progress := job_progress(job)) and job.progress is not None:
         eta = f", eta {clock(job.progress.eta_seconds)}" if job.progress.phase == "train" else ""
         lines.append(f"  progress  {progress}{eta}")

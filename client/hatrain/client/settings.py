@@ -48,7 +48,8 @@ class HostEntry:
     bridge: str = DEFAULT_BRIDGE  # the command, run over SSH, that connects to it
 
     def bridge_command(self) -> str:
-        return f"{self.bridge} --socket {shlex.quote(self.agent)}"
+        """What runs over SSH: the login's shell execs the bridge (no shell stays behind)."""
+        return f"exec {self.bridge} --socket {shlex.quote(self.agent)}"
 
     @classmethod
     def parse(cls, raw: Any, where: str) -> "HostEntry":
@@ -170,10 +171,9 @@ def load_settings(path: Path | None = None, given_as: str = "") -> ClientSetting
             )
         return ClientSettings()
     try:
-        raw = load_yaml_mapping(path)
+        settings = ClientSettings.parse(load_yaml_mapping(path))
     except ConfigYamlError as exc:
         raise BadInput(str(exc)) from exc
-    try:
-        return replace(ClientSettings.parse(raw), source=path.resolve())
     except _Invalid as exc:
         raise BadInput(f"{path}: {exc}") from exc
+    return replace(settings, source=path.resolve())

@@ -64,7 +64,9 @@ class HostConnection:
         self.ssh = open_ssh(self.entry.ssh, self.settings)
         from .tunnel import Tunnel
 
-        self._tunnel = Tunnel(self.ssh.transport, self.entry.bridge_command(), self.alias)
+        self._tunnel = Tunnel(
+            self.ssh.transport, self.entry.agent, self.entry.bridge_command(), self.alias
+        )
         try:
             self._connect_grpc(self._tunnel.target)
         except AgentUnavailable as exc:

@@ -102,7 +102,9 @@ def serve(alias: str) -> int:
         from .tunnel import Tunnel
 
         path.unlink(missing_ok=True)
-        tunnel = Tunnel(ssh.transport, entry.bridge_command(), alias, path)
+        tunnel = Tunnel(
+            ssh.transport, entry.agent, entry.bridge_command(), alias, path, keep_spare=True
+        )
         info = path.with_suffix(".json")
         info.write_text(json.dumps({"pid": os.getpid()}))
         try:
