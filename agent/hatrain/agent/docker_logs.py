@@ -102,8 +102,8 @@ class StreamReader:
         self._partial = [b"", b""]
         self._buffer = b""
 
-    def cursor(self) -> list[int]:
-        return list(self._given)
+    def cursor(self) -> tuple[int, int]:
+        return (self._given[0], self._given[1])
 
     def feed(self, data: bytes) -> str:
         buffer = self._buffer + data if self._buffer else data

@@ -14,7 +14,6 @@ exit code from the file. A step whose process vanished without an exit file fail
 """
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -28,8 +27,20 @@ import yaml
 from .config import LocalConfig, MultiGpuConfig
 from .events import Progress
 from .jobs import Job
-from .runtime import BASE_ENV, SECRET_SHIM, ExitStatus, Handle, Probe, RuntimeFailure, step_command
+from .runtime import (
+    BASE_ENV,
+    SECRET_SHIM,
+    ExitStatus,
+    Handle,
+    LogCursor,
+    Probe,
+    ProcessHandle,
+    RuntimeFailure,
+    foreign_handle,
+    step_command,
+)
 from .states import FailureReason
+from .store import decode_handle, encode_handle
 from .workspace import DATASETS, HF_CACHE, JobDirs, Workspace
 
 _READ = 1024 * 1024
@@ -66,6 +77,12 @@ def localize(value: Any, mapping: dict[str, Path]) -> Any:
     if isinstance(value, list):
         return [localize(v, mapping) for v in value]
     return value
+
+
+def _process(handle: Handle) -> ProcessHandle:
+    if not isinstance(handle, ProcessHandle):
+        raise foreign_handle(LocalRuntime.name, handle)
+    return handle
 
 
 class LocalRuntime:
@@ -125,42 +142,38 @@ class LocalRuntime:
                 start_new_session=True,
             )
         self._children[proc.pid] = proc
-        handle = {
-            "pid": proc.pid,
-            "start_time": _start_time(proc.pid),
-            "log": str(log_path),
-            "exit": str(exit_path),
-        }
-        (work / f"{step}.handle").write_text(json.dumps(handle))
+        handle = ProcessHandle(proc.pid, _start_time(proc.pid), str(log_path), str(exit_path))
+        # Kept beside the step too, for find(): the agent may stop before the store has it.
+        (work / f"{step}.handle").write_text(encode_handle(handle))
         return handle
 
     def find(self, job: Job, step: str) -> Handle | None:
         try:
-            handle: Handle = json.loads((self._step_dir(job.id) / f"{step}.handle").read_text())
+            return decode_handle((self._step_dir(job.id) / f"{step}.handle").read_text())
         except (OSError, ValueError):
             return None
-        return handle
 
-    def _alive(self, handle: Handle) -> bool:
-        child = self._children.get(handle["pid"])
+    def _alive(self, handle: ProcessHandle) -> bool:
+        child = self._children.get(handle.pid)
         if child is not None:
             return child.poll() is None
-        return bool(_start_time(handle["pid"]) == handle["start_time"])
+        return _start_time(handle.pid) == handle.start_time
 
-    def _exit_code(self, handle: Handle) -> int | None:
+    def _exit_code(self, handle: ProcessHandle) -> int | None:
         try:
-            return int(Path(handle["exit"]).read_text().strip())
+            return int(Path(handle.exit).read_text().strip())
         except (OSError, ValueError):
             return None
 
     def probe(self, handle: Handle) -> Probe:
-        if self._exit_code(handle) is not None:
+        process = _process(handle)
+        if self._exit_code(process) is not None:
             return "exited"
-        return "running" if self._alive(handle) else "missing"
+        return "running" if self._alive(process) else "missing"
 
-    def logs(self, handle: Handle, cursor: Any) -> Iterator[tuple[str, Any]]:
-        offset = int(cursor or 0)
-        with open(handle["log"], "rb") as fh:
+    def logs(self, handle: Handle, cursor: LogCursor | None) -> Iterator[tuple[str, LogCursor]]:
+        offset = cursor if isinstance(cursor, int) else 0
+        with open(_process(handle).log, "rb") as fh:
             while True:
                 fh.seek(offset)
                 data = fh.read(_READ)
@@ -180,45 +193,47 @@ class LocalRuntime:
                     time.sleep(_POLL_SECONDS)
 
     def wait(self, handle: Handle) -> ExitStatus:
+        process = _process(handle)
         deadline = None
         while True:
-            code = self._exit_code(handle)
+            code = self._exit_code(process)
             if code is not None:
-                self._reap(handle)
+                self._reap(process)
                 return ExitStatus(code)
-            if not self._alive(handle):
+            if not self._alive(process):
                 # The wrapper writes the file just before it exits; give a stop() racing with
                 # us the moment it needs to record the signal.
                 deadline = deadline or time.monotonic() + 2
                 if time.monotonic() > deadline:
-                    self._reap(handle)
+                    self._reap(process)
                     raise RuntimeFailure(
                         FailureReason.CONTAINER_LOST,
                         "the step's process vanished without recording an exit code",
                     )
             time.sleep(_POLL_SECONDS)
 
-    def _reap(self, handle: Handle) -> None:
-        child = self._children.pop(handle["pid"], None)
+    def _reap(self, handle: ProcessHandle) -> None:
+        child = self._children.pop(handle.pid, None)
         if child is not None:
             child.wait()
 
     def stop(self, handle: Handle, grace_seconds: float) -> None:
         """SIGTERM to the step's process group, SIGKILL after the grace period; the exit file
         records the signal when the wrapper itself was stopped."""
-        pid = handle["pid"]
+        process = _process(handle)
+        pid = process.pid
         signum = signal.SIGTERM
         with contextlib.suppress(ProcessLookupError):
-            if self._alive(handle):
+            if self._alive(process):
                 os.killpg(pid, signal.SIGTERM)
                 deadline = time.monotonic() + grace_seconds
-                while self._alive(handle) and time.monotonic() < deadline:
+                while self._alive(process) and time.monotonic() < deadline:
                     time.sleep(_POLL_SECONDS)
-                if self._alive(handle):
+                if self._alive(process):
                     signum = signal.SIGKILL
                     os.killpg(pid, signal.SIGKILL)
-        self._reap(handle)
-        exit_path = Path(handle["exit"])
+        self._reap(process)
+        exit_path = Path(process.exit)
         if not exit_path.exists():
             exit_path.write_text(f"{128 + signum}\n")
 

@@ -23,7 +23,8 @@ from .disk import storage_fault
 from .errors import FailedPrecondition, InvalidArgument, NotFound
 from .events import Event, EventKind, Progress
 from .jobs import Job, JobFile, JobSpec
-from .states import TERMINAL, JobState, can_transition
+from .states import TERMINAL, FailureReason, JobState, StopReason, can_transition
+from .steps import ContainerHandle, Handle, LogCursor, ProcessHandle, StepEnd, StepRecord
 
 SCHEMA_VERSION = 3
 
@@ -97,6 +98,97 @@ def _spec_from_record(rec: dict[str, Any]) -> JobSpec:
     return JobSpec(**{**rec, "files": files})
 
 
+# -- step records as JSON: the runtime column holds {step: record}, keys as agents always wrote
+# them (a record's end is spread over its own keys), so that every data root reads alike.
+
+
+def _handle_to_json(handle: Handle) -> dict[str, Any]:
+    return dataclasses.asdict(handle)
+
+
+def _handle_from_json(value: dict[str, Any]) -> Handle:
+    if "container" in value:
+        return ContainerHandle(container=str(value["container"]), name=str(value.get("name", "")))
+    if "pid" in value:
+        start = value.get("start_time")
+        return ProcessHandle(
+            pid=int(value["pid"]),
+            start_time=None if start is None else str(start),
+            log=str(value["log"]),
+            exit=str(value["exit"]),
+        )
+    raise ValueError(f"not a step handle: {sorted(value)}")
+
+
+def encode_handle(handle: Handle) -> str:
+    """A handle as text, as the store keeps it (a runtime may keep a copy beside the step)."""
+    return json.dumps(_handle_to_json(handle))
+
+
+def decode_handle(text: str) -> Handle:
+    """The handle encode_handle() wrote; ValueError if the text holds none."""
+    try:
+        value = json.loads(text)
+        return _handle_from_json(value)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not a step handle: {text[:100]!r}") from exc
+
+
+def _cursor_from_json(value: Any) -> LogCursor | None:
+    if value is None or isinstance(value, int):
+        return value
+    out, err = value
+    return (int(out), int(err))
+
+
+def _step_to_json(record: StepRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if record.handle is not None:
+        out["handle"] = _handle_to_json(record.handle)
+    if record.cursor is not None:
+        out["cursor"] = list(record.cursor) if isinstance(record.cursor, tuple) else record.cursor
+    out["train_total"] = record.train_total
+    out["train_position"] = record.train_position
+    if (end := record.end) is not None:
+        out["exit_code"] = end.exit_code
+        out["oom_killed"] = end.oom_killed
+        out["failure"] = [end.failure[0].value, end.failure[1]] if end.failure else None
+        out["last_error_line"] = end.last_error_line
+        out["preprocess_succeeded"] = end.preprocess_succeeded
+    return out
+
+
+def _step_from_json(step: str, value: dict[str, Any]) -> StepRecord:
+    end = None
+    if value.get("exit_code") is not None:
+        failure = value.get("failure")
+        end = StepEnd(
+            exit_code=int(value["exit_code"]),
+            oom_killed=bool(value.get("oom_killed", False)),
+            failure=(FailureReason(failure[0]), str(failure[1])) if failure else None,
+            last_error_line=str(value.get("last_error_line") or ""),
+            preprocess_succeeded=bool(value.get("preprocess_succeeded", False)),
+        )
+    handle = value.get("handle")
+    return StepRecord(
+        step=step,
+        handle=_handle_from_json(handle) if handle else None,
+        cursor=_cursor_from_json(value.get("cursor")),
+        train_total=value.get("train_total"),
+        train_position=int(value.get("train_position") or 0),
+        end=end,
+    )
+
+
+def _steps_from_json(text: str) -> dict[str, StepRecord]:
+    return {step: _step_from_json(step, value) for step, value in json.loads(text).items()}
+
+
+def _with_step(text: str, record: StepRecord) -> str:
+    """The runtime column with one step's record replaced."""
+    return json.dumps({**json.loads(text), record.step: _step_to_json(record)})
+
+
 def _job_from_row(row: Sequence[Any]) -> Job:
     progress = json.loads(row[11]) if row[11] else None
     return Job(
@@ -115,8 +207,8 @@ def _job_from_row(row: Sequence[Any]) -> Job:
         last_metrics=json.loads(row[12]),
         last_seq=row[13],
         secret_names=tuple(json.loads(row[14])),
-        runtime=json.loads(row[15]),
-        stop_reason=row[16],
+        steps=_steps_from_json(row[15]),
+        stop_reason=StopReason(row[16]) if row[16] else None,
     )
 
 
@@ -356,17 +448,17 @@ class Store:
         job_id: str,
         events: Sequence[Event],
         *,
-        runtime: dict[str, Any] | None = None,
+        step: StepRecord | None = None,
         while_running: bool = False,
     ) -> int:
         """Append log, metric and progress events; returns the last seq written.
 
-        `runtime` (e.g. the log cursor these events were read up to) is merged into the job's
-        runtime record in the same transaction, so a restart neither repeats nor skips output.
+        `step` (e.g. with the log cursor these events were read up to) replaces that step's
+        record in the same transaction, so a restart neither repeats nor skips output.
         `while_running` drops the events if the job has ended meanwhile (nothing may follow
         its terminal state).
         """
-        if not events and runtime is None:
+        if not events and step is None:
             return 0
         if any(ev.kind == EventKind.STATE for ev in events):
             raise ValueError("state events are written by transition() only")
@@ -385,9 +477,9 @@ class Store:
                 return int(row[0])
             last = self._insert_events(conn, job_id, row[0] + 1, events) if events else row[0]
             sets, args = ["last_seq=?"], [last]
-            if runtime is not None:
+            if step is not None:
                 sets.append("runtime=?")
-                args.append(json.dumps({**json.loads(row[2]), **runtime}))
+                args.append(_with_step(row[2], step))
             if progress is not None:
                 sets.append("progress=?")
                 args.append(json.dumps(progress.to_record()))
@@ -398,21 +490,24 @@ class Store:
             conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", [*args, job_id])
             return last
 
-    def update_runtime(self, job_id: str, **values: Any) -> None:
-        """Record what the runtime needs to re-attach to the job (container ids, log cursors)."""
+    def update_step(self, job_id: str, record: StepRecord) -> None:
+        """Record one of the job's steps: what the runtime needs to re-attach to it, how far its
+        output was read, how it ended."""
         with self._transaction(job_id) as conn:
             row = conn.execute("SELECT runtime FROM jobs WHERE id=?", (job_id,)).fetchone()
             if row is None:
                 raise NotFound(f"no job {job_id!r} on this host")
-            merged = {**json.loads(row[0]), **values}
-            conn.execute("UPDATE jobs SET runtime=? WHERE id=?", (json.dumps(merged), job_id))
+            conn.execute(
+                "UPDATE jobs SET runtime=? WHERE id=?", (_with_step(row[0], record), job_id)
+            )
 
-    def request_stop(self, job_id: str, reason: str) -> Job:
-        """Record that a running job must stop and why ("cancel", "timeout"); the first reason
-        stands. Returns the job as it is now."""
+    def request_stop(self, job_id: str, reason: StopReason) -> Job:
+        """Record that a running job must stop and why; the first reason stands. Returns the
+        job as it is now."""
         with self._transaction(job_id) as conn:
             conn.execute(
-                "UPDATE jobs SET stop_reason=? WHERE id=? AND stop_reason=''", (reason, job_id)
+                "UPDATE jobs SET stop_reason=? WHERE id=? AND stop_reason=''",
+                (reason.value, job_id),
             )
             return self._load(conn, job_id)
 

@@ -7,6 +7,7 @@ staging files are removed.
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -19,7 +20,7 @@ from .recovery import reconcile
 from .runner import JobRunner, RunControl
 from .runtime import Runtime
 from .scheduler import GpuSlot, Policy, QueuedJob, RunningJob, plan
-from .states import RUNNING, JobState
+from .states import RUNNING, JobState, StopReason
 from .store import Store
 from .workspace import Workspace
 
@@ -50,7 +51,9 @@ class Supervisor:
         reserve: DiskReserve | None = None,
         objects: ObjectStore | None = None,
         staging_max_age_seconds: float = 86400.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """clock: the wall clock that time limits and reservations are judged by."""
         self.store = store
         self.runtime = runtime
         self.workspace = workspace
@@ -61,6 +64,7 @@ class Supervisor:
         self.reserve = reserve or DiskReserve(workspace.root)
         self.objects = objects
         self.staging_max_age_seconds = staging_max_age_seconds
+        self.clock = clock
         self._runner = JobRunner(store, runtime, workspace, self.reserve, grace_seconds)
         self._controls: dict[str, RunControl] = {}
         self._threads: dict[str, threading.Thread] = {}
@@ -104,7 +108,7 @@ class Supervisor:
 
     def schedule_once(self) -> None:
         with self._lock:
-            now = time.time()
+            now = self.clock()
             active = self.store.jobs_in(RUNNING)
             busy = {u for j in active for u in j.gpu_uuids}
             cpu_jobs = sum(1 for j in active if not j.gpu_uuids)
@@ -158,12 +162,12 @@ class Supervisor:
         thread.start()
 
     def _enforce_time_limits(self) -> None:
-        now = time.time()
+        now = self.clock()
         for job in self.store.jobs_in(RUNNING):
             limit = job.spec.time_limit_seconds
             if limit and now - job.started_at > limit and not job.stop_reason:
-                self.store.request_stop(job.id, "timeout")
-                self._stop(job.id, "timeout")
+                self.store.request_stop(job.id, StopReason.TIMEOUT)
+                self._stop(job.id, StopReason.TIMEOUT)
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
@@ -192,7 +196,7 @@ class Supervisor:
                 resumed.append(job.id)
         return resumed
 
-    def _stop(self, job_id: str, reason: str) -> None:
+    def _stop(self, job_id: str, reason: StopReason) -> None:
         control = self._controls.get(job_id)
         if control is None:
             return  # its runner reads the stored reason when it starts
@@ -221,8 +225,8 @@ class Supervisor:
                 return CancelOutcome(job, "cancelled while queued; it never ran")
             if job.state.terminal:
                 return CancelOutcome(job, f"not cancelled: it had already {job.state.value}")
-            job = self.store.request_stop(job_id, "cancel")
-        self._stop(job_id, "cancel")
+            job = self.store.request_stop(job_id, StopReason.CANCEL)
+        self._stop(job_id, StopReason.CANCEL)
         return CancelOutcome(
             job,
             f"cancel requested: stopping it (SIGTERM, then SIGKILL after {self.grace_seconds:g} s)",

@@ -61,7 +61,7 @@ def job_to_wire(job: Job, run_dir: str = "", gpu_usage: tuple[GpuUsage, ...] = (
         last_metrics=job.last_metrics,
         last_seq=job.last_seq,
         secret_names=list(job.secret_names),
-        stop_reason=job.stop_reason,
+        stop_reason=job.stop_reason.value if job.stop_reason else "",
         gpu_usage=gpu_usage_to_wire(gpu_usage),
     )
     if job.progress is not None:
