@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hatrain.rpc.config_yaml import ConfigYamlError, load_config_yaml
+
 from .events import Event, EventKind, Metric, Progress
 from .states import FailureReason
 
@@ -197,11 +199,9 @@ def _seconds(clock: str) -> float:
 
 def models_of(config_yaml: str) -> tuple[str, ...]:
     """The models a job's config names, to say which one could not be had."""
-    import yaml
-
     try:
-        config = yaml.safe_load(config_yaml)
-    except yaml.YAMLError:
+        config = load_config_yaml(config_yaml)
+    except ConfigYamlError:
         return ()
     if not isinstance(config, dict):
         return ()

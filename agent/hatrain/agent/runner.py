@@ -273,8 +273,13 @@ class JobRunner:
         first_pending = 0.0
         done = False
         while not done:
+            # Idle (nothing read and not stored yet), it sleeps until the step prints or ends.
+            if pending:
+                wait: float | None = max(0.0, first_pending + _FLUSH_SECONDS - time.monotonic())
+            else:
+                wait = _FLUSH_SECONDS if cursor != record.cursor else None
             try:
-                item = chunks.get(timeout=_FLUSH_SECONDS)
+                item = chunks.get(timeout=wait)
             except queue.Empty:
                 item = None
             if item is _DONE:

@@ -11,18 +11,25 @@ killed, running steps keep running; on restart the agent re-attaches to them thr
 in its store (pid + start time), reads the log from the byte offset it had stored, and takes the
 exit code from the file. A step whose process vanished without an exit file fails with
 `container lost`.
+
+The end of a step is noticed from the process itself, through a pidfd (the kernel makes it
+readable when the process ends): no polling interval lies between the step's end, a stop's
+SIGKILL, and the job's verdict.
 """
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
-import time
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import yaml
+from hatrain.rpc.config_yaml import load_config_yaml
 
 from .config import LocalConfig, MultiGpuConfig
 from .events import Progress
@@ -44,14 +51,18 @@ from .store import decode_handle, encode_handle
 from .workspace import DATASETS, HF_CACHE, JobDirs, Workspace
 
 _READ = 1024 * 1024
+# How long a read of the log waits for new output before it looks again (the step's end cuts it
+# short).
 _POLL_SECONDS = 0.02
+_KILLED_SECONDS = 10.0
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 # Runs the step, then records its exit code atomically; the step itself runs through the secret
-# shim so secrets live only in its environment. Stopping signals the whole process group: the
-# wrapper traps them (a trap, unlike an ignored signal, is not inherited by the step), outlives
-# the step, and records how it ended.
+# shim, in a subshell, so secrets live only in its environment. Stopping signals the whole
+# process group: the wrapper traps them (a subshell, and the step it becomes, get back the
+# default action of a trapped signal), outlives the step, and records how it ended.
 _WRAPPER = (
-    'trap : TERM INT; sh -c "$0" "$@"; code=$?; echo "$code" > "$HATRAIN_EXIT.tmp" && '
-    'mv "$HATRAIN_EXIT.tmp" "$HATRAIN_EXIT"'
+    f"trap : TERM INT; ({SECRET_SHIM}); "
+    'code=$?; echo "$code" > "$HATRAIN_EXIT.tmp" && mv "$HATRAIN_EXIT.tmp" "$HATRAIN_EXIT"'
 )
 
 
@@ -79,6 +90,39 @@ def localize(value: Any, mapping: dict[str, Path]) -> Any:
     return value
 
 
+class _ProcessEnd:
+    """The end of a step's process, from a pidfd: wait(timeout) returns whether it has ended."""
+
+    def __init__(self, handle: ProcessHandle, child: bool) -> None:
+        try:
+            self._fd: int | None = os.pidfd_open(handle.pid)
+        except ProcessLookupError:
+            self._fd = None
+            return
+        # Not our child: the pid may belong to another process by now.
+        if not child and _start_time(handle.pid) != handle.start_time:
+            self.close()
+
+    def wait(self, timeout: float | None) -> bool:
+        if self._fd is None:
+            return True
+        ready, _, _ = select.select([self._fd], [], [], timeout)
+        return bool(ready)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "_ProcessEnd":
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
 def _process(handle: Handle) -> ProcessHandle:
     if not isinstance(handle, ProcessHandle):
         raise foreign_handle(LocalRuntime.name, handle)
@@ -95,6 +139,8 @@ class LocalRuntime:
         self.multi_gpu = multi_gpu or MultiGpuConfig()
         self.workspace = workspace
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        # Notified when stop() records the exit code of a step it had to kill.
+        self._recorded = threading.Condition()
 
     def _axolotl(self) -> Path:
         return self.config.venv / "bin" / "axolotl"
@@ -113,8 +159,8 @@ class LocalRuntime:
         work = self._step_dir(job.id)
         work.mkdir(parents=True, exist_ok=True)
         mapping = dirs.container_to_host()
-        config = localize(yaml.safe_load(job.spec.config_yaml), mapping)
-        (work / job.spec.config_name).write_text(yaml.safe_dump(config, sort_keys=False))
+        config = localize(load_config_yaml(job.spec.config_yaml), mapping)
+        (work / job.spec.config_name).write_text(yaml.dump(config, Dumper=_DUMPER, sort_keys=False))
         log_path, exit_path = work / f"{step}.log", work / f"{step}.exit"
         exit_path.unlink(missing_ok=True)
         args, launch_env = step_command(step, job, self.multi_gpu, str(work))
@@ -133,7 +179,7 @@ class LocalRuntime:
         }
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
-                ["/bin/sh", "-c", _WRAPPER, SECRET_SHIM, "hatrain", str(self._axolotl()), *args],
+                ["/bin/sh", "-c", _WRAPPER, "hatrain", str(self._axolotl()), *args],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -171,46 +217,51 @@ class LocalRuntime:
             return "exited"
         return "running" if self._alive(process) else "missing"
 
+    def _end(self, handle: ProcessHandle) -> _ProcessEnd:
+        return _ProcessEnd(handle, child=handle.pid in self._children)
+
     def logs(self, handle: Handle, cursor: LogCursor | None) -> Iterator[tuple[str, LogCursor]]:
+        process = _process(handle)
         offset = cursor if isinstance(cursor, int) else 0
-        with open(_process(handle).log, "rb") as fh:
+        with self._end(process) as end, open(process.log, "rb") as fh:
             while True:
+                # Whether the process had ended before this read: then the read takes all.
+                ended = end.wait(0)
                 fh.seek(offset)
                 data = fh.read(_READ)
                 if data:
                     # Hand out whole lines (or \r-ended bar updates) so no UTF-8 sequence is cut.
-                    end = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
-                    if end == 0 and len(data) < _READ and self.probe(handle) == "running":
-                        time.sleep(_POLL_SECONDS)
+                    cut = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
+                    if cut == 0 and len(data) < _READ and not ended:
+                        end.wait(_POLL_SECONDS)  # the rest of the line, or the end
                         continue
-                    chunk = data[: end or len(data)]
+                    chunk = data[: cut or len(data)]
                     offset += len(chunk)
                     yield chunk.decode("utf-8", errors="replace"), offset
-                elif self.probe(handle) != "running":
-                    if fh.seek(0, os.SEEK_END) == offset:
-                        return
+                elif ended:
+                    return
                 else:
-                    time.sleep(_POLL_SECONDS)
+                    # New output shows in the file only; the end wakes this wait at once.
+                    end.wait(_POLL_SECONDS)
 
     def wait(self, handle: Handle) -> ExitStatus:
         process = _process(handle)
-        deadline = None
-        while True:
+        code = self._exit_code(process)
+        if code is None:
+            with self._end(process) as end:
+                end.wait(None)
+            # The wrapper writes the file before it exits; a step killed by stop() gets its
+            # code from stop(), which may still be on its way to writing it.
+            with self._recorded:
+                self._recorded.wait_for(lambda: self._exit_code(process) is not None, 2.0)
             code = self._exit_code(process)
-            if code is not None:
-                self._reap(process)
-                return ExitStatus(code)
-            if not self._alive(process):
-                # The wrapper writes the file just before it exits; give a stop() racing with
-                # us the moment it needs to record the signal.
-                deadline = deadline or time.monotonic() + 2
-                if time.monotonic() > deadline:
-                    self._reap(process)
-                    raise RuntimeFailure(
-                        FailureReason.CONTAINER_LOST,
-                        "the step's process vanished without recording an exit code",
-                    )
-            time.sleep(_POLL_SECONDS)
+        self._reap(process)
+        if code is None:
+            raise RuntimeFailure(
+                FailureReason.CONTAINER_LOST,
+                "the step's process vanished without recording an exit code",
+            )
+        return ExitStatus(code)
 
     def _reap(self, handle: ProcessHandle) -> None:
         child = self._children.pop(handle.pid, None)
@@ -223,19 +274,19 @@ class LocalRuntime:
         process = _process(handle)
         pid = process.pid
         signum = signal.SIGTERM
-        with contextlib.suppress(ProcessLookupError):
-            if self._alive(process):
+        with self._end(process) as end, contextlib.suppress(ProcessLookupError):
+            if not end.wait(0):
                 os.killpg(pid, signal.SIGTERM)
-                deadline = time.monotonic() + grace_seconds
-                while self._alive(process) and time.monotonic() < deadline:
-                    time.sleep(_POLL_SECONDS)
-                if self._alive(process):
+                if not end.wait(grace_seconds):
                     signum = signal.SIGKILL
                     os.killpg(pid, signal.SIGKILL)
+                    end.wait(_KILLED_SECONDS)
         self._reap(process)
         exit_path = Path(process.exit)
-        if not exit_path.exists():
-            exit_path.write_text(f"{128 + signum}\n")
+        with self._recorded:
+            if not exit_path.exists():
+                exit_path.write_text(f"{128 + signum}\n")
+            self._recorded.notify_all()
 
     def remove(self, handle: Handle) -> None:
         """Nothing to remove: the step's log stays with the job's files."""

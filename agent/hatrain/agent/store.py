@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -237,6 +238,31 @@ def _log_row(
     return (job_id, last_seq, now, _LOG, json.dumps(record), lines, "\n".join(run))
 
 
+class _QueueTally:
+    """How many jobs are queued, by priority and by the GPUs they ask for. Kept by the store's
+    one writer beside the table, and changed only once a transaction that queues or dequeues a
+    job has committed, so that a new job's place in the queue, and whether anything queued could
+    start at all, cost no scan of the queue however long it grows."""
+
+    def __init__(self, rows: Iterable[tuple[int, int]]) -> None:
+        self.by_priority: Counter[int] = Counter()
+        self.by_gpus: Counter[int] = Counter()
+        for priority, gpus in rows:
+            self.add(priority, gpus, 1)
+
+    def add(self, priority: int, gpus: int, count: int) -> None:
+        self.by_priority[priority] += count
+        self.by_gpus[gpus] += count
+        if not self.by_priority[priority]:
+            del self.by_priority[priority]
+        if not self.by_gpus[gpus]:
+            del self.by_gpus[gpus]
+
+    def place_of_new(self, priority: int) -> int:
+        """The place a job queued now takes: after every queued job of its priority or higher."""
+        return 1 + sum(n for p, n in self.by_priority.items() if p >= priority)
+
+
 class Store:
     """Jobs and their events. Thread-safe: one writer connection, one reader per thread."""
 
@@ -249,7 +275,15 @@ class Store:
         self._changed = threading.Condition()
         self._generation = 0
         self._listeners: list[Callable[[str], None]] = []
+        # What the transaction in progress changes in the tally once it has committed.
+        self._tally_changes: list[tuple[int, int, int]] = []
         self._migrate()
+        self._tally = _QueueTally(
+            (priority, int(gpus or 0))
+            for priority, gpus in self._writer.execute(
+                "SELECT priority, json_extract(spec, '$.gpus') FROM jobs WHERE state='queued'"
+            )
+        )
 
     # -- schema ----------------------------------------------------------------------------
 
@@ -299,10 +333,13 @@ class Store:
         rollback must not hide the real error."""
         with self._write_lock:
             conn = self._writer
+            self._tally_changes = []
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 yield conn
                 conn.execute("COMMIT")
+                for priority, gpus, count in self._tally_changes:
+                    self._tally.add(priority, gpus, count)
             except BaseException as exc:
                 if conn.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
@@ -392,7 +429,9 @@ class Store:
             self._insert_events(
                 conn, job_id, 1, [Event(EventKind.STATE, state=JobState.QUEUED.value)]
             )
-            return self._with_position(self._load(conn, job_id), conn), True
+            self._tally_changes.append((spec.priority, spec.gpus, 1))
+            job = self._load(conn, job_id)
+            return replace(job, queue_position=self._tally.place_of_new(spec.priority)), True
 
     def transition(
         self,
@@ -432,6 +471,8 @@ class Store:
             sets.append("last_seq=?")
             args.append(seq)
             conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", [*args, job_id])
+            if job.state == JobState.QUEUED:
+                self._tally_changes.append((job.spec.priority, job.spec.gpus, -1))
             event = Event(
                 EventKind.STATE,
                 step=step,
@@ -589,6 +630,11 @@ class Store:
             ]
         token = base64.urlsafe_b64encode(str(rows[-1][0]).encode()).decode() if more else ""
         return jobs, token, total
+
+    def queued_gpu_needs(self) -> set[int]:
+        """The numbers of GPUs queued jobs ask for (0: jobs without a GPU), from the tally."""
+        with self._write_lock:
+            return set(self._tally.by_gpus)
 
     def jobs_in(self, states: Iterable[JobState]) -> list[Job]:
         """Every job in the given states, in submission order (for the scheduler and recovery)."""

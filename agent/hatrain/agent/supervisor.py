@@ -25,7 +25,9 @@ from .store import Store
 from .workspace import Workspace
 
 log = structlog.get_logger(__name__)
-_MIN_PASS_INTERVAL = 0.05
+# A pass runs on every wake-up (a submit, a job's end, a cancel); without one, at least this
+# often, for time limits and housekeeping.
+_IDLE_PASS_SECONDS = 1.0
 _HOUSEKEEPING_SECONDS = 5.0
 
 
@@ -92,28 +94,35 @@ class Supervisor:
         self._wake.set()
 
     def _loop(self) -> None:
+        self._wake.set()  # a first pass at once, for jobs queued while the agent was down
         while not self._stopping.is_set():
-            self._wake.wait(timeout=1.0)
+            self._wake.wait(timeout=_IDLE_PASS_SECONDS)
+            # Cleared before the pass: whatever happens during it wakes the next one, and a
+            # burst of wake-ups meanwhile makes one pass, not one each.
             self._wake.clear()
             if self._stopping.is_set():
                 return
             try:
                 self.schedule_once()
-                self._enforce_time_limits()
+                self.enforce_time_limits()
                 self._housekeeping()
             except Exception:
                 log.exception("scheduling pass failed")
-            # A burst of submissions is scheduled in one pass rather than one pass each.
-            self._stopping.wait(_MIN_PASS_INTERVAL)
 
     def schedule_once(self) -> None:
         with self._lock:
             now = self.clock()
+            needs = self.store.queued_gpu_needs()
+            if not needs:
+                return
             active = self.store.jobs_in(RUNNING)
             busy = {u for j in active for u in j.gpu_uuids}
             cpu_jobs = sum(1 for j in active if not j.gpu_uuids)
-            if len(busy) >= len(self.gpus) and cpu_jobs >= self.policy.max_cpu_jobs:
-                return  # nothing could start: spare reading the whole queue
+            free = sum(1 for g in self.gpus if g.uuid not in busy)
+            if not any(0 < n <= free for n in needs) and not (
+                0 in needs and cpu_jobs < self.policy.max_cpu_jobs
+            ):
+                return  # nothing queued could start: spare reading the whole queue
             queued = [
                 QueuedJob(
                     id=j.id,
@@ -161,7 +170,8 @@ class Supervisor:
         self._threads[job.id] = thread
         thread.start()
 
-    def _enforce_time_limits(self) -> None:
+    def enforce_time_limits(self) -> None:
+        """Ask every running job past its time limit to stop (each pass does this)."""
         now = self.clock()
         for job in self.store.jobs_in(RUNNING):
             limit = job.spec.time_limit_seconds
