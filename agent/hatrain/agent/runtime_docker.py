@@ -347,9 +347,9 @@ class DockerRuntime:
     def wait(self, handle: Handle) -> ExitStatus:
         container_id = _container_id(handle)
         try:
-            container = self._engine_call(self.client.containers.get, container_id)
-            result = self._engine_call(container.wait)
-            self._engine_call(container.reload)
+            # Docker's own wait: the engine answers when the container exits.
+            result = self._engine_call(self.client.api.wait, container_id)
+            state = self._engine_call(self.client.api.inspect_container, container_id)["State"]
         except docker.errors.NotFound as exc:
             raise RuntimeFailure(
                 FailureReason.CONTAINER_LOST, "the container disappeared while it ran"
@@ -361,7 +361,7 @@ class DockerRuntime:
                 f'(it exited {result["StatusCode"]}); set "live-restore": true in '
                 "/etc/docker/daemon.json to keep jobs running across engine restarts",
             )
-        return ExitStatus(int(result["StatusCode"]), bool(container.attrs["State"]["OOMKilled"]))
+        return ExitStatus(int(result["StatusCode"]), bool(state["OOMKilled"]))
 
     def probe(self, handle: Handle) -> Probe:
         try:
