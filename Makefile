@@ -35,8 +35,11 @@ test: venv
 	$(PY) -m pytest -ra --ignore=tests/fast $(PYTEST_ARGS)
 
 # Runner, supervisor and recovery over an in-memory runtime (tests/fast): seconds, no set-up.
+# Their stores and data roots live in memory (/dev/shm), and only tests/fast's fixtures load.
 test-fast: venv
-	$(PY) -m pytest -q -p no:cacheprovider tests/fast
+	@tmp=$$(mktemp -d -p /dev/shm hatrain-test-fast.XXXXXX) && \
+	$(PY) -m pytest -q -p no:cacheprovider --confcutdir=tests/fast --basetemp=$$tmp/t tests/fast; \
+	status=$$?; rm -rf $$tmp; exit $$status
 
 # The main job: an agent on this machine and a real training run submitted through the client.
 demo: venv
