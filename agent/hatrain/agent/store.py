@@ -24,7 +24,7 @@ from .disk import storage_fault
 from .errors import FailedPrecondition, InvalidArgument, NotFound
 from .events import Event, EventKind, Progress
 from .jobs import Job, JobFile, JobSpec
-from .states import TERMINAL, FailureReason, JobState, StopReason, can_transition
+from .states import RUNNING, TERMINAL, FailureReason, JobState, StopReason, can_transition
 from .steps import ContainerHandle, Handle, LogCursor, ProcessHandle, StepEnd, StepRecord
 
 SCHEMA_VERSION = 3
@@ -635,6 +635,18 @@ class Store:
         """The numbers of GPUs queued jobs ask for (0: jobs without a GPU), from the tally."""
         with self._write_lock:
             return set(self._tally.by_gpus)
+
+    def past_time_limit(self, now: float) -> list[str]:
+        """Running jobs past their time limit at `now` and not asked to stop yet."""
+        running = [s.value for s in RUNNING]
+        rows = self._reader().execute(
+            "SELECT id FROM jobs WHERE state IN "
+            f"({', '.join('?' * len(running))}) AND stop_reason='' "
+            "AND json_extract(spec, '$.time_limit_seconds') > 0 "
+            "AND ? - started_at > json_extract(spec, '$.time_limit_seconds') ORDER BY n",
+            [*running, now],
+        )
+        return [job_id for (job_id,) in rows]
 
     def jobs_in(self, states: Iterable[JobState]) -> list[Job]:
         """Every job in the given states, in submission order (for the scheduler and recovery)."""

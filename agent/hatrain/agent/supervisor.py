@@ -172,12 +172,9 @@ class Supervisor:
 
     def enforce_time_limits(self) -> None:
         """Ask every running job past its time limit to stop (each pass does this)."""
-        now = self.clock()
-        for job in self.store.jobs_in(RUNNING):
-            limit = job.spec.time_limit_seconds
-            if limit and now - job.started_at > limit and not job.stop_reason:
-                self.store.request_stop(job.id, StopReason.TIMEOUT)
-                self._stop(job.id, StopReason.TIMEOUT)
+        for job_id in self.store.past_time_limit(self.clock()):
+            self.store.request_stop(job_id, StopReason.TIMEOUT)
+            self._stop(job_id, StopReason.TIMEOUT)
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
