@@ -27,9 +27,9 @@ USER = "ann"
 class FastHost:
     """A data root, its store and an InMemoryRuntime that outlive the agents started on them."""
 
-    def __init__(self, root: Path, gpus: int = 2, store_path: Path | None = None) -> None:
+    def __init__(self, root: Path, gpus: int = 2, store: type[Store] = Store) -> None:
         self.root = root
-        self.store = Store(store_path or root / "hatrain.db")
+        self.store = store(root / "hatrain.db")
         self.objects = ObjectStore(root)
         self.workspace = Workspace(root, self.objects)
         self.runtime = InMemoryRuntime()

@@ -4,11 +4,15 @@ test double (for Docker), with the real store, runner and supervisor."""
 import errno
 import json
 import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
 
 from hatrain.agent.errors import StorageFault
-from hatrain.agent.events import EventKind
+from hatrain.agent.events import Event, EventKind
 from hatrain.agent.runtime import ContainerHandle, RuntimeFailure
 from hatrain.agent.states import FailureReason, JobState
+from hatrain.agent.steps import StepRecord
+from hatrain.agent.store import Store
 
 from tests.fast.host import FastHost
 from tests.fast.memory_runtime import PREPROCESS_OK, JobScript, StepScript
@@ -227,30 +231,46 @@ def test_an_io_error_from_the_runtime_is_a_storage_error(host: FastHost) -> None
     assert "check the disk" in done.hint
 
 
-def test_output_the_store_refuses_stops_the_step_and_fails_the_job(host: FastHost) -> None:
-    """The store refuses a step's output (StorageFault from the store, the fault seam): the step
-    is stopped at once rather than run on unrecorded, and the job ends `disk full`; the reserve
-    was given up so that the job's end could be written."""
+class RefusingStore(Store):
+    """Test double (a fault seam): the real store, which refuses a step's output while `full`
+    is set, as a store on a full disk does, with StorageFault."""
+
+    full = False
+
+    def append(
+        self,
+        job_id: str,
+        events: Sequence[Event],
+        *,
+        step: StepRecord | None = None,
+        while_running: bool = False,
+    ) -> int:
+        if self.full:
+            raise StorageFault("the agent's data root cannot take writes (test)", full=True)
+        return super().append(job_id, events, step=step, while_running=while_running)
+
+
+def test_output_the_store_refuses_stops_the_step_and_fails_the_job(tmp_path: Path) -> None:
+    """The store refuses a step's output: the step is stopped at once rather than run on
+    unrecorded, and the job ends `disk full`; the disk reserve was given up so that the job's
+    end could be written."""
+    host = FastHost(tmp_path / "data", store=RefusingStore)
+    store = host.store
+    assert isinstance(store, RefusingStore)
     host.runtime.script("loud.yml", _failing_train(exit_code=None))
-    refuse = {"on": False}
-    append = host.store.append
-
-    def refusing_append(*args: object, **kwargs: object) -> int:
-        if refuse["on"]:
-            raise StorageFault("the data root cannot take writes (test)", full=True)
-        return append(*args, **kwargs)  # type: ignore[arg-type]
-
-    host.store.append = refusing_append  # type: ignore[method-assign]
     host.agent()
-    job = host.submit("loud.yml")
-    container = host.runtime.container(job.id, "train")
-    assert host.reserve.held
-    refuse["on"] = True
-    host.runtime.write(job.id, "train", "a line that cannot be stored\n")
-    done = host.ended(job.id)
-    assert (done.state, done.failure_reason) == (JobState.FAILED, FailureReason.DISK_FULL)
-    assert container.signals == ["SIGTERM"]
-    assert not host.reserve.held
+    try:
+        job = host.submit("loud.yml")
+        container = host.runtime.container(job.id, "train")
+        assert host.reserve.held
+        store.full = True
+        host.runtime.write(job.id, "train", "a line that cannot be stored\n")
+        done = host.ended(job.id)
+        assert (done.state, done.failure_reason) == (JobState.FAILED, FailureReason.DISK_FULL)
+        assert container.signals == ["SIGTERM"]
+        assert not host.reserve.held
+    finally:
+        host.stop()
 
 
 def test_metrics_and_progress_reach_the_job_record(host: FastHost) -> None:
