@@ -66,6 +66,12 @@ _WRAPPER = (
 )
 
 
+def wrapped(argv: list[str]) -> list[str]:
+    """The command line of a step: argv run by the wrapper, which records its exit code in the
+    file named by $HATRAIN_EXIT."""
+    return ["/bin/sh", "-c", _WRAPPER, "hatrain", *argv]
+
+
 def _start_time(pid: int) -> str | None:
     """The process's start time in clock ticks (tells a live step from a reused pid)."""
     try:
@@ -179,7 +185,7 @@ class LocalRuntime:
         }
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
-                ["/bin/sh", "-c", _WRAPPER, "hatrain", str(self._axolotl()), *args],
+                wrapped([str(self._axolotl()), *args]),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
