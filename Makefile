@@ -22,7 +22,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 
 typecheck: venv
-	$(VENV)/bin/mypy agent/hatrain client/hatrain tests bench
+	$(VENV)/bin/mypy agent/hatrain client/hatrain tests bench examples
 
 check: proto-check lint typecheck
 
@@ -51,6 +51,7 @@ bench: venv
 	$(PY) bench/run_all.py
 	$(PY) bench/client_bench.py
 	$(PY) bench/faults.py
+	$(PY) bench/schedule_trace.py
 	$(MAKE) bench-peers
 
 # hatrain against Slurm and Ray Jobs, set up here for the run and torn down after it.

@@ -28,11 +28,12 @@ sys.path.insert(0, str(REPO))
 from hatrain.agent.config import AgentConfig  # noqa: E402
 from hatrain.agent.server import Agent, configure_logging  # noqa: E402
 from hatrain.client.hash_cache import sha256_file  # noqa: E402
-from hatrain.client.session import HostSession  # noqa: E402
 from hatrain.client.settings import load_settings  # noqa: E402
+from hatrain.client.transport import open_host  # noqa: E402
 from hatrain.client.upload import upload  # noqa: E402
 
 from tests.support.client import ClientRunner  # noqa: E402
+from tests.support.harness import socket_path  # noqa: E402
 from tests.support.images import ensure_test_image  # noqa: E402
 from tests.support.sshd import SshServer, start_sshd  # noqa: E402
 
@@ -69,7 +70,7 @@ def bench_upload(sshd: SshServer, client: ClientRunner, agent: Agent, big: Path)
         rsync.append(timed(["rsync", "-a", "--whole-file", "-e", " ".join(["ssh", *ssh_args(sshd)]),
                             str(big), f"{target}:{dest}/rsync.bin"]))  # fmt: skip
         agent.objects.path_of(digest).unlink(missing_ok=True)
-        with HostSession("gpu1", settings.hosts["gpu1"], settings).open() as session:
+        with open_host("gpu1", settings) as session:
             start = time.perf_counter()
             report = upload(session, {digest: big})
             ours.append(time.perf_counter() - start)
@@ -153,7 +154,7 @@ def main() -> None:
     sshd = start_sshd(work / "sshd")
     config: dict[str, Any] = {
         "data_root": str(work / "data"),
-        "listen": "127.0.0.1:0",
+        "listen": str(socket_path()),
         "log_format": "console",
         "docker": {"allowed_images": [image], "default_image": image, "pull_missing": False},
         "scheduler": {"max_cpu_jobs": 8},
@@ -163,17 +164,20 @@ def main() -> None:
     # Re-submits go to a host that queues without starting anything, so that the containers of
     # earlier jobs do not compete with the command measured for this machine's two cores.
     queue_only = Agent(AgentConfig.model_validate({
-        **config, "data_root": str(work / "queue"), "scheduler": {"max_cpu_jobs": 0},
+        **config, "data_root": str(work / "queue"), "listen": str(socket_path()),
+        "scheduler": {"max_cpu_jobs": 0},
     }))  # fmt: skip
     queue_only.start()
     try:
-        cold = ClientRunner.configure(work / "cold", sshd, agent.port)  # a new SSH login each time
+        cold = ClientRunner.configure(
+            work / "cold", sshd, agent.socket
+        )  # a new SSH login each time
         client = ClientRunner.configure(
-            work / "client", sshd, agent.port, keep_connection_seconds=60
+            work / "client", sshd, agent.socket, keep_connection_seconds=60
         )
-        queue_cold = ClientRunner.configure(work / "queue-cold", sshd, queue_only.port)
+        queue_cold = ClientRunner.configure(work / "queue-cold", sshd, queue_only.socket)
         queue_shared = ClientRunner.configure(
-            work / "queue-shared", sshd, queue_only.port, keep_connection_seconds=60
+            work / "queue-shared", sshd, queue_only.socket, keep_connection_seconds=60
         )
         project = work / "project"
         project.mkdir()

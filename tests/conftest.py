@@ -19,7 +19,7 @@ from hatrain.agent.config import AgentConfig
 from hatrain.agent.server import Agent, configure_logging
 
 from tests.support.client import ClientRunner
-from tests.support.harness import stub_for
+from tests.support.harness import socket_path, stub_for
 from tests.support.images import ensure_test_image, python_mounts
 from tests.support.sshd import SshServer, start_sshd
 
@@ -162,7 +162,7 @@ def agent_config(
     axolotl.chmod(0o755)
     return {
         "data_root": str(tmp_path / "data"),
-        "listen": "127.0.0.1:0",
+        "listen": str(socket_path()),
         "runtime": "docker",
         "log_format": "console",
         "docker": {
@@ -184,13 +184,13 @@ def agent_config(
 
 @pytest.fixture
 def start_agent() -> Iterator[Callable[[dict[str, Any]], tuple[Any, Agent]]]:
-    """Start an in-process agent on a real gRPC port; returns (stub as user alice, agent)."""
+    """Start an in-process agent on its real socket; returns (a stub on it, the agent)."""
     started: list[tuple[Agent, Any]] = []
 
-    def start(config: dict[str, Any], user: str = "alice") -> tuple[Any, Agent]:
+    def start(config: dict[str, Any]) -> tuple[Any, Agent]:
         agent = Agent(AgentConfig.model_validate(config))
         agent.start()
-        stub, channel = stub_for(f"127.0.0.1:{agent.port}", user)
+        stub, channel = stub_for(agent.socket)
         started.append((agent, channel))
         return stub, agent
 
@@ -241,8 +241,8 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
 def client_for(sshd: SshServer, tmp_path: Path) -> Callable[..., ClientRunner]:
     """A `hatrain-client` (the real CLI, as a process) whose host gpu1 is reached through sshd."""
 
-    def make(agent_port: int, **settings: Any) -> ClientRunner:
-        return ClientRunner.configure(tmp_path / "client", sshd, agent_port, **settings)
+    def make(agent_socket: Path, **settings: Any) -> ClientRunner:
+        return ClientRunner.configure(tmp_path / "client", sshd, agent_socket, **settings)
 
     return make
 
@@ -275,7 +275,7 @@ def real_agent_config(
     offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     config: dict[str, Any] = {
         "data_root": str(tmp_path / "data"),
-        "listen": "127.0.0.1:0",
+        "listen": str(socket_path()),
         "log_format": "console",
         "runtime": request.param,
     }

@@ -20,7 +20,7 @@ from hatrain.agent.objects import ObjectStore
 from hatrain.rpc.v1 import agent_pb2 as pb
 from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
 
-from tests.support.harness import AgentProcess, free_port, poll, spec, stub_for, wait_state
+from tests.support.harness import AgentProcess, poll, socket_path, spec, stub_for, wait_state
 
 WATCHERS = 1000
 BOMB = """a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
@@ -41,17 +41,17 @@ def agent_process(
     local_agent_config: dict[str, Any], tmp_path: Path
 ) -> Iterator[tuple[AgentProcess, str]]:
     """`hatrain-agent serve` (local runtime, one job at a time) and its address."""
-    port = free_port()
+    sock = socket_path()
     config = {
         **local_agent_config,
-        "listen": f"127.0.0.1:{port}",
+        "listen": str(sock),
         "scheduler": {"max_cpu_jobs": 1},
         "limits": {"max_watch_streams_per_user": 2 * WATCHERS},
     }
     agent = AgentProcess(config, tmp_path)
     agent.start()
     try:
-        yield agent, f"127.0.0.1:{port}"
+        yield agent, f"unix:{sock}"
     finally:
         agent.terminate()
 

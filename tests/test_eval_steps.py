@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 from hatrain.client.plot import curves
+from hatrain.client.records import Metrics, event_from_wire
 from hatrain.rpc.v1 import agent_pb2 as pb
 
 from tests.support.client import ClientRunner
@@ -29,7 +30,7 @@ def test_eval_steps_in_status_and_plot_equal_the_runs_log_history(
     """A real run with logging_steps 2 and eval_steps 3: the eval steps `status --json` lists,
     and the eval and train steps `plot` draws, equal trainer_state.json's log_history."""
     stub, agent = start_agent(local_axolotl_agent_config(tmp_path / "data", axolotl_venv))
-    client: ClientRunner = client_for(agent.port)
+    client: ClientRunner = client_for(agent.socket)
     checkout = demo_checkout(tmp_path / "checkout", tiny_model)
     config_path = checkout / "configs" / "demo" / "tiny-llama-cpu.yml"
     config = yaml.safe_load(config_path.read_text())
@@ -56,7 +57,7 @@ def test_eval_steps_in_status_and_plot_equal_the_runs_log_history(
     assert "at step 12" in text and "eval loss" in text
 
     events = [e for e in all_events(stub, submitted["id"]) if e.kind == pb.EVENT_KIND_METRICS]
-    drawn = curves(events, logging_steps=2)
+    drawn = curves(metric_events(events), logging_steps=2)
     assert [step for step, _ in drawn.eval] == eval_steps
     assert [step for step, _ in drawn.train] == train_steps
     png = tmp_path / "loss.png"
@@ -81,7 +82,12 @@ def test_events_recorded_before_the_train_step_was_kept_still_plot() -> None:
     assert all(e.train_step is None for e in events)
     wire = [event_to_wire(e) for e in events]
     assert not any(w.HasField("train_step") for w in wire)
-    drawn = curves(wire, logging_steps=5)
+    drawn = curves(metric_events(wire), logging_steps=5)
     assert drawn.eval == [(0, 3.0), (10, 1.5)] and drawn.train == [(5, 2.5), (10, 2.0)]
     kept = Event.from_record("metrics", 9, 0.0, {**old[3][1], "train_step": 7})
     assert event_to_wire(kept).train_step == 7 and kept.to_record()["train_step"] == 7
+
+
+def metric_events(wire: list[pb.Event]) -> list[Metrics]:
+    """The client's typed records of these wire events."""
+    return [e for e in map(event_from_wire, wire) if isinstance(e, Metrics)]

@@ -12,6 +12,7 @@ from typing import Any
 from hatrain.agent.config import AgentConfig
 from hatrain.agent.events import GpuUsage
 from hatrain.agent.server import Agent
+from hatrain.client.records import Job, event_from_wire
 from hatrain.client.render import describe, event_line
 from hatrain.rpc.v1 import agent_pb2 as pb
 
@@ -54,7 +55,7 @@ def test_running_jobs_show_their_own_gpus_usage(
     agent = Agent(AgentConfig.model_validate(local_agent_config), gpu_reader=lambda: nvml)
     agent.start()
     try:
-        stub, channel = stub_for(f"127.0.0.1:{agent.port}")
+        stub, channel = stub_for(agent.socket)
         job = stub.SubmitJob(
             pb.SubmitJobRequest(spec=spec({"hatrain_standin": {"hold_train": "go"}}, gpus=2))
         ).job
@@ -70,7 +71,7 @@ def test_running_jobs_show_their_own_gpus_usage(
         assert all(
             g.memory_total_mb == 143_771 and g.memory_used_mb > 1000 for g in running.gpu_usage
         )
-        shown = describe(running, "gpu1")
+        shown = describe(Job.from_wire(running, "gpu1"))
         assert f"gpu use   {running.gpu_uuids[0][:12]}… " in shown and "/140.4 GiB" in shown
 
         def gpu_events() -> list[pb.Event]:
@@ -82,7 +83,9 @@ def test_running_jobs_show_their_own_gpus_usage(
         assert all([g.uuid for g in e.gpu_usage] == list(running.gpu_uuids) for e in samples)
         used = [e.gpu_usage[0].memory_used_mb for e in samples]
         assert used == sorted(set(used)), "each event is a reading of its own"
-        assert str(event_line(samples[0])).startswith(f"gpu: {running.gpu_uuids[0][:12]}… ")
+        reading = event_from_wire(samples[0])
+        assert reading is not None
+        assert str(event_line(reading)).startswith(f"gpu: {running.gpu_uuids[0][:12]}… ")
         idle = set(GPUS) - set(running.gpu_uuids)
         assert not idle & set(nvml.reads), "only the GPUs of running jobs are read"
 

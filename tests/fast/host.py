@@ -1,8 +1,9 @@
 """One agent host for the fast tier: the real store (SQLite under tmp_path), workspace, runner,
 supervisor and recovery, over the InMemoryRuntime test double instead of Docker."""
 
+import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -41,7 +42,7 @@ class FastHost:
     def clock(self) -> float:
         return time.time() + self.clock_offset
 
-    def agent(self, policy: Policy | None = None, admins: Iterable[str] = ()) -> Supervisor:
+    def agent(self, policy: Policy | None = None) -> Supervisor:
         """Start an agent's supervisor on this host (as the agent does on start: recovery
         first, then scheduling)."""
         supervisor = Supervisor(
@@ -51,7 +52,6 @@ class FastHost:
             self.gpus,
             policy or Policy(max_cpu_jobs=2),
             GRACE_SECONDS,
-            frozenset(admins),
             reserve=self.reserve,
             objects=self.objects,
             clock=self.clock,
@@ -85,7 +85,7 @@ class FastHost:
         )
         job, _ = self.store.submit(spec, user, secret_names=(secrets or {}).keys())
         if secrets:
-            self.workspace.write_secrets(job.id, secrets)
+            self.workspace.write_secrets(job.id, secrets, os.getuid())
         for supervisor in self.agents:
             supervisor.wake()
         return job

@@ -117,7 +117,7 @@ def test_a_timed_out_job_cancelled_after_stays_a_timeout(host: FastHost) -> None
     host.clock_offset = 61
     supervisor.wake()
     host.until(lambda: host.store.get(job.id).stop_reason, "the time limit to ask for a stop")
-    supervisor.cancel(job.id, "ann")
+    supervisor.cancel(job.id)
     done = host.ended(job.id)
     assert (done.state, done.failure_reason) == (JobState.FAILED, FailureReason.TIMEOUT)
 

@@ -30,7 +30,7 @@ from .runtime import (
     LABEL_JOB,
     LABEL_STEP,
     LABEL_USER,
-    SECRET_SHIM,
+    SECRET_SHIM_ONE_PIPE,
     ContainerHandle,
     ExitStatus,
     Handle,
@@ -217,7 +217,7 @@ class DockerRuntime:
             command=[
                 "/bin/sh",
                 "-c",
-                SECRET_SHIM,
+                SECRET_SHIM_ONE_PIPE,
                 "hatrain",
                 "axolotl",
                 *args,

@@ -1,42 +1,32 @@
-"""hatrain-client: the command line. Each verb is small; errors become one line at one place.
+"""hatrain-client: the command line, as presentation over the library (hatrain.client.api).
 
+Each verb calls the Client and prints what it returns; errors become one line at one place.
 Exit codes: see hatrain.client.errors (0 ok, 65 bad input, 69 unreachable, 77 SSH auth/host key,
 130 detached or cancelled; `wait` and a followed `submit` return the failed job's exit code).
 """
 
-import concurrent.futures
 import contextlib
 import functools
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
-import yaml
-from hatrain.rpc.v1 import agent_pb2 as pb
 
-from . import records
+from .api import Client, HostDown
 from .errors import EXIT_DETACHED, BadInput, ClientError
-from .session import HostSession, client_version
-from .settings import ClientSettings, load_settings
+from .records import Job, JobState, print_json, to_json
+from .settings import load_settings
+from .transport import client_version
 
 if TYPE_CHECKING:
     from rich.console import Console
-
-T = TypeVar("T")
-ACTIVE = [
-    pb.JOB_STATE_QUEUED,
-    pb.JOB_STATE_STARTING,
-    pb.JOB_STATE_PREPROCESSING,
-    pb.JOB_STATE_TRAINING,
-]
 
 
 class App:
     def __init__(self, config: Path | None) -> None:
         self._config = config
-        self._settings: ClientSettings | None = None
 
     # rich is imported only when something is drawn: --json and quiet paths start faster.
     @functools.cached_property
@@ -51,54 +41,24 @@ class App:
 
         return Console(stderr=True, highlight=False)
 
-    @property
-    def settings(self) -> ClientSettings:
-        if self._settings is None:
-            self._settings = load_settings(self._config)
-        return self._settings
+    @functools.cached_property
+    def client(self) -> Client:
+        return Client(
+            settings=load_settings(self._config),
+            warn=lambda m: self.err.print(m, style="yellow", markup=False),
+        )
 
-    def session(self, host: str | None) -> HostSession:
-        alias, entry = self.settings.host(host)
-        session = HostSession(alias, entry, self.settings)
-        try:
-            return session.open(warn=lambda m: self.err.print(m, style="yellow", markup=False))
-        except BaseException:
-            session.close()
-            raise
-
-    def each_host(self, host: str | None, action: Callable[[HostSession], T]) -> list[Any]:
-        """Run action on one host or, without --host, on every host at once; a host that is down
-        gives its ClientError in place of a result."""
-        aliases = [host] if host else list(self.settings.hosts)
-        if not aliases:
-            self.settings.host(None)  # raises the "no hosts configured" error
-
-        def run(alias: str) -> Any:
-            try:
-                with self.session(alias) as session:
-                    return action(session)
-            except ClientError as exc:
-                return exc
-
-        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-            results = list(pool.map(run, aliases))
-        return list(zip(aliases, results, strict=True))
-
-    def show_job(
-        self, job: pb.Job, host: str, as_json: bool, text: Callable[[], str], **extra: Any
-    ) -> None:
+    def show_job(self, job: Job, as_json: bool, text: Callable[[], str], **extra: Any) -> None:
         """The job as JSON (--json, with extra fields), or as the text for people."""
         if as_json:
-            records.print_json(records.to_dict(job, host=host, **extra))
+            print_json(to_json(job, **extra))
         else:
             self.out.print(text(), markup=False)
 
-    def report_down(self, results: list[tuple[str, Any]]) -> None:
-        for alias, result in results:
-            if isinstance(result, ClientError):
-                self.err.print(f"warning: {alias}: {result.message}", markup=False)
-                if result.fix:
-                    self.err.print(f"  fix: {result.fix}", markup=False)
+    def warn_down(self, alias: str, error: ClientError) -> None:
+        self.err.print(f"warning: {alias}: {error.message}", markup=False)
+        if error.fix:
+            self.err.print(f"  fix: {error.fix}", markup=False)
 
 
 class Group(click.Group):
@@ -110,6 +70,10 @@ class Group(click.Group):
             if exc.fix:
                 click.echo(f"  fix: {exc.fix}", err=True)
             ctx.exit(exc.exit_code)
+        finally:
+            app = ctx.find_object(App)
+            if app is not None and "client" in app.__dict__:
+                app.client.close()
 
 
 pass_app = click.make_pass_decorator(App)
@@ -137,67 +101,47 @@ def main(ctx: click.Context, config: Path | None) -> None:
     ctx.obj = App(config)
 
 
-def job_exit_code(job: pb.Job) -> int:
-    if job.state == pb.JOB_STATE_SUCCEEDED:
-        return 0
-    if job.state == pb.JOB_STATE_CANCELLED:
-        return EXIT_DETACHED
-    if job.has_exit_code and 0 < job.exit_code < 256:
-        return job.exit_code
-    return 1
-
-
-def events(
-    session: HostSession,
-    job_id: str,
-    *,
-    follow: bool,
-    from_seq: int = 0,
-    kinds: list[Any] | None = None,
-    tail: int = 0,
-) -> Iterator[pb.Event]:
-    request = pb.WatchJobRequest(
-        job_id=job_id, from_seq=from_seq, follow=follow, kinds=kinds or [], tail=tail
-    )
-    for response in session.stream("WatchJob", request):
-        yield from response.events
-
-
-def follow_job(
-    app: App, session: HostSession, job_id: str, as_json: bool, from_seq: int = 0
-) -> int:
+def follow_job(app: App, job: Job, as_json: bool, from_seq: int = 0) -> int:
     """Show the job's events until it ends; Ctrl-C detaches and the job keeps running."""
     try:
         from . import render
 
         follower = render.Follower(app.out)
         with follower:
-            for event in events(session, job_id, follow=True, from_seq=from_seq):
+            for event in app.client.watch(job.id, host=job.host, from_seq=from_seq):
                 if as_json:
-                    records.print_json(records.to_dict(event, job_id=job_id, host=session.alias))
+                    print_json(to_json(event, job_id=job.id, host=job.host))
                 else:
                     follower.handle(event)
     except KeyboardInterrupt:
         app.err.print(
-            f"detached; job {job_id} keeps running. Re-attach: "
-            f"hatrain-client watch {job_id} --host {session.alias}",
+            f"detached; job {job.id} keeps running. Re-attach: "
+            f"hatrain-client watch {job.id} --host {job.host}",
             markup=False,
         )
         return EXIT_DETACHED
-    job = session.call("GetJob", pb.GetJobRequest(job_id=job_id))
+    ended = app.client.job(job.id, host=job.host)
     if not as_json:
-        app.out.print(render.describe(job, session.alias), markup=False)
-    return job_exit_code(job)
+        app.out.print(render.describe(ended), markup=False)
+    return ended.exit_status
 
 
-def follow_if_asked(
-    app: App, session: HostSession, job_id: str, follow: bool | None, as_json: bool
-) -> None:
+def follow_if_asked(app: App, job: Job, follow: bool | None, as_json: bool) -> None:
     """--follow / --detach; without either, follow on a terminal (and never with --json)."""
     if follow is None:
         follow = sys.stdout.isatty() and not as_json
     if follow:
-        sys.exit(follow_job(app, session, job_id, as_json))
+        sys.exit(follow_job(app, job, as_json))
+
+
+def parse_dataset_option(values: tuple[str, ...]) -> dict[str, str | Path]:
+    mapping: dict[str, str | Path] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise BadInput(f"--dataset {value}: expected NAME=PATH, e.g. sample.jsonl=data/x.jsonl")
+        mapping[name] = Path(path).expanduser()
+    return mapping
 
 
 @main.command()
@@ -242,70 +186,58 @@ def submit(
     directory you run this command in stands for it, then the folder of CONFIG. Nothing is sent
     if Axolotl would refuse the config or its data; remote and Hub datasets are left to Axolotl.
     """
-    from .hash_cache import HashCache
-    from .submit import SubmitRequest, parse_dataset_option, prepare, secrets_from_env
-    from .submit import submit as do_submit
-
-    request = SubmitRequest(
-        config=config,
-        datasets=parse_dataset_option(dataset),
-        name=name,
-        image=image,
-        gpus=gpus,
-        min_gpu_memory_mb=min_gpu_memory,
-        gpu_type=gpu_type,
-        priority=priority,
-        time_limit_seconds=time_limit,
-        team=team,
-        secret_names=secret,
-    )
-    prepared = prepare(request, HashCache(app.settings.cache_dir))
-    secrets_from_env(secret)  # fail on a missing secret before connecting
-    if host == "auto":
-        host = pick_host(app, gpus)
-    with app.session(host) as session:
-        total = sum(f.path.stat().st_size for f in prepared.analysis.files)
-        with upload_progress(app, total) as on_bytes:
-            job, report = do_submit(session, request, prepared, on_bytes)
-        app.show_job(
-            job,
-            session.alias,
-            as_json,
-            lambda: "\n".join(
-                [
-                    f"job {job.id} queued on {session.alias} (position {job.queue_position}); "
-                    f"files: {report.files_present} already there, {report.files_sent} sent "
-                    f"({report.bytes_sent} bytes)",
-                    *(f"  note: {note}" for note in prepared.analysis.notes),
-                ]
-            ),
-            upload=report.__dict__,
-            notes=prepared.analysis.notes,
+    with upload_progress(app) as on_bytes:
+        job = app.client.submit(
+            config,
+            host=host,
+            gpus=gpus,
+            datasets=parse_dataset_option(dataset),
+            name=name,
+            image=image,
+            min_gpu_memory_mb=min_gpu_memory,
+            gpu_type=gpu_type,
+            priority=priority,
+            time_limit_seconds=time_limit,
+            team=team,
+            secrets=secret,
+            on_upload=on_bytes,
         )
-        follow_if_asked(app, session, job.id, follow, as_json)
+    assert job.submission is not None
+    report, notes = job.submission.upload, job.submission.notes
+    app.show_job(
+        job,
+        as_json,
+        lambda: "\n".join(
+            [
+                f"job {job.id} queued on {job.host} (position {job.queue_position}); "
+                f"files: {report.files_present} already there, {report.files_sent} sent "
+                f"({report.bytes_sent} bytes)",
+                *(f"  note: {note}" for note in notes),
+            ]
+        ),
+        upload=report,
+        notes=notes,
+    )
+    follow_if_asked(app, job, follow, as_json)
 
 
-def upload_progress(app: App, total: int) -> Any:
+@contextlib.contextmanager
+def upload_progress(app: App) -> Iterator[Callable[[int], None]]:
+    """A transfer bar on a terminal's stderr, started when the first bytes go out."""
     if not sys.stderr.isatty():
-        return contextlib.nullcontext(lambda n: None)
+        yield lambda n: None
+        return
     from . import render
 
-    return render.upload_progress(app.err, total)
+    with contextlib.ExitStack() as stack:
+        bar: list[Callable[[int], None]] = []
 
+        def advance(count: int) -> None:
+            if not bar:
+                bar.append(stack.enter_context(render.upload_progress(app.err, None)))
+            bar[0](count)
 
-def pick_host(app: App, gpus: int) -> str:
-    """--host auto: where the job can start soonest (enough free GPUs, then the shortest queue)."""
-
-    def score(session: HostSession) -> tuple[int, int, int]:
-        info = session.info
-        assert info is not None
-        free = sum(1 for g in info.gpus if not g.job_id)
-        return (0 if free >= gpus else 1, info.queue.queued, -free)
-
-    scored = [(r, a) for a, r in app.each_host(None, score) if not isinstance(r, ClientError)]
-    if not scored:
-        raise ClientError("--host auto: no host is reachable", fix="see `hatrain-client hosts`")
-    return str(min(scored)[1])
+        yield advance
 
 
 @main.command()
@@ -314,23 +246,30 @@ def pick_host(app: App, gpus: int) -> str:
 @pass_app
 def hosts(app: App, host: str | None, as_json: bool) -> None:
     """Each host's GPUs (free / used) and queue."""
-    results = app.each_host(host, lambda s: s.info)
-    app.report_down(results)
+    statuses = app.client.hosts_status([host] if host else None)
+    for status in statuses:
+        if isinstance(status, HostDown):
+            app.warn_down(status.host, status.error)
     if as_json:
-        records.print_json(
+        print_json(
             [
-                {"host": alias, "error": r.message}
-                if isinstance(r, ClientError)
-                else records.to_dict(r, host=alias)
-                for alias, r in results
+                {"host": s.host, "error": s.error.message}
+                if isinstance(s, HostDown)
+                else to_json(s)
+                for s in statuses
             ]
         )
     else:
         from . import render
 
-        app.out.print(render.hosts_table(results))
-    if all(isinstance(r, ClientError) for _, r in results):
-        sys.exit(results[0][1].exit_code)
+        app.out.print(
+            render.hosts_table(
+                (s.host, s.error.message) if isinstance(s, HostDown) else s for s in statuses
+            )
+        )
+    down = [s for s in statuses if isinstance(s, HostDown)]
+    if len(down) == len(statuses):
+        sys.exit(down[0].error.exit_code)
 
 
 @main.command()
@@ -354,43 +293,19 @@ def queue(
 ) -> None:
     """Jobs on every host (or one), queued and running first."""
     try:
-        wanted: list[Any] = [records.parse_state(s) for s in states]
+        wanted = [JobState.parse(s) for s in states] or (list(JobState) if all_states else None)
     except ValueError as exc:
         raise BadInput(f"--state: {exc}") from None
-    if not wanted and not all_states:
-        wanted = ACTIVE
-
-    def listing(session: HostSession) -> list[pb.Job]:
-        jobs: list[pb.Job] = []
-        token = ""
-        while len(jobs) < limit:
-            page = session.call(
-                "ListJobs",
-                pb.ListJobsRequest(
-                    states=wanted,
-                    user=session.user if mine else user,
-                    page_size=min(500, limit - len(jobs)),
-                    page_token=token,
-                ),
-            )
-            jobs += page.jobs
-            token = page.next_page_token
-            if not token:
-                break
-        return jobs
-
-    results = app.each_host(host, listing)
-    rows = [(a, j) for a, r in results if not isinstance(r, ClientError) for j in r]
-    rows.sort(key=lambda row: (row[1].state in records.TERMINAL, row[1].created_at))
-    app.report_down(results)
+    jobs = app.client.jobs(
+        host=host, states=wanted, user=user, mine=mine, limit=limit, on_host_error=app.warn_down
+    )
+    jobs.sort(key=lambda job: (job.ended, job.created_at))
     if as_json:
-        records.print_json([records.to_dict(j, host=a) for a, j in rows])
+        print_json([to_json(j, host=j.host) for j in jobs])
     else:
         from . import render
 
-        app.out.print(render.jobs_table(rows))
-    if all(isinstance(r, ClientError) for _, r in results):
-        sys.exit(results[0][1].exit_code)
+        app.out.print(render.jobs_table(jobs))
 
 
 @main.command()
@@ -400,22 +315,17 @@ def queue(
 @pass_app
 def status(app: App, job_id: str, host: str | None, as_json: bool) -> None:
     """One job's state, progress, metrics, evaluations (by step) and failure reason."""
-    from .plot import curves
-
-    with app.session(host) as session:
-        job = session.call("GetJob", pb.GetJobRequest(job_id=job_id))
-        metrics = list(events(session, job_id, follow=False, kinds=[pb.EVENT_KIND_METRICS]))
-    config = yaml.safe_load(job.spec.config_yaml) or {}
-    evals = curves(metrics, int(config.get("logging_steps") or 1)).eval
+    job = app.client.job(job_id, host=host)
+    evals = app.client.curves(job_id, host=job.host).eval if job.readable else []
 
     def text() -> str:
         from . import render
 
         shown = ", ".join(f"{loss:.4g} at step {step}" for step, loss in evals[-5:])
-        return render.describe(job, session.alias) + (f"\n  eval loss {shown}" if evals else "")
+        return render.describe(job) + (f"\n  eval loss {shown}" if evals else "")
 
     evals_json = [{"step": step, "eval_loss": loss} for step, loss in evals]
-    app.show_job(job, session.alias, as_json, text, evals=evals_json)
+    app.show_job(job, as_json, text, evals=evals_json)
 
 
 @main.command()
@@ -426,14 +336,13 @@ def status(app: App, job_id: str, host: str | None, as_json: bool) -> None:
 @pass_app
 def logs(app: App, job_id: str, host: str | None, follow: bool, tail: int) -> None:
     """The job's output lines (both steps)."""
-    with app.session(host) as session:
-        try:
-            for event in events(
-                session, job_id, follow=follow, kinds=[pb.EVENT_KIND_LOG], tail=tail
-            ):
-                click.echo(event.line)
-        except KeyboardInterrupt:
-            sys.exit(EXIT_DETACHED)
+    try:
+        from .render import safe
+
+        for line in app.client.logs(job_id, host=host, tail=tail, follow=follow):
+            click.echo(safe(line.line))
+    except KeyboardInterrupt:
+        sys.exit(EXIT_DETACHED)
 
 
 @main.command()
@@ -444,8 +353,7 @@ def logs(app: App, job_id: str, host: str | None, follow: bool, tail: int) -> No
 @pass_app
 def watch(app: App, job_id: str, host: str | None, from_seq: int, as_json: bool) -> None:
     """Follow a job: every event from the start (or --from-seq), until it ends."""
-    with app.session(host) as session:
-        sys.exit(follow_job(app, session, job_id, as_json, from_seq))
+    sys.exit(follow_job(app, app.client.job(job_id, host=host), as_json, from_seq))
 
 
 @main.command()
@@ -461,18 +369,10 @@ def cancel(app: App, job_id: str, host: str | None, wait_end: bool, as_json: boo
     after the host's grace period) and ends cancelled. With --wait, waits for that end and
     exits 130 once it is cancelled.
     """
-    with app.session(host) as session:
-        before = session.call("GetJob", pb.GetJobRequest(job_id=job_id))
-        job = session.call("CancelJob", pb.CancelJobRequest(job_id=job_id))
-        message = records.cancel_message(before, job)
-        if wait_end and job.state not in records.TERMINAL:
-            for _ in events(session, job_id, follow=True, kinds=[pb.EVENT_KIND_STATE]):
-                pass
-            job = session.call("GetJob", pb.GetJobRequest(job_id=job_id))
-            message = f"job {job.id}: {records.state_name(job.state)}"
-    app.show_job(job, session.alias, as_json, lambda: message, outcome=message)
+    result = app.client.cancel(job_id, host=host, wait=wait_end)
+    app.show_job(result.job, as_json, lambda: result.message, outcome=result.message)
     if wait_end:
-        sys.exit(job_exit_code(job))
+        sys.exit(result.job.exit_status)
 
 
 @main.command()
@@ -483,31 +383,15 @@ def cancel(app: App, job_id: str, host: str | None, wait_end: bool, as_json: boo
 @pass_app
 def retry(app: App, job_id: str, host: str | None, follow: bool | None, as_json: bool) -> None:
     """Submit a finished job again with the same config and files."""
-    import uuid
-
-    from .submit import secrets_from_env
-
-    with app.session(host) as session:
-        old = session.call("GetJob", pb.GetJobRequest(job_id=job_id))
-        spec = pb.JobSpec()
-        spec.CopyFrom(old.spec)
-        spec.retry_of = old.id
-        job = session.call(
-            "SubmitJob",
-            pb.SubmitJobRequest(
-                spec=spec, secrets=secrets_from_env(()), client_request_id=uuid.uuid4().hex
-            ),
-        ).job
-        app.show_job(
-            job,
-            session.alias,
-            as_json,
-            lambda: (
-                f"job {job.id} (retry of {old.id}) queued on {session.alias} "
-                f"(position {job.queue_position})"
-            ),
-        )
-        follow_if_asked(app, session, job.id, follow, as_json)
+    job = app.client.retry(job_id, host=host)
+    app.show_job(
+        job,
+        as_json,
+        lambda: (
+            f"job {job.id} (retry of {job_id}) queued on {job.host} (position {job.queue_position})"
+        ),
+    )
+    follow_if_asked(app, job, follow, as_json)
 
 
 @main.command()
@@ -517,23 +401,17 @@ def retry(app: App, job_id: str, host: str | None, follow: bool | None, as_json:
 @pass_app
 def wait(app: App, job_id: str, host: str | None, as_json: bool) -> None:
     """Wait for the job to end; the exit code mirrors the job's."""
-    with app.session(host) as session:
-        try:
-            for _ in events(session, job_id, follow=True, kinds=[pb.EVENT_KIND_STATE]):
-                pass
-        except KeyboardInterrupt:
-            sys.exit(EXIT_DETACHED)
-        job = session.call("GetJob", pb.GetJobRequest(job_id=job_id))
-    failure = f" ({job.failure_reason}: {job.hint})" if job.failure_reason else ""
-    if job.state == pb.JOB_STATE_FAILED:
-        failure += f"\n{records.logs_hint(job.id)}"
-    app.show_job(
-        job,
-        session.alias,
-        as_json,
-        lambda: f"job {job.id}: {records.state_name(job.state)}{failure}",
-    )
-    sys.exit(job_exit_code(job))
+    try:
+        job = app.client.wait(job_id, host=host)
+    except KeyboardInterrupt:
+        sys.exit(EXIT_DETACHED)
+    from .render import logs_hint, safe
+
+    failure = f" ({job.failure_reason}: {safe(job.hint)})" if job.failure_reason else ""
+    if job.state == JobState.FAILED:
+        failure += f"\n{logs_hint(job.id)}"
+    app.show_job(job, as_json, lambda: f"job {job.id}: {job.state.value}{failure}")
+    sys.exit(job.exit_status)
 
 
 @main.command()
@@ -554,24 +432,17 @@ def fetch(
     as_json: bool,
 ) -> None:
     """Download the job's run directory (resumable) to DEST (default ./hatrain-runs/JOB)."""
-    from .fetch import fetch as do_fetch
-
     dest = dest or Path("hatrain-runs") / job_id
-    with app.session(host) as session:
-        job = session.call("GetJob", pb.GetJobRequest(job_id=job_id))
-        if never_ran := records.never_ran(job):
-            raise BadInput(f"job {job_id} {never_ran}: it has no outputs to fetch")
-        with session.transferring(f"fetching {job_id}") as sftp:
-            report = do_fetch(
-                sftp,
-                job.run_dir,
-                dest,
-                list(include),
-                list(exclude),
-                on_file=lambda p, n: None if as_json else app.err.print(f"  {p} ({n} bytes)"),
-            )
+    report = app.client.fetch(
+        job_id,
+        dest,
+        host=host,
+        include=include,
+        exclude=exclude,
+        on_file=lambda p, n: None if as_json else app.err.print(f"  {p} ({n} bytes)"),
+    )
     if as_json:
-        records.print_json({"job_id": job_id, "dest": str(dest), **report.__dict__})
+        print_json({"job_id": job_id, "dest": str(dest), **to_json(report)})
     else:
         app.out.print(
             f"{dest}: {report.files_fetched} files fetched ({report.bytes_fetched} bytes), "
@@ -588,29 +459,14 @@ def fetch(
 @pass_app
 def plot(app: App, job_id: str, host: str | None, output: Path | None, terminal: bool) -> None:
     """The job's loss curve as a PNG (and in the terminal)."""
-    from .plot import curves, terminal_chart, write_png
+    from .plot import terminal_chart
 
-    with app.session(host) as session:
-        job = session.call("GetJob", pb.GetJobRequest(job_id=job_id))
-        metrics = list(events(session, job_id, follow=False, kinds=[pb.EVENT_KIND_METRICS]))
-    config = yaml.safe_load(job.spec.config_yaml) or {}
-    logging_steps = int(config.get("logging_steps") or 1)
-    data = curves(metrics, logging_steps)
-    if not data.train and not data.eval:
-        if never_ran := records.never_ran(job):
-            raise BadInput(f"job {job_id} {never_ran}: it has no loss values")
-        if job.state in records.TERMINAL:
-            raise BadInput(
-                f"job {job_id} {records.state_name(job.state)} before it logged a loss value",
-                fix=f"see: hatrain-client logs {job_id} --tail 50",
-            )
-        raise BadInput(f"job {job_id} has no loss values yet")
-    output = output or Path(f"{job_id}-loss.png")
-    title = f"{job.spec.name} ({job_id})"
-    write_png(data, output, title)
+    job = app.client.job(job_id, host=host)
+    path = app.client.plot(job_id, output, host=job.host)
     if terminal:
-        click.echo(terminal_chart(data, title))
-    app.out.print(f"wrote {output}", markup=False)
+        data = app.client.curves(job_id, host=job.host)
+        click.echo(terminal_chart(data, f"{job.name} ({job_id})"))
+    app.out.print(f"wrote {path}", markup=False)
 
 
 @main.command("check-dataset")
@@ -622,8 +478,7 @@ def plot(app: App, job_id: str, host: str | None, output: Path | None, terminal:
     help="Read FILEs as this config's first chat dataset does (mappings, roles, template); "
     "without FILE, check every local dataset of the config.",
 )
-@pass_app
-def check_dataset(app: App, files: tuple[Path, ...], axolotl_config: Path | None) -> None:
+def check_dataset(files: tuple[Path, ...], axolotl_config: Path | None) -> None:
     """Check chat datasets the way Axolotl's chat_template strategy reads them.
 
     Each finding names the file, line and field, and how to fix it. Relative paths in the

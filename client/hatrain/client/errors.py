@@ -54,6 +54,11 @@ class HostKeyRejected(ClientError):
 
 
 class AgentRefused(ClientError):
-    """The agent answered with an error status (bad request, unknown job, not allowed)."""
+    """The agent answered with an error status (bad request, unknown job, not allowed); `code`
+    is the gRPC status's name, e.g. NOT_FOUND."""
 
     exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str, fix: str = "", code: str = "") -> None:
+        super().__init__(message, fix)
+        self.code = code

@@ -8,9 +8,11 @@ import fnmatch
 import os
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
+
+from .errors import HostUnreachable
+from .records import FetchReport
 
 if TYPE_CHECKING:
     import paramiko
@@ -18,16 +20,25 @@ if TYPE_CHECKING:
 _CHUNK = 4 * 1024 * 1024
 
 
-@dataclass
-class FetchReport:
-    files_fetched: int = 0
-    files_skipped: int = 0
-    bytes_fetched: int = 0
+class HostileName(HostUnreachable):
+    """The host named a file that would land outside the destination: nothing is written."""
+
+
+def _inside(dest: Path, path: str) -> Path:
+    """Where a fetched file goes; HostileName unless that is inside dest (after symlinks)."""
+    target = dest / path
+    root = dest.resolve()
+    if not target.resolve().is_relative_to(root) or PurePosixPath(path).is_absolute():
+        raise HostileName(f"the host listed {path!r}, which would land outside {dest}")
+    return target
 
 
 def _walk(sftp: "paramiko.SFTPClient", root: str, rel: str = "") -> Iterator[tuple[str, int]]:
     for entry in sftp.listdir_attr(f"{root}/{rel}" if rel else root):
-        path = f"{rel}/{entry.filename}" if rel else entry.filename
+        name = entry.filename
+        if not name or name in (".", "..") or "/" in name or "\0" in name:
+            raise HostileName(f"the host listed a file named {name!r} in the run directory")
+        path = f"{rel}/{name}" if rel else name
         if stat.S_ISDIR(entry.st_mode or 0):
             yield from _walk(sftp, root, path)
         elif stat.S_ISREG(entry.st_mode or 0):
@@ -50,13 +61,13 @@ def fetch(
     exclude: list[str],
     on_file: Callable[[str, int], None] = lambda p, n: None,
 ) -> FetchReport:
-    report = FetchReport()
+    fetched = skipped = fetched_bytes = 0
     for path, size in sorted(_walk(sftp, remote_root)):
         if not _selected(path, include, exclude):
             continue
-        target = dest / path
+        target = _inside(dest, path)
         if target.is_file() and target.stat().st_size == size:
-            report.files_skipped += 1
+            skipped += 1
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".part")
@@ -71,8 +82,8 @@ def fetch(
             src.prefetch(size - offset)
             while chunk := src.read(_CHUNK):
                 dst.write(chunk)
-                report.bytes_fetched += len(chunk)
+                fetched_bytes += len(chunk)
         os.replace(partial, target)
-        report.files_fetched += 1
+        fetched += 1
         on_file(path, size)
-    return report
+    return FetchReport(fetched, skipped, fetched_bytes)

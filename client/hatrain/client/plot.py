@@ -4,16 +4,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hatrain.rpc.v1 import agent_pb2 as pb
+from .records import Metrics
 
 
 @dataclass
 class Curves:
+    """A job's loss by step: train and eval, each a list of (step, loss) in order."""
+
     train: list[tuple[int, float]] = field(default_factory=list)
     eval: list[tuple[int, float]] = field(default_factory=list)
 
 
-def curves(events: Iterable[pb.Event], logging_steps: int) -> Curves:
+def curves(events: Iterable[Metrics], logging_steps: int) -> Curves:
     """Train and eval loss by step, from the job's METRICS events in order.
 
     Each event carries the step the run was at (`train_step`). Events recorded before the agent
@@ -21,8 +23,8 @@ def curves(events: Iterable[pb.Event], logging_steps: int) -> Curves:
     step of the training dicts before it."""
     out = Curves()
     for event in events:
-        values = {m.name: m.value for m in event.metrics if not m.text}
-        step = event.train_step if event.HasField("train_step") else None
+        values = event.values()
+        step = event.train_step
         if event.eval and "eval_loss" in values:
             at = step if step is not None else len(out.train) * logging_steps
             out.eval.append((at, values["eval_loss"]))

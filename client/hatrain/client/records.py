@@ -1,87 +1,351 @@
-"""Jobs and events as plain records: state names, and JSON for scripts (--json)."""
+"""What the client library hands out: jobs, events and hosts as typed, frozen records.
 
+Every wire message the agent sends is turned into one of these here and nowhere else; the rest
+of the client (the CLI included) never sees a protobuf.
+"""
+
+import dataclasses
 import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from google.protobuf.descriptor import FieldDescriptor
-from google.protobuf.message import Message
+from hatrain.rpc.contract import JobState
+from hatrain.rpc.readings import GpuUsage, Metric, Progress
+from hatrain.rpc.spec import JobSpec
 from hatrain.rpc.v1 import agent_pb2 as pb
 
-TERMINAL = {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
+EXIT_CANCELLED = 130
+
+__all__ = [
+    "EXIT_CANCELLED",
+    "Event",
+    "FetchReport",
+    "Gpu",
+    "GpuReading",
+    "GpuUsage",
+    "HostStatus",
+    "Job",
+    "JobSpec",
+    "JobState",
+    "LogLine",
+    "Metric",
+    "Metrics",
+    "Progress",
+    "ProgressUpdate",
+    "QueueSummary",
+    "StateChange",
+    "Submission",
+    "UploadReport",
+]
 
 
-def state_name(state: int) -> str:
-    return pb.JobState.Name(state).removeprefix("JOB_STATE_").lower()
+@dataclass(frozen=True)
+class UploadReport:
+    bytes_sent: int = 0
+    bytes_resumed: int = 0
+    files_sent: int = 0
+    files_present: int = 0
 
 
-def parse_state(text: str) -> int:
-    try:
-        return int(pb.JobState.Value("JOB_STATE_" + text.upper()))
-    except ValueError:
-        names = ", ".join(state_name(s) for s in pb.JobState.values() if s)
-        raise ValueError(f"state {text!r}: expected one of {names}") from None
+@dataclass(frozen=True)
+class Submission:
+    """What submitting did besides queueing the job: the upload, and what was left to Axolotl."""
+
+    upload: UploadReport
+    notes: tuple[str, ...] = ()
 
 
-def _plain(value: Any, field: FieldDescriptor) -> Any:
-    if field.type == FieldDescriptor.TYPE_MESSAGE:
-        return message_dict(value)
-    if field.type == FieldDescriptor.TYPE_ENUM:
-        assert field.enum_type is not None
-        name = field.enum_type.values_by_number[value].name
-        return name.removeprefix("JOB_STATE_").removeprefix("EVENT_KIND_").lower()
+@dataclass(frozen=True)
+class Job:
+    """A job as its host knows it."""
+
+    id: str
+    host: str
+    spec: JobSpec
+    user: str
+    state: JobState
+    created_at: float
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    failure_reason: str = ""
+    hint: str = ""
+    exit_code: int | None = None
+    gpu_uuids: tuple[str, ...] = ()
+    queue_position: int = 0
+    run_dir: str = ""
+    progress: Progress | None = None
+    last_metrics: Mapping[str, float] = field(default_factory=dict)
+    last_seq: int = 0
+    secret_names: tuple[str, ...] = ()
+    stop_reason: str = ""
+    gpu_usage: tuple[GpuUsage, ...] = ()
+    # Why a queued job waits, as the host's scheduler last saw it.
+    pending_reason: str = ""
+    # Set on the job `Client.submit` returns.
+    submission: Submission | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def ended(self) -> bool:
+        return self.state.terminal
+
+    @property
+    def readable(self) -> bool:
+        """Whether this caller may read the job's config, logs and outputs (its owner, their
+        team and admins); others see only its summary."""
+        return bool(self.run_dir)
+
+    @property
+    def never_ran(self) -> str:
+        """Why the job never ran ("is still queued", ...), or "" if it did run."""
+        if self.state == JobState.QUEUED:
+            return "is still queued"
+        if self.state.terminal and not self.started_at:
+            return f"was {self.state.value} before it started"
+        return ""
+
+    @property
+    def exit_status(self) -> int:
+        """The exit code a command that waited for the job returns: 0 succeeded, 130
+        cancelled, else the job's own exit code (1 when it has none)."""
+        if self.state == JobState.SUCCEEDED:
+            return 0
+        if self.state == JobState.CANCELLED:
+            return EXIT_CANCELLED
+        if self.exit_code is not None and 0 < self.exit_code < 256:
+            return self.exit_code
+        return 1
+
+    @classmethod
+    def from_wire(cls, job: pb.Job, host: str) -> "Job":
+        return cls(
+            id=job.id,
+            host=host,
+            spec=JobSpec.from_wire(job.spec),
+            user=job.user,
+            state=JobState.from_wire(job.state),
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            failure_reason=job.failure_reason,
+            hint=job.hint,
+            exit_code=job.exit_code if job.has_exit_code else None,
+            gpu_uuids=tuple(job.gpu_uuids),
+            queue_position=job.queue_position,
+            run_dir=job.run_dir,
+            progress=_progress(job.progress) if job.HasField("progress") else None,
+            last_metrics=dict(job.last_metrics),
+            last_seq=job.last_seq,
+            secret_names=tuple(job.secret_names),
+            stop_reason=job.stop_reason,
+            gpu_usage=_gpu_usage(job.gpu_usage),
+            pending_reason=job.pending_reason,
+        )
+
+
+@dataclass(frozen=True)
+class _EventBase:
+    seq: int
+    time: float
+    step: str  # the job's step it came from: "preprocess", "train", or ""
+
+
+@dataclass(frozen=True)
+class StateChange(_EventBase):
+    state: JobState
+    reason: str = ""
+    message: str = ""
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class LogLine(_EventBase):
+    line: str
+    stream: str = ""
+
+
+@dataclass(frozen=True)
+class Metrics(_EventBase):
+    """A metrics dict the run printed: training values, or an evaluation's (`eval`)."""
+
+    metrics: tuple[Metric, ...]
+    eval: bool = False
+    # The train step the run was at when it printed them (None in older records).
+    train_step: int | None = None
+
+    def values(self) -> dict[str, float]:
+        """The numeric values by name."""
+        return {m.name: m.value for m in self.metrics if m.value is not None}
+
+
+@dataclass(frozen=True)
+class ProgressUpdate(_EventBase):
+    progress: Progress
+
+
+@dataclass(frozen=True)
+class GpuReading(_EventBase):
+    usage: tuple[GpuUsage, ...]
+
+
+Event = StateChange | LogLine | Metrics | ProgressUpdate | GpuReading
+
+
+def event_from_wire(ev: pb.Event) -> Event | None:
+    """The typed event; None for a kind this client does not know (from a newer agent)."""
+    seq, time, step, kind = ev.seq, ev.time, ev.step, ev.kind
+    if kind == pb.EVENT_KIND_LOG:
+        return LogLine(seq, time, step, line=ev.line, stream=ev.stream)
+    if kind == pb.EVENT_KIND_METRICS:
+        metrics = tuple(Metric(m.name, None if m.text else m.value, m.text) for m in ev.metrics)
+        at = ev.train_step if ev.HasField("train_step") else None
+        return Metrics(seq, time, step, metrics=metrics, eval=ev.eval, train_step=at)
+    if kind == pb.EVENT_KIND_PROGRESS:
+        return ProgressUpdate(seq, time, step, progress=_progress(ev.progress))
+    if kind == pb.EVENT_KIND_STATE:
+        exit_code = ev.exit_code if ev.state in _ENDED_WITH_CODE and ev.exit_code else None
+        return StateChange(
+            seq,
+            time,
+            step,
+            state=JobState.from_wire(ev.state),
+            reason=ev.reason,
+            message=ev.message,
+            exit_code=exit_code,
+        )
+    if kind == pb.EVENT_KIND_GPU:
+        return GpuReading(seq, time, step, usage=_gpu_usage(ev.gpu_usage))
+    return None
+
+
+_ENDED_WITH_CODE = {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
+
+
+@dataclass(frozen=True)
+class QueueSummary:
+    queued: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+
+@dataclass(frozen=True)
+class Gpu:
+    index: int
+    uuid: str
+    name: str
+    memory_mb: int
+    job_id: str = ""  # the job holding it; empty when free
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    """A host as its agent describes itself."""
+
+    host: str
+    hostname: str
+    agent_version: str
+    wire_version: str
+    runtime: str
+    gpu_source: str
+    gpus: tuple[Gpu, ...]
+    queue: QueueSummary
+    allowed_images: tuple[str, ...]
+    default_image: str
+    upload_dir: str
+    user: str
+
+    @property
+    def free_gpus(self) -> int:
+        return sum(1 for g in self.gpus if not g.job_id)
+
+    @classmethod
+    def from_wire(cls, info: pb.AgentInfo, host: str) -> "HostStatus":
+        q = info.queue
+        return cls(
+            host=host,
+            hostname=info.hostname,
+            agent_version=info.agent_version,
+            wire_version=info.wire_version,
+            runtime=info.runtime,
+            gpu_source=info.gpu_source,
+            gpus=tuple(Gpu(g.index, g.uuid, g.name, g.memory_mb, g.job_id) for g in info.gpus),
+            queue=QueueSummary(q.queued, q.running, q.succeeded, q.failed, q.cancelled),
+            allowed_images=tuple(info.allowed_images),
+            default_image=info.default_image,
+            upload_dir=info.upload_dir,
+            user=info.user,
+        )
+
+
+@dataclass(frozen=True)
+class FetchReport:
+    files_fetched: int = 0
+    files_skipped: int = 0
+    bytes_fetched: int = 0
+
+
+def _progress(p: pb.Progress) -> Progress:
+    return Progress(
+        p.phase, p.current, p.total, p.rate, p.elapsed_seconds, p.eta_seconds, p.unit or "it"
+    )
+
+
+def _gpu_usage(usage: Any) -> tuple[GpuUsage, ...]:
+    return tuple(
+        GpuUsage(u.uuid, u.memory_used_mb, u.memory_total_mb, u.utilization_percent) for u in usage
+    )
+
+
+# -- JSON for scripts (--json) ---------------------------------------------------------------
+
+_EVENT_KINDS: dict[type, str] = {
+    StateChange: "state",
+    LogLine: "log",
+    Metrics: "metrics",
+    ProgressUpdate: "progress",
+    GpuReading: "gpu",
+}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return str(value)
+    if isinstance(value, JobState):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
     return value
 
 
-def message_dict(message: Message) -> dict[str, Any]:
-    """Set fields by their proto names, with numbers kept as JSON numbers (not int64 strings)."""
-    data: dict[str, Any] = {}
-    for field, value in message.ListFields():
-        if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            value_field = field.message_type.fields_by_name["value"]
-            data[field.name] = {k: _plain(v, value_field) for k, v in value.items()}
-        elif field.is_repeated:
-            data[field.name] = [_plain(v, field) for v in value]
-        else:
-            data[field.name] = _plain(value, field)
-    return data
-
-
-def to_dict(message: Message, **extra: Any) -> dict[str, Any]:
-    data = message_dict(message)
-    if isinstance(message, pb.Job):
-        data.pop("spec", None)
-        data["state"] = state_name(message.state)
-        data["name"] = message.spec.name
-        data["gpus"] = message.spec.resources.gpus
+def to_json(record: Any, **extra: Any) -> dict[str, Any]:
+    """A record as JSON-ready data; a job's spec is left out but for its name and GPUs, an
+    event says its kind."""
+    data: dict[str, Any] = _plain(record)
+    if isinstance(record, Job):
+        data.pop("spec")
+        data["name"] = record.spec.name
+        data["gpus"] = record.spec.gpus
+        data["has_exit_code"] = record.exit_code is not None
+        if data["submission"] is None:
+            data.pop("submission")
+    elif type(record) in _EVENT_KINDS:
+        data["kind"] = _EVENT_KINDS[type(record)]
     return {**extra, **data}
 
 
 def print_json(data: Any) -> None:
-    print(json.dumps(data, sort_keys=True), flush=True)
-
-
-def never_ran(job: pb.Job) -> str:
-    """Why the job never ran ("was cancelled while queued", ...), or "" if it did run."""
-    if job.state == pb.JOB_STATE_QUEUED:
-        return "is still queued"
-    if job.state in TERMINAL and not job.started_at:
-        return f"was {state_name(job.state)} before it started"
-    return ""
-
-
-def cancel_message(before: pb.Job, after: pb.Job) -> str:
-    """One line saying what a cancel request did, from the job before and after it."""
-    if before.state in TERMINAL:
-        return f"job {after.id}: not cancelled: it had already {state_name(before.state)}"
-    if after.state == pb.JOB_STATE_CANCELLED and not after.started_at:
-        return f"job {after.id}: cancelled while queued; it never ran"
-    if after.state in TERMINAL:
-        return f"job {after.id}: {state_name(after.state)}"
-    return (
-        f"job {after.id}: cancel requested; it is stopping (SIGTERM, then SIGKILL after the "
-        f"host's grace period). Follow it: hatrain-client wait {after.id}"
-    )
-
-
-def logs_hint(job_id: str) -> str:
-    return f"see: hatrain-client logs {job_id} --tail 50"
+    print(json.dumps(_plain(data), sort_keys=True), flush=True)

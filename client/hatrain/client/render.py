@@ -6,7 +6,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from hatrain.rpc.v1 import agent_pb2 as pb
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -18,8 +17,21 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
-from .records import TERMINAL, logs_hint, state_name
+from .records import (
+    Event,
+    GpuReading,
+    GpuUsage,
+    HostStatus,
+    Job,
+    JobState,
+    LogLine,
+    Metrics,
+    ProgressUpdate,
+    StateChange,
+)
+from .records import Progress as JobProgress
 
 _STYLE = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "queued": "dim"}
 
@@ -38,42 +50,61 @@ def _duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def job_progress(job: pb.Job) -> str:
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x20), 0x7F) if c != 0x09}
+_CONTROL.update({0x0A: "\\n", 0x0D: "\\r"})
+
+
+def safe(text: str) -> str:
+    """Text from a job or a host, fit to print: control characters (escape sequences that
+    could move the cursor, clear the screen or retitle the terminal) shown escaped. Print it
+    with markup off, as everything here does, so that `[...]` in it stays text."""
+    if text.isprintable():
+        return text
+    return text.translate(_CONTROL).translate({0x9B: "\\x9b"})
+
+
+def logs_hint(job_id: str) -> str:
+    return f"see: hatrain-client logs {job_id} --tail 50"
+
+
+def job_progress(job: Job) -> str:
     p = job.progress
-    if job.state in (pb.JOB_STATE_PREPROCESSING, pb.JOB_STATE_TRAINING) and p.total:
+    if job.state in (JobState.PREPROCESSING, JobState.TRAINING) and p is not None and p.total:
         return f"{p.phase} {p.current}/{p.total}"
     return ""
 
 
-def jobs_table(rows: Iterable[tuple[str, pb.Job]]) -> Table:
+def jobs_table(jobs: Iterable[Job]) -> Table:
     table = Table(box=None, header_style="bold")
     for column in ("HOST", "ID", "USER", "STATE", "NAME", "GPUS", "PROGRESS", "LOSS", "INFO"):
         table.add_column(column)
     now = time.time()
-    for host, job in rows:
-        state = state_name(job.state)
-        if job.state == pb.JOB_STATE_QUEUED:
+    for job in jobs:
+        state = job.state.value
+        if job.state == JobState.QUEUED:
             info = f"position {job.queue_position}"
-        elif job.state == pb.JOB_STATE_FAILED:
+            if job.pending_reason:
+                info += f": {job.pending_reason}"
+        elif job.state == JobState.FAILED:
             info = job.failure_reason
         else:
-            info = _duration(now - job.created_at) + " ago" if job.state in TERMINAL else ""
+            info = _duration(now - job.created_at) + " ago" if job.ended else ""
         loss = job.last_metrics.get("loss")
         table.add_row(
-            host,
-            job.id,
-            job.user,
-            f"[{_STYLE.get(state, 'cyan')}]{state}[/]",
-            job.spec.name,
-            str(job.spec.resources.gpus),
-            job_progress(job),
+            Text(safe(job.host)),
+            Text(job.id),
+            Text(safe(job.user)),
+            Text(state, style=_STYLE.get(state, "cyan")),
+            Text(safe(job.name)),
+            str(job.spec.gpus),
+            Text(safe(job_progress(job))),
             _fmt(loss),
-            info,
+            Text(safe(info)),
         )
     return table
 
 
-def gpu_usage_text(usage: Iterable[pb.GpuUsage]) -> str:
+def gpu_usage_text(usage: Iterable[GpuUsage]) -> str:
     """`GPU-3a9cf04a… 87% 12.3/140.4 GiB` for each GPU, comma-separated."""
     return ", ".join(
         f"{g.uuid[:12]}… {g.utilization_percent}% "
@@ -82,15 +113,17 @@ def gpu_usage_text(usage: Iterable[pb.GpuUsage]) -> str:
     )
 
 
-def describe(job: pb.Job, host: str) -> str:
+def describe(job: Job) -> str:
     lines = [
-        f"job {job.id} on {host}: {state_name(job.state)}",
-        f"  name      {job.spec.name}   user {job.user}   image {job.spec.image}",
-        f"  gpus      {job.spec.resources.gpus} {' '.join(job.gpu_uuids)}".rstrip(),
+        f"job {job.id} on {job.host}: {job.state.value}",
+        f"  name      {job.name}   user {job.user}   image {job.spec.image}",
+        f"  gpus      {job.spec.gpus} {' '.join(job.gpu_uuids)}".rstrip(),
     ]
-    if job.state == pb.JOB_STATE_QUEUED:
+    if job.state == JobState.QUEUED:
         lines.append(f"  queue     position {job.queue_position}")
-    if job.progress.total:
+        if job.pending_reason:
+            lines.append(f"  waiting   {job.pending_reason}")
+    if job.progress is not None and job.progress.total:
         p = job.progress
         lines.append(f"  progress  {p.phase} {p.current}/{p.total}  eta {_duration(p.eta_seconds)}")
     if job.gpu_usage:
@@ -100,16 +133,16 @@ def describe(job: pb.Job, host: str) -> str:
             f"{k} {_fmt(v)}" for k, v in sorted(job.last_metrics.items()) if _headline(k)
         )
         lines.append(f"  metrics   {shown}")
-    if job.stop_reason and job.state not in TERMINAL:
+    if job.stop_reason and not job.ended:
         lines.append(f"  stopping  {job.stop_reason} requested")
     if job.failure_reason:
         lines.append(f"  failed    {job.failure_reason}: {job.hint}")
-    if job.has_exit_code:
+    if job.exit_code is not None:
         lines.append(f"  exit code {job.exit_code}")
     lines.append(f"  run dir   {job.run_dir}")
-    if job.state == pb.JOB_STATE_FAILED:
+    if job.state == JobState.FAILED:
         lines.append(f"  {logs_hint(job.id)}")
-    return "\n".join(lines)
+    return "\n".join(safe(line) for line in lines)
 
 
 def _headline(name: str) -> bool:
@@ -117,23 +150,27 @@ def _headline(name: str) -> bool:
     return "/" not in name and not name.endswith(("_per_second", "_runtime")) and name != "epoch"
 
 
-def event_line(event: pb.Event) -> str | None:
+def event_line(event: Event) -> str | None:
     """One human line for an event (None for progress, shown as a bar instead)."""
-    kind = event.kind
-    if kind == pb.EVENT_KIND_STATE:
-        text = f"[{state_name(event.state)}] {event.message}".rstrip()
+    line = _event_text(event)
+    return None if line is None else safe(line)
+
+
+def _event_text(event: Event) -> str | None:
+    if isinstance(event, StateChange):
+        text = f"[{event.state.value}] {event.message}".rstrip()
         if event.reason:
             text += f" ({event.reason})"
         return text
-    if kind == pb.EVENT_KIND_LOG:
+    if isinstance(event, LogLine):
         return event.line
-    if kind == pb.EVENT_KIND_METRICS:
+    if isinstance(event, Metrics):
         values = ", ".join(
             f"{m.name} {m.text or _fmt(m.value)}" for m in event.metrics if _headline(m.name)
         )
         return ("eval: " if event.eval else "metrics: ") + values
-    if kind == pb.EVENT_KIND_GPU:
-        return f"gpu: {gpu_usage_text(event.gpu_usage)}"
+    if isinstance(event, GpuReading):
+        return f"gpu: {gpu_usage_text(event.usage)}"
     return None
 
 
@@ -165,21 +202,21 @@ class Follower:
         if self.console.is_terminal:
             self._progress.stop()
 
-    def handle(self, event: pb.Event) -> None:
-        if event.kind == pb.EVENT_KIND_METRICS and not event.eval:
-            values = {m.name: m.value for m in event.metrics}
+    def handle(self, event: Event) -> None:
+        if isinstance(event, Metrics) and not event.eval:
+            values = event.values()
             self.loss = values.get("loss", self.loss)
             self.lr = values.get("learning_rate", self.lr)
-        if event.kind == pb.EVENT_KIND_PROGRESS:
+        if isinstance(event, ProgressUpdate):
             self._bar(event.progress)
             return
-        if event.kind == pb.EVENT_KIND_LOG:
+        if isinstance(event, LogLine):
             return  # `logs` shows them
         line = event_line(event)
         if line is not None:
             self._progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
-    def _bar(self, p: pb.Progress) -> None:
+    def _bar(self, p: JobProgress) -> None:
         fields: dict[str, Any] = {
             "phase": p.phase,
             "loss": _fmt(self.loss),
@@ -199,21 +236,21 @@ class Follower:
                 self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
-def hosts_table(results: list[tuple[str, Any]]) -> Table:
+def hosts_table(statuses: Iterable[HostStatus | tuple[str, str]]) -> Table:
+    """Each host's row; a host that did not answer is (alias, why)."""
     table = Table(box=None, header_style="bold")
     for column in ("HOST", "AGENT", "RUNTIME", "GPUS FREE", "GPU", "QUEUED", "RUNNING", "STATUS"):
         table.add_column(column)
-    for alias, info in results:
-        if not isinstance(info, pb.AgentInfo):
-            table.add_row(alias, "-", "-", "-", "-", "-", "-", "[red]down[/]")
+    for info in statuses:
+        if not isinstance(info, HostStatus):
+            table.add_row(Text(safe(info[0])), "-", "-", "-", "-", "-", "-", Text("down", "red"))
             continue
-        free = sum(1 for g in info.gpus if not g.job_id)
         names = sorted({f"{g.name} {g.memory_mb // 1024}G" for g in info.gpus})
         table.add_row(
-            alias,
+            info.host,
             info.agent_version,
             info.runtime,
-            f"{free}/{len(info.gpus)}",
+            f"{info.free_gpus}/{len(info.gpus)}",
             ", ".join(names) or "cpu only",
             str(info.queue.queued),
             str(info.queue.running),
@@ -223,7 +260,7 @@ def hosts_table(results: list[tuple[str, Any]]) -> Table:
 
 
 @contextlib.contextmanager
-def upload_progress(console: Console, total: int) -> Iterator[Callable[[int], None]]:
+def upload_progress(console: Console, total: int | None) -> Iterator[Callable[[int], None]]:
     """A transfer bar on stderr (a terminal only); yields the callback that advances it."""
     if not console.is_terminal or total == 0:
         yield lambda n: None

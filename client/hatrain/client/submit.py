@@ -4,9 +4,10 @@ import os
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from hatrain.rpc.spec import JobFile, JobSpec
 from hatrain.rpc.v1 import agent_pb2 as pb
 
 from .axolotl_config import Analysis, analyse, finalize
@@ -14,24 +15,21 @@ from .check import check_analysis
 from .errors import BadInput
 from .findings import refuse
 from .hash_cache import HashCache
-from .session import HostSession
-from .upload import UploadReport, upload
+from .records import UploadReport
+from .transport import HostConnection
+from .upload import upload
 
 _CONFIG_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
 @dataclass
 class SubmitRequest:
+    """A config to submit: its local files, and what the job asks for (`spec`, whose config
+    and files are filled in from the config once it is checked and uploaded)."""
+
     config: Path
+    spec: JobSpec
     datasets: dict[str, Path] = field(default_factory=dict)
-    name: str = ""
-    image: str = ""
-    gpus: int = 0
-    min_gpu_memory_mb: int = 0
-    gpu_type: str = ""
-    priority: int = 0
-    time_limit_seconds: int = 0
-    team: str = ""
     secret_names: tuple[str, ...] = ()
 
 
@@ -79,39 +77,31 @@ def config_name(path: Path) -> str:
 
 
 def submit(
-    session: HostSession,
+    session: HostConnection,
     request: SubmitRequest,
     prepared: Prepared,
     on_bytes: Callable[[int], None] = lambda n: None,
 ) -> tuple[pb.Job, UploadReport]:
+    """Upload what the host lacks, then submit the rewritten config; nothing is submitted if an
+    upload fails."""
     analysis, hashes = prepared.analysis, prepared.hashes
     report = upload(session, {sha: path for path, sha in hashes.items()}, on_bytes)
-    name = request.name or request.config.stem
-    text = finalize(analysis, hashes, name)
-    spec = pb.JobSpec(
+    name = request.spec.name or request.config.stem
+    spec = replace(
+        request.spec,
         name=name,
         config_name=config_name(request.config),
-        config_yaml=text.encode("utf-8"),
-        files=[
-            pb.JobFile(path=f.name, sha256=hashes[f.path], size=f.path.stat().st_size)
-            for f in analysis.files
-        ],
-        image=request.image,
-        resources=pb.Resources(
-            gpus=request.gpus,
-            min_gpu_memory_mb=request.min_gpu_memory_mb,
-            gpu_type=request.gpu_type,
-        ),
-        priority=request.priority,
-        time_limit_seconds=request.time_limit_seconds,
-        team=request.team,
+        config_yaml=finalize(analysis, hashes, name),
+        files=tuple(JobFile(f.name, hashes[f.path], f.path.stat().st_size) for f in analysis.files),
     )
-    answer = session.call(
-        "SubmitJob",
+    job = submit_spec(session, spec, secrets_from_env(request.secret_names))
+    return job, report
+
+
+def submit_spec(session: HostConnection, spec: JobSpec, secrets: dict[str, str]) -> pb.Job:
+    """Queue a job of this spec; the request id makes a repeated send return the same job."""
+    return session.submit_job(
         pb.SubmitJobRequest(
-            spec=spec,
-            secrets=secrets_from_env(request.secret_names),
-            client_request_id=uuid.uuid4().hex,
-        ),
+            spec=spec.to_wire(), secrets=secrets, client_request_id=uuid.uuid4().hex
+        )
     )
-    return answer.job, report

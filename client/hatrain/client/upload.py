@@ -5,13 +5,11 @@ appends the rest and asks the agent to verify and commit it. Objects appear on t
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from hatrain.rpc.v1 import agent_pb2 as pb
-
 from .errors import AgentRefused
-from .session import HostSession
+from .records import UploadReport
+from .transport import HostConnection
 
 _CHUNK = 8 * 1024 * 1024
 # OpenSSH's sftp-server takes write requests up to 256 KiB (its limits@openssh.com); the SFTP
@@ -19,42 +17,33 @@ _CHUNK = 8 * 1024 * 1024
 _OPENSSH_REQUEST = 255 * 1024
 
 
-@dataclass
-class UploadReport:
-    bytes_sent: int = 0
-    bytes_resumed: int = 0
-    files_sent: int = 0
-    files_present: int = 0
-
-
 def upload(
-    session: HostSession,
+    session: HostConnection,
     objects: dict[str, Path],
     on_bytes: Callable[[int], None] = lambda n: None,
 ) -> UploadReport:
     """objects: sha256 -> local file. Returns what was sent."""
-    report = UploadReport()
-    answer = session.call("PrepareUpload", pb.PrepareUploadRequest(sha256=sorted(objects)))
-    report.files_present = len(answer.present)
+    sent = resumed = files_sent = 0
+    answer = session.prepare_upload(sorted(objects))
     for staged in answer.missing:
         local = objects[staged.sha256]
         size = local.stat().st_size
 
         offset = staged.bytes_present if staged.bytes_present <= size else 0
-        report.bytes_resumed += offset
-        report.bytes_sent += _send(session, local, staged.staging_path, offset, on_bytes)
+        resumed += offset
+        sent += _send(session, local, staged.staging_path, offset, on_bytes)
         try:
-            session.call("CommitUpload", pb.CommitUploadRequest(sha256=staged.sha256, size=size))
+            session.commit_upload(staged.sha256, size)
         except AgentRefused:
             # The staged bytes were not ours after all (the file changed mid-upload): once more.
-            report.bytes_sent += _send(session, local, staged.staging_path, 0, on_bytes)
-            session.call("CommitUpload", pb.CommitUploadRequest(sha256=staged.sha256, size=size))
-        report.files_sent += 1
-    return report
+            sent += _send(session, local, staged.staging_path, 0, on_bytes)
+            session.commit_upload(staged.sha256, size)
+        files_sent += 1
+    return UploadReport(sent, resumed, files_sent, len(answer.present))
 
 
 def _send(
-    session: HostSession,
+    session: HostConnection,
     local: Path,
     remote: str,
     offset: int,

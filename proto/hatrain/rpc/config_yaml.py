@@ -6,6 +6,7 @@ harmless while they stay references, ruinous once anything walks or copies the r
 document's size is therefore counted with every alias expanded, before anything is built.
 """
 
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -86,3 +87,23 @@ def parse_config_yaml(text: str, max_nodes: int = MAX_NODES) -> tuple[Any, yaml.
         raise ConfigYamlError("nested too deeply") from exc
     finally:
         loader.dispose()
+
+
+def load_yaml_mapping(path: Path) -> dict[str, Any]:
+    """A settings file: YAML holding a mapping (an empty file is an empty one). ConfigYamlError
+    says what is wrong, starting with the file's path."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigYamlError(f"{path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigYamlError(f"{path}: not UTF-8 text (invalid byte at {exc.start})") from exc
+    try:
+        data = load_config_yaml(text)
+    except ConfigYamlError as exc:
+        raise ConfigYamlError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigYamlError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    return data

@@ -5,6 +5,7 @@ other's modules.
 """
 
 from enum import StrEnum
+from typing import cast
 
 from hatrain.rpc.v1 import agent_pb2 as pb
 
@@ -43,8 +44,8 @@ class JobState(StrEnum):
     def running(self) -> bool:
         return self in RUNNING_STATES
 
-    def to_wire(self) -> int:
-        return pb.JobState.Value(f"JOB_STATE_{self.name}")
+    def to_wire(self) -> "pb.JobState":
+        return cast("pb.JobState", pb.JobState.Value(f"JOB_STATE_{self.name}"))
 
     @classmethod
     def from_wire(cls, value: int) -> "JobState":

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .settings import ClientSettings
+from ..settings import ClientSettings
 
 if TYPE_CHECKING:
     from .ssh import SshConnection
@@ -35,4 +35,5 @@ def open_ssh(target: str, settings: ClientSettings) -> "SshConnection":
         settings.ssh_config,
         settings.keepalive_seconds,
         settings.connect_timeout_seconds,
+        settings.system_known_hosts,
     ).connect()

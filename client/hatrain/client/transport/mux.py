@@ -1,10 +1,11 @@
 """A host's SSH connection kept open between commands, like OpenSSH's ControlPersist.
 
 A command that has connected to a host itself (verifying its key and logging in) starts
-`python -m hatrain.client.mux ALIAS` in the background. That process connects the same way and
-relays gRPC to the agent through a Unix socket in a private directory, until it has been idle for
-keep_connection_seconds or its connection drops. Later commands send their calls through it and
-skip the SSH handshake and the import of paramiko. File transfers open a connection of their own.
+`python -m hatrain.client.transport.mux ALIAS` in the background. That process connects the
+same way and relays gRPC to the agent through a Unix socket in a private directory, until it
+has been idle for keep_connection_seconds or its connection drops. Later commands send their
+calls through it and skip the SSH handshake and the import of paramiko. File transfers open a
+connection of their own.
 """
 
 import contextlib
@@ -19,14 +20,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .connect import open_ssh
-from .settings import ClientSettings, HostEntry, load_settings
+from ..settings import ClientSettings, HostEntry, load_settings
+from .opening import open_ssh
 
 
 @dataclass(frozen=True)
 class Shared:
     target: str  # a gRPC target
-    user: str  # the SSH login the connection was made with
 
 
 def _runtime_dir() -> Path | None:
@@ -47,7 +47,14 @@ def _socket_path(alias: str, entry: HostEntry, settings: ClientSettings) -> Path
     if directory is None:
         return None
     identity = json.dumps(
-        [alias, entry.ssh, entry.agent, str(settings.ssh_config), str(settings.known_hosts)]
+        [
+            alias,
+            entry.ssh,
+            entry.agent,
+            entry.bridge,
+            str(settings.ssh_config),
+            str(settings.known_hosts),
+        ]
     )
     return directory / f"{hashlib.sha256(identity.encode()).hexdigest()[:16]}.sock"
 
@@ -62,7 +69,7 @@ def find(alias: str, entry: HostEntry, settings: ClientSettings) -> Shared | Non
         os.kill(int(info["pid"]), 0)
     except (OSError, ValueError, KeyError):
         return None
-    return Shared(f"unix:{path}", str(info["user"]))
+    return Shared(f"unix:{path}")
 
 
 def start(alias: str, settings: ClientSettings) -> None:
@@ -71,7 +78,7 @@ def start(alias: str, settings: ClientSettings) -> None:
         return
     env = {**os.environ, "HATRAIN_CLIENT_CONFIG": str(settings.source)}
     subprocess.Popen(
-        [sys.executable, "-m", "hatrain.client.mux", alias],
+        [sys.executable, "-m", "hatrain.client.transport.mux", alias],
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -95,9 +102,11 @@ def serve(alias: str) -> int:
         from .tunnel import Tunnel
 
         path.unlink(missing_ok=True)
-        tunnel = Tunnel(ssh.transport, entry.agent_address(), alias, path)
+        tunnel = Tunnel(
+            ssh.transport, entry.agent, entry.bridge_command(), alias, path, keep_spare=True
+        )
         info = path.with_suffix(".json")
-        info.write_text(json.dumps({"pid": os.getpid(), "user": ssh.target.user}))
+        info.write_text(json.dumps({"pid": os.getpid()}))
         try:
             while tunnel.idle_for() < settings.keep_connection_seconds:
                 time.sleep(1)

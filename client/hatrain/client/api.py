@@ -1,0 +1,492 @@
+"""hatrain as a Python library: submit, follow and fetch fine-tuning jobs on your GPU hosts.
+
+    from hatrain.client import Client
+
+    with Client() as client:                     # the hosts of ~/.config/hatrain/client.yml
+        job = client.submit("train/configs/gemma3-270m.yml", gpus=1)
+        for event in client.watch(job.id):       # typed events, resumed after a dropped link
+            ...
+        done = client.wait(job.id)               # the job once it has ended
+        client.fetch(job.id, "runs/")            # its run directory
+
+Every method returns typed records (hatrain.client.records) and raises the errors of
+hatrain.client.errors, each with a fix where there is one. The CLI is this API and a printer.
+"""
+
+import concurrent.futures
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TypeVar
+
+from hatrain.rpc.contract import ACTIVE_STATES, JobState
+from hatrain.rpc.spec import JobSpec
+from hatrain.rpc.v1 import agent_pb2 as pb
+
+from .errors import (
+    AgentRefused,
+    AgentUnavailable,
+    BadInput,
+    ClientError,
+    HostUnreachable,
+)
+from .plot import Curves
+from .records import (
+    Event,
+    FetchReport,
+    GpuReading,
+    HostStatus,
+    Job,
+    LogLine,
+    Metrics,
+    ProgressUpdate,
+    StateChange,
+    Submission,
+    event_from_wire,
+)
+from .settings import ClientSettings, load_settings
+from .transport import HostConnection, open_host
+
+T = TypeVar("T")
+_PAGE = 500
+_RECONNECT_FIRST_DELAY = 0.5
+_RECONNECT_MAX_DELAY = 5.0
+
+
+@dataclass(frozen=True)
+class HostDown:
+    """A host that did not answer, and why."""
+
+    host: str
+    error: ClientError
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    """The job after a cancel request, and one line saying what the request did."""
+
+    job: Job
+    message: str
+
+
+class JobNotFound(BadInput):
+    """No host of the client config has a job of that id."""
+
+
+class Client:
+    """The hosts of a client config, and every verb of hatrain-client as a method.
+
+    A method that takes `host` asks that host (an alias of the client config); without it, a
+    submit goes to the default host, and a job is looked up on every host until found.
+    Connections are opened when first needed and kept until close()."""
+
+    def __init__(
+        self,
+        config: str | Path | None = None,
+        *,
+        settings: ClientSettings | None = None,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        """config: the client config file (default: $HATRAIN_CLIENT_CONFIG, else
+        $XDG_CONFIG_HOME/hatrain/client.yml); warn: where warnings go (default stderr)."""
+        self.settings = settings or load_settings(Path(config) if config else None)
+        self._warn = warn
+        self._connections: dict[str, HostConnection] = {}
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._connections = list(self._connections.values()), {}
+        for connection in connections:
+            connection.close()
+
+    # -- hosts -----------------------------------------------------------------------------
+
+    @property
+    def hosts(self) -> list[str]:
+        """The host aliases of the client config."""
+        return list(self.settings.hosts)
+
+    def connection(self, host: str | None = None) -> HostConnection:
+        """The open connection to a host (the default host when None)."""
+        alias, _ = self.settings.host(host)
+        with self._lock:
+            known = self._connections.get(alias)
+        if known is not None:
+            return known
+        opened = open_host(alias, self.settings, self._warn)
+        with self._lock:
+            kept = self._connections.setdefault(alias, opened)
+        if kept is not opened:
+            opened.close()
+        return kept
+
+    def _drop(self, alias: str) -> None:
+        with self._lock:
+            connection = self._connections.pop(alias, None)
+        if connection is not None:
+            connection.close()
+
+    def each_host(
+        self, action: Callable[[HostConnection], T], hosts: Sequence[str] | None = None
+    ) -> list[tuple[str, T | ClientError]]:
+        """action on each host at once (every host of the config by default); a host that
+        fails gives its ClientError in place of a result."""
+        aliases = list(hosts) if hosts else self.hosts
+        if not aliases:
+            self.settings.host(None)  # raises the "no hosts configured" error
+
+        def run(alias: str) -> T | ClientError:
+            try:
+                return action(self.connection(alias))
+            except ClientError as exc:
+                return exc
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            results = list(pool.map(run, aliases))
+        return list(zip(aliases, results, strict=True))
+
+    def host_status(self, host: str | None = None) -> HostStatus:
+        connection = self.connection(host)
+        return HostStatus.from_wire(connection.agent_info(), connection.alias)
+
+    def hosts_status(self, hosts: Sequence[str] | None = None) -> list[HostStatus | HostDown]:
+        """Every host at once: its status, or why it did not answer."""
+        results = self.each_host(lambda c: HostStatus.from_wire(c.agent_info(), c.alias), hosts)
+        return [
+            HostDown(alias, result) if isinstance(result, ClientError) else result
+            for alias, result in results
+        ]
+
+    def soonest_host(self, gpus: int) -> str:
+        """The host where a job of this many GPUs can start soonest: enough free GPUs, then the
+        shortest queue."""
+        up = [s for s in self.hosts_status() if isinstance(s, HostStatus)]
+        if not up:
+            raise ClientError("--host auto: no host is reachable", fix="see `hatrain-client hosts`")
+        best = min(up, key=lambda s: (s.free_gpus < gpus, s.queue.queued, -s.free_gpus))
+        return best.host
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        config: str | Path,
+        *,
+        host: str | None = None,
+        gpus: int = 0,
+        datasets: dict[str, str | Path] | None = None,
+        name: str = "",
+        image: str = "",
+        min_gpu_memory_mb: int = 0,
+        gpu_type: str = "",
+        priority: int = 0,
+        time_limit_seconds: int = 0,
+        team: str = "",
+        secrets: Iterable[str] = (),
+        on_upload: Callable[[int], None] | None = None,
+    ) -> Job:
+        """Check an Axolotl config and its files, upload what the host lacks, and queue it.
+
+        host: an alias, "auto" (where it starts soonest) or None (the default host).
+        datasets: container dataset names (as in /workspace/data/datasets/NAME) to local files.
+        secrets: environment variables to pass as secrets (HF_TOKEN always, when set).
+        on_upload: called with each number of bytes sent.
+        Raises BadInput naming every problem before anything is sent."""
+        from .hash_cache import HashCache
+        from .submit import SubmitRequest, prepare, secrets_from_env
+        from .submit import submit as send
+
+        wanted = JobSpec(
+            config_name="",  # from the config, once it is checked
+            config_yaml="",
+            image=image,
+            name=name,
+            gpus=gpus,
+            min_gpu_memory_mb=min_gpu_memory_mb,
+            gpu_type=gpu_type,
+            priority=priority,
+            time_limit_seconds=time_limit_seconds,
+            team=team,
+        )
+        request = SubmitRequest(
+            config=Path(config),
+            spec=wanted,
+            datasets={k: Path(v).expanduser() for k, v in (datasets or {}).items()},
+            secret_names=tuple(secrets),
+        )
+        prepared = prepare(request, HashCache(self.settings.cache_dir))
+        secrets_from_env(request.secret_names)  # a missing secret fails before connecting
+        connection = self.connection(self.soonest_host(gpus) if host == "auto" else host)
+        wire, report = send(connection, request, prepared, on_upload or (lambda n: None))
+        job = Job.from_wire(wire, connection.alias)
+        return replace(job, submission=Submission(report, tuple(prepared.analysis.notes)))
+
+    def job(self, job_id: str, *, host: str | None = None) -> Job:
+        """The job, from its host (found among all hosts when host is None)."""
+        connection, wire = self._locate(job_id, host)
+        return Job.from_wire(wire, connection.alias)
+
+    def _locate(self, job_id: str, host: str | None) -> tuple[HostConnection, pb.Job]:
+        if host is not None:
+            connection = self.connection(host)
+            return connection, connection.get_job(job_id)
+        default, _ = self.settings.host(None)
+        order = [default, *(h for h in self.hosts if h != default)]
+        errors: list[tuple[str, ClientError]] = []
+        for alias, result in self.each_host(lambda c: (c, c.get_job(job_id)), order):
+            if not isinstance(result, ClientError):
+                return result
+            errors.append((alias, result))
+        unreachable = [(a, e) for a, e in errors if not _not_found(e)]
+        if len(unreachable) == len(errors):
+            raise unreachable[0][1]
+        asked = ", ".join(a for a, e in errors if _not_found(e))
+        down = "".join(f"; {a} did not answer ({e.message})" for a, e in unreachable)
+        raise JobNotFound(
+            f"no job {job_id!r} on {asked}{down}",
+            fix="check the id with `hatrain-client queue --all`",
+        )
+
+    def jobs(
+        self,
+        *,
+        host: str | None = None,
+        states: Iterable[JobState | str] | None = None,
+        user: str = "",
+        mine: bool = False,
+        limit: int | None = None,
+        on_host_error: Callable[[str, ClientError], None] | None = None,
+    ) -> list[Job]:
+        """Jobs of every host (or one), oldest first per host; paging is done here.
+
+        states: default the active ones (queued and running); user: only theirs; mine: only
+        the caller's. A host that fails is passed to on_host_error and skipped; if every host
+        fails, its error is raised."""
+        wanted = [JobState.parse(s) if isinstance(s, str) else s for s in states or ()]
+        wire_states = [s.to_wire() for s in (wanted or ACTIVE_STATES)]
+
+        def listing(connection: HostConnection) -> list[Job]:
+            found: list[Job] = []
+            token = ""
+            while limit is None or len(found) < limit:
+                page = connection.list_jobs(
+                    pb.ListJobsRequest(
+                        states=wire_states,
+                        user=connection.user if mine else user,
+                        page_size=_PAGE if limit is None else min(_PAGE, limit - len(found)),
+                        page_token=token,
+                    )
+                )
+                found += [Job.from_wire(j, connection.alias) for j in page.jobs]
+                token = page.next_page_token
+                if not token:
+                    break
+            return found
+
+        results = self.each_host(listing, [host] if host else None)
+        failed = [(a, r) for a, r in results if isinstance(r, ClientError)]
+        if failed and len(failed) == len(results):
+            raise failed[0][1]
+        for alias, error in failed:
+            if on_host_error is not None:
+                on_host_error(alias, error)
+        return [job for _, r in results if not isinstance(r, ClientError) for job in r]
+
+    def watch(
+        self,
+        job_id: str,
+        *,
+        host: str | None = None,
+        from_seq: int = 0,
+        follow: bool = True,
+        kinds: Iterable[type[Event]] = (),
+        reconnect_seconds: float = 300.0,
+    ) -> Iterator[Event]:
+        """The job's events after from_seq, in order; with follow, live until the job ends.
+
+        A dropped connection is reopened (for up to reconnect_seconds) and the events go on
+        from the last one received, with no gap and no duplicate."""
+        connection, _ = self._locate(job_id, host)
+        alias = connection.alias
+        wire_kinds = [_KIND[k] for k in kinds]
+        after = from_seq
+        deadline: float | None = None
+        delay = _RECONNECT_FIRST_DELAY
+        while True:
+            request = pb.WatchJobRequest(
+                job_id=job_id, from_seq=after, follow=follow, kinds=wire_kinds
+            )
+            try:
+                for wire in self.connection(alias).watch_job(request):
+                    after = wire.seq
+                    deadline, delay = None, _RECONNECT_FIRST_DELAY
+                    if (event := event_from_wire(wire)) is not None:
+                        yield event
+                return
+            except (AgentUnavailable, HostUnreachable):
+                self._drop(alias)
+                deadline = deadline or time.monotonic() + reconnect_seconds
+                if not follow or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, _RECONNECT_MAX_DELAY)
+
+    def logs(
+        self, job_id: str, *, host: str | None = None, tail: int = 0, follow: bool = False
+    ) -> Iterator[LogLine]:
+        """The job's output lines (the last `tail` ones, if given); with follow, until it ends."""
+        connection, _ = self._locate(job_id, host)
+        request = pb.WatchJobRequest(
+            job_id=job_id, follow=follow, kinds=[pb.EVENT_KIND_LOG], tail=tail
+        )
+        for wire in connection.watch_job(request):
+            if isinstance(event := event_from_wire(wire), LogLine):
+                yield event
+
+    def wait(self, job_id: str, *, host: str | None = None) -> Job:
+        """Block until the job has ended; returns it then."""
+        connection, _ = self._locate(job_id, host)
+        for _event in self.watch(job_id, host=connection.alias, kinds=[StateChange]):
+            pass
+        return self.job(job_id, host=connection.alias)
+
+    def cancel(self, job_id: str, *, host: str | None = None, wait: bool = False) -> CancelResult:
+        """Cancel a queued job at once, or ask a running one to stop (it then ends cancelled);
+        with wait, return once it has ended."""
+        connection, before_wire = self._locate(job_id, host)
+        before = Job.from_wire(before_wire, connection.alias)
+        after = Job.from_wire(connection.cancel_job(job_id), connection.alias)
+        message = _cancel_message(before, after)
+        if wait and not after.ended:
+            after = self.wait(job_id, host=connection.alias)
+            message = f"job {after.id}: {after.state.value}"
+        return CancelResult(after, message)
+
+    def retry(self, job_id: str, *, host: str | None = None) -> Job:
+        """Submit an ended job again, with the same config and files, on its host; your own
+        HF_TOKEN, if set, goes with it."""
+        from .submit import secrets_from_env, submit_spec
+
+        connection, wire = self._locate(job_id, host)
+        old = Job.from_wire(wire, connection.alias)
+        if not old.readable:
+            raise BadInput(
+                f"job {job_id} belongs to {old.user}: only its owner, their team and admins "
+                "may run it again"
+            )
+        if not old.ended:
+            raise BadInput(
+                f"job {job_id} is {old.state.value}: only an ended job can be retried",
+                fix=f"wait for it (hatrain-client wait {job_id}) or cancel it first",
+            )
+        new = submit_spec(connection, old.spec.retried(old.id), secrets_from_env(()))
+        return Job.from_wire(new, connection.alias)
+
+    def fetch(
+        self,
+        job_id: str,
+        dest: str | Path | None = None,
+        *,
+        host: str | None = None,
+        include: Iterable[str] = (),
+        exclude: Iterable[str] = (),
+        on_file: Callable[[str, int], None] | None = None,
+    ) -> FetchReport:
+        """Download the job's run directory to dest (default ./hatrain-runs/JOB); files already
+        there whole are skipped and a partial one is resumed."""
+        from .fetch import fetch as download
+
+        connection, wire = self._locate(job_id, host)
+        job = Job.from_wire(wire, connection.alias)
+        if job.never_ran:
+            raise BadInput(f"job {job_id} {job.never_ran}: it has no outputs to fetch")
+        if not job.readable:
+            raise BadInput(
+                f"job {job_id} belongs to {job.user}: its outputs are for its owner, their "
+                "team and admins"
+            )
+        target = Path(dest) if dest is not None else Path("hatrain-runs") / job_id
+        with connection.transferring(f"fetching {job_id}") as sftp:
+            return download(
+                sftp,
+                job.run_dir,
+                target,
+                list(include),
+                list(exclude),
+                on_file=on_file or (lambda p, n: None),
+            )
+
+    def curves(self, job_id: str, *, host: str | None = None) -> Curves:
+        """Train and eval loss by step."""
+        from .plot import curves
+
+        job = self.job(job_id, host=host)
+        metrics = [
+            e
+            for e in self.watch(job_id, host=job.host, follow=False, kinds=[Metrics])
+            if isinstance(e, Metrics)
+        ]
+        return curves(metrics, _logging_steps(job))
+
+    def plot(
+        self, job_id: str, output: str | Path | None = None, *, host: str | None = None
+    ) -> Path:
+        """Draw the job's loss curve (train and eval) as a PNG; returns where it went."""
+        from .plot import write_png
+
+        job = self.job(job_id, host=host)
+        data = self.curves(job_id, host=job.host)
+        if not data.train and not data.eval:
+            if job.never_ran:
+                raise BadInput(f"job {job_id} {job.never_ran}: it has no loss values")
+            if job.ended:
+                raise BadInput(
+                    f"job {job_id} {job.state.value} before it logged a loss value",
+                    fix=f"see: hatrain-client logs {job_id} --tail 50",
+                )
+            raise BadInput(f"job {job_id} has no loss values yet")
+        path = Path(output) if output is not None else Path(f"{job_id}-loss.png")
+        write_png(data, path, f"{job.name} ({job_id})")
+        return path
+
+
+_KIND: dict[type[Event], "pb.EventKind"] = {
+    StateChange: pb.EVENT_KIND_STATE,
+    LogLine: pb.EVENT_KIND_LOG,
+    Metrics: pb.EVENT_KIND_METRICS,
+    ProgressUpdate: pb.EVENT_KIND_PROGRESS,
+    GpuReading: pb.EVENT_KIND_GPU,
+}
+
+
+def _not_found(error: ClientError) -> bool:
+    return isinstance(error, AgentRefused) and error.code == "NOT_FOUND"
+
+
+def _logging_steps(job: Job) -> int:
+    from hatrain.rpc.config_yaml import load_config_yaml
+
+    config = load_config_yaml(job.spec.config_yaml) or {}
+    return int(config.get("logging_steps") or 1) if isinstance(config, dict) else 1
+
+
+def _cancel_message(before: Job, after: Job) -> str:
+    if before.ended:
+        return f"job {after.id}: not cancelled: it had already {before.state.value}"
+    if after.state == JobState.CANCELLED and not after.started_at:
+        return f"job {after.id}: cancelled while queued; it never ran"
+    if after.ended:
+        return f"job {after.id}: {after.state.value}"
+    return (
+        f"job {after.id}: cancel requested; it is stopping (SIGTERM, then SIGKILL after the "
+        f"host's grace period). Follow it: hatrain-client wait {after.id}"
+    )
