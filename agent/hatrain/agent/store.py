@@ -673,10 +673,10 @@ class Store:
         token = base64.urlsafe_b64encode(str(rows[-1][0]).encode()).decode() if more else ""
         return jobs, token, total
 
-    def queued_gpu_needs(self) -> set[int]:
-        """The numbers of GPUs queued jobs ask for (0: jobs without a GPU), from the tally."""
+    def queued_by_gpus(self) -> dict[int, int]:
+        """How many queued jobs ask for each number of GPUs (0: no GPU), from the tally."""
         with self._write_lock:
-            return set(self._tally.by_gpus)
+            return dict(self._tally.by_gpus)
 
     def past_time_limit(self, now: float) -> list[str]:
         """Running jobs past their time limit at `now` and not asked to stop yet."""

@@ -31,8 +31,11 @@ log = structlog.get_logger(__name__)
 # often, for time limits and housekeeping.
 _IDLE_PASS_SECONDS = 1.0
 _HOUSEKEEPING_SECONDS = 5.0
-# While nothing can start, the reasons jobs wait are worked out again at most this often.
+# While nothing can start, the reasons jobs wait are worked out again at most this often; a job
+# queued since (which has no reason yet) gets one sooner, as planning's cost allows.
 _REASONS_REFRESH_SECONDS = 2.0
+# Planning, while nothing can start, takes at most this share of the scheduler's time.
+_PLANNING_SHARE = 1 / 20
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,9 @@ class Supervisor:
         # Why each queued job waits, as of the last scheduling pass.
         self._waiting: dict[str, Waiting] = {}
         self._waiting_at = -_REASONS_REFRESH_SECONDS
-        self._refresh_after = _REASONS_REFRESH_SECONDS
+        self._plan_seconds = 0.0
+        # When the reasons are next due, if a pass was spared before they were.
+        self._refresh_due: float | None = None
         # The job the last pass reserved GPUs for: it keeps them until it starts.
         self._reserved: str | None = None
         self._lock = threading.Lock()
@@ -117,7 +122,7 @@ class Supervisor:
     def _loop(self) -> None:
         self._wake.set()  # a first pass at once, for jobs queued while the agent was down
         while not self._stopping.is_set():
-            self._wake.wait(timeout=_IDLE_PASS_SECONDS)
+            self._wake.wait(timeout=self._next_pass_in())
             # Cleared before the pass: whatever happens during it wakes the next one, and a
             # burst of wake-ups meanwhile makes one pass, not one each.
             self._wake.clear()
@@ -130,10 +135,18 @@ class Supervisor:
             except Exception:
                 log.exception("scheduling pass failed")
 
+    def _next_pass_in(self) -> float:
+        """Seconds until a pass is due with no wake-up: the idle interval, or sooner when a
+        spared pass left reasons to work out."""
+        due = self._refresh_due
+        if due is None:
+            return _IDLE_PASS_SECONDS
+        return max(0.0, min(_IDLE_PASS_SECONDS, due - time.monotonic()))
+
     def schedule_once(self) -> None:
         with self._lock:
             now = self.clock()
-            needs = self.store.queued_gpu_needs()
+            needs = self.store.queued_by_gpus()
             if not needs:
                 self._waiting = {}
                 return
@@ -144,8 +157,17 @@ class Supervisor:
             could_start = any(0 < n <= free for n in needs) or (
                 0 in needs and cpu_jobs < self.policy.max_cpu_jobs
             )
-            if not could_start and time.monotonic() < self._waiting_at + self._refresh_after:
-                return  # nothing queued could start: spare reading the whole queue
+            if not could_start:
+                # Every queued job has its reason (none queued or gone since the last plan)?
+                covered = len(self._waiting) == sum(needs.values())
+                due = self._waiting_at + max(
+                    _REASONS_REFRESH_SECONDS if covered else 0.0,
+                    self._plan_seconds / _PLANNING_SHARE,
+                )
+                if time.monotonic() < due:
+                    self._refresh_due = due
+                    return  # nothing queued could start: spare reading the whole queue
+            self._refresh_due = None
             began = time.monotonic()
             queued = self.store.queued_for_planner()
             if not queued:
@@ -162,9 +184,7 @@ class Supervisor:
                 self._reserved,
             )
             self._waiting, self._waiting_at = result.waiting, time.monotonic()
-            # A long queue takes a while to plan: refreshing its reasons then costs at most a
-            # twentieth of the time.
-            self._refresh_after = max(_REASONS_REFRESH_SECONDS, 20 * (self._waiting_at - began))
+            self._plan_seconds = self._waiting_at - began
             self._reserved = result.reserved
             for placement in result.placements:
                 job = self.store.transition(

@@ -105,7 +105,7 @@ def job_summary_to_wire(job: Job, waiting: Waiting | None = None) -> pb.Job:
         started_at=job.started_at,
         finished_at=job.finished_at,
         queue_position=job.queue_position,
-        stop_reason=job.stop_reason,
+        stop_reason=job.stop_reason.value if job.stop_reason else "",
     )
     if job.progress is not None:
         msg.progress.CopyFrom(progress_to_wire(job.progress))
