@@ -146,6 +146,7 @@ class Supervisor:
     def schedule_once(self) -> None:
         with self._lock:
             now = self.clock()
+            self._refresh_due = None
             needs = self.store.queued_by_gpus()
             if not needs:
                 self._waiting = {}
@@ -167,7 +168,6 @@ class Supervisor:
                 if time.monotonic() < due:
                     self._refresh_due = due
                     return  # nothing queued could start: spare reading the whole queue
-            self._refresh_due = None
             began = time.monotonic()
             queued = self.store.queued_for_planner()
             if not queued:
