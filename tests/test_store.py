@@ -90,7 +90,7 @@ def test_a_schema_1_file_is_upgraded_with_every_event(tmp_path: Path) -> None:
 
     store = Store(path)
     assert store.schema_version() == SCHEMA_VERSION == 4
-    assert store.get("old").stop_reason == ""
+    assert store.get("old").stop_reason is None
     store.append("old", [_log("third"), _log("fourth")])
     events = store.events("old", 0)
     assert [(e.seq, e.kind.value, e.line) for e in events] == [

@@ -3,12 +3,12 @@
 __all__ = ["Job", "JobFile", "JobSpec"]
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from hatrain.rpc.spec import JobFile, JobSpec
 
 from .events import Progress
-from .states import JobState
+from .states import JobState, StopReason
+from .steps import StepRecord
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,13 @@ class Job:
     last_metrics: dict[str, float] = field(default_factory=dict)
     last_seq: int = 0
     secret_names: tuple[str, ...] = ()
-    # What the runtime needs to find the job's processes again after a restart.
-    runtime: dict[str, Any] = field(default_factory=dict)
+    # Its steps so far, by name: what the runtime needs to reach them again after a restart, and
+    # how each one ended.
+    steps: dict[str, StepRecord] = field(default_factory=dict)
     queue_position: int = 0
-    # Why the job was asked to stop while running ("cancel" or "timeout"); empty if it was not.
-    stop_reason: str = ""
+    # Why the job was asked to stop while running; None if it was not.
+    stop_reason: StopReason | None = None
+
+    def step(self, name: str) -> StepRecord:
+        """The record of one of its steps; an empty one if the step never started."""
+        return self.steps.get(name) or StepRecord(name)

@@ -113,7 +113,10 @@ class JobWaiters:
         self._events: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
 
     def notify(self, job_id: str) -> None:
-        self._loop.call_soon_threadsafe(self._wake, job_id)
+        # Most commits concern a job nobody watches: no hand-over to the loop for those. A
+        # watcher registers before it reads, so a commit it has not read still finds it here.
+        if self._events.get(job_id) if job_id else self._events:
+            self._loop.call_soon_threadsafe(self._wake, job_id)
 
     def _wake(self, job_id: str) -> None:
         targets = self._events.get(job_id, set()) if job_id else set().union(*self._events.values())
