@@ -10,6 +10,7 @@
 
 import argparse
 import asyncio
+import getpass
 import statistics
 import sys
 import tempfile
@@ -31,7 +32,8 @@ from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc  # noqa: E402
 from bench.run_all import agent_config, start_agent_process  # noqa: E402
 from tests.support.images import ensure_test_image  # noqa: E402
 
-USER = (("x-hatrain-user", "bench"),)
+# Jobs run as their user's own account: the bench submits as the login running it.
+USER = (("x-hatrain-user", getpass.getuser()),)
 # `axolotl` for these jobs: preprocess succeeds at once, train sleeps until it is stopped.
 SLEEPER = (
     "#!/bin/sh\n"

@@ -51,7 +51,9 @@ def test_job_runs_both_steps_with_the_contract(
     assert attrs["Config"]["Labels"]["hatrain.job"] == job.id
     assert attrs["Config"]["Labels"]["hatrain.step"] == "preprocess"
     assert attrs["Config"]["Cmd"][-3:] == ["preprocess", "/workspace/configs/job.yml", "--debug"]
-    assert attrs["HostConfig"]["IpcMode"] == "host"
+    # Shared memory of its own, sized for NCCL, instead of the host's (docker.limits.shm_size).
+    assert attrs["HostConfig"]["IpcMode"] != "host"
+    assert attrs["HostConfig"]["ShmSize"] == 16 * 2**30
     (run_dir / "go").write_text("")
     done = wait_state(stub, job.id, TERMINAL)
     assert done.state == pb.JOB_STATE_SUCCEEDED, done

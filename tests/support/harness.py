@@ -16,6 +16,9 @@ from hatrain.rpc.v1 import agent_pb2 as pb
 from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
+# Who the tests submit as unless they say otherwise: a real, ordinary account (jobs run as their
+# user), which tests/support/accounts.py creates.
+TEST_USER = "hatrain-alice"
 TERMINAL = {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
 # The states of a job that runs to success, in order.
 SUCCESSFUL_RUN = [
@@ -61,7 +64,7 @@ def wait_for_port(port: int, proc: "subprocess.Popen[Any]", log: Path, timeout: 
     poll(listening, timeout, f"{name} to listen on port {port}")
 
 
-def stub_for(target: str, user: str = "alice") -> tuple[Any, Any]:
+def stub_for(target: str, user: str = TEST_USER) -> tuple[Any, Any]:
     channel = grpc.insecure_channel(target)
     grpc.channel_ready_future(channel).result(timeout=30)
     stub = pb_grpc.AgentServiceStub(channel)

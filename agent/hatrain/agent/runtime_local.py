@@ -5,12 +5,19 @@ secrets — only at their host directories. Its copy of the config has every con
 (/workspace/...) replaced by the host directory behind it; GPUs are given by UUID through
 CUDA_VISIBLE_DEVICES (empty for CPU jobs).
 
-Each step runs in its own session (setsid) with output appended to a log file and its exit code
-written to a file when it ends, so it is independent of the agent: when the agent stops or is
-killed, running steps keep running; on restart the agent re-attaches to them through the handle
-in its store (pid + start time), reads the log from the byte offset it had stored, and takes the
-exit code from the file. A step whose process vanished without an exit file fails with
-`container lost`.
+Each step runs as the job's user (setpriv: their uid, gid and groups, no_new_privs), in its own
+session (setsid), with output appended to a log file and its exit code written to a file when it
+ends, so it is independent of the agent: when the agent stops or is killed, running steps keep
+running; on restart the agent re-attaches to them through the handle in its store (pid + start
+time), reads the log from the byte offset it had stored, and takes the exit code from the file.
+A step whose process vanished without an exit file fails with `container lost`.
+
+Who owns what: the step's files (log, exit code, handle, its copy of the config) are the agent's,
+in the job's local/ directory, which only the agent can write. The agent opens the log and hands
+the step its fd; a small wrapper that stays root runs the step as the user, waits for it and
+writes the exit file. The user's process can therefore write to its log but cannot forge its exit
+code, nor plant a link there for the agent to write through. It owns only its run directory, its
+cache and its HOME.
 """
 
 import contextlib
@@ -26,6 +33,7 @@ from typing import Any
 import yaml
 
 from .config import LocalConfig, MultiGpuConfig
+from .confinement import run_as, user_env
 from .events import Progress
 from .jobs import Job
 from .runtime import BASE_ENV, SECRET_SHIM, ExitStatus, Handle, Probe, RuntimeFailure, step_command
@@ -39,7 +47,7 @@ _POLL_SECONDS = 0.02
 # wrapper traps them (a trap, unlike an ignored signal, is not inherited by the step), outlives
 # the step, and records how it ended.
 _WRAPPER = (
-    'trap : TERM INT; sh -c "$0" "$@"; code=$?; echo "$code" > "$HATRAIN_EXIT.tmp" && '
+    'trap : TERM INT; "$@"; code=$?; echo "$code" > "$HATRAIN_EXIT.tmp" && '
     'mv "$HATRAIN_EXIT.tmp" "$HATRAIN_EXIT"'
 )
 
@@ -101,11 +109,12 @@ class LocalRuntime:
         log_path, exit_path = work / f"{step}.log", work / f"{step}.exit"
         exit_path.unlink(missing_ok=True)
         args, launch_env = step_command(step, job, self.multi_gpu, str(work))
+        hub = None if dirs.shared_hub is None else str(dirs.shared_hub)
         env = {
             "PATH": f"{self.config.venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
-            "HOME": os.environ.get("HOME", "/root"),
             "LANG": "C.UTF-8",
             **BASE_ENV,
+            **user_env(dirs.owner, str(dirs.home), hub),
             "HF_HOME": str(mapping[HF_CACHE]),
             "PYTHONPATH": str(mapping[DATASETS] / "python"),
             "CUDA_VISIBLE_DEVICES": ",".join(job.gpu_uuids),
@@ -116,7 +125,10 @@ class LocalRuntime:
         }
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
-                ["/bin/sh", "-c", _WRAPPER, SECRET_SHIM, "hatrain", str(self._axolotl()), *args],
+                [
+                    *("/bin/sh", "-c", _WRAPPER, "hatrain-step", *run_as(dirs.owner)),
+                    *("/bin/sh", "-c", SECRET_SHIM, "hatrain", str(self._axolotl()), *args),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -90,7 +90,7 @@ class Agent:
         self.store = Store(root / "hatrain.db")
         self.objects = ObjectStore(root)
         self.reserve = DiskReserve(root)
-        self.workspace = Workspace(root, self.objects)
+        self.workspace = Workspace(root, self.objects, config.caches)
         self.runtime = make_runtime(config, self.workspace)
         self.gpus, self.gpu_source = discover(config.gpus)
         if gpu_reader is None and self.gpu_source == "nvml":

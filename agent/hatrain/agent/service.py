@@ -183,7 +183,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             ),
             allowed_images=self.config.docker.allowed_images,
             default_image=self.config.docker.default_image,
-            upload_dir=str(self.objects.staging),
+            upload_dir=str(self.objects.staging / caller(context)),
             user=caller(context),
         )
 
@@ -193,6 +193,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
     ) -> pb.PrepareUploadResponse:
         check_count(request.sha256, "sha256", self.config.limits.max_files)
         self.reserve.check_room()
+        user = caller(context)
         response = pb.PrepareUploadResponse()
         for i, sha in enumerate(dict.fromkeys(request.sha256)):
             check_sha256(sha, f"sha256[{i}]")
@@ -202,8 +203,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 response.missing.append(
                     pb.StagedUpload(
                         sha256=sha,
-                        staging_path=str(self.objects.staging_path(sha)),
-                        bytes_present=self.objects.staged_bytes(sha),
+                        staging_path=str(self.objects.staging_path(sha, user)),
+                        bytes_present=self.objects.staged_bytes(sha, user),
                     )
                 )
         return response
@@ -212,7 +213,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
     def CommitUpload(
         self, request: pb.CommitUploadRequest, context: Any
     ) -> pb.CommitUploadResponse:
-        size = self.objects.commit(request.sha256, request.size)
+        size = self.objects.commit(request.sha256, request.size, caller(context))
         return pb.CommitUploadResponse(sha256=request.sha256, size=size)
 
     def _job(self, job_id: str) -> pb.Job:
