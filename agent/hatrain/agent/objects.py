@@ -5,9 +5,9 @@ interrupted upload resumes). That directory is the user's own (0700) inside one 
 can write, so nobody else can read, pre-create or replace a user's staging names.
 
 commit() opens the staged file without following a symlink and takes only a regular file of the
-uploader's with a single link. It copies the bytes, hashing them on the way, into a file of the
-agent's own, and moves that into objects/sha256/<ab>/<sha256> (mode 0444, in a directory only
-the agent can enter) if the hash is the one announced. Nothing the uploader kept — an open fd, a
+uploader's with a single link. It copies it into a file of the agent's own, hashes the copy, and
+moves that into objects/sha256/<ab>/<sha256> (mode 0444, in a directory only the agent can
+enter) if the hash is the one announced. Nothing the uploader kept — an open fd, a
 hard link, the staged file itself — reaches the object, so it keeps the bytes that were verified,
 and a file in the object directory is always complete.
 """
@@ -21,7 +21,6 @@ import secrets
 import stat
 import time
 from pathlib import Path
-from typing import BinaryIO
 
 import structlog
 
@@ -119,7 +118,8 @@ class ObjectStore:
             target.parent.mkdir(parents=True, exist_ok=True)
             copy = target.parent / f".{sha256}.{secrets.token_hex(8)}.tmp"
             try:
-                copied, digest = _copy(source, copy)
+                _copy(source.fileno(), info.st_size, copy)
+                copied, digest = _hash(copy)
                 if digest != sha256:
                     self._discard(staged)
                     raise InvalidArgument(
@@ -163,17 +163,32 @@ class ObjectStore:
         return removed
 
 
-def _copy(source: BinaryIO, path: Path) -> tuple[int, str]:
-    """Copy source into a new file at path (the agent's own, created here), hashing the bytes;
-    returns how many were copied and their SHA-256."""
-    digest = hashlib.sha256()
-    copied = 0
+def _copy(source: int, size: int, path: Path) -> None:
+    """Copy the first size bytes of the file open as source into a new file at path (the
+    agent's own, created here): in the kernel (a reflink where the filesystem has them), else
+    through this process."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        while chunk := source.read(_CHUNK):
+    try:
+        done = 0
+        try:
+            while done < size and (n := os.copy_file_range(source, fd, size - done, done, done)):
+                done += n
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            while done < size and (chunk := os.pread(source, min(_CHUNK, size - done), done)):
+                done += os.pwrite(fd, chunk, done)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _hash(path: Path) -> tuple[int, str]:
+    """Size and SHA-256 of the file at path."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
             digest.update(chunk)
-            out.write(chunk)
-            copied += len(chunk)
-        out.flush()
-        os.fsync(out.fileno())
-    return copied, digest.hexdigest()
+            size += len(chunk)
+    return size, digest.hexdigest()
