@@ -58,7 +58,6 @@ def agent_config(work: Path, port: int, gpu: bool) -> dict[str, object]:
             "PATH": f"{VENV}/bin:/usr/bin:/bin",
             "HF_HUB_OFFLINE": "1",
             "CUDA_VISIBLE_DEVICES": "",
-            "HOME": "/tmp",
         },
     }
     return config
