@@ -415,6 +415,26 @@ def test_prepared_cache_poisoning_across_users_is_impossible(
     assert run_as(ALICE, "sh", "-c", f'mkdir -p "{poison.parent}"').returncode != 0
 
 
+def test_a_shared_hub_cache_is_read_only_to_every_job(
+    shared_agent_config: dict[str, Any], start_agent: Any, tmp_path: Path
+) -> None:
+    """caches.shared_hub: the admin's hub cache is every job's HF_HUB_CACHE, readable and
+    read-only, while HF_HOME stays the user's own."""
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    hub.chmod(0o777)  # writable on the host: only the read-only mount stops a job's write
+    (hub / "admin.txt").write_text("filled by the admin")
+    stub, agent = start_agent({**shared_agent_config, "caches": {"shared_hub": str(hub)}}, ALICE)
+    done = _run(stub, _probing_spec())
+    seen = _probe(agent.workspace.dirs(done.id).run)
+    assert seen["hub"] == {
+        "path": "/workspace/data/huggingface-hub-shared",
+        "read": "ok",
+        "write": "EROFS",
+    }
+    assert list(hub.iterdir()) == [hub / "admin.txt"]
+
+
 def test_a_local_job_cannot_reach_another_users_cache(
     local_agent_config: dict[str, Any], start_agent: Any
 ) -> None:

@@ -89,6 +89,12 @@ def probe(step: str, config: dict[str, Any], config_path: Path, run_dir: Path) -
             for user in plan.get("others", [])
         },
     }
+    if hub := os.environ.get("HF_HUB_CACHE"):  # the admin's shared hub cache
+        record["hub"] = {
+            "path": hub,
+            "read": _attempt(lambda: (Path(hub) / "admin.txt").read_text()),
+            "write": _attempt(lambda: (Path(hub) / f"probe-{step}").write_text("x")),
+        }
     (run_dir / f"probe-{step}.json").write_text(json.dumps(record, indent=1))
 
 
