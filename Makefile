@@ -42,6 +42,7 @@ bench: venv
 	$(PY) bench/run_all.py
 	$(PY) bench/client_bench.py
 	$(PY) bench/faults.py
+	$(PY) bench/schedule_trace.py
 	$(MAKE) bench-peers
 
 # hatrain against Slurm and Ray Jobs, set up here for the run and torn down after it.

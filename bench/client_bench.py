@@ -33,6 +33,7 @@ from hatrain.client.transport import open_host  # noqa: E402
 from hatrain.client.upload import upload  # noqa: E402
 
 from tests.support.client import ClientRunner  # noqa: E402
+from tests.support.harness import socket_path  # noqa: E402
 from tests.support.images import ensure_test_image  # noqa: E402
 from tests.support.sshd import SshServer, start_sshd  # noqa: E402
 
@@ -153,7 +154,7 @@ def main() -> None:
     sshd = start_sshd(work / "sshd")
     config: dict[str, Any] = {
         "data_root": str(work / "data"),
-        "listen": "127.0.0.1:0",
+        "listen": str(socket_path()),
         "log_format": "console",
         "docker": {"allowed_images": [image], "default_image": image, "pull_missing": False},
         "scheduler": {"max_cpu_jobs": 8},
@@ -163,17 +164,20 @@ def main() -> None:
     # Re-submits go to a host that queues without starting anything, so that the containers of
     # earlier jobs do not compete with the command measured for this machine's two cores.
     queue_only = Agent(AgentConfig.model_validate({
-        **config, "data_root": str(work / "queue"), "scheduler": {"max_cpu_jobs": 0},
+        **config, "data_root": str(work / "queue"), "listen": str(socket_path()),
+        "scheduler": {"max_cpu_jobs": 0},
     }))  # fmt: skip
     queue_only.start()
     try:
-        cold = ClientRunner.configure(work / "cold", sshd, agent.port)  # a new SSH login each time
+        cold = ClientRunner.configure(
+            work / "cold", sshd, agent.socket
+        )  # a new SSH login each time
         client = ClientRunner.configure(
-            work / "client", sshd, agent.port, keep_connection_seconds=60
+            work / "client", sshd, agent.socket, keep_connection_seconds=60
         )
-        queue_cold = ClientRunner.configure(work / "queue-cold", sshd, queue_only.port)
+        queue_cold = ClientRunner.configure(work / "queue-cold", sshd, queue_only.socket)
         queue_shared = ClientRunner.configure(
-            work / "queue-shared", sshd, queue_only.port, keep_connection_seconds=60
+            work / "queue-shared", sshd, queue_only.socket, keep_connection_seconds=60
         )
         project = work / "project"
         project.mkdir()

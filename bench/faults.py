@@ -10,7 +10,6 @@
 
 import argparse
 import asyncio
-import getpass
 import statistics
 import sys
 import tempfile
@@ -32,8 +31,6 @@ from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc  # noqa: E402
 from bench.run_all import agent_config, start_agent_process  # noqa: E402
 from tests.support.images import ensure_test_image  # noqa: E402
 
-# Jobs run as their user's own account: the bench submits as the login running it.
-USER = (("x-hatrain-user", getpass.getuser()),)
 # `axolotl` for these jobs: preprocess succeeds at once, train sleeps until it is stopped.
 SLEEPER = (
     "#!/bin/sh\n"
@@ -57,7 +54,7 @@ def spec(image: str) -> pb.JobSpec:
 def wait_state(stub: Any, job_id: str, states: set[int], timeout: float = 60) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = stub.GetJob(pb.GetJobRequest(job_id=job_id), metadata=USER)
+        job = stub.GetJob(pb.GetJobRequest(job_id=job_id))
         if job.state in states:
             return job
         time.sleep(0.01)
@@ -72,7 +69,7 @@ async def _hold(target: str, job_id: str, count: int, opened: threading.Event) -
     async def watch(channel: grpc.aio.Channel) -> None:
         nonlocal first
         call = pb_grpc.AgentServiceStub(channel).WatchJob(
-            pb.WatchJobRequest(job_id=job_id, follow=True), metadata=USER
+            pb.WatchJobRequest(job_id=job_id, follow=True)
         )
         await call.read()
         first += 1
@@ -98,12 +95,12 @@ def bench_watchers(image: str, bindir: Path, counts: list[int], calls: int) -> l
             limits={"max_watch_streams_per_user": max(counts) + 10},
         )
         proc = start_agent_process(Path(tmp), config)
-        target = config["listen"]
+        target = f"unix:{config['listen']}"
         channel = grpc.insecure_channel(target)
         grpc.channel_ready_future(channel).result(timeout=60)
         stub = pb_grpc.AgentServiceStub(channel)
         health = health_pb2_grpc.HealthStub(channel)
-        held = stub.SubmitJob(pb.SubmitJobRequest(spec=spec(image)), metadata=USER).job
+        held = stub.SubmitJob(pb.SubmitJobRequest(spec=spec(image))).job
         wait_state(stub, held.id, {pb.JOB_STATE_TRAINING})
         rows: list[tuple[int, float, float, float]] = []
         for count in counts:
@@ -118,7 +115,7 @@ def bench_watchers(image: str, bindir: Path, counts: list[int], calls: int) -> l
             submits, checks = [], []
             for _ in range(calls):
                 started = time.perf_counter()
-                stub.SubmitJob(pb.SubmitJobRequest(spec=spec(image)), metadata=USER, timeout=30)
+                stub.SubmitJob(pb.SubmitJobRequest(spec=spec(image)), timeout=30)
                 submits.append(time.perf_counter() - started)
                 started = time.perf_counter()
                 health.Check(health_pb2.HealthCheckRequest(), timeout=30)
@@ -127,7 +124,7 @@ def bench_watchers(image: str, bindir: Path, counts: list[int], calls: int) -> l
                 loop.call_soon_threadsafe(holder.cancel)
                 loop.call_soon_threadsafe(loop.stop)
             rows.append((count, p(submits, 50), p(submits, 99), p(checks, 99)))
-        stub.CancelJob(pb.CancelJobRequest(job_id=held.id), metadata=USER)
+        stub.CancelJob(pb.CancelJobRequest(job_id=held.id))
         channel.close()
         proc.terminate()
         proc.wait()
@@ -147,21 +144,20 @@ def bench_cancel(image: str, bindir: Path, runs: int) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         config = agent_config(Path(tmp), image, bindir, scheduler={"max_cpu_jobs": 4})
         proc = start_agent_process(Path(tmp), config)
-        channel = grpc.insecure_channel(config["listen"])
+        channel = grpc.insecure_channel(f"unix:{config['listen']}")
         grpc.channel_ready_future(channel).result(timeout=60)
         stub = pb_grpc.AgentServiceStub(channel)
         ours, peers = [], []
         for _ in range(runs):
-            job = stub.SubmitJob(pb.SubmitJobRequest(spec=spec(image)), metadata=USER).job
+            job = stub.SubmitJob(pb.SubmitJobRequest(spec=spec(image))).job
             wait_state(stub, job.id, {pb.JOB_STATE_TRAINING})
             time.sleep(0.5)  # the step is sleeping, not starting
             started = time.perf_counter()
-            stub.CancelJob(pb.CancelJobRequest(job_id=job.id), metadata=USER)
+            stub.CancelJob(pb.CancelJobRequest(job_id=job.id))
             for response in stub.WatchJob(
                 pb.WatchJobRequest(
                     job_id=job.id, from_seq=job.last_seq, follow=True, kinds=[pb.EVENT_KIND_STATE]
                 ),
-                metadata=USER,
             ):
                 if response.state == pb.JOB_STATE_CANCELLED:
                     break

@@ -33,7 +33,7 @@ from hatrain.agent.server import Agent, configure_logging  # noqa: E402
 from hatrain.rpc.v1 import agent_pb2 as pb  # noqa: E402
 from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc  # noqa: E402
 
-from tests.support.harness import free_port  # noqa: E402
+from tests.support.harness import socket_path  # noqa: E402
 from tests.support.images import ensure_test_image, python_mounts  # noqa: E402
 
 PRINTER = """import sys, time
@@ -67,7 +67,7 @@ def p99(values: list[float]) -> float:
 def agent_config(root: Path, image: str, bindir: Path, **extra: Any) -> dict[str, Any]:
     return {
         "data_root": str(root),
-        "listen": f"127.0.0.1:{free_port()}",
+        "listen": str(socket_path()),
         "log_format": "console",
         "docker": {
             "allowed_images": [image],
@@ -106,7 +106,7 @@ def bench_queue(image: str, bindir: Path, jobs: int) -> list[str]:
         config = agent_config(Path(tmp), image, bindir, scheduler={"max_cpu_jobs": 0})
         agent = Agent(AgentConfig.model_validate(config))
         agent.start()
-        channel = grpc.insecure_channel(config["listen"])
+        channel = grpc.insecure_channel(f"unix:{config['listen']}")
         stub = pb_grpc.AgentServiceStub(channel)
         stub.GetAgentInfo(pb.GetAgentInfoRequest())
         started = time.perf_counter()
@@ -219,7 +219,7 @@ def peer_attach(image: str, bindir: Path, lines: int, rate: float) -> Stream:
 
 def agent_watch(config: dict[str, Any], image: str, rate: float) -> Stream:
     """Submit a job printing the lines and watch it from another process, as a user would."""
-    channel = grpc.insecure_channel(config["listen"])
+    channel = grpc.insecure_channel(f"unix:{config['listen']}")
     stub = pb_grpc.AgentServiceStub(channel)
     job = stub.SubmitJob(pb.SubmitJobRequest(spec=spec(image, rate))).job
     stream = Stream()
@@ -247,7 +247,9 @@ def bench_stream(image: str, bindir: Path, lines: int, rate: float, runs: int) -
         # The agent as its own process, as deployed: the watcher does not share its GIL.
         config = agent_config(Path(tmp), image, bindir)
         agent = start_agent_process(Path(tmp), config)
-        grpc.channel_ready_future(grpc.insecure_channel(config["listen"])).result(timeout=60)
+        grpc.channel_ready_future(grpc.insecure_channel(f"unix:{config['listen']}")).result(
+            timeout=60
+        )
         for label, paced in (("as fast as it can", 0.0), (f"at {rate:,.0f} lines/s", rate)):
             agent_runs = [agent_watch(config, image, paced) for _ in range(runs)]
             attach = [peer_attach(image, bindir, lines, paced) for _ in range(runs)]
@@ -291,7 +293,7 @@ def bench_memory(image: str, bindir: Path) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         config = agent_config(Path(tmp), image, bindir)
         proc = start_agent_process(Path(tmp), config)
-        channel = grpc.insecure_channel(config["listen"])
+        channel = grpc.insecure_channel(f"unix:{config['listen']}")
         grpc.channel_ready_future(channel).result(timeout=60)
         pb_grpc.AgentServiceStub(channel).GetAgentInfo(pb.GetAgentInfoRequest())
         time.sleep(2)

@@ -3,7 +3,8 @@
 1. Builds the demo's tiny Llama and tokenizer from the demo dataset (cached in .cache/demo/).
 2. Starts an OpenSSH server on a loopback port with a key of its own (this machine is the "GPU
    host"), and `hatrain-agent serve` with the embedded defaults (SQLite under a work directory,
-   loopback listener). With Docker and an NVIDIA GPU it runs the real Axolotl image on one GPU;
+   a Unix socket the client reaches through its SSH login and `hatrain-agent bridge`). With
+   Docker and an NVIDIA GPU it runs the real Axolotl image on one GPU;
    otherwise real Axolotl 0.19 on the CPU in a container that mounts the host's Axolotl venv.
 3. Runs `hatrain-client submit configs/demo/tiny-llama-cpu.yml`, follows it live
    (`hatrain-client watch`), then `fetch`es the run and `plot`s the loss curve.
@@ -26,7 +27,7 @@ sys.path.insert(0, str(REPO))
 from hatrain.agent.config import DEFAULT_IMAGE  # noqa: E402
 
 from tests.support.client import ClientRunner  # noqa: E402
-from tests.support.harness import free_port, wait_for_port  # noqa: E402
+from tests.support.harness import poll  # noqa: E402
 from tests.support.images import ensure_test_image, python_mounts  # noqa: E402
 from tests.support.sshd import start_sshd  # noqa: E402
 
@@ -43,8 +44,8 @@ def has_gpu_docker(client: docker.DockerClient) -> bool:
     return "nvidia" in (client.info().get("Runtimes") or {})
 
 
-def agent_config(work: Path, port: int, gpu: bool) -> dict[str, object]:
-    config: dict[str, object] = {"data_root": str(work / "data"), "listen": f"127.0.0.1:{port}"}
+def agent_config(work: Path, socket: Path, gpu: bool) -> dict[str, object]:
+    config: dict[str, object] = {"data_root": str(work / "data"), "listen": str(socket)}
     config["log_format"] = "console"
     if gpu:
         return config  # the embedded defaults: the Axolotl cloud image, GPUs through NVML
@@ -95,14 +96,14 @@ def main() -> int:
     gpu = has_gpu_docker(docker.from_env())
     work = Path(tempfile.mkdtemp(prefix="hatrain-demo-"))
     sshd = start_sshd(work / "sshd")
-    port = free_port()
-    (work / "agent.yml").write_text(yaml.safe_dump(agent_config(work, port, gpu)))
+    socket = work / "run" / "agent.sock"
+    (work / "agent.yml").write_text(yaml.safe_dump(agent_config(work, socket, gpu)))
     agent = subprocess.Popen(
         [str(BIN / "hatrain-agent"), "serve", "--config", str(work / "agent.yml")],
         stderr=(work / "agent.log").open("w"),
     )
-    wait_for_port(port, agent, work / "agent.log", timeout=60)
-    env = ClientRunner.configure(work / "client", sshd, port, keep_connection_seconds=60).env()
+    poll(socket.exists, 60, "the agent's socket")
+    env = ClientRunner.configure(work / "client", sshd, socket, keep_connection_seconds=60).env()
     print(f"work directory {work} ({'GPU, ' + DEFAULT_IMAGE if gpu else 'CPU'})", flush=True)
     try:
         client("hosts", env=env)

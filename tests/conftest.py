@@ -4,6 +4,7 @@
 fails loudly here instead of skipping.
 """
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -14,16 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import grpc
 import pytest
 import yaml
 from hatrain.agent.config import AgentConfig
 from hatrain.agent.server import Agent, configure_logging
 
-from tests.support.accounts import ALICE, BOB, ensure_account, reachable_dir
 from tests.support.client import ClientRunner
-from tests.support.harness import TEST_USER, stub_for
+from tests.support.harness import TEST_USER, socket_path
 from tests.support.images import ensure_test_image, python_mounts
 from tests.support.sshd import SshServer, start_sshd
+from tests.support.users import ALICE, BOB, channel_as, ensure_user, reachable_dir, stub_as
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("HATRAIN_CACHE", Path.home() / ".cache" / "hatrain"))
@@ -44,7 +46,7 @@ def _logging() -> None:
 def test_accounts() -> None:
     """The ordinary accounts the tests submit jobs as (jobs run as their user's account)."""
     for name in (ALICE, BOB):
-        ensure_account(name)
+        ensure_user(name)
 
 
 @pytest.fixture(scope="session")
@@ -171,7 +173,7 @@ def agent_config(
     axolotl.chmod(0o755)
     return {
         "data_root": str(tmp_path / "data"),
-        "listen": "127.0.0.1:0",
+        "listen": str(socket_path()),
         "runtime": "docker",
         "log_format": "console",
         "docker": {
@@ -191,20 +193,22 @@ def agent_config(
 
 
 @pytest.fixture
-def start_agent() -> Iterator[Callable[[dict[str, Any]], tuple[Any, Agent]]]:
-    """Start an in-process agent on a real gRPC port; returns (stub as user alice, agent)."""
-    started: list[tuple[Agent, Any]] = []
+def start_agent() -> Iterator[Callable[..., tuple[Any, Agent]]]:
+    """Start an in-process agent on its real socket; returns (a stub on it whose calls are
+    those of the account user, as the kernel tells the agent; the agent)."""
+    started: list[Agent] = []
+    with contextlib.ExitStack() as channels:
 
-    def start(config: dict[str, Any], user: str = TEST_USER) -> tuple[Any, Agent]:
-        agent = Agent(AgentConfig.model_validate(config))
-        agent.start()
-        stub, channel = stub_for(f"127.0.0.1:{agent.port}", user)
-        started.append((agent, channel))
-        return stub, agent
+        def start(config: dict[str, Any], user: str = TEST_USER) -> tuple[Any, Agent]:
+            agent = Agent(AgentConfig.model_validate(config))
+            agent.start()
+            started.append(agent)
+            channel = channels.enter_context(channel_as(user, agent.socket))
+            grpc.channel_ready_future(channel).result(timeout=30)
+            return stub_as(channel), agent
 
-    yield start
-    for agent, channel in started:
-        channel.close()
+        yield start
+    for agent in started:
         agent.stop(grace=0.5)
 
 
@@ -249,8 +253,8 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
 def client_for(sshd: SshServer, tmp_path: Path) -> Callable[..., ClientRunner]:
     """A `hatrain-client` (the real CLI, as a process) whose host gpu1 is reached through sshd."""
 
-    def make(agent_port: int, **settings: Any) -> ClientRunner:
-        return ClientRunner.configure(tmp_path / "client", sshd, agent_port, **settings)
+    def make(agent_socket: Path, **settings: Any) -> ClientRunner:
+        return ClientRunner.configure(tmp_path / "client", sshd, agent_socket, **settings)
 
     return make
 
@@ -306,7 +310,7 @@ def real_agent_config(
     offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     config: dict[str, Any] = {
         "data_root": str(tmp_path / "data"),
-        "listen": "127.0.0.1:0",
+        "listen": str(socket_path()),
         "log_format": "console",
         "runtime": request.param,
     }

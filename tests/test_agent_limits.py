@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hatrain.agent.accounts import lookup
 from hatrain.agent.objects import ObjectStore
 from hatrain.rpc.v1 import agent_pb2 as pb
 from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
@@ -23,8 +24,8 @@ from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
 from tests.support.harness import (
     TEST_USER,
     AgentProcess,
-    free_port,
     poll,
+    socket_path,
     spec,
     stub_for,
     wait_state,
@@ -49,17 +50,17 @@ def agent_process(
     local_agent_config: dict[str, Any], tmp_path: Path
 ) -> Iterator[tuple[AgentProcess, str]]:
     """`hatrain-agent serve` (local runtime, one job at a time) and its address."""
-    port = free_port()
+    sock = socket_path()
     config = {
         **local_agent_config,
-        "listen": f"127.0.0.1:{port}",
+        "listen": str(sock),
         "scheduler": {"max_cpu_jobs": 1},
         "limits": {"max_watch_streams_per_user": 2 * WATCHERS},
     }
     agent = AgentProcess(config, tmp_path)
     agent.start()
     try:
-        yield agent, f"127.0.0.1:{port}"
+        yield agent, f"unix:{sock}"
     finally:
         agent.terminate()
 
@@ -223,8 +224,8 @@ def test_abandoned_uploads_are_removed_after_their_age(tmp_path: Path) -> None:
     """Staged uploads untouched for limits.staging_max_age_seconds are removed; a recent one,
     which may still resume, is kept."""
     objects = ObjectStore(tmp_path)
-    old = objects.staging_path("a" * 64, TEST_USER)
-    recent = objects.staging_path("b" * 64, TEST_USER)
+    old = objects.staging_path("a" * 64, lookup(TEST_USER))
+    recent = objects.staging_path("b" * 64, lookup(TEST_USER))
     old.write_bytes(b"abandoned")
     recent.write_bytes(b"resuming")
     day_ago = time.time() - 86400 - 60

@@ -18,8 +18,8 @@ from tests.support.harness import (
     TEST_USER,
     AgentProcess,
     all_events,
-    free_port,
     poll,
+    socket_path,
     spec,
     stub_for,
     wait_state,
@@ -100,7 +100,7 @@ def test_local_steps_survive_an_agent_sigkill(
     """Steps run in their own session: a SIGKILLed agent leaves them running. On restart the agent
     re-attaches (log continues from its byte offset: no gap, no duplicate), a step that ended
     while it was down gives its real exit code, and one that vanished fails `container lost`."""
-    local_agent_config["listen"] = f"127.0.0.1:{free_port()}"
+    local_agent_config["listen"] = str(socket_path())
     local_agent_config["scheduler"] = {"max_cpu_jobs": 3}
     agent = AgentProcess(local_agent_config, tmp_path)
     agent.start()

@@ -11,8 +11,8 @@ from tests.support.harness import (
     TERMINAL,
     AgentProcess,
     all_events,
-    free_port,
     poll,
+    socket_path,
     spec,
     stub_for,
     wait_state,
@@ -92,7 +92,7 @@ def test_sigkill_and_restart(
 ) -> None:
     """Running: re-attached with no gap or duplicate. Finished while down: its real exit code.
     Removed: `container lost`. Queued: still queued."""
-    agent_config["listen"] = f"127.0.0.1:{free_port()}"
+    agent_config["listen"] = str(socket_path())
     agent_config["scheduler"] = {"max_cpu_jobs": 3}
     agent = AgentProcess(agent_config, tmp_path)
     agent.start()

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from hatrain.rpc.v1 import agent_pb2 as pb
 
-from tests.support.harness import AgentProcess, free_port, poll, stub_for, wait_state
+from tests.support.harness import AgentProcess, poll, socket_path, stub_for, wait_state
 from tests.test_end_to_end import demo_checkout
 
 CANCEL_WITHIN_SECONDS = 5.0
@@ -41,12 +41,12 @@ def test_cancel_during_training(
     `cancelled` within 5 s. Killing the agent with SIGKILL right after it took the request
     changes nothing: the request was stored, and the agent that starts again ends the job as
     cancelled too."""
-    port = free_port()
-    agent = AgentProcess({**real_agent_config, "listen": f"127.0.0.1:{port}"}, tmp_path)
+    sock = socket_path()
+    agent = AgentProcess({**real_agent_config, "listen": str(sock)}, tmp_path)
     agent.start()
     try:
-        stub, channel = stub_for(f"127.0.0.1:{port}")
-        client = client_for(port)
+        stub, channel = stub_for(sock)
+        client = client_for(sock)
         checkout = demo_checkout(tmp_path / "checkout", tiny_model)
         _long_demo(checkout)
         job_id = client.json("submit", "configs/demo/tiny-llama-cpu.yml", "--detach", cwd=checkout)[
@@ -68,7 +68,7 @@ def test_cancel_during_training(
             agent.kill()
             channel.close()
             agent.start()
-            stub, channel = stub_for(f"127.0.0.1:{port}")
+            stub, channel = stub_for(sock)
         done = wait_state(stub, job_id, {pb.JOB_STATE_CANCELLED, pb.JOB_STATE_FAILED}, 60)
         took = time.monotonic() - asked
         channel.close()

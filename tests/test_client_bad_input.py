@@ -10,8 +10,8 @@ import pytest
 import yaml
 from hatrain.rpc.v1 import agent_pb2 as pb
 
-from tests.support.client import ClientRunner
-from tests.support.harness import free_port
+from tests.support.client import ClientRunner, host_entry
+from tests.support.harness import free_port, socket_path
 from tests.support.sshd import keygen
 from tests.test_client_submit import make_project, write_config
 
@@ -25,7 +25,7 @@ def assert_nothing_sent(stub: Any, data_root: Path) -> None:
 @pytest.fixture
 def setup(agent_config: dict[str, Any], start_agent: Any, client_for: Any, tmp_path: Path) -> Any:
     stub, agent = start_agent(agent_config)
-    client = client_for(agent.port)
+    client = client_for(agent.socket)
     project = make_project(tmp_path / "project")
     yield stub, client, project, Path(agent_config["data_root"])
     assert_nothing_sent(stub, Path(agent_config["data_root"]))
@@ -177,7 +177,7 @@ def test_unreachable_host_and_absent_agent_are_one_line_each(setup: Any, sshd: A
         yaml.safe_dump(
             {
                 **settings,
-                "hosts": {"gpu1": {"ssh": "hatrain-test", "agent": f"127.0.0.1:{free_port()}"}},
+                "hosts": {"gpu1": host_entry("hatrain-test", socket_path())},
             }
         )
     )

@@ -67,7 +67,7 @@ def test_submit_uploads_rewrites_and_wait_mirrors_the_exit_code(
     """submit finds the seed-style container dataset in data/output/ and the template beside the
     config, uploads both, rewrites the paths, and `wait` returns the job's own exit code."""
     _stub, agent = start_agent(agent_config)
-    client = client_for(agent.port)
+    client = client_for(agent.socket)
     project = make_project(tmp_path / "project")
     data_root = Path(agent_config["data_root"])
 
@@ -108,7 +108,7 @@ def test_resubmitting_sends_nothing_and_a_changed_byte_changes_the_prepared_path
     """Content addressing: an unchanged dataset is not sent again; one changed byte is, and the
     job gets a different dataset_prepared_path so Axolotl cannot reuse a stale tokenized cache."""
     stub, agent = start_agent(agent_config)
-    client = client_for(agent.port)
+    client = client_for(agent.socket)
     project = make_project(tmp_path / "project")
     dataset = project / "data" / "output" / "sample.jsonl"
     data_root = Path(agent_config["data_root"])
@@ -138,7 +138,7 @@ def test_a_dropped_connection_mid_upload_resumes_and_never_shows_a_partial_objec
     """Kill the client's SSH connection (its sshd session process) during a 200 MB upload: the
     next submit sends only the rest, and the object store only ever holds the verified whole."""
     stub, agent = start_agent(agent_config)
-    client = client_for(agent.port)
+    client = client_for(agent.socket)
     project = make_project(tmp_path / "project")
     big = project / "data" / "output" / "big.bin"
     with big.open("wb") as fh:
@@ -184,7 +184,7 @@ def test_ctrl_c_detaches_and_watch_shows_every_event(
     """Ctrl-C while following leaves the job running and says how to re-attach; `watch`
     re-attaches and prints every one of the job's events, in order."""
     stub, agent = start_agent(agent_config)
-    client = client_for(agent.port)
+    client = client_for(agent.socket)
     project = make_project(tmp_path / "project", {"hold_train": "release"})
     proc = client.start("submit", "train/configs/mini.yml", "--follow", cwd=project)
     job = poll(lambda: next(iter(stub.ListJobs(pb.ListJobsRequest()).jobs), None), 60, "the job")

@@ -10,7 +10,8 @@ from typing import Any
 import yaml
 from hatrain.rpc.v1 import agent_pb2 as pb
 
-from tests.support.harness import free_port, poll, wait_state
+from tests.support.client import host_entry
+from tests.support.harness import poll, socket_path, wait_state
 from tests.support.sshd import keygen
 from tests.test_client_submit import make_project
 
@@ -26,16 +27,17 @@ def test_several_hosts_queue_hosts_and_auto_placement(
     busy_config = {
         **agent_config,
         "data_root": str(tmp_path / "busy"),
+        "listen": str(socket_path()),
         "scheduler": {"max_cpu_jobs": 1},
     }
     busy_stub, busy = start_agent(busy_config)
     _, idle = start_agent(agent_config)
-    client = client_for(busy.port)
+    client = client_for(busy.socket)
     settings = yaml.safe_load(client.config.read_text())
     settings["hosts"] = {
-        "busy": {"ssh": "hatrain-test", "agent": f"127.0.0.1:{busy.port}"},
-        "idle": {"ssh": "hatrain-test", "agent": f"127.0.0.1:{idle.port}"},
-        "down": {"ssh": "hatrain-test", "agent": f"127.0.0.1:{free_port()}"},
+        "busy": host_entry("hatrain-test", busy.socket),
+        "idle": host_entry("hatrain-test", idle.socket),
+        "down": host_entry("hatrain-test", socket_path()),
     }
     settings["default_host"] = "busy"
     client.config.write_text(yaml.safe_dump(settings))
@@ -77,7 +79,7 @@ def test_fetch_resumes_a_partial_download_and_retry_resubmits(
     agent_config: dict[str, Any], start_agent: Any, client_for: Any, tmp_path: Path
 ) -> None:
     stub, agent = start_agent(agent_config)
-    client = client_for(agent.port)
+    client = client_for(agent.socket)
     project = make_project(tmp_path / "project")
     job = client.json("submit", "train/configs/mini.yml", "--detach", cwd=project)
     assert client.run("wait", job["id"]).returncode == 0
@@ -111,7 +113,7 @@ def test_proxyjump_and_a_refused_key(
     """~/.ssh/config's ProxyJump is honoured (here the jump host is the same sshd); a key the
     host does not accept is one line with the fix, exit 77."""
     _, agent = start_agent(agent_config)
-    client = client_for(agent.port)
+    client = client_for(agent.socket)
     ssh_config = tmp_path / "ssh_config"
     ssh_config.write_text(
         sshd.ssh_config.read_text()
@@ -124,8 +126,8 @@ def test_proxyjump_and_a_refused_key(
     settings = yaml.safe_load(client.config.read_text())
     settings["ssh_config"] = str(ssh_config)
     settings["hosts"] = {
-        "jumped": {"ssh": "behind-jump", "agent": f"127.0.0.1:{agent.port}"},
-        "refused": {"ssh": "wrong-key", "agent": f"127.0.0.1:{agent.port}"},
+        "jumped": host_entry("behind-jump", agent.socket),
+        "refused": host_entry("wrong-key", agent.socket),
     }
     settings["default_host"] = "jumped"
     client.config.write_text(yaml.safe_dump(settings))
@@ -146,7 +148,7 @@ def test_a_shared_connection_serves_later_commands(
     OpenSSH's ControlPersist): later commands go through it without a new SSH login, and it ends
     once idle for keep_connection_seconds."""
     _, agent = start_agent(agent_config)
-    client = client_for(agent.port, keep_connection_seconds=3)
+    client = client_for(agent.socket, keep_connection_seconds=3)
     before = set(sshd.session_pids())
     assert client.run("hosts").returncode == 0
     shared = poll(lambda: list(client.runtime_dir.glob("hatrain-*/*.json")), 30, "the shared one")
@@ -173,7 +175,7 @@ def test_cancel_says_what_it_did_and_a_job_that_never_ran_has_nothing_to_fetch(
     --wait waits for the end and exits 130. A job cancelled while queued: `cancel` says it never
     ran, and `fetch` and `plot` say so too instead of blaming the connection."""
     stub, agent = start_agent({**agent_config, "scheduler": {"max_cpu_jobs": 1}})
-    client = client_for(agent.port)
+    client = client_for(agent.socket)
     project = make_project(tmp_path / "project", {"hold_train": "never"})
     running = client.json("submit", "train/configs/mini.yml", "--detach", cwd=project)
     wait_state(stub, running["id"], {pb.JOB_STATE_TRAINING})

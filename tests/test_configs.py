@@ -50,8 +50,15 @@ def test_bad_agent_yml_names_the_field(tmp_path: Path, text: str, mentions: str)
 def test_example_client_yml_is_valid() -> None:
     settings = load_settings(CONFIGS / "client.yml")
     alias, entry = settings.host(None)
-    assert (alias, entry.ssh, entry.agent) == ("gpu1", "alice@gpu1.example.com", "127.0.0.1:50151")
-    assert settings.hosts["gpu2"].agent == AgentConfig().listen
+    assert (alias, entry.ssh, entry.agent) == (
+        "gpu1",
+        "alice@gpu1.example.com",
+        "/run/hatrain/agent.sock",
+    )
+    assert entry.bridge_command() == (
+        "exec /opt/hatrain/venv/bin/hatrain-agent bridge --socket /run/hatrain/agent.sock"
+    )
+    assert settings.hosts["gpu2"].agent == str(AgentConfig().listen)
 
 
 @pytest.mark.parametrize("name", ["gemma3-270m.yml", "functiongemma-270m.yml"])

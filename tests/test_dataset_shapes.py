@@ -79,7 +79,7 @@ def test_seed_configs_with_home_llm_data_reach_the_agent(
     """`submit` of the seed's config, unchanged, in a home-llm checkout whose data/output holds
     the generator's functiongemma output: the job reaches the agent with that very file."""
     stub, agent = start_agent(agent_config)
-    runner = client_for(agent.port)
+    runner = client_for(agent.socket)
     checkout = tmp_path / "home-llm"
     (checkout / "train" / "configs").mkdir(parents=True)
     (checkout / "data" / "output").mkdir(parents=True)
@@ -542,7 +542,7 @@ def test_submit_summary_says_what_is_left_to_axolotl(
 ) -> None:
     """The submit summary names the remote dataset it left alone; only the local one is sent."""
     stub, agent = start_agent(agent_config)
-    runner = client_for(agent.port)
+    runner = client_for(agent.socket)
     project = write(
         tmp_path / "project",
         {

@@ -35,7 +35,7 @@ def demo(
 ) -> tuple[ClientRunner, Path]:
     """hatrain-client for an agent that runs the real Axolotl, and a checkout of the demo."""
     _, agent = start_agent(real_agent_config)
-    return client_for(agent.port), demo_checkout(tmp_path / "checkout", tiny_model)
+    return client_for(agent.socket), demo_checkout(tmp_path / "checkout", tiny_model)
 
 
 def test_real_axolotl_run_streams_its_own_records(

@@ -39,7 +39,7 @@ def test_a_failing_train_step_under_accelerate_launch_hints_its_own_exception(
     process raises ValueError inside `accelerate launch`, and that line is the hint, not the
     launcher's CalledProcessError (which is in the log)."""
     _, agent = start_agent(local_axolotl_agent_config(tmp_path / "data", axolotl_venv))
-    client = client_for(agent.port)
+    client = client_for(agent.socket)
     checkout = demo_checkout(tmp_path / "checkout", tiny_model)
     junk = checkout / "configs" / "demo" / "not-a-checkpoint"
     junk.mkdir()
@@ -69,7 +69,7 @@ def test_a_missing_model_is_named_in_the_hint(
     """A Hub model that cannot be had (the host is offline): `model unavailable`, and the hint is
     Axolotl's exception message naming the model, never a line of traceback source."""
     _, agent = start_agent(local_axolotl_agent_config(tmp_path / "data", axolotl_venv))
-    client = client_for(agent.port)
+    client = client_for(agent.socket)
     checkout = demo_checkout(tmp_path / "checkout", tiny_model)
     job = _submit(client, checkout, base_model="no-such-org/no-such-model", tokenizer_type=None)
     assert job["state"] == "failed" and job["failure_reason"] == "model unavailable", job

@@ -55,7 +55,7 @@ def test_running_jobs_show_their_own_gpus_usage(
     agent = Agent(AgentConfig.model_validate(local_agent_config), gpu_reader=lambda: nvml)
     agent.start()
     try:
-        stub, channel = stub_for(f"127.0.0.1:{agent.port}")
+        stub, channel = stub_for(agent.socket)
         job = stub.SubmitJob(
             pb.SubmitJobRequest(spec=spec({"hatrain_standin": {"hold_train": "go"}}, gpus=2))
         ).job

@@ -1,11 +1,12 @@
 """A job runs as its user with no path to root, and no user can change what another's job reads.
 
-Real parts throughout: real Unix accounts (tests/support/accounts.py), a real dockerd, the
+Real parts throughout: real Unix accounts (tests/support/users.py), a real dockerd, the
 `local` runtime's real processes, real files. The stand-in `axolotl` plays the hostile code a job
 may carry (a model's remote code): with `probe:` it tries each attack from inside the job and
 records what it got, and the tests check both that record and the host itself.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -13,7 +14,7 @@ import pwd
 import shutil
 import stat
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,12 @@ import yaml
 from hatrain.agent.config import AgentConfig
 from hatrain.agent.confinement import host_memory_bytes
 from hatrain.agent.doctor import run_checks
+from hatrain.agent.jobs import JobSpec
+from hatrain.agent.server import Agent
 from hatrain.rpc.v1 import agent_pb2 as pb
 
-from tests.support.accounts import ALICE, BOB, reachable_dir, run_as
 from tests.support.harness import TERMINAL, poll, spec, stub_for, wait_state
+from tests.support.users import ALICE, BOB, channel_as, reachable_dir, run_as, stub_as
 
 PYTHON = "/usr/bin/python3"  # a Python every account can run
 NO_CAPABILITIES = "0000000000000000"
@@ -40,6 +43,19 @@ def shared_agent_config(agent_config: dict[str, Any]) -> Iterator[dict[str, Any]
     reachable = reachable_dir("hatrain-isolation-")
     yield {**agent_config, "data_root": str(reachable / "data")}
     shutil.rmtree(reachable, ignore_errors=True)
+
+
+@pytest.fixture
+def stub_of() -> Iterator[Callable[[str | int, Agent], Any]]:
+    """A stub on an agent whose calls are the account's (or a bare uid's), as the kernel tells
+    the agent: through `hatrain-agent bridge` run as them."""
+    with contextlib.ExitStack() as channels:
+
+        def make(user: str | int, agent: Agent) -> Any:
+            channel = channels.enter_context(channel_as(user, agent.socket))
+            return stub_as(channel)
+
+        yield make
 
 
 def _uid(user: str) -> int:
@@ -97,11 +113,14 @@ def test_a_docker_job_runs_as_its_user_with_no_way_to_root(
     no-new-privileges, the memory, pids and /dev/shm limits of agent.yml, and its own IPC. From
     inside, device nodes and chown to root fail; a setuid bit it sets is on a file owned by the
     user (so it grants nothing), which no other user can even reach. Inputs are read-only, HOME
-    is writable, and every output file on the host belongs to the user."""
+    is writable, and every output file on the host belongs to the user. The submitter is the
+    uid the kernel gave the agent: a name sent along (the old user metadata) changes nothing."""
     stub, agent = start_agent(shared_agent_config, ALICE)
     sha = _upload(stub, ALICE, b'{"text": "hello"}\n')
     job_spec = _probing_spec(sha, {"hold_train": "go"})
-    job = stub.SubmitJob(pb.SubmitJobRequest(spec=job_spec)).job
+    forged = [("x-hatrain-user", BOB)]
+    job = stub.SubmitJob(pb.SubmitJobRequest(spec=job_spec), metadata=forged).job
+    assert job.user == ALICE
     wait_state(stub, job.id, {pb.JOB_STATE_TRAINING})
     container = poll(
         lambda: next(
@@ -337,14 +356,14 @@ def test_a_staged_upload_that_is_not_a_plain_file_of_its_own_is_refused(
 
 
 def test_a_pre_created_staging_name_cannot_capture_or_poison_an_upload(
-    shared_agent_config: dict[str, Any], start_agent: Any
+    shared_agent_config: dict[str, Any], start_agent: Any, stub_of: Any
 ) -> None:
     """Staging is per user: bob can neither create alice's staging directory before she first
     uploads, nor a file in it, nor read her partial upload. His own staging path for the same
     hash is his; poisoned bytes committed from it are refused, and alice's upload stores her
     bytes."""
     stub, agent = start_agent(shared_agent_config, ALICE)
-    bob, channel = stub_for(f"127.0.0.1:{agent.port}", BOB)
+    bob = stub_of(BOB, agent)
     staging = agent.objects.staging
     for attack in (
         ["mkdir", str(staging / ALICE)],
@@ -372,7 +391,6 @@ def test_a_pre_created_staging_name_cannot_capture_or_poison_an_upload(
     assert poisoned.returncode == 0, poisoned.stderr
     with pytest.raises(grpc.RpcError) as refused:
         bob.CommitUpload(pb.CommitUploadRequest(sha256=sha))
-    channel.close()
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert not agent.objects.path_of(sha).exists()
 
@@ -381,14 +399,14 @@ def test_a_pre_created_staging_name_cannot_capture_or_poison_an_upload(
 
 
 def test_prepared_cache_poisoning_across_users_is_impossible(
-    shared_agent_config: dict[str, Any], start_agent: Any
+    shared_agent_config: dict[str, Any], start_agent: Any, stub_of: Any
 ) -> None:
     """Alice and bob train on the same dataset, so their jobs' tokenized-data key is the same,
     and alice writes into hers (even asking for another dataset_prepared_path, which the agent
     replaces). Bob's job finds nothing of hers there; it is in his own cache, which her job
     cannot reach. Her own next job does find it: the cache is shared by a user's jobs only."""
     stub, agent = start_agent(shared_agent_config, ALICE)
-    bob, channel = stub_for(f"127.0.0.1:{agent.port}", BOB)
+    bob = stub_of(BOB, agent)
     sha = _upload(stub, ALICE, b'{"text": "shared data"}\n')
     attack = _probing_spec(sha, mark="poisoned by alice", others=[BOB])
     config = yaml.safe_load(attack.config_yaml)
@@ -397,7 +415,6 @@ def test_prepared_cache_poisoning_across_users_is_impossible(
     alices = _run(stub, attack)
     bobs = _run(bob, _probing_spec(sha))
     again = _run(stub, _probing_spec(sha))
-    channel.close()
 
     def seen(job: Any) -> dict[str, Any]:
         return _probe(agent.workspace.dirs(job.id).run)
@@ -436,35 +453,59 @@ def test_a_shared_hub_cache_is_read_only_to_every_job(
 
 
 def test_a_local_job_cannot_reach_another_users_cache(
-    local_agent_config: dict[str, Any], start_agent: Any
+    local_agent_config: dict[str, Any], start_agent: Any, stub_of: Any
 ) -> None:
     """On the `local` runtime the caches are host directories side by side: alice's job,
     running as alice, is refused bob's (0700, his), and bob's job finds nothing of hers."""
     stub, agent = start_agent(local_agent_config, ALICE)
-    bob, channel = stub_for(f"127.0.0.1:{agent.port}", BOB)
+    bob = stub_of(BOB, agent)
     sha = _upload(stub, ALICE, b'{"text": "shared data"}\n')
     _run(bob, _probing_spec(sha, mark="bob's own"))
     alices = _run(stub, _probing_spec(sha, mark="poisoned by alice", others=[BOB]))
     bobs = _run(bob, _probing_spec(sha))
-    channel.close()
     assert _probe(agent.workspace.dirs(alices.id).run)["others_caches"] == {BOB: "EACCES"}
     assert _probe(agent.workspace.dirs(bobs.id).run)["prepared_found"] == {"mark.txt": "bob's own"}
 
 
-def test_a_user_without_an_account_on_the_host_fails_clearly(
-    agent_config: dict[str, Any], start_agent: Any
+def _uid_without_account() -> int:
+    return next(uid for uid in range(61000, 62000) if not _has_account(uid))
+
+
+def _has_account(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
+
+
+def test_a_caller_or_job_without_an_account_on_the_host_is_refused_clearly(
+    agent_config: dict[str, Any], start_agent: Any, stub_of: Any
 ) -> None:
-    """Jobs run as their user's login: a job of a user the host does not know fails with
-    reason `no account` and a hint naming the user, and such a user cannot stage uploads."""
-    stub, _ = start_agent(agent_config, "hatrain-nobody")
-    job = stub.SubmitJob(pb.SubmitJobRequest(spec=spec({}))).job
-    done = wait_state(stub, job.id, TERMINAL)
+    """Jobs run as the login of the uid the kernel gave the agent: a caller whose uid has no
+    account on the host may neither stage an upload nor submit (PERMISSION_DENIED, naming the
+    uid, nothing stored); a queued job whose account is gone when it starts fails with reason
+    `no account` and a hint naming the user."""
+    _, agent = start_agent(agent_config)
+    uid = _uid_without_account()
+    stranger = stub_of(uid, agent)
+    for call in (
+        lambda: stranger.PrepareUpload(pb.PrepareUploadRequest(sha256=["a" * 64])),
+        lambda: stranger.SubmitJob(pb.SubmitJobRequest(spec=spec({}))),
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            call()
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert f"uid {uid}" in refused.value.details()
+    assert agent.store.list_jobs()[2] == 0
+    assert not list(agent.objects.staging.iterdir())
+
+    job, _ = agent.store.submit(JobSpec.from_wire(spec({})), "hatrain-nobody")
+    agent.supervisor.wake()
+    admin, _ = stub_for(agent.socket)
+    done = wait_state(admin, job.id, TERMINAL)
     assert (done.state, done.failure_reason) == (pb.JOB_STATE_FAILED, "no account")
     assert "'hatrain-nobody' has no account on this host" in done.hint
-    with pytest.raises(grpc.RpcError) as refused:
-        stub.PrepareUpload(pb.PrepareUploadRequest(sha256=["a" * 64]))
-    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert "hatrain-nobody" in refused.value.details()
 
 
 def test_doctor_warns_when_the_data_root_allows_setuid_files_and_devices(tmp_path: Path) -> None:

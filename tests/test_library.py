@@ -116,7 +116,7 @@ def test_the_sweep_example_trains_three_rates_and_plots_them(
     (to an agent running the real Axolotl from its virtualenv), waits for them, and draws
     their three loss curves into one PNG."""
     _, agent = start_agent(local_axolotl_agent_config(tmp_path / "data", axolotl_venv))
-    client = client_for(agent.port)
+    client = client_for(agent.socket)
     checkout = demo_checkout(tmp_path / "checkout", tiny_model)
     config = checkout / "configs" / "demo" / "tiny-llama-cpu.yml"
     short = {**yaml.safe_load(config.read_text()), "max_steps": 8, "eval_steps": 4}

@@ -13,13 +13,23 @@ from pathlib import Path
 from typing import Any
 
 import docker
-from hatrain.agent.scheduler import GpuSlot, Policy, QueuedJob, RunningJob, plan
+from hatrain.agent.scheduler import GpuSlot, Host, Placement, Policy, QueuedJob, RunningJob, plan
 from hatrain.rpc.v1 import agent_pb2 as pb
 
 from tests.support.harness import TERMINAL, poll, spec, wait_state
 
 GPUS = [GpuSlot(i, f"GPU-{i}", "NVIDIA H200", 143_000) for i in range(4)]
 NOW = 1000.0
+
+
+def _placed(
+    queued: list[QueuedJob],
+    running: list[RunningJob],
+    gpus: list[GpuSlot],
+    policy: Policy | None = None,
+) -> list[Placement]:
+    """What one host's pass starts (no usage history)."""
+    return plan(queued, running, [Host("", tuple(gpus))], policy or Policy(), {}, NOW).placements
 
 
 def _q(
@@ -37,7 +47,7 @@ def _q(
 
 
 def test_side_by_side_on_disjoint_gpus() -> None:
-    placed = plan([_q("a", 2, order=0), _q("b", 2, order=1)], [], GPUS, Policy(), NOW)
+    placed = _placed([_q("a", 2, order=0), _q("b", 2, order=1)], [], GPUS)
     assert [p.job_id for p in placed] == ["a", "b"]
     assert set(placed[0].gpu_uuids).isdisjoint(placed[1].gpu_uuids)
 
@@ -45,7 +55,7 @@ def test_side_by_side_on_disjoint_gpus() -> None:
 def test_big_job_is_not_starved_by_unbounded_small_jobs() -> None:
     running = [RunningJob("a", "u", ("GPU-0", "GPU-1"))]  # no time limit: end unknown
     queued = [_q("big", 4, order=0), _q("small", 1, order=1)]
-    assert plan(queued, running, GPUS, Policy(), NOW) == []
+    assert _placed(queued, running, GPUS) == []
 
 
 def test_small_job_backfills_when_it_ends_before_the_reservation() -> None:
@@ -55,7 +65,7 @@ def test_small_job_backfills_when_it_ends_before_the_reservation() -> None:
         _q("short", 1, limit=600, order=1),
         _q("long", 1, limit=7200, order=2),
     ]
-    placed = plan(queued, running, GPUS, Policy(), NOW)
+    placed = _placed(queued, running, GPUS)
     assert [p.job_id for p in placed] == ["short"]
 
 
@@ -65,7 +75,7 @@ def test_backfill_on_gpus_the_reservation_does_not_need() -> None:
     gpus = [*GPUS[:2], GpuSlot(2, "GPU-x", "RTX 4090", 24_000)]
     queued.append(_q("any", 1, order=1))
     # big needs 2 H200s: GPU-1 is free, GPU-0 frees later; the 4090 is of no use to it.
-    placed = plan(queued, running, gpus, Policy(), NOW)
+    placed = _placed(queued, running, gpus)
     assert placed and placed[0].job_id == "any" and placed[0].gpu_uuids == ("GPU-x",)
 
 
@@ -76,18 +86,17 @@ def test_priority_and_fair_share() -> None:
         _q("l", 1, user="light", order=1),
         _q("p", 1, user="heavy", priority=5, order=2),
     ]
-    placed = [p.job_id for p in plan(queued, running, GPUS, Policy(), NOW)]
+    placed = [p.job_id for p in _placed(queued, running, GPUS)]
     assert placed == ["p", "l"]
 
 
 def test_user_caps() -> None:
     policy = Policy(user_gpu_caps={"*": 2})
-    placed = plan(
+    placed = _placed(
         [_q("a", 2, user="x"), _q("b", 1, user="x", order=1), _q("c", 1, user="y", order=2)],
         [],
         GPUS,
         policy,
-        NOW,
     )
     assert [p.job_id for p in placed] == ["a", "c"]
 

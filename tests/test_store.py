@@ -1,10 +1,12 @@
-"""The store on a real SQLite file: log lines kept in runs, and the upgrade of an older file."""
+"""The store on a real SQLite file: log lines kept in runs, usage kept with each job's end, and
+the upgrade of older files."""
 
 import dataclasses
 import json
 import sqlite3
 from pathlib import Path
 
+import pytest
 from hatrain.agent.events import Event, EventKind, Metric
 from hatrain.agent.jobs import JobSpec
 from hatrain.agent.store import _MIGRATIONS, SCHEMA_VERSION, Store
@@ -87,7 +89,7 @@ def test_a_schema_1_file_is_upgraded_with_every_event(tmp_path: Path) -> None:
     conn.close()
 
     store = Store(path)
-    assert store.schema_version() == SCHEMA_VERSION == 3
+    assert store.schema_version() == SCHEMA_VERSION == 4
     assert store.get("old").stop_reason == ""
     store.append("old", [_log("third"), _log("fourth")])
     events = store.events("old", 0)
@@ -125,3 +127,100 @@ def test_listing_shows_each_queued_jobs_place(tmp_path: Path) -> None:
     assert total == len(ids)
     assert listed == expected
     assert store.get(ids[7]).queue_position == expected[ids[7]] == 7
+
+
+def test_a_jobs_end_records_its_gpu_usage_in_the_same_transaction(tmp_path: Path) -> None:
+    """Ending a job that held GPUs writes one usage record (user, team, GPUs, when) with the
+    terminal state; a job without GPUs, or cancelled while queued, records none. A store that
+    refuses the write keeps neither the state nor the record."""
+    from dataclasses import replace
+
+    from hatrain.agent.states import JobState
+
+    store = Store(tmp_path / "agent.db")
+    base = JobSpec("a.yml", "x: 1", "img")
+    gpu_job, _ = store.submit(replace(base, gpus=2, team="nlp"), "ann")
+    cpu_job, _ = store.submit(base, "bob")
+    never, _ = store.submit(replace(base, gpus=1), "cy")
+    store.transition(gpu_job.id, JobState.STARTING, gpu_uuids=["GPU-a", "GPU-b"])
+    store.transition(cpu_job.id, JobState.STARTING)
+    store.transition(never.id, JobState.CANCELLED)
+    store.transition(cpu_job.id, JobState.SUCCEEDED)
+    assert store.usage_after(0) == []
+
+    conn = sqlite3.connect(tmp_path / "agent.db", isolation_level=None)
+    conn.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON usage BEGIN SELECT RAISE(ABORT, 'no'); END"
+    )
+    with pytest.raises(sqlite3.IntegrityError):
+        store.transition(gpu_job.id, JobState.FAILED, reason="x")
+    assert store.get(gpu_job.id).state == JobState.STARTING
+    conn.execute("DROP TRIGGER refuse")
+    conn.close()
+
+    ended = store.transition(gpu_job.id, JobState.FAILED, reason="x")
+    [(n, record)] = store.usage_after(0)
+    assert (record.user, record.team, record.gpus) == ("ann", "nlp", 2)
+    assert (record.started_at, record.finished_at) == (ended.started_at, ended.finished_at)
+    assert store.usage_after(n) == []
+
+
+def test_a_schema_3_file_gets_the_usage_of_jobs_that_ended_before(tmp_path: Path) -> None:
+    """Upgrading to schema 4 fills the usage table from the jobs that had already ended holding
+    GPUs, so fair share does not forget them."""
+    path = tmp_path / "agent.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    for version in (1, 2, 3):
+        for statement in _MIGRATIONS[version].split(";"):
+            if statement.strip():
+                conn.execute(statement)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '3')")
+    rows = [
+        ("done", "succeeded", {"team": "nlp"}, '["g0", "g1"]', 100.0, 3700.0),
+        ("cpu", "succeeded", {}, "[]", 100.0, 200.0),
+        ("live", "training", {}, '["g2"]', 100.0, 0.0),
+    ]
+    for job_id, state, extra, gpus, started, finished in rows:
+        spec = {**dataclasses.asdict(JobSpec("a.yml", "x: 1", "img")), **extra}
+        conn.execute(
+            "INSERT INTO jobs (id, user, state, priority, spec, created_at, started_at, "
+            "finished_at, gpu_uuids) VALUES (?, 'ann', ?, 0, ?, 1.0, ?, ?, ?)",
+            (job_id, state, json.dumps(spec), started, finished, gpus),
+        )
+    conn.close()
+
+    store = Store(path)
+    assert store.schema_version() == 4
+    assert [
+        (r.user, r.team, r.gpus, r.started_at, r.finished_at) for _, r in store.usage_after(0)
+    ] == [("ann", "nlp", 2, 100.0, 3700.0)]
+
+
+def test_the_planner_reads_each_queued_jobs_request(tmp_path: Path) -> None:
+    """The planner's lean read of the queue gives each queued job's request as submitted, in
+    submission order, and leaves out jobs that have started."""
+    from dataclasses import replace
+
+    from hatrain.agent.scheduler import QueuedJob
+    from hatrain.agent.states import JobState
+
+    store = Store(tmp_path / "agent.db")
+    base = JobSpec("a.yml", "x: 1", "img")
+    first, _ = store.submit(base, "ann")
+    started, _ = store.submit(replace(base, gpus=1), "bob")
+    asked = replace(
+        base,
+        gpus=2,
+        priority=5,
+        min_gpu_memory_mb=81_920,
+        gpu_type="H200",
+        time_limit_seconds=3600,
+        team="nlp",
+    )
+    last, _ = store.submit(asked, "cy")
+    store.transition(started.id, JobState.STARTING, gpu_uuids=["GPU-0"])
+    assert store.queued_for_planner() == [
+        QueuedJob(first.id, "ann", 0, order=0),
+        QueuedJob(last.id, "cy", 2, 5, 81_920, "H200", 3600, order=1, team="nlp"),
+    ]

@@ -40,7 +40,7 @@ from bench.contenders.kit import (
 )
 from tests.support.client import CLIENT as CLIENT_COMMAND
 from tests.support.client import ClientRunner
-from tests.support.harness import AgentProcess, free_port, wait_for_port
+from tests.support.harness import AgentProcess, poll, socket_path
 from tests.support.sshd import SshServer
 
 RAW = "hatrain"
@@ -54,10 +54,10 @@ class Agent:
 
     def __init__(self, root: Path, kit: Kit, sshd: SshServer, max_cpu_jobs: int) -> None:
         self.root = root
-        port = free_port()
+        sock = socket_path()
         config = {
             "data_root": str(root / "data"),
-            "listen": f"127.0.0.1:{port}",
+            "listen": str(sock),
             "log_format": "json",
             "runtime": "local",
             "local": {"venv": str(kit.axolotl_venv), "stop_grace_seconds": 5},
@@ -74,13 +74,13 @@ class Agent:
         self.process = AgentProcess(config, root)
         self.process.start()
         assert self.process.proc is not None
-        wait_for_port(port, self.process.proc, self.process.log, timeout=60)
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        poll(sock.exists, 60, "the agent's socket")
+        self.channel = grpc.insecure_channel(f"unix:{sock}")
         self.stub = pb_grpc.AgentServiceStub(self.channel)
         self.stub.GetAgentInfo(pb.GetAgentInfoRequest(), timeout=30)
         # The shared connection on, as by default: later commands skip the SSH handshake.
         self.client = ClientRunner.configure(
-            root / "client", sshd, port, keep_connection_seconds=600
+            root / "client", sshd, sock, keep_connection_seconds=600
         )
         self.project = root / "project"
         self.project.mkdir()

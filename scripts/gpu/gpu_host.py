@@ -159,7 +159,7 @@ def job_env(venv: Path) -> dict[str, str]:
 @dataclass
 class Agent:
     proc: subprocess.Popen[bytes]
-    port: int
+    socket: Path
     data_root: Path
     log: Path
 
@@ -171,11 +171,11 @@ class Agent:
 def start_agent(work: Path, venv: Path, sample_seconds: float, rehearse: bool = False) -> Agent:
     """The agent as an admin would set it up here; `rehearse`: two stand-in GPUs from a static
     list (no NVML), and torchrun, which also starts processes on a machine without GPU."""
-    port = free_port()
+    sock = work / "run" / "agent.sock"
     data_root = work / "agent-data"
     config: dict[str, Any] = {
         "data_root": str(data_root),
-        "listen": f"127.0.0.1:{port}",
+        "listen": str(sock),
         "runtime": "local",
         "log_format": "console",
         "gpus": {"source": "nvml", "sample_seconds": sample_seconds},
@@ -198,8 +198,12 @@ def start_agent(work: Path, venv: Path, sample_seconds: float, rehearse: bool = 
         stderr=subprocess.STDOUT,
         env={**os.environ, **NO_MULTICAST},
     )
-    wait_for_port(port, proc, log, timeout=60)
-    return Agent(proc, port, data_root, log)
+    deadline = time.monotonic() + 60
+    while not sock.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the agent did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.1)
+    return Agent(proc, sock, data_root, log)
 
 
 class Client:
@@ -211,7 +215,13 @@ class Client:
         (home / "run").mkdir(mode=0o700, exist_ok=True)
         settings = {
             "default_host": "gpu1",
-            "hosts": {"gpu1": {"ssh": "gpu-host", "agent": f"127.0.0.1:{agent.port}"}},
+            "hosts": {
+                "gpu1": {
+                    "ssh": "gpu-host",
+                    "agent": str(agent.socket),
+                    "bridge": f"{shutil.which('hatrain-agent') or 'hatrain-agent'} bridge",
+                }
+            },
             "ssh_config": str(sshd.root / "ssh_config"),
             "known_hosts": str(sshd.root / "known_hosts"),
             "cache_dir": str(home / "cache"),

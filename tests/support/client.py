@@ -1,10 +1,12 @@
 """Runs the real `hatrain-client` command as a user would, against a configured host."""
 
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,15 @@ import yaml
 from tests.support.sshd import SshServer
 
 CLIENT = str(Path(sys.executable).parent / "hatrain-client")
+# What the client runs over SSH: the project's own `hatrain-agent bridge`.
+BRIDGE = f"{Path(sys.executable).parent / 'hatrain-agent'} bridge"
+
+
+def host_entry(ssh: str, agent_socket: Path, bridge: str = BRIDGE) -> dict[str, str]:
+    """A host of the client config: its SSH target, the agent's socket and the bridge."""
+    return {"ssh": ssh, "agent": str(agent_socket), "bridge": bridge}
+
+
 # Restores SIGINT's default, then becomes the client (exec keeps that disposition). Not done with
 # preexec_fn: running Python between fork and exec can deadlock a process that has gRPC threads.
 _FOREGROUND = (
@@ -29,12 +40,12 @@ class ClientRunner:
 
     @classmethod
     def configure(
-        cls, home: Path, sshd: SshServer, agent_port: int, **overrides: Any
+        cls, home: Path, sshd: SshServer, agent_socket: Path, **overrides: Any
     ) -> "ClientRunner":
         home.mkdir(parents=True, exist_ok=True)
         settings = {
             "default_host": "gpu1",
-            "hosts": {"gpu1": {"ssh": "hatrain-test", "agent": f"127.0.0.1:{agent_port}"}},
+            "hosts": {"gpu1": host_entry("hatrain-test", agent_socket)},
             "ssh_config": str(sshd.ssh_config),
             "known_hosts": str(sshd.known_hosts),
             "cache_dir": str(home / "cache"),
@@ -47,7 +58,10 @@ class ClientRunner:
 
     @property
     def runtime_dir(self) -> Path:
-        path = self.home / "run"
+        """Its $XDG_RUNTIME_DIR: private, and short (the shared connection's socket lies in it,
+        and a Unix socket's path may not be longer than 107 bytes)."""
+        name = hashlib.sha256(str(self.home).encode()).hexdigest()[:12]
+        path = Path(tempfile.gettempdir()) / f"hatrain-run-{name}"
         path.mkdir(mode=0o700, exist_ok=True)
         return path
 

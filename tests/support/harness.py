@@ -1,10 +1,13 @@
 """Helpers shared by the tests: polling with a deadline, agents in-process or as a process."""
 
+import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +20,7 @@ from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
 # Who the tests submit as unless they say otherwise: a real, ordinary account (jobs run as their
-# user), which tests/support/accounts.py creates.
+# user), which tests/support/users.py creates.
 TEST_USER = "hatrain-alice"
 TERMINAL = {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
 # The states of a job that runs to success, in order.
@@ -64,28 +67,32 @@ def wait_for_port(port: int, proc: "subprocess.Popen[Any]", log: Path, timeout: 
     poll(listening, timeout, f"{name} to listen on port {port}")
 
 
-def stub_for(target: str, user: str = TEST_USER) -> tuple[Any, Any]:
-    channel = grpc.insecure_channel(target)
+def stub_for(target: str | Path) -> tuple[Any, Any]:
+    """A stub on an agent's socket (a path, or a gRPC target). The agent knows the caller from
+    the kernel: the tests' own user, root."""
+    address = str(target) if str(target).startswith("unix:") else f"unix:{target}"
+    channel = grpc.insecure_channel(address)
     grpc.channel_ready_future(channel).result(timeout=30)
-    stub = pb_grpc.AgentServiceStub(channel)
-    return _UserStub(stub, user), channel
+    return pb_grpc.AgentServiceStub(channel), channel
 
 
-class _UserStub:
-    """Adds the caller's identity to each call (what the client does over SSH)."""
+_SOCKETS: list[Path] = []
 
-    def __init__(self, stub: pb_grpc.AgentServiceStub, user: str) -> None:
-        self._stub = stub
-        self.user = user
 
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._stub, name)
+def socket_path() -> Path:
+    """A place for an agent's socket: short (a Unix socket's path may not be longer than 107
+    bytes, which a test's tmp_path can be) and reachable by every user (pytest's own temporary
+    directory is private to the tests' user). Removed when the tests end."""
+    base = Path(tempfile.mkdtemp(prefix="hts-", dir="/tmp"))
+    base.chmod(0o755)
+    _SOCKETS.append(base)
+    return base / "run" / "agent.sock"
 
-        def call(request: Any, **kwargs: Any) -> Any:
-            metadata = [*kwargs.pop("metadata", []), ("x-hatrain-user", self.user)]
-            return method(request, metadata=metadata, **kwargs)
 
-        return call
+@atexit.register
+def _remove_sockets() -> None:
+    for base in _SOCKETS:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def wait_state(stub: Any, job_id: str, states: set[Any], timeout: float = 120) -> Any:

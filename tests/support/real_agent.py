@@ -3,11 +3,13 @@
 from pathlib import Path
 from typing import Any
 
+from tests.support.harness import socket_path
+
 
 def local_axolotl_agent_config(data_root: Path, axolotl_venv: Path) -> dict[str, Any]:
     return {
         "data_root": str(data_root),
-        "listen": "127.0.0.1:0",
+        "listen": str(socket_path()),
         "log_format": "console",
         "runtime": "local",
         "local": {

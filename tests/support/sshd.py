@@ -5,6 +5,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,24 @@ class SshServer:
     port: int
     user: str
     proc: subprocess.Popen[bytes]
+    keys: Path
+
+    def add_login(self, user: str) -> str:
+        """Let `user` (an account of this machine) log in with a key of its own; returns the
+        ssh_config alias (`hatrain-test-USER`) that logs in as them."""
+        key = self.root / f"key-{user}"
+        if not key.exists():
+            keygen(key)
+        _authorize(self.keys, user, key.with_suffix(".pub"))
+        alias = f"hatrain-test-{user}"
+        entry = (
+            f"Host {alias}\n  HostName 127.0.0.1\n  Port {self.port}\n  User {user}\n"
+            f"  IdentityFile {key}\n"
+        )
+        if entry not in self.ssh_config.read_text():
+            with self.ssh_config.open("a") as fh:
+                fh.write(entry)
+        return alias
 
     @property
     def user_key(self) -> Path:
@@ -51,6 +70,7 @@ class SshServer:
         for pid in sessions:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+        shutil.rmtree(self.keys, ignore_errors=True)
 
     def session_pids(self) -> list[int]:
         """The per-connection sshd processes (killing one drops that client's connection)."""
@@ -60,7 +80,8 @@ class SshServer:
         return [int(p) for p in out.split()]
 
 
-def start_sshd(root: Path, alias: str = "hatrain-test") -> SshServer:
+def start_sshd(root: Path, alias: str = "hatrain-test", extra_config: str = "") -> SshServer:
+    """extra_config: more sshd_config lines (e.g. to forbid forwarding)."""
     if not os.path.exists(SSHD):
         raise RuntimeError("sshd is missing: run scripts/setup-host.sh (installs openssh-server)")
     root.mkdir(parents=True, exist_ok=True)
@@ -68,15 +89,18 @@ def start_sshd(root: Path, alias: str = "hatrain-test") -> SshServer:
     Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
     keygen(root / "host_key")
     keygen(root / "user_key")
-    shutil.copy(root / "user_key.pub", root / "authorized_keys")
-    port = free_port()
+    # Public keys where every login may read its own (sshd reads them as the user).
+    keys = Path(tempfile.mkdtemp(prefix="hatrain-keys-", dir="/tmp"))
+    keys.chmod(0o755)
     user = os.environ.get("USER") or "root"
+    _authorize(keys, user, root / "user_key.pub")
+    port = free_port()
     (root / "sshd_config").write_text(
         f"""Port {port}
 ListenAddress 127.0.0.1
 HostKey {root / "host_key"}
 PidFile {root / "sshd.pid"}
-AuthorizedKeysFile {root / "authorized_keys"}
+AuthorizedKeysFile {keys}/%u
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
@@ -86,6 +110,7 @@ AllowTcpForwarding yes
 MaxSessions 64
 MaxStartups 64
 Subsystem sftp internal-sftp
+{extra_config}
 """
     )
     proc = subprocess.Popen(
@@ -100,4 +125,10 @@ Subsystem sftp internal-sftp
         f"Host {alias}\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n"
         f"  IdentityFile {root / 'user_key'}\n"
     )
-    return SshServer(root, port, user, proc)
+    return SshServer(root, port, user, proc, keys)
+
+
+def _authorize(keys: Path, user: str, public_key: Path) -> None:
+    target = keys / user
+    shutil.copy(public_key, target)
+    target.chmod(0o644)

@@ -2,10 +2,10 @@
 
 It replays output captured from a real Axolotl 0.19 run (made by the test set-up, never written by
 hand) and can be told, through a `hatrain_standin:` mapping in the job's own config, to wait for a
-file, exit with a code, print many lines (at a pace, if asked), or number its lines on stderr as
-well. With `probe:` it acts as hostile code in a job would (remote code of a model, say) and
-records in probe-<step>.json what it is and what each attempt got: "ok" or the error's name.
-Tests of Axolotl itself run the real one.
+file, exit with a code, print lines of its own or many numbered lines (at a pace, if asked), or
+number its lines on stderr as well. With `probe:` it acts as hostile code in a job would (remote
+code of a model, say) and records in probe-<step>.json what it is and what each attempt got: "ok"
+or the error's name. Tests of Axolotl itself run the real one.
 """
 
 import errno
@@ -110,6 +110,8 @@ def main() -> int:
             "\n".join(f"{k}={v}" for k, v in sorted(os.environ.items()))
         )
         (run_dir / f"argv-{step}.txt").write_text("\n".join(sys.argv[1:]))
+    for line in plan.get(f"say_{step}", ()):  # lines of its own first, exactly as given
+        sys.stdout.write(line + "\n")
     capture = Path(os.environ["HATRAIN_CAPTURE_DIR"]) / f"{step}.log"
     delay = float(plan.get("delay", 0))
     out, err = sys.stdout.buffer, sys.stderr.buffer

@@ -1,7 +1,8 @@
 """The host account a job runs as and an upload is staged for: its user's own login.
 
-Looked up by name in the host's user database when it is needed (a job that starts, an upload
-that is prepared), so that an account removed or changed meanwhile is seen as it is now.
+A caller's account comes from the uid the kernel gave the front door (of_uid); a stored job's
+from its user's login name, looked up when the job starts (lookup), so that an account removed
+or changed meanwhile is seen as it is now.
 """
 
 import os
@@ -39,6 +40,22 @@ class Account:
         return f"{self.uid}:{self.gid}"
 
 
+def _account(entry: pwd.struct_passwd) -> Account:
+    groups = tuple(dict.fromkeys([entry.pw_gid, *os.getgrouplist(entry.pw_name, entry.pw_gid)]))
+    return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, groups)
+
+
+def of_uid(uid: int) -> Account:
+    """The login of uid; NoAccount if the host has none (nothing is taken from a name)."""
+    try:
+        entry = pwd.getpwuid(uid)
+    except KeyError:
+        raise NoAccount(f"uid {uid}") from None
+    if not _LOGIN.match(entry.pw_name):
+        raise NoAccount(entry.pw_name)
+    return _account(entry)
+
+
 def lookup(user: str) -> Account:
     """The account named user; NoAccount if there is none."""
     if user in (".", "..") or not _LOGIN.match(user):
@@ -47,5 +64,4 @@ def lookup(user: str) -> Account:
         entry = pwd.getpwnam(user)
     except KeyError:
         raise NoAccount(user) from None
-    groups = tuple(dict.fromkeys([entry.pw_gid, *os.getgrouplist(user, entry.pw_gid)]))
-    return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, groups)
+    return _account(entry)

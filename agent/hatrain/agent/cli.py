@@ -37,7 +37,7 @@ _options = [
     click.option(
         "--data-root", type=click.Path(path_type=Path, file_okay=False), help="Override data_root."
     ),
-    click.option("--listen", help="Override listen (host:port)."),
+    click.option("--listen", help="Override listen (the Unix socket's path)."),
 ]
 
 
@@ -68,6 +68,15 @@ def serve(config: Path | None, data_root: Path | None, listen: str | None) -> No
     from .server import serve as run
 
     run(_load(config, data_root, listen))
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--socket", default="/run/hatrain/agent.sock", help="The agent's socket.")
+def bridge(socket: str) -> None:
+    """Relay stdin and stdout to the agent's socket (what a client runs over SSH)."""
+    from .bridge import main as relay
+
+    raise SystemExit(relay(["--socket", socket]))
 
 
 @main.command()

@@ -4,9 +4,18 @@ from pathlib import Path
 from typing import Literal
 
 from hatrain.rpc.config_yaml import ConfigYamlError, load_yaml_mapping
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    ValidationError,
+    field_validator,
+)
 
 from .errors import ConfigError
+from .scheduler import Policy
 
 DEFAULT_IMAGE = "axolotlai/axolotl-cloud:main-py3.11-cu128-2.8.0"
 DEFAULT_ALLOWED_IMAGES = [DEFAULT_IMAGE, "axolotlai/axolotl-cloud:main-py3.11-cu126-2.8.0"]
@@ -105,8 +114,27 @@ class SchedulerConfig(_Strict):
     backfill: bool = True
     # Jobs asking for no GPU that may run at once.
     max_cpu_jobs: int = Field(default=2, ge=0)
-    # Most GPUs one user may hold at once; a name: number map, "*" for everybody else.
-    user_gpu_caps: dict[str, int] = {}
+    # Caps are name: number maps, "*" for everybody not named. Most GPUs one user (one team, by
+    # the jobs' `team`) may hold at once:
+    user_gpu_caps: dict[str, NonNegativeInt] = {}
+    team_gpu_caps: dict[str, NonNegativeInt] = {}
+    # Most jobs one user (one team) may have queued; a submit past it is refused.
+    user_queued_caps: dict[str, NonNegativeInt] = {}
+    team_queued_caps: dict[str, NonNegativeInt] = {}
+    # Fair share: GPU-hours used count half after this many days, and a user's usage is divided
+    # by their share weight before users are compared ("*" for everybody not named; 1).
+    usage_half_life_days: float = Field(default=7.0, gt=0)
+    share_weights: dict[str, PositiveFloat] = {}
+
+    def policy(self) -> Policy:
+        return Policy(
+            backfill=self.backfill,
+            user_gpu_caps=self.user_gpu_caps,
+            team_gpu_caps=self.team_gpu_caps,
+            max_cpu_jobs=self.max_cpu_jobs,
+            share_weights=self.share_weights,
+            usage_half_life_seconds=self.usage_half_life_days * 86400,
+        )
 
 
 class LimitsConfig(_Strict):
@@ -122,9 +150,18 @@ class LimitsConfig(_Strict):
     staging_max_age_seconds: int = Field(default=86400, gt=0)
 
 
+class TeamConfig(_Strict):
+    """A team of logins: they may read each other's jobs, and ask for priorities up to
+    max_priority."""
+
+    members: list[str] = []
+    max_priority: int = Field(default=0, ge=0, le=1000)
+
+
 class AgentConfig(_Strict):
     data_root: Path = Path("/var/lib/hatrain")
-    listen: str = "127.0.0.1:50151"
+    # The agent's Unix socket; its directory must belong to the agent's user.
+    listen: Path = Path("/run/hatrain/agent.sock")
     runtime: Literal["docker", "local"] = "docker"
     docker: DockerConfig = DockerConfig()
     local: LocalConfig = LocalConfig()
@@ -134,6 +171,18 @@ class AgentConfig(_Strict):
     limits: LimitsConfig = LimitsConfig()
     caches: CacheConfig = CacheConfig()
     admins: list[str] = []
+    teams: dict[str, TeamConfig] = {}
+
+    @field_validator("listen")
+    @classmethod
+    def _socket_path(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError(
+                "an absolute path of a Unix socket, e.g. /run/hatrain/agent.sock (the agent "
+                "listens on no TCP port: users reach it through their SSH login)"
+            )
+        return value
+
     default_time_limit_seconds: int | None = Field(default=None, gt=0)
     log_format: Literal["json", "console"] = "json"
 

@@ -2,13 +2,14 @@
 
 import os
 import shutil
-import socket
 import tempfile
 from dataclasses import dataclass
 from typing import Any
 
 from .config import AgentConfig
+from .errors import ConfigError
 from .gpus import discover
+from .listener import prepare_runtime_dir
 
 
 @dataclass(frozen=True)
@@ -129,19 +130,40 @@ def _data_root_mount(config: AgentConfig) -> Check:
     )
 
 
-def _port(config: AgentConfig) -> Check:
-    host, _, port = config.listen.rpartition(":")
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def _socket(config: AgentConfig) -> Check:
+    """The agent's socket: a directory nobody else can squat, and an agent that answers if
+    one is running (that is the healthy case, not a conflict)."""
+    path = config.listen
+    if path.parent.exists():
         try:
-            sock.bind((host.strip("[]") or "127.0.0.1", int(port)))
-        except OSError:
-            return Check("port", False, f"{config.listen} is in use (an agent already running?)")
-    exposed = host not in ("127.0.0.1", "localhost", "[::1]")
-    detail = f"{config.listen} free" + (
-        "; not loopback: put it behind TLS" if exposed else " (loopback, reached over SSH)"
+            prepare_runtime_dir(path.parent)
+        except ConfigError as exc:
+            return Check("socket", False, str(exc))
+    if not path.exists():
+        return Check("socket", True, f"{path}: free; the agent will listen there")
+    try:
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with grpc.insecure_channel(f"unix:{path}") as channel:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
+    except Exception as exc:
+        return Check(
+            "socket",
+            False,
+            f"{path} exists but no agent answers on it ({type(exc).__name__}); start the "
+            "agent (a stale socket is replaced when it starts)",
+        )
+    serving = answer.status == health_pb2.HealthCheckResponse.SERVING
+    return Check(
+        "socket",
+        serving,
+        f"{path}: the agent is running and answers"
+        if serving
+        else f"{path}: the agent answers but is not serving ({answer.status})",
     )
-    return Check("port", True, detail)
 
 
 def run_checks(config: AgentConfig) -> list[Check]:
@@ -155,5 +177,5 @@ def run_checks(config: AgentConfig) -> list[Check]:
         checks.append(Check("gpus", False, str(exc)))
     checks.append(_data_root(config))
     checks.append(_data_root_mount(config))
-    checks.append(_port(config))
+    checks.append(_socket(config))
     return checks

@@ -3,6 +3,7 @@
 HatrainError
 ├── InvalidArgument      bad input: names the field and what was expected; nothing was changed
 ├── NotFound             unknown job or object
+├── Unauthenticated      the call did not come through the agent's socket
 ├── PermissionDenied     acting on somebody else's job
 ├── FailedPrecondition   the request is valid but the job's state does not allow it
 └── ResourceExhausted    over a size limit
@@ -21,6 +22,10 @@ class InvalidArgument(HatrainError):
 
 
 class NotFound(HatrainError):
+    pass
+
+
+class Unauthenticated(HatrainError):
     pass
 
 

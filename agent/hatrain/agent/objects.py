@@ -24,7 +24,7 @@ from pathlib import Path
 
 import structlog
 
-from .accounts import Account, lookup
+from .accounts import Account
 from .errors import InvalidArgument, NotFound
 from .hostdirs import agent_dir, owned_dir
 
@@ -66,32 +66,30 @@ class ObjectStore:
     def has(self, sha256: str) -> bool:
         return self.path_of(check_sha256(sha256)).is_file()
 
-    def staging_dir(self, user: str) -> Path:
-        """The user's own staging directory (created for them, 0700)."""
-        owner = lookup(user)
+    def staging_dir(self, owner: Account) -> Path:
+        """The owner's own staging directory (created for them, 0700)."""
         return owned_dir(self.staging / owner.name, owner, 0o700)
 
-    def staging_path(self, sha256: str, user: str) -> Path:
-        """Where user writes the upload of sha256 (their staging directory is made ready)."""
-        return self.staging_dir(user) / f"{check_sha256(sha256)}.part"
+    def staging_path(self, sha256: str, owner: Account) -> Path:
+        """Where owner writes the upload of sha256 (their staging directory is made ready)."""
+        return self.staging_dir(owner) / f"{check_sha256(sha256)}.part"
 
     def _staged(self, sha256: str, owner: Account) -> Path:
         return self.staging / owner.name / f"{check_sha256(sha256)}.part"
 
-    def staged_bytes(self, sha256: str, user: str) -> int:
+    def staged_bytes(self, sha256: str, owner: Account) -> int:
         try:
-            info = os.lstat(self._staged(sha256, lookup(user)))
+            info = os.lstat(self._staged(sha256, owner))
         except FileNotFoundError:
             return 0
         return info.st_size if stat.S_ISREG(info.st_mode) else 0
 
-    def commit(self, sha256: str, size: int, user: str) -> int:
-        """Verify user's staged upload of sha256 and put a copy of it in place; returns its
+    def commit(self, sha256: str, size: int, owner: Account) -> int:
+        """Verify owner's staged upload of sha256 and put a copy of it in place; returns its
         size. InvalidArgument if it is not a plain file of theirs or hashes differently."""
         target = self.path_of(check_sha256(sha256))
         if target.is_file():
             return target.stat().st_size
-        owner = lookup(user)
         staged = self._staged(sha256, owner)
         try:
             fd = os.open(staged, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)

@@ -23,6 +23,10 @@ SECRET_SHIM = (
     'for f in "${HATRAIN_SECRETS:-' + SECRETS + '}"/*; do '
     '[ -f "$f" ] && export "${f##*/}=$(cat "$f")"; done; exec "$@"'
 )
+# The same, with the step's stderr joined to its stdout: Docker reads a container's two pipes
+# apart, and could hand on a bar (stderr) before the log line that announced it (stdout). One
+# pipe keeps the order the process wrote in, as the local runtime's single log file does.
+SECRET_SHIM_ONE_PIPE = SECRET_SHIM + " 2>&1"
 
 BASE_ENV = {
     "AXOLOTL_DO_NOT_TRACK": "1",

@@ -31,7 +31,7 @@ from .runtime import (
     LABEL_JOB,
     LABEL_STEP,
     LABEL_USER,
-    SECRET_SHIM,
+    SECRET_SHIM_ONE_PIPE,
     ExitStatus,
     Handle,
     Probe,
@@ -219,7 +219,7 @@ class DockerRuntime:
             command=[
                 "/bin/sh",
                 "-c",
-                SECRET_SHIM,
+                SECRET_SHIM_ONE_PIPE,
                 "hatrain",
                 "axolotl",
                 *args,

@@ -22,9 +22,10 @@ from .config import AgentConfig
 from .disk import DiskReserve
 from .gpu_usage import GpuReader, GpuUsageSampler, NvmlReader
 from .gpus import discover
+from .identity import Identities
+from .listener import FrontDoor, prepare_runtime_dir
 from .objects import ObjectStore
 from .runtime import Runtime
-from .scheduler import Policy
 from .service import AgentService, JobWaiters
 from .store import Store
 from .supervisor import Supervisor
@@ -100,11 +101,7 @@ class Agent:
             if gpu_reader is not None and config.gpus.sample_seconds > 0
             else None
         )
-        policy = Policy(
-            backfill=config.scheduler.backfill,
-            user_gpu_caps=config.scheduler.user_gpu_caps,
-            max_cpu_jobs=config.scheduler.max_cpu_jobs,
-        )
+        policy = config.scheduler.policy()
         grace = (
             config.local.stop_grace_seconds
             if config.runtime == "local"
@@ -117,12 +114,15 @@ class Agent:
             self.gpus,
             policy,
             grace,
-            frozenset(config.admins),
             reserve=self.reserve,
             objects=self.objects,
             staging_max_age_seconds=config.limits.staging_max_age_seconds,
         )
-        self.port = 0
+        self.socket = config.listen
+        self.address = f"unix:{self.socket}"
+        self._private = self.socket.parent / "private"
+        self.front_door = FrontDoor(self.socket, self._private / "grpc.sock", self._private)
+        self.identities = Identities(self._private, config.admins, config.teams)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="grpc", daemon=True)
         self._calls = futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="grpc")
@@ -162,6 +162,7 @@ class Agent:
                 self.reserve,
                 waiters,
                 self._reads,
+                self.identities,
                 self.gpu_usage,
             ),
             self.server,
@@ -171,12 +172,17 @@ class Agent:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
-        self.port = self.server.add_insecure_port(config.listen)
-        if self.port == 0:
-            raise OSError(f"listen: cannot bind {config.listen}")
+        prepare_runtime_dir(self.socket.parent)
+        self._private.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(self._private, 0o700)
+        internal = self._private / "grpc.sock"
+        internal.unlink(missing_ok=True)
+        if self.server.add_insecure_port(f"unix:{internal}") == 0:
+            raise OSError(f"cannot listen on {internal}")
 
     async def _serve(self) -> None:
         await self.server.start()
+        await self.front_door.start()
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
 
@@ -187,8 +193,7 @@ class Agent:
         self._run(self._serve())
         log.info(
             "agent serving",
-            listen=self.config.listen,
-            port=self.port,
+            listen=str(self.socket),
             runtime=self.config.runtime,
             gpus=len(self.gpus),
             gpu_source=self.gpu_source,
@@ -196,6 +201,7 @@ class Agent:
         )
 
     async def _shutdown(self, grace: float) -> None:
+        await self.front_door.stop()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
 

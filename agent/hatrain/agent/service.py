@@ -18,11 +18,12 @@ from typing import Any, TypeVar
 import grpc
 import structlog
 from hatrain.rpc import __version__, limits
-from hatrain.rpc.contract import USER_METADATA, WIRE_VERSION
+from hatrain.rpc.contract import WIRE_VERSION
 from hatrain.rpc.v1 import agent_pb2 as pb
 from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
 
 from . import wire
+from .accounts import Account, of_uid
 from .config import AgentConfig
 from .disk import DiskReserve, storage_fault
 from .errors import (
@@ -32,9 +33,14 @@ from .errors import (
     NotFound,
     PermissionDenied,
     ResourceExhausted,
+    Unauthenticated,
 )
+from .events import GpuUsage
 from .gpu_usage import GpuUsageSampler
+from .identity import Caller, Identities
+from .jobs import Job
 from .objects import ObjectStore, check_sha256
+from .queue_caps import queue_cap_check
 from .scheduler import GpuSlot
 from .states import RUNNING, JobState
 from .store import Store
@@ -50,6 +56,7 @@ _STATUS = {
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
 }
 _COLLECT_BEFORE_BYTES = 1024 * 1024
 _WATCH_BATCH = 10_000
@@ -96,13 +103,6 @@ def translate_errors(method: F) -> F:
     return unary  # type: ignore[return-value]
 
 
-def caller(context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any]) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == USER_METADATA and value:
-            return str(value)[: limits.USER_CHARS]
-    return "anonymous"
-
-
 class JobWaiters:
     """Wakes the coroutines watching a job when the store commits a change to it.
 
@@ -147,6 +147,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         reserve: DiskReserve,
         waiters: JobWaiters,
         reads: ThreadPoolExecutor,
+        identities: Identities,
         gpu_usage: GpuUsageSampler | None = None,
     ) -> None:
         self.config = config
@@ -161,10 +162,22 @@ class AgentService(pb_grpc.AgentServiceServicer):
         # Store reads of watch streams: off the event loop, and never more than a few at once.
         self.reads = reads
         self._streams: Counter[str] = Counter()
+        self.identities = identities
         self.gpu_usage = gpu_usage
+        self._queue_cap_check = queue_cap_check(config.scheduler, store.queued_by)
+
+    def caller(self, context: Any) -> Caller:
+        """Who calls: the uid the front door learnt from the kernel (see listener.py)."""
+        return self.identities.caller(context.peer())
+
+    def account(self, context: Any) -> Account:
+        """The caller's login on this host, from the same uid: what their uploads are staged
+        as and their jobs run as. NoAccount (PERMISSION_DENIED) for a uid without one."""
+        return of_uid(self.caller(context).uid)
 
     @translate_errors
     def GetAgentInfo(self, request: pb.GetAgentInfoRequest, context: Any) -> pb.AgentInfo:
+        caller = self.caller(context)
         holders = {u: j.id for j in self.store.jobs_in(RUNNING) for u in j.gpu_uuids}
         counts = self.store.counts()
         return pb.AgentInfo(
@@ -183,8 +196,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
             ),
             allowed_images=self.config.docker.allowed_images,
             default_image=self.config.docker.default_image,
-            upload_dir=str(self.objects.staging / caller(context)),
-            user=caller(context),
+            upload_dir=str(self.objects.staging / caller.user),
+            user=caller.user,
         )
 
     @translate_errors
@@ -192,8 +205,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self, request: pb.PrepareUploadRequest, context: Any
     ) -> pb.PrepareUploadResponse:
         check_count(request.sha256, "sha256", self.config.limits.max_files)
+        owner = self.account(context)
         self.reserve.check_room()
-        user = caller(context)
         response = pb.PrepareUploadResponse()
         for i, sha in enumerate(dict.fromkeys(request.sha256)):
             check_sha256(sha, f"sha256[{i}]")
@@ -203,8 +216,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 response.missing.append(
                     pb.StagedUpload(
                         sha256=sha,
-                        staging_path=str(self.objects.staging_path(sha, user)),
-                        bytes_present=self.objects.staged_bytes(sha, user),
+                        staging_path=str(self.objects.staging_path(sha, owner)),
+                        bytes_present=self.objects.staged_bytes(sha, owner),
                     )
                 )
         return response
@@ -213,27 +226,39 @@ class AgentService(pb_grpc.AgentServiceServicer):
     def CommitUpload(
         self, request: pb.CommitUploadRequest, context: Any
     ) -> pb.CommitUploadResponse:
-        size = self.objects.commit(request.sha256, request.size, caller(context))
+        size = self.objects.commit(request.sha256, request.size, self.account(context))
         return pb.CommitUploadResponse(sha256=request.sha256, size=size)
 
-    def _job(self, job_id: str) -> pb.Job:
-        job = self.store.get(job_id)
+    def _job(self, job: Job, caller: Caller) -> pb.Job:
+        """The job as this caller may see it: whole for its readers, else its summary."""
+        if not self.identities.may_read(caller, job):
+            return wire.job_summary_to_wire(job, self.supervisor.waiting(job.id))
         usage = self.gpu_usage.latest(job.id) if self.gpu_usage is not None else ()
-        return wire.job_to_wire(job, str(self.workspace.dirs(job.id).run), usage)
+        return self._wire_job(job, usage)
+
+    def _wire_job(self, job: Job, usage: tuple[GpuUsage, ...] = ()) -> pb.Job:
+        run_dir = str(self.workspace.dirs(job.id).run)
+        return wire.job_to_wire(job, run_dir, usage, self.supervisor.waiting(job.id))
 
     @translate_errors
     def SubmitJob(self, request: pb.SubmitJobRequest, context: Any) -> pb.SubmitJobResponse:
         spec, secrets = check_submission(request, self.config, self.gpus, self.objects)
+        caller = self.caller(context)
+        self.identities.check_submit(caller, spec)
+        if spec.retry_of:
+            self.identities.check_read(caller, self.store.get(spec.retry_of))
+        owner = of_uid(caller.uid)  # the job runs as this account: the kernel's uid, no name
         self.reserve.check_room()
         job, created = self.store.submit(
             spec,
-            caller(context),
+            owner.name,
             client_request_id=request.client_request_id,
             secret_names=secrets.keys(),
+            admit=lambda: self._queue_cap_check(caller.user, spec.team),
         )
         if created:
             if secrets:
-                self.workspace.write_secrets(job.id, secrets)
+                self.workspace.write_secrets(job.id, secrets, owner.uid)
             log.info("job queued", job_id=job.id, user=job.user, gpus=spec.gpus)
             self.supervisor.wake()
         # The job as submitted (queued, with its position), even if it has started since.
@@ -241,13 +266,14 @@ class AgentService(pb_grpc.AgentServiceServicer):
 
     @translate_errors
     def GetJob(self, request: pb.GetJobRequest, context: Any) -> pb.Job:
-        return self._job(check_job_id(request.job_id))
+        return self._job(self.store.get(check_job_id(request.job_id)), self.caller(context))
 
     @translate_errors
     def ListJobs(self, request: pb.ListJobsRequest, context: Any) -> pb.ListJobsResponse:
         check_count(request.states, "states", limits.STATES)
         check_text(request.user, "user", limits.USER_CHARS)
         check_text(request.page_token, "page_token", limits.PAGE_TOKEN_CHARS)
+        caller = self.caller(context)
         jobs, token, total = self.store.list_jobs(
             states=[wire.STATE_FROM_WIRE[s] for s in request.states if s in wire.STATE_FROM_WIRE],
             user=request.user,
@@ -255,27 +281,31 @@ class AgentService(pb_grpc.AgentServiceServicer):
             page_token=request.page_token,
         )
         return pb.ListJobsResponse(
-            jobs=[wire.job_to_wire(j, str(self.workspace.dirs(j.id).run)) for j in jobs],
+            jobs=[self._job(j, caller) for j in jobs],
             next_page_token=token,
             total=total,
         )
 
     @translate_errors
     def CancelJob(self, request: pb.CancelJobRequest, context: Any) -> pb.Job:
-        outcome = self.supervisor.cancel(check_job_id(request.job_id), caller(context))
-        log.info("cancel", job_id=outcome.job.id, user=caller(context), outcome=outcome.message)
-        return self._job(outcome.job.id)
+        caller = self.caller(context)
+        job = self.store.get(check_job_id(request.job_id))
+        self.identities.check_cancel(caller, job)
+        outcome = self.supervisor.cancel(job.id)
+        log.info("cancel", job_id=job.id, user=caller.user, outcome=outcome.message)
+        return self._job(self.store.get(job.id), caller)
 
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.WatchJobResponse]:
-        user = caller(context)
         try:
-            self._open_stream(user)
+            caller = self.caller(context)
+            self._open_stream(caller.user)
         except HatrainError as exc:
             await context.abort(_status(exc), str(exc))
+        user = caller.user
         try:
-            async for response in self._watch(request):
+            async for response in self._watch(request, caller):
                 yield response
         except HatrainError as exc:
             await context.abort(_status(exc), str(exc))
@@ -294,12 +324,15 @@ class AgentService(pb_grpc.AgentServiceServicer):
     async def _read(self, call: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.reads, call, *args)
 
-    async def _watch(self, request: pb.WatchJobRequest) -> AsyncIterator[pb.WatchJobResponse]:
+    async def _watch(
+        self, request: pb.WatchJobRequest, caller: Caller
+    ) -> AsyncIterator[pb.WatchJobResponse]:
         job_id = check_job_id(request.job_id)
         check_count(request.kinds, "kinds", limits.KINDS)
         if not 0 <= request.tail <= limits.TAIL:
             raise InvalidArgument("tail", f"0 (all) to {limits.TAIL}")
-        await self._read(lambda: self.store.get(job_id))  # NotFound before anything is sent
+        job = await self._read(self.store.get, job_id)  # NotFound before anything is sent
+        self.identities.check_read(caller, job)
         kinds = [wire.KIND_FROM_WIRE[k] for k in request.kinds if k in wire.KIND_FROM_WIRE]
         after = max(request.from_seq, 0)
         if request.tail > 0:

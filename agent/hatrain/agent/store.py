@@ -21,11 +21,13 @@ from typing import Any
 
 from .disk import storage_fault
 from .errors import FailedPrecondition, InvalidArgument, NotFound
-from .events import Event, EventKind, Progress
+from .events import Event, EventKind, Progress, progress_record
+from .fair_share import UsageRecord
 from .jobs import Job, JobFile, JobSpec
+from .scheduler import QueuedJob
 from .states import TERMINAL, JobState, can_transition
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -74,6 +76,35 @@ _MIGRATIONS: dict[int, str] = {
     3: """
     ALTER TABLE jobs ADD COLUMN stop_reason TEXT NOT NULL DEFAULT ''
     """,
+    # The GPUs each ended job held and for how long, for fair share by decayed usage. Jobs that
+    # ended before this schema are counted too.
+    4: """
+    CREATE TABLE usage (
+        n INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id TEXT NOT NULL UNIQUE,
+        user TEXT NOT NULL,
+        team TEXT NOT NULL,
+        gpus INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        finished_at REAL NOT NULL
+    );
+    INSERT INTO usage (job_id, user, team, gpus, started_at, finished_at)
+        SELECT id, user, coalesce(json_extract(spec, '$.team'), ''), json_array_length(gpu_uuids),
+               started_at, finished_at
+        FROM jobs
+        WHERE state IN ('succeeded', 'failed', 'cancelled') AND started_at > 0
+              AND json_array_length(gpu_uuids) > 0
+        ORDER BY finished_at
+    """,
+}
+
+# The spec's fields the planner reads, with their SQL defaults for records that lack them.
+_PLANNER_FIELDS = {
+    "gpus": "0",
+    "min_gpu_memory_mb": "0",
+    "gpu_type": "''",
+    "time_limit_seconds": "0",
+    "team": "''",
 }
 
 _JOB_COLUMNS = (
@@ -272,8 +303,11 @@ class Store:
         *,
         client_request_id: str = "",
         secret_names: Iterable[str] = (),
+        admit: Callable[[], None] | None = None,
     ) -> tuple[Job, bool]:
-        """Queue a job; returns (job, created). A repeated client_request_id returns the first."""
+        """Queue a job; returns (job, created). A repeated client_request_id returns the first.
+        admit() is called in the transaction, before the job is added, to refuse it by raising
+        (caps on queued jobs): no other submit can come between its count and the insert."""
         job_id = uuid.uuid4().hex[:12]
         now = time.time()
         with self._transaction(job_id) as conn:
@@ -283,6 +317,8 @@ class Store:
                 ).fetchone()
                 if row is not None:
                     return self.get(row[0]), False
+            if admit is not None:
+                admit()
             conn.execute(
                 "INSERT INTO jobs (id, user, state, priority, spec, created_at, secret_names, "
                 "client_request_id, last_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
@@ -349,6 +385,12 @@ class Store:
                 exit_code=exit_code,
             )
             self._insert_events(conn, job_id, seq, [event])
+            if new in TERMINAL and job.started_at and job.gpu_uuids:
+                conn.execute(
+                    "INSERT INTO usage (job_id, user, team, gpus, started_at, finished_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (job.id, job.user, job.spec.team, len(job.gpu_uuids), job.started_at, now),
+                )
             return self._load(conn, job_id)
 
     def append(
@@ -390,7 +432,7 @@ class Store:
                 args.append(json.dumps({**json.loads(row[2]), **runtime}))
             if progress is not None:
                 sets.append("progress=?")
-                args.append(json.dumps(progress.to_record()))
+                args.append(json.dumps(progress_record(progress)))
             if metrics:
                 merged = {**json.loads(row[1]), **metrics}
                 sets.append("last_metrics=?")
@@ -504,6 +546,54 @@ class Store:
             wanted,
         )
         return [_job_from_row(r) for r in rows]
+
+    def queued_for_planner(self) -> list[QueuedJob]:
+        """The queued jobs as the planner sees them, in submission order: only the fields it
+        needs, read by SQLite from each spec (a long queue is read on every pass)."""
+        fields = ", ".join(
+            f"coalesce(spec ->> '$.{name}', {default})" for name, default in _PLANNER_FIELDS.items()
+        )
+        rows = self._reader().execute(
+            f"SELECT id, user, priority, {fields} FROM jobs WHERE state = 'queued' ORDER BY n"
+        )
+        return [
+            QueuedJob(
+                job_id,
+                user,
+                gpus,
+                priority=priority,
+                min_gpu_memory_mb=memory,
+                gpu_type=gpu_type,
+                time_limit_seconds=limit,
+                order=order,
+                team=team,
+            )
+            for order, (job_id, user, priority, gpus, memory, gpu_type, limit, team) in enumerate(
+                rows
+            )
+        ]
+
+    def usage_after(self, n: int) -> list[tuple[int, UsageRecord]]:
+        """The usage records written after record number n, in order: (number, record)."""
+        rows = self._reader().execute(
+            "SELECT n, user, team, gpus, started_at, finished_at FROM usage WHERE n > ? ORDER BY n",
+            (n,),
+        )
+        return [(row[0], UsageRecord(*row[1:])) for row in rows]
+
+    def queued_by(self, user: str, team: str) -> tuple[int, int]:
+        """How many jobs this user, and this team, have queued."""
+        row = (
+            self._reader()
+            .execute(
+                "SELECT coalesce(sum(user = ?), 0), "
+                "coalesce(sum(? != '' AND json_extract(spec, '$.team') = ?), 0) "
+                "FROM jobs WHERE state = 'queued'",
+                (user, team, team),
+            )
+            .fetchone()
+        )
+        return int(row[0]), int(row[1])
 
     def counts(self) -> dict[JobState, int]:
         rows = self._reader().execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")

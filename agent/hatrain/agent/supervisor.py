@@ -12,13 +12,15 @@ from dataclasses import dataclass
 import structlog
 
 from .disk import DiskReserve
-from .errors import PermissionDenied
+from .errors import NotFound
+from .fair_share import UsageBook
 from .jobs import Job
 from .objects import ObjectStore
+from .pending import Waiting
 from .recovery import reconcile
 from .runner import JobRunner, RunControl
 from .runtime import Runtime
-from .scheduler import GpuSlot, Policy, QueuedJob, RunningJob, plan
+from .scheduler import GpuSlot, Host, Policy, RunningJob, plan
 from .states import RUNNING, JobState
 from .store import Store
 from .workspace import Workspace
@@ -26,6 +28,8 @@ from .workspace import Workspace
 log = structlog.get_logger(__name__)
 _MIN_PASS_INTERVAL = 0.05
 _HOUSEKEEPING_SECONDS = 5.0
+# While nothing can start, the reasons jobs wait are worked out again at most this often.
+_REASONS_REFRESH_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,18 @@ class CancelOutcome:
 
     job: Job
     message: str
+
+
+def _running(job: Job) -> RunningJob:
+    limit = job.spec.time_limit_seconds
+    return RunningJob(
+        job.id,
+        job.user,
+        job.gpu_uuids,
+        ends_by=job.started_at + limit if limit else None,
+        team=job.spec.team,
+        started_at=job.started_at or None,
+    )
 
 
 class Supervisor:
@@ -45,7 +61,6 @@ class Supervisor:
         gpus: list[GpuSlot],
         policy: Policy,
         grace_seconds: float,
-        admins: frozenset[str] = frozenset(),
         *,
         reserve: DiskReserve | None = None,
         objects: ObjectStore | None = None,
@@ -57,7 +72,6 @@ class Supervisor:
         self.gpus = gpus
         self.policy = policy
         self.grace_seconds = grace_seconds
-        self.admins = admins
         self.reserve = reserve or DiskReserve(workspace.root)
         self.objects = objects
         self.staging_max_age_seconds = staging_max_age_seconds
@@ -65,6 +79,13 @@ class Supervisor:
         self._controls: dict[str, RunControl] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._last_housekeeping = 0.0
+        self.usage = UsageBook(policy.usage_half_life_seconds)
+        # Why each queued job waits, as of the last scheduling pass.
+        self._waiting: dict[str, Waiting] = {}
+        self._waiting_at = -_REASONS_REFRESH_SECONDS
+        self._refresh_after = _REASONS_REFRESH_SECONDS
+        # The job the last pass reserved GPUs for: it keeps them until it starts.
+        self._reserved: str | None = None
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -108,38 +129,39 @@ class Supervisor:
             active = self.store.jobs_in(RUNNING)
             busy = {u for j in active for u in j.gpu_uuids}
             cpu_jobs = sum(1 for j in active if not j.gpu_uuids)
-            if len(busy) >= len(self.gpus) and cpu_jobs >= self.policy.max_cpu_jobs:
-                return  # nothing could start: spare reading the whole queue
-            queued = [
-                QueuedJob(
-                    id=j.id,
-                    user=j.user,
-                    gpus=j.spec.gpus,
-                    priority=j.spec.priority,
-                    min_gpu_memory_mb=j.spec.min_gpu_memory_mb,
-                    gpu_type=j.spec.gpu_type,
-                    time_limit_seconds=j.spec.time_limit_seconds,
-                    order=i,
-                )
-                for i, j in enumerate(self.store.jobs_in([JobState.QUEUED]))
-            ]
+            full = len(busy) >= len(self.gpus) and cpu_jobs >= self.policy.max_cpu_jobs
+            if full and time.monotonic() < self._waiting_at + self._refresh_after:
+                return  # nothing could start: spare reading the whole queue, reasons are fresh
+            began = time.monotonic()
+            queued = self.store.queued_for_planner()
             if not queued:
+                self._waiting = {}
                 return
-            running = [
-                RunningJob(
-                    j.id,
-                    j.user,
-                    j.gpu_uuids,
-                    j.started_at + j.spec.time_limit_seconds if j.spec.time_limit_seconds else None,
-                )
-                for j in active
-            ]
-            for placement in plan(queued, running, self.gpus, self.policy, now):
+            self.usage.add(self.store.usage_after(self.usage.last_seen), now)
+            result = plan(
+                queued,
+                [_running(j) for j in active],
+                [Host("", tuple(self.gpus))],
+                self.policy,
+                self.usage.at(now),
+                now,
+                self._reserved,
+            )
+            self._waiting, self._waiting_at = result.waiting, time.monotonic()
+            # A long queue takes a while to plan: refreshing its reasons then costs at most a
+            # twentieth of the time.
+            self._refresh_after = max(_REASONS_REFRESH_SECONDS, 20 * (self._waiting_at - began))
+            self._reserved = result.reserved
+            for placement in result.placements:
                 job = self.store.transition(
                     placement.job_id, JobState.STARTING, gpu_uuids=placement.gpu_uuids
                 )
                 log.info("job placed", job_id=job.id, gpus=list(placement.gpu_uuids))
                 self._spawn(job)
+
+    def waiting(self, job_id: str) -> Waiting | None:
+        """Why a queued job waits, as of the last scheduling pass (None: not known yet)."""
+        return self._waiting.get(job_id)
 
     def _spawn(self, job: Job) -> None:
         control = RunControl(job.id)
@@ -171,9 +193,21 @@ class Supervisor:
             return
         self._last_housekeeping = now
         self.resume_orphans()
+        self.drop_ended_secrets()
         self.reserve.take()
         if self.objects is not None:
             self.objects.remove_stale_staging(self.staging_max_age_seconds)
+
+    def drop_ended_secrets(self) -> None:
+        """Secrets go when their job ends, however it ends (a path that did not drop them, a
+        crash in between): whatever is left of an ended or unknown job's is removed."""
+        for job_id in self.workspace.jobs_with_secrets():
+            try:
+                ended = self.store.get(job_id).state.terminal
+            except NotFound:
+                ended = True
+            if ended:
+                self.workspace.drop_secrets(job_id)
 
     def resume_orphans(self) -> list[str]:
         """Resume running jobs whose runner thread is gone without having ended them (the
@@ -206,15 +240,12 @@ class Supervisor:
                 target=self.runtime.stop, args=(handle, self.grace_seconds), daemon=True
             ).start()
 
-    def cancel(self, job_id: str, user: str) -> CancelOutcome:
+    def cancel(self, job_id: str) -> CancelOutcome:
         """Cancel a queued job at once, or ask a running one to stop. The request is stored
-        before anything is signalled, so the job ends cancelled whatever happens next."""
+        before anything is signalled, so the job ends cancelled whatever happens next. (Who
+        may cancel is the service's to check.)"""
         with self._lock:
             job = self.store.get(job_id)
-            if job.user != user and user not in self.admins:
-                raise PermissionDenied(
-                    f"job {job_id} belongs to {job.user}; only its owner or an admin may cancel it"
-                )
             if job.state == JobState.QUEUED:
                 job = self.store.transition(job_id, JobState.CANCELLED, hint="cancelled")
                 self.workspace.drop_secrets(job_id)

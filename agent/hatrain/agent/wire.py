@@ -7,6 +7,7 @@ from hatrain.rpc.v1 import agent_pb2 as pb
 
 from .events import Event, EventKind, GpuUsage, Progress
 from .jobs import Job
+from .pending import Waiting
 from .scheduler import GpuSlot
 from .states import JobState
 
@@ -42,7 +43,14 @@ def gpu_usage_to_wire(usage: tuple[GpuUsage, ...]) -> list[pb.GpuUsage]:
     ]
 
 
-def job_to_wire(job: Job, run_dir: str = "", gpu_usage: tuple[GpuUsage, ...] = ()) -> pb.Job:
+def job_to_wire(
+    job: Job,
+    run_dir: str = "",
+    gpu_usage: tuple[GpuUsage, ...] = (),
+    waiting: Waiting | None = None,
+) -> pb.Job:
+    """waiting: why the job waits, as the scheduler's last pass saw it; its position there
+    replaces the store's (which knows priority and age, not fair share)."""
     msg = pb.Job(
         id=job.id,
         spec=job.spec.to_wire(),
@@ -66,6 +74,44 @@ def job_to_wire(job: Job, run_dir: str = "", gpu_usage: tuple[GpuUsage, ...] = (
     )
     if job.progress is not None:
         msg.progress.CopyFrom(progress_to_wire(job.progress))
+    if waiting is not None and job.state == JobState.QUEUED:
+        msg.pending_reason = waiting.text
+        msg.queue_position = waiting.position
+    return msg
+
+
+def job_summary_to_wire(job: Job, waiting: Waiting | None = None) -> pb.Job:
+    """What anyone may see of a job: its name, user, state, GPUs, times and why it waits, not
+    its config, files, metrics, hint or run directory."""
+    msg = pb.Job(
+        id=job.id,
+        spec=pb.JobSpec(
+            name=job.spec.name,
+            config_name=job.spec.config_name,
+            image=job.spec.image,
+            resources=pb.Resources(
+                gpus=job.spec.gpus,
+                min_gpu_memory_mb=job.spec.min_gpu_memory_mb,
+                gpu_type=job.spec.gpu_type,
+            ),
+            priority=job.spec.priority,
+            team=job.spec.team,
+        ),
+        user=job.user,
+        state=STATE_TO_WIRE[job.state],
+        failure_reason=job.failure_reason,
+        gpu_uuids=list(job.gpu_uuids),
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        queue_position=job.queue_position,
+        stop_reason=job.stop_reason,
+    )
+    if job.progress is not None:
+        msg.progress.CopyFrom(progress_to_wire(job.progress))
+    if waiting is not None and job.state == JobState.QUEUED:
+        msg.pending_reason = waiting.text
+        msg.queue_position = waiting.position
     return msg
 
 

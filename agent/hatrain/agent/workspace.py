@@ -116,15 +116,18 @@ class Workspace:
             secrets=self.root / "secrets" / job_id,
         )
 
-    def write_secrets(self, job_id: str, secrets: dict[str, str]) -> None:
-        """Secrets live in a 0700 directory until the job ends; never in the database."""
+    def write_secrets(self, job_id: str, secrets: dict[str, str], uid: int) -> None:
+        """Secrets live in a 0700 directory of the job's user until the job ends, readable by
+        nobody else; never in the database."""
         path = self.dirs(job_id).secrets
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(path, 0o700)
         for name, value in secrets.items():
-            fd = os.open(path / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = os.open(path / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o400)
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(value)
+        for entry in (path, *path.iterdir()):
+            os.chown(entry, uid, -1)
 
     def drop_secrets(self, job_id: str) -> None:
         shutil.rmtree(self.dirs(job_id).secrets, ignore_errors=True)
@@ -141,6 +144,13 @@ class Workspace:
         if os.lstat(path).st_uid != owner.uid:
             give_files(path, owner, 0o400)
         owned_dir(path, owner, 0o700)
+
+    def jobs_with_secrets(self) -> list[str]:
+        """The jobs whose secrets are still on disk."""
+        try:
+            return [entry.name for entry in os.scandir(self.root / "secrets") if entry.is_dir()]
+        except FileNotFoundError:
+            return []
 
     def materialize(self, job: Job) -> JobDirs:
         """Lay out the job's config and files for its user (idempotent: safe to repeat after a

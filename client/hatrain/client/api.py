@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from hatrain.rpc.contract import ACTIVE_STATES, JobState
+from hatrain.rpc.spec import JobSpec
 from hatrain.rpc.v1 import agent_pb2 as pb
 
 from .errors import (
@@ -204,17 +205,22 @@ class Client:
         from .submit import SubmitRequest, prepare, secrets_from_env
         from .submit import submit as send
 
-        request = SubmitRequest(
-            config=Path(config),
-            datasets={k: Path(v).expanduser() for k, v in (datasets or {}).items()},
-            name=name,
+        wanted = JobSpec(
+            config_name="",  # from the config, once it is checked
+            config_yaml="",
             image=image,
+            name=name,
             gpus=gpus,
             min_gpu_memory_mb=min_gpu_memory_mb,
             gpu_type=gpu_type,
             priority=priority,
             time_limit_seconds=time_limit_seconds,
             team=team,
+        )
+        request = SubmitRequest(
+            config=Path(config),
+            spec=wanted,
+            datasets={k: Path(v).expanduser() for k, v in (datasets or {}).items()},
             secret_names=tuple(secrets),
         )
         prepared = prepare(request, HashCache(self.settings.cache_dir))
@@ -372,6 +378,11 @@ class Client:
 
         connection, wire = self._locate(job_id, host)
         old = Job.from_wire(wire, connection.alias)
+        if not old.readable:
+            raise BadInput(
+                f"job {job_id} belongs to {old.user}: only its owner, their team and admins "
+                "may run it again"
+            )
         if not old.ended:
             raise BadInput(
                 f"job {job_id} is {old.state.value}: only an ended job can be retried",
@@ -398,6 +409,11 @@ class Client:
         job = Job.from_wire(wire, connection.alias)
         if job.never_ran:
             raise BadInput(f"job {job_id} {job.never_ran}: it has no outputs to fetch")
+        if not job.readable:
+            raise BadInput(
+                f"job {job_id} belongs to {job.user}: its outputs are for its owner, their "
+                "team and admins"
+            )
         target = Path(dest) if dest is not None else Path("hatrain-runs") / job_id
         with connection.transferring(f"fetching {job_id}") as sftp:
             return download(

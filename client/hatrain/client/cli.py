@@ -316,7 +316,7 @@ def queue(
 def status(app: App, job_id: str, host: str | None, as_json: bool) -> None:
     """One job's state, progress, metrics, evaluations (by step) and failure reason."""
     job = app.client.job(job_id, host=host)
-    evals = app.client.curves(job_id, host=job.host).eval
+    evals = app.client.curves(job_id, host=job.host).eval if job.readable else []
 
     def text() -> str:
         from . import render
@@ -337,8 +337,10 @@ def status(app: App, job_id: str, host: str | None, as_json: bool) -> None:
 def logs(app: App, job_id: str, host: str | None, follow: bool, tail: int) -> None:
     """The job's output lines (both steps)."""
     try:
+        from .render import safe
+
         for line in app.client.logs(job_id, host=host, tail=tail, follow=follow):
-            click.echo(line.line)
+            click.echo(safe(line.line))
     except KeyboardInterrupt:
         sys.exit(EXIT_DETACHED)
 
@@ -403,10 +405,10 @@ def wait(app: App, job_id: str, host: str | None, as_json: bool) -> None:
         job = app.client.wait(job_id, host=host)
     except KeyboardInterrupt:
         sys.exit(EXIT_DETACHED)
-    failure = f" ({job.failure_reason}: {job.hint})" if job.failure_reason else ""
-    if job.state == JobState.FAILED:
-        from .render import logs_hint
+    from .render import logs_hint, safe
 
+    failure = f" ({job.failure_reason}: {safe(job.hint)})" if job.failure_reason else ""
+    if job.state == JobState.FAILED:
         failure += f"\n{logs_hint(job.id)}"
     app.show_job(job, as_json, lambda: f"job {job.id}: {job.state.value}{failure}")
     sys.exit(job.exit_status)

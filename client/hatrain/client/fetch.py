@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+from .errors import HostUnreachable
 from .records import FetchReport
 
 if TYPE_CHECKING:
@@ -19,9 +20,25 @@ if TYPE_CHECKING:
 _CHUNK = 4 * 1024 * 1024
 
 
+class HostileName(HostUnreachable):
+    """The host named a file that would land outside the destination: nothing is written."""
+
+
+def _inside(dest: Path, path: str) -> Path:
+    """Where a fetched file goes; HostileName unless that is inside dest (after symlinks)."""
+    target = dest / path
+    root = dest.resolve()
+    if not target.resolve().is_relative_to(root) or PurePosixPath(path).is_absolute():
+        raise HostileName(f"the host listed {path!r}, which would land outside {dest}")
+    return target
+
+
 def _walk(sftp: "paramiko.SFTPClient", root: str, rel: str = "") -> Iterator[tuple[str, int]]:
     for entry in sftp.listdir_attr(f"{root}/{rel}" if rel else root):
-        path = f"{rel}/{entry.filename}" if rel else entry.filename
+        name = entry.filename
+        if not name or name in (".", "..") or "/" in name or "\0" in name:
+            raise HostileName(f"the host listed a file named {name!r} in the run directory")
+        path = f"{rel}/{name}" if rel else name
         if stat.S_ISDIR(entry.st_mode or 0):
             yield from _walk(sftp, root, path)
         elif stat.S_ISREG(entry.st_mode or 0):
@@ -48,7 +65,7 @@ def fetch(
     for path, size in sorted(_walk(sftp, remote_root)):
         if not _selected(path, include, exclude):
             continue
-        target = dest / path
+        target = _inside(dest, path)
         if target.is_file() and target.stat().st_size == size:
             skipped += 1
             continue

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hatrain.rpc.contract import JobState
+from hatrain.rpc.readings import GpuUsage, Metric, Progress
 from hatrain.rpc.spec import JobSpec
 from hatrain.rpc.v1 import agent_pb2 as pb
 
@@ -39,27 +40,6 @@ __all__ = [
     "Submission",
     "UploadReport",
 ]
-
-
-@dataclass(frozen=True)
-class Progress:
-    """A progress bar of the job (`phase`: train, eval, preprocess, a bar's own label)."""
-
-    phase: str
-    current: int
-    total: int
-    rate: float = 0.0
-    elapsed_seconds: float = 0.0
-    eta_seconds: float = 0.0
-    unit: str = "it"
-
-
-@dataclass(frozen=True)
-class GpuUsage:
-    uuid: str
-    memory_used_mb: int
-    memory_total_mb: int
-    utilization_percent: int
 
 
 @dataclass(frozen=True)
@@ -102,6 +82,8 @@ class Job:
     secret_names: tuple[str, ...] = ()
     stop_reason: str = ""
     gpu_usage: tuple[GpuUsage, ...] = ()
+    # Why a queued job waits, as the host's scheduler last saw it.
+    pending_reason: str = ""
     # Set on the job `Client.submit` returns.
     submission: Submission | None = None
 
@@ -112,6 +94,12 @@ class Job:
     @property
     def ended(self) -> bool:
         return self.state.terminal
+
+    @property
+    def readable(self) -> bool:
+        """Whether this caller may read the job's config, logs and outputs (its owner, their
+        team and admins); others see only its summary."""
+        return bool(self.run_dir)
 
     @property
     def never_ran(self) -> str:
@@ -157,14 +145,8 @@ class Job:
             secret_names=tuple(job.secret_names),
             stop_reason=job.stop_reason,
             gpu_usage=_gpu_usage(job.gpu_usage),
+            pending_reason=job.pending_reason,
         )
-
-
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    value: float | None  # None when the value printed is not a number
-    text: str = ""  # the value as printed, when it is not a number
 
 
 @dataclass(frozen=True)

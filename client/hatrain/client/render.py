@@ -17,6 +17,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from .records import (
     Event,
@@ -49,6 +50,19 @@ def _duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x20), 0x7F) if c != 0x09}
+_CONTROL.update({0x0A: "\\n", 0x0D: "\\r"})
+
+
+def safe(text: str) -> str:
+    """Text from a job or a host, fit to print: control characters (escape sequences that
+    could move the cursor, clear the screen or retitle the terminal) shown escaped. Print it
+    with markup off, as everything here does, so that `[...]` in it stays text."""
+    if text.isprintable():
+        return text
+    return text.translate(_CONTROL).translate({0x9B: "\\x9b"})
+
+
 def logs_hint(job_id: str) -> str:
     return f"see: hatrain-client logs {job_id} --tail 50"
 
@@ -69,21 +83,23 @@ def jobs_table(jobs: Iterable[Job]) -> Table:
         state = job.state.value
         if job.state == JobState.QUEUED:
             info = f"position {job.queue_position}"
+            if job.pending_reason:
+                info += f": {job.pending_reason}"
         elif job.state == JobState.FAILED:
             info = job.failure_reason
         else:
             info = _duration(now - job.created_at) + " ago" if job.ended else ""
         loss = job.last_metrics.get("loss")
         table.add_row(
-            job.host,
-            job.id,
-            job.user,
-            f"[{_STYLE.get(state, 'cyan')}]{state}[/]",
-            job.name,
+            Text(safe(job.host)),
+            Text(job.id),
+            Text(safe(job.user)),
+            Text(state, style=_STYLE.get(state, "cyan")),
+            Text(safe(job.name)),
             str(job.spec.gpus),
-            job_progress(job),
+            Text(safe(job_progress(job))),
             _fmt(loss),
-            info,
+            Text(safe(info)),
         )
     return table
 
@@ -105,6 +121,8 @@ def describe(job: Job) -> str:
     ]
     if job.state == JobState.QUEUED:
         lines.append(f"  queue     position {job.queue_position}")
+        if job.pending_reason:
+            lines.append(f"  waiting   {job.pending_reason}")
     if job.progress is not None and job.progress.total:
         p = job.progress
         lines.append(f"  progress  {p.phase} {p.current}/{p.total}  eta {_duration(p.eta_seconds)}")
@@ -124,7 +142,7 @@ def describe(job: Job) -> str:
     lines.append(f"  run dir   {job.run_dir}")
     if job.state == JobState.FAILED:
         lines.append(f"  {logs_hint(job.id)}")
-    return "\n".join(lines)
+    return "\n".join(safe(line) for line in lines)
 
 
 def _headline(name: str) -> bool:
@@ -134,6 +152,11 @@ def _headline(name: str) -> bool:
 
 def event_line(event: Event) -> str | None:
     """One human line for an event (None for progress, shown as a bar instead)."""
+    line = _event_text(event)
+    return None if line is None else safe(line)
+
+
+def _event_text(event: Event) -> str | None:
     if isinstance(event, StateChange):
         text = f"[{event.state.value}] {event.message}".rstrip()
         if event.reason:
@@ -220,7 +243,7 @@ def hosts_table(statuses: Iterable[HostStatus | tuple[str, str]]) -> Table:
         table.add_column(column)
     for info in statuses:
         if not isinstance(info, HostStatus):
-            table.add_row(info[0], "-", "-", "-", "-", "-", "-", "[red]down[/]")
+            table.add_row(Text(safe(info[0])), "-", "-", "-", "-", "-", "-", Text("down", "red"))
             continue
         names = sorted({f"{g.name} {g.memory_mb // 1024}G" for g in info.gpus})
         table.add_row(

@@ -13,6 +13,7 @@ models costs a quarter of the 0.3 s a re-submit may take.
 """
 
 import os
+import shlex
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from hatrain.rpc.config_yaml import ConfigYamlError, load_yaml_mapping
 
 from .errors import BadInput
 
-DEFAULT_AGENT = "127.0.0.1:50151"
+DEFAULT_AGENT = "/run/hatrain/agent.sock"
+DEFAULT_BRIDGE = "hatrain-agent bridge"
 
 
 class _Invalid(ValueError):
@@ -29,37 +31,45 @@ class _Invalid(ValueError):
         super().__init__(f"{where}: expected {expected}")
 
 
-def _agent_address(value: Any, where: str) -> str:
-    host, sep, port = str(value).rpartition(":")
-    if not isinstance(value, str) or not sep or not host or not port.isdigit():
-        raise _Invalid(where, f"host:port, e.g. {DEFAULT_AGENT}, got {value!r}")
-    if not 0 < int(port) < 65536:
-        raise _Invalid(where, f"a port from 1 to 65535, got {port}")
+def _agent_socket(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise _Invalid(
+            where,
+            f"the path of the agent's socket on the host, e.g. {DEFAULT_AGENT}, got {value!r} "
+            "(the agent listens on no TCP port: it is reached through your SSH login)",
+        )
     return value
 
 
 @dataclass(frozen=True)
 class HostEntry:
     ssh: str
-    agent: str = DEFAULT_AGENT
+    agent: str = DEFAULT_AGENT  # the agent's socket on that host
+    bridge: str = DEFAULT_BRIDGE  # the command, run over SSH, that connects to it
 
-    def agent_address(self) -> tuple[str, int]:
-        host, _, port = self.agent.rpartition(":")
-        return host.strip("[]"), int(port)
+    def bridge_command(self) -> str:
+        """What runs over SSH: the login's shell execs the bridge (no shell stays behind)."""
+        return f"exec {self.bridge} --socket {shlex.quote(self.agent)}"
 
     @classmethod
     def parse(cls, raw: Any, where: str) -> "HostEntry":
         if isinstance(raw, str):
             raw = {"ssh": raw}
         if not isinstance(raw, dict):
-            raise _Invalid(where, "a mapping with ssh: and agent:")
-        unknown = set(raw) - {"ssh", "agent"}
+            raise _Invalid(where, "a mapping with ssh:, agent: and bridge:")
+        unknown = set(raw) - {"ssh", "agent", "bridge"}
         if unknown:
-            raise _Invalid(f"{where}.{sorted(unknown)[0]}", "only ssh and agent")
+            raise _Invalid(f"{where}.{sorted(unknown)[0]}", "only ssh, agent and bridge")
         ssh = raw.get("ssh")
         if not isinstance(ssh, str) or not ssh:
             raise _Invalid(f"{where}.ssh", "user@host[:port] or a Host alias from ~/.ssh/config")
-        return cls(ssh, _agent_address(raw.get("agent", DEFAULT_AGENT), f"{where}.agent"))
+        bridge = raw.get("bridge", DEFAULT_BRIDGE)
+        if not isinstance(bridge, str) or not bridge.strip():
+            raise _Invalid(
+                f"{where}.bridge", "a command, e.g. /opt/hatrain/venv/bin/hatrain-agent bridge"
+            )
+        agent = _agent_socket(raw.get("agent", DEFAULT_AGENT), f"{where}.agent")
+        return cls(ssh, agent, bridge)
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,8 @@ class ClientSettings:
     hosts: dict[str, HostEntry] = field(default_factory=dict)
     ssh_config: Path = Path("~/.ssh/config")
     known_hosts: Path = Path("~/.ssh/known_hosts")
+    # Host keys the host's admins vouch for, read as OpenSSH reads them.
+    system_known_hosts: Path = Path("/etc/ssh/ssh_known_hosts")
     keepalive_seconds: int = 15
     connect_timeout_seconds: float = 10.0
     # Keep a host's SSH connection open this long after the last command (0: never).
@@ -91,7 +103,7 @@ class ClientSettings:
                 if not isinstance(raw[name], str):
                     raise _Invalid(name, "a host alias")
                 values[name] = raw[name]
-        for name in ("ssh_config", "known_hosts", "cache_dir"):
+        for name in ("ssh_config", "known_hosts", "system_known_hosts", "cache_dir"):
             if name in raw:
                 if not isinstance(raw[name], str) or not raw[name]:
                     raise _Invalid(name, "a path")
@@ -136,10 +148,9 @@ def load_settings(path: Path | None = None) -> ClientSettings:
     if not path.exists():
         return ClientSettings()
     try:
-        raw = load_yaml_mapping(path)
+        settings = ClientSettings.parse(load_yaml_mapping(path))
     except ConfigYamlError as exc:
         raise BadInput(str(exc)) from exc
-    try:
-        return replace(ClientSettings.parse(raw), source=path.resolve())
     except _Invalid as exc:
         raise BadInput(f"{path}: {exc}") from exc
+    return replace(settings, source=path.resolve())

@@ -4,7 +4,7 @@ import os
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hatrain.rpc.spec import JobFile, JobSpec
@@ -24,16 +24,12 @@ _CONFIG_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
 @dataclass
 class SubmitRequest:
+    """A config to submit: its local files, and what the job asks for (`spec`, whose config
+    and files are filled in from the config once it is checked and uploaded)."""
+
     config: Path
+    spec: JobSpec
     datasets: dict[str, Path] = field(default_factory=dict)
-    name: str = ""
-    image: str = ""
-    gpus: int = 0
-    min_gpu_memory_mb: int = 0
-    gpu_type: str = ""
-    priority: int = 0
-    time_limit_seconds: int = 0
-    team: str = ""
     secret_names: tuple[str, ...] = ()
 
 
@@ -90,19 +86,13 @@ def submit(
     upload fails."""
     analysis, hashes = prepared.analysis, prepared.hashes
     report = upload(session, {sha: path for path, sha in hashes.items()}, on_bytes)
-    name = request.name or request.config.stem
-    spec = JobSpec(
+    name = request.spec.name or request.config.stem
+    spec = replace(
+        request.spec,
         name=name,
         config_name=config_name(request.config),
         config_yaml=finalize(analysis, hashes, name),
         files=tuple(JobFile(f.name, hashes[f.path], f.path.stat().st_size) for f in analysis.files),
-        image=request.image,
-        gpus=request.gpus,
-        min_gpu_memory_mb=request.min_gpu_memory_mb,
-        gpu_type=request.gpu_type,
-        priority=request.priority,
-        time_limit_seconds=request.time_limit_seconds,
-        team=request.team,
     )
     job = submit_spec(session, spec, secrets_from_env(request.secret_names))
     return job, report

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from hatrain.rpc import __version__
-from hatrain.rpc.contract import USER_METADATA
 from hatrain.rpc.v1 import agent_pb2 as pb
 from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
 
@@ -29,6 +28,8 @@ if TYPE_CHECKING:
 
 _END = object()
 _TIMEOUT = 60.0
+# The largest answer taken from an agent (a page of events is about 1 MB).
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 def client_version() -> str:
@@ -47,7 +48,6 @@ class HostConnection:
         self._channel: grpc.Channel | None = None
         self._stub: pb_grpc.AgentServiceStub | None = None
         self._info: pb.AgentInfo | None = None
-        self._user = ""
 
     def open(self, warn: Callable[[str], None] | None = None) -> "HostConnection":
         """Through the host's shared connection when one is running, else over a new one."""
@@ -56,7 +56,7 @@ class HostConnection:
         shared = mux.find(self.alias, self.entry, self.settings)
         if shared is not None:
             try:
-                self._connect_grpc(shared.target, shared.user)
+                self._connect_grpc(shared.target)
             except AgentUnavailable:  # it just went away, or the agent did: connect anew
                 self._close_grpc()
             else:
@@ -64,16 +64,19 @@ class HostConnection:
         self.ssh = open_ssh(self.entry.ssh, self.settings)
         from .tunnel import Tunnel
 
-        self._tunnel = Tunnel(self.ssh.transport, self.entry.agent_address(), self.alias)
-        self._tunnel.open_channel().close()  # a clear error now if no agent listens
-        self._connect_grpc(self._tunnel.target, self.ssh.target.user)
+        self._tunnel = Tunnel(
+            self.ssh.transport, self.entry.agent, self.entry.bridge_command(), self.alias
+        )
+        try:
+            self._connect_grpc(self._tunnel.target)
+        except AgentUnavailable as exc:
+            raise self._tunnel.failure() or exc from exc
         mux.start(self.alias, self.settings)
         return self._check_versions(warn)
 
-    def _connect_grpc(self, target: str, user: str) -> None:
-        self._user = user
+    def _connect_grpc(self, target: str) -> None:
         self._channel = grpc.insecure_channel(
-            target, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+            target, options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
         )
         self._stub = pb_grpc.AgentServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._info = self._call(self._rpc().GetAgentInfo, pb.GetAgentInfoRequest())
@@ -99,8 +102,8 @@ class HostConnection:
 
     @property
     def user(self) -> str:
-        """The SSH login the agent knows this connection by."""
-        return self._user
+        """Who the agent knows this connection as (the login the kernel reported)."""
+        return self.info.user
 
     # -- the calls -------------------------------------------------------------------------
 
@@ -136,7 +139,7 @@ class HostConnection:
         locks (where it could leave the channel unable to close), and leaving the loop for any
         reason cancels the call.
         """
-        call = self._rpc().WatchJob(request, metadata=self._metadata())
+        call = self._rpc().WatchJob(request)
         responses: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
         def pump() -> None:
@@ -164,12 +167,9 @@ class HostConnection:
 
     def _call(self, method: Any, request: Any, timeout: float = _TIMEOUT) -> Any:
         try:
-            return method(request, metadata=self._metadata(), timeout=timeout)
+            return method(request, timeout=timeout)
         except grpc.RpcError as exc:
             raise self._translate(exc) from exc
-
-    def _metadata(self) -> list[tuple[str, str]]:
-        return [(USER_METADATA, self.user)]
 
     def _translate(self, exc: grpc.RpcError) -> ClientError:
         code = exc.code() if isinstance(exc, grpc.Call) else None

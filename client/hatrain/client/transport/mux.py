@@ -27,7 +27,6 @@ from .opening import open_ssh
 @dataclass(frozen=True)
 class Shared:
     target: str  # a gRPC target
-    user: str  # the SSH login the connection was made with
 
 
 def _runtime_dir() -> Path | None:
@@ -48,7 +47,14 @@ def _socket_path(alias: str, entry: HostEntry, settings: ClientSettings) -> Path
     if directory is None:
         return None
     identity = json.dumps(
-        [alias, entry.ssh, entry.agent, str(settings.ssh_config), str(settings.known_hosts)]
+        [
+            alias,
+            entry.ssh,
+            entry.agent,
+            entry.bridge,
+            str(settings.ssh_config),
+            str(settings.known_hosts),
+        ]
     )
     return directory / f"{hashlib.sha256(identity.encode()).hexdigest()[:16]}.sock"
 
@@ -63,7 +69,7 @@ def find(alias: str, entry: HostEntry, settings: ClientSettings) -> Shared | Non
         os.kill(int(info["pid"]), 0)
     except (OSError, ValueError, KeyError):
         return None
-    return Shared(f"unix:{path}", str(info["user"]))
+    return Shared(f"unix:{path}")
 
 
 def start(alias: str, settings: ClientSettings) -> None:
@@ -96,9 +102,11 @@ def serve(alias: str) -> int:
         from .tunnel import Tunnel
 
         path.unlink(missing_ok=True)
-        tunnel = Tunnel(ssh.transport, entry.agent_address(), alias, path)
+        tunnel = Tunnel(
+            ssh.transport, entry.agent, entry.bridge_command(), alias, path, keep_spare=True
+        )
         info = path.with_suffix(".json")
-        info.write_text(json.dumps({"pid": os.getpid(), "user": ssh.target.user}))
+        info.write_text(json.dumps({"pid": os.getpid()}))
         try:
             while tunnel.idle_for() < settings.keep_connection_seconds:
                 time.sleep(1)

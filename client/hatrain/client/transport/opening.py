@@ -35,4 +35,5 @@ def open_ssh(target: str, settings: ClientSettings) -> "SshConnection":
         settings.ssh_config,
         settings.keepalive_seconds,
         settings.connect_timeout_seconds,
+        settings.system_known_hosts,
     ).connect()

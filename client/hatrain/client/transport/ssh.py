@@ -9,6 +9,8 @@ import contextlib
 import hashlib
 import logging
 import socket
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,6 +137,7 @@ class SshConnection:
     ssh_config: Path
     keepalive_seconds: int = 15
     timeout: float = 10.0
+    system_known_hosts: Path = Path("/etc/ssh/ssh_known_hosts")
     _client: paramiko.SSHClient | None = None
     _jump: "SshConnection | None" = None
     _sftp: paramiko.SFTPClient | None = None
@@ -151,6 +154,7 @@ class SshConnection:
                 self.ssh_config,
                 self.keepalive_seconds,
                 self.timeout,
+                self.system_known_hosts,
             ).connect()
             sock = self._jump.transport.open_channel(
                 "direct-tcpip", (target.hostname, target.port), ("127.0.0.1", 0)
@@ -164,6 +168,8 @@ class SshConnection:
             except OSError as exc:
                 raise self._unreachable(where, exc) from exc
         client = paramiko.SSHClient()
+        if self.system_known_hosts.is_file():  # keys the host's admins vouch for
+            client.load_system_host_keys(str(self.system_known_hosts))
         known = self.known_hosts.expanduser()
         if known.is_file():
             client.load_host_keys(str(known))
@@ -236,3 +242,49 @@ class SshConnection:
             if part is not None:
                 with contextlib.suppress(Exception):
                     part.close()
+
+
+STREAMLOCAL = "direct-streamlocal@openssh.com"
+
+
+def open_socket_channel(
+    transport: paramiko.Transport, socket_path: str, timeout: float = 10.0
+) -> paramiko.Channel:
+    """A channel to a Unix socket on the host, connected by the login's own sshd process
+    (OpenSSH's direct-streamlocal forwarding: its PROTOCOL file, section 2.4).
+
+    paramiko opens only the channel kinds it knows, so this is its open_channel with the
+    streamlocal request's fields: the socket's path, then a reserved string and number.
+    Raises paramiko.ChannelException with the host's reason when it refuses (forwarding
+    prohibited, or nothing listening on the path)."""
+    raw: Any = transport  # the private parts of paramiko's own open_channel
+    if not raw.active:
+        raise paramiko.SSHException("SSH session not active")
+    with raw.lock:
+        window_size = raw._sanitize_window_size(None)
+        max_packet_size = raw._sanitize_packet_size(None)
+        chanid = raw._next_channel()
+        message = paramiko.Message()
+        message.add_byte(paramiko.common.cMSG_CHANNEL_OPEN)
+        message.add_string(STREAMLOCAL)
+        message.add_int(chanid)
+        message.add_int(window_size)
+        message.add_int(max_packet_size)
+        message.add_string(socket_path)
+        message.add_string("")
+        message.add_int(0)
+        channel: Any = paramiko.Channel(chanid)
+        raw._channels.put(chanid, channel)
+        raw.channel_events[chanid] = opened = threading.Event()
+        raw.channels_seen[chanid] = True
+        channel._set_transport(raw)
+        channel._set_window(window_size, max_packet_size)
+    raw._send_user_message(message)
+    deadline = time.monotonic() + timeout
+    while not opened.wait(0.05):
+        if not raw.active or time.monotonic() > deadline:
+            raise raw.get_exception() or paramiko.SSHException("channel open timed out")
+    found = raw._channels.get(chanid)
+    if found is None:
+        raise raw.get_exception() or paramiko.SSHException("channel refused")
+    return found  # type: ignore[no-any-return]

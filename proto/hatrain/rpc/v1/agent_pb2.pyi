@@ -237,7 +237,7 @@ class GpuUsage(_message.Message):
     def __init__(self, uuid: _Optional[str] = ..., memory_used_mb: _Optional[int] = ..., memory_total_mb: _Optional[int] = ..., utilization_percent: _Optional[int] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "spec", "user", "state", "failure_reason", "hint", "exit_code", "has_exit_code", "gpu_uuids", "created_at", "started_at", "finished_at", "queue_position", "run_dir", "output_dir", "progress", "last_metrics", "last_seq", "secret_names", "stop_reason", "gpu_usage")
+    __slots__ = ("id", "spec", "user", "state", "failure_reason", "hint", "exit_code", "has_exit_code", "gpu_uuids", "created_at", "started_at", "finished_at", "queue_position", "run_dir", "output_dir", "progress", "last_metrics", "last_seq", "secret_names", "stop_reason", "gpu_usage", "pending_reason")
     class LastMetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -266,6 +266,7 @@ class Job(_message.Message):
     SECRET_NAMES_FIELD_NUMBER: _ClassVar[int]
     STOP_REASON_FIELD_NUMBER: _ClassVar[int]
     GPU_USAGE_FIELD_NUMBER: _ClassVar[int]
+    PENDING_REASON_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: JobSpec
     user: str
@@ -287,7 +288,8 @@ class Job(_message.Message):
     secret_names: _containers.RepeatedScalarFieldContainer[str]
     stop_reason: str
     gpu_usage: _containers.RepeatedCompositeFieldContainer[GpuUsage]
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., user: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., failure_reason: _Optional[str] = ..., hint: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., gpu_uuids: _Optional[_Iterable[str]] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., queue_position: _Optional[int] = ..., run_dir: _Optional[str] = ..., output_dir: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., last_metrics: _Optional[_Mapping[str, float]] = ..., last_seq: _Optional[int] = ..., secret_names: _Optional[_Iterable[str]] = ..., stop_reason: _Optional[str] = ..., gpu_usage: _Optional[_Iterable[_Union[GpuUsage, _Mapping]]] = ...) -> None: ...
+    pending_reason: str
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., user: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., failure_reason: _Optional[str] = ..., hint: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., gpu_uuids: _Optional[_Iterable[str]] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., queue_position: _Optional[int] = ..., run_dir: _Optional[str] = ..., output_dir: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., last_metrics: _Optional[_Mapping[str, float]] = ..., last_seq: _Optional[int] = ..., secret_names: _Optional[_Iterable[str]] = ..., stop_reason: _Optional[str] = ..., gpu_usage: _Optional[_Iterable[_Union[GpuUsage, _Mapping]]] = ..., pending_reason: _Optional[str] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)

@@ -1,0 +1,377 @@
+"""Who calls, and what they may do: real Unix accounts, each logging in over a real sshd with a
+key of its own, against a real agent that learns the caller from the kernel.
+
+alice and bob are ordinary users (not in a team together), admin is listed in agent.yml's
+`admins`. Every path is tried: the real client over SSH, a stock gRPC call through the socket,
+the agent's private socket, and the client's own files.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import grpc
+import pytest
+import yaml
+from hatrain.agent.config import AgentConfig
+from hatrain.agent.errors import ConfigError
+from hatrain.agent.server import Agent
+from hatrain.client.fetch import HostileName, _inside, fetch
+from hatrain.rpc.v1 import agent_pb2 as pb
+
+from tests.support.client import ClientRunner, host_entry
+from tests.support.harness import (
+    TERMINAL,
+    AgentProcess,
+    all_events,
+    poll,
+    spec,
+    stub_for,
+    wait_state,
+)
+from tests.support.sshd import SshServer, start_sshd
+from tests.support.users import (
+    ADMIN,
+    ALICE,
+    BOB,
+    USER_BRIDGE,
+    channel_as,
+    ensure_user,
+    run_as,
+    stub_as,
+)
+from tests.test_client_submit import make_project
+
+
+@dataclass
+class Team:
+    agent: Agent
+    clients: dict[str, ClientRunner]
+    project: Path
+
+    def run(self, user: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.clients[user].run(*args, cwd=self.project)
+
+
+@pytest.fixture(scope="session")
+def accounts() -> None:
+    for name in (ALICE, BOB, ADMIN):
+        ensure_user(name)
+
+
+@pytest.fixture
+def team(
+    accounts: None,
+    agent_config: dict[str, Any],
+    start_agent: Any,
+    sshd: SshServer,
+    tmp_path: Path,
+) -> Team:
+    """An agent whose admins are `admin`, and a client for each account, logging in as it. Its
+    data root is where the accounts can reach it (pytest's own directory is private)."""
+    data_root = Path(agent_config["listen"]).parent.parent / "data"
+    _, agent = start_agent(
+        {
+            **agent_config,
+            "data_root": str(data_root),
+            "admins": [ADMIN],
+            "teams": {"ml": {"members": [ALICE]}},
+        }
+    )
+    clients = {}
+    for user in (ALICE, BOB, ADMIN):
+        alias = sshd.add_login(user)
+        client = ClientRunner.configure(tmp_path / f"client-{user}", sshd, agent.socket)
+        settings = yaml.safe_load(client.config.read_text())
+        settings["hosts"] = {"gpu1": host_entry(alias, agent.socket, USER_BRIDGE)}
+        client.config.write_text(yaml.safe_dump(settings))
+        clients[user] = client
+    return Team(agent, clients, make_project(tmp_path / "project", {"hold_train": "never"}))
+
+
+def submitted(team: Team, user: str, *extra: str) -> dict[str, Any]:
+    result = team.run(user, "submit", "train/configs/mini.yml", "--detach", "--json", *extra)
+    assert result.returncode == 0, result.stderr
+    job: dict[str, Any] = json.loads(result.stdout)
+    return job
+
+
+def test_a_user_cannot_act_on_another_users_job_but_an_admin_can(team: Team) -> None:
+    """bob cannot cancel, retry, read the logs or events of, or fetch alice's job through the
+    client; he sees it in the queue (name, user, state) but not its config or run dir. The
+    agent knows each of them as who the kernel says; admin can do all of it."""
+    job = submitted(team, ALICE)
+    assert job["user"] == ALICE
+    job_id = job["id"]
+    queue = json.loads(team.run(BOB, "queue", "--json").stdout)
+    seen = next(j for j in queue["jobs"] if j["id"] == job_id)
+    assert (seen["user"], seen["name"]) == (ALICE, "mini")
+    assert seen["run_dir"] == "" and seen["hint"] == ""
+
+    for verb in (("cancel", job_id), ("retry", job_id), ("logs", job_id), ("watch", job_id)):
+        denied = team.run(BOB, *verb)
+        assert denied.returncode == 65, (verb, denied.stdout, denied.stderr)
+        assert f"belongs to {ALICE}" in denied.stderr, (verb, denied.stderr)
+    fetched = team.run(BOB, "fetch", job_id, "out")
+    assert fetched.returncode == 65 and "its outputs are for its owner" in fetched.stderr
+    status = json.loads(team.run(BOB, "status", job_id, "--json").stdout)
+    assert status["state"] in ("queued", "starting", "preprocessing", "training")
+
+    assert team.run(ADMIN, "logs", job_id).returncode == 0
+    admin_view = json.loads(team.run(ADMIN, "status", job_id, "--json").stdout)
+    assert admin_view["run_dir"].endswith(f"/jobs/{job_id}/run")
+    cancelled = team.run(ADMIN, "cancel", job_id, "--wait")
+    assert cancelled.returncode == 130, cancelled.stderr
+
+
+def test_where_the_host_forwards_nothing_the_bridge_carries_the_calls(
+    accounts: None, team: Team, tmp_path: Path
+) -> None:
+    """A host whose sshd forbids forwarding to its sockets is reached through
+    `hatrain-agent bridge`, run as the login: the agent still knows who calls."""
+    strict = start_sshd(tmp_path / "strict-sshd", extra_config="AllowStreamLocalForwarding no")
+    try:
+        alias = strict.add_login(BOB)
+        client = ClientRunner.configure(tmp_path / "client-strict", strict, team.agent.socket)
+        settings = yaml.safe_load(client.config.read_text())
+        settings["hosts"] = {"gpu1": host_entry(alias, team.agent.socket, USER_BRIDGE)}
+        client.config.write_text(yaml.safe_dump(settings))
+        hosts = client.run("hosts", "--json")
+        assert hosts.returncode == 0, hosts.stderr
+        assert json.loads(hosts.stdout)[0]["user"] == BOB
+        job_id = submitted(team, ALICE)["id"]
+        denied = client.run("cancel", job_id)
+        assert denied.returncode == 65 and f"belongs to {ALICE}" in denied.stderr
+    finally:
+        strict.stop()
+
+
+def test_a_stock_grpc_call_is_who_the_kernel_says(team: Team) -> None:
+    """A gRPC call of bob's own through the agent's socket, claiming to be alice in every way a
+    client could (the old metadata included), is still bob's: denied on alice's job."""
+    job_id = submitted(team, ALICE)["id"]
+    forged = [("x-hatrain-user", ALICE)]
+    with channel_as(BOB, team.agent.socket) as channel:
+        bob = stub_as(channel)
+        assert bob.GetAgentInfo(pb.GetAgentInfoRequest(), metadata=forged).user == BOB
+        for call, request in (
+            (bob.CancelJob, pb.CancelJobRequest(job_id=job_id)),
+            (bob.SubmitJob, pb.SubmitJobRequest(spec=spec({}, retry_of=job_id))),
+        ):
+            with pytest.raises(grpc.RpcError) as denied:
+                call(request, metadata=forged, timeout=30)
+            assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.RpcError) as denied:
+            list(bob.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=forged, timeout=30))
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        summary = bob.GetJob(pb.GetJobRequest(job_id=job_id), metadata=forged)
+        assert summary.user == ALICE and summary.spec.config_yaml == b"" and not summary.run_dir
+    with channel_as(ALICE, team.agent.socket) as channel:
+        mine = stub_as(channel).GetJob(pb.GetJobRequest(job_id=job_id))
+        assert b"hatrain_standin" in mine.spec.config_yaml
+
+
+def test_the_private_socket_is_out_of_reach(team: Team) -> None:
+    """The gRPC server itself listens only in a directory of the agent's own: bob cannot
+    connect to it, so he cannot skip the door that asks the kernel who he is."""
+    private = team.agent.socket.parent / "private" / "grpc.sock"
+    assert private.is_socket()
+    probe = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "try:\n    s.connect(sys.argv[1])\nexcept PermissionError:\n    sys.exit(13)\n"
+    )
+    assert run_as(BOB, "/usr/bin/python3", "-c", probe, str(private)).returncode == 13
+
+
+def test_editing_the_client_files_changes_nobody(team: Team, tmp_path: Path) -> None:
+    """bob's shared connection keeps a file of its own; writing alice's name into it (or into
+    anything else he controls) gives him nothing of hers."""
+    job_id = submitted(team, ALICE)["id"]
+    bob = team.clients[BOB]
+    settings = yaml.safe_load(bob.config.read_text())
+    settings["keep_connection_seconds"] = 30
+    bob.config.write_text(yaml.safe_dump(settings))
+    assert team.run(BOB, "hosts").returncode == 0  # starts the shared connection
+    info = poll(lambda: next(bob.runtime_dir.glob("hatrain-*/*.json"), None), 30, "its file")
+    info.write_text(json.dumps({**json.loads(info.read_text()), "user": ALICE}))
+    denied = team.run(BOB, "cancel", job_id)
+    assert denied.returncode == 65 and f"belongs to {ALICE}" in denied.stderr
+    hosts = json.loads(team.run(BOB, "hosts", "--json").stdout)
+    assert hosts[0]["user"] == BOB
+
+
+def test_team_and_priority_rules(team: Team) -> None:
+    """A priority above the default is an admin's (or a team's max_priority); a job may name
+    only a team its user is in. Each refusal names the field and changes nothing."""
+    high = team.run(BOB, "submit", "train/configs/mini.yml", "--detach", "--priority", "5")
+    assert high.returncode == 65 and "spec.priority: at most 0 for hatrain-bob" in high.stderr
+    other = team.run(BOB, "submit", "train/configs/mini.yml", "--detach", "--team", "ml")
+    assert other.returncode == 65 and "spec.team: hatrain-bob is not a member" in other.stderr
+    assert json.loads(team.run(ADMIN, "queue", "--json", "--all").stdout)["jobs"] == []
+    assert submitted(team, ALICE, "--team", "ml")["user"] == ALICE
+    assert submitted(team, ADMIN, "--priority", "50")["user"] == ADMIN
+
+
+def test_a_squatted_runtime_directory_stops_the_agent(
+    accounts: None, agent_config: dict[str, Any], tmp_path: Path
+) -> None:
+    """If the socket's directory is somebody else's, or writable by others, the agent refuses
+    to start rather than serve on an address another user could have taken."""
+    run_dir = Path(agent_config["listen"]).parent
+    run_dir.mkdir()
+    uid = ensure_user(BOB).pw_uid
+    os.chown(run_dir, uid, uid)
+    with pytest.raises(ConfigError) as owned:
+        Agent(AgentConfig.model_validate(agent_config))
+    assert f"belongs to uid {uid}" in str(owned.value) and "squatting" in str(owned.value)
+    os.chown(run_dir, 0, 0)
+    run_dir.chmod(0o777)
+    with pytest.raises(ConfigError) as open_dir:
+        Agent(AgentConfig.model_validate(agent_config))
+    assert "writable by others" in str(open_dir.value)
+
+
+def test_secrets_are_gone_however_a_job_ends(agent_config: dict[str, Any], tmp_path: Path) -> None:
+    """A job's secrets are a file its user alone may read (0400 in a 0700 directory) while it
+    is queued or running, and gone once it ends: cancelled while queued, cancelled while
+    running, or lost with its container while the agent was down (killed with SIGKILL)."""
+    config = {**agent_config, "scheduler": {"max_cpu_jobs": 1}}
+    agent = AgentProcess(config, tmp_path)
+    agent.start()
+    secrets = Path(config["data_root"]) / "secrets"
+    held = {"hatrain_standin": {"hold_train": "never"}}
+    try:
+        poll(Path(config["listen"]).exists, 60, "the agent's socket")
+        stub, channel = stub_for(Path(config["listen"]))
+
+        def submit() -> Any:
+            request = pb.SubmitJobRequest(spec=spec(held), secrets={"HF_TOKEN": "hf_not_for_you"})
+            return stub.SubmitJob(request).job
+
+        running, queued = submit(), submit()
+        wait_state(stub, running.id, {pb.JOB_STATE_TRAINING})
+        token = secrets / queued.id / "HF_TOKEN"
+        assert oct(token.stat().st_mode & 0o777) == "0o400"
+        assert oct((secrets / queued.id).stat().st_mode & 0o777) == "0o700"
+        stub.CancelJob(pb.CancelJobRequest(job_id=queued.id))
+        assert not (secrets / queued.id).exists()
+        stub.CancelJob(pb.CancelJobRequest(job_id=running.id))
+        wait_state(stub, running.id, TERMINAL)
+        assert not (secrets / running.id).exists()
+
+        lost = submit()
+        wait_state(stub, lost.id, {pb.JOB_STATE_TRAINING})
+        poll(
+            lambda: any(e.step == "train" and e.line for e in all_events(stub, lost.id)),
+            60,
+            "the train step's first output (its container is recorded by then)",
+        )
+        channel.close()
+        agent.kill()
+        for container in docker.from_env().containers.list(
+            all=True, filters={"label": f"hatrain.job={lost.id}"}, ignore_removed=True
+        ):
+            container.remove(force=True)
+        assert (secrets / lost.id / "HF_TOKEN").exists()
+        agent.start()
+        poll(lambda: _answers(Path(config["listen"])), 60, "the agent to answer again")
+        stub, channel = stub_for(Path(config["listen"]))
+        done = wait_state(stub, lost.id, TERMINAL, timeout=60)
+        assert done.failure_reason == "container lost"
+        poll(lambda: not (secrets / lost.id).exists(), 30, "the lost job's secrets to go")
+        channel.close()
+    finally:
+        agent.terminate()
+
+
+def _answers(socket_path: Path) -> bool:
+    try:
+        _, channel = stub_for(socket_path)
+    except grpc.FutureTimeoutError:
+        return False
+    channel.close()
+    return True
+
+
+class HostileSftp:
+    """A test double of a hostile host's SFTP server: it lists whatever names it likes."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+
+    def listdir_attr(self, path: str) -> list[Any]:
+        import paramiko
+
+        entries = []
+        for name in self.names:
+            attr = paramiko.SFTPAttributes()
+            attr.filename, attr.st_mode, attr.st_size = name, 0o100644, 4
+            entries.append(attr)
+        return entries
+
+    def open(self, path: str, mode: str) -> Any:
+        raise AssertionError(f"nothing may be read from {path}")
+
+
+@pytest.mark.parametrize("name", ["../../.ssh/authorized_keys", "..", "/etc/passwd", "a/../../b"])
+def test_fetch_refuses_names_from_a_hostile_host(tmp_path: Path, name: str) -> None:
+    """A host that lists a file named to land outside DEST gets nothing written anywhere."""
+    dest = tmp_path / "dest"
+    with pytest.raises(HostileName):
+        fetch(HostileSftp(["model.bin", name]), "/run", dest, [], [])  # type: ignore[arg-type]
+    assert not dest.exists() and not (tmp_path / ".ssh").exists()
+
+
+def test_fetch_refuses_a_link_out_of_its_destination(tmp_path: Path) -> None:
+    """A name that is harmless on its own, but whose directory in DEST is a link leading out
+    of it, is refused too."""
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "sub").symlink_to(tmp_path)
+    with pytest.raises(HostileName):
+        _inside(dest, "sub/.bashrc")
+    assert _inside(dest, "ok/model.bin") == dest / "ok" / "model.bin"
+
+
+def test_names_and_lines_are_shown_not_obeyed(
+    agent_config: dict[str, Any], start_agent: Any, client_for: Any, tmp_path: Path
+) -> None:
+    """A job named with rich markup and terminal escapes, printing escapes of its own: `queue`,
+    `status` and `logs` show them as text, and send no escape sequence to the terminal."""
+    _, agent = start_agent(agent_config)
+    client = client_for(agent.socket)
+    evil_line = "\x1b]0;owned\x07\x1b[2Jcleared"
+    project = make_project(tmp_path / "project", {"say_train": [evil_line]})
+    name = "[bold red]boom[/]\x1b[31m"
+    job = client.json("submit", "train/configs/mini.yml", "--detach", "--name", name, cwd=project)
+    assert client.run("wait", job["id"]).returncode == 0
+    outputs = [
+        client.run("queue", "--all").stdout,
+        client.run("status", job["id"]).stdout,
+        client.run("logs", job["id"]).stdout,
+    ]
+    for out in outputs:
+        assert "\x1b" not in out and "\x07" not in out
+    assert "[bold red]boom[/]\\x1b[31m" in outputs[0] + outputs[1]
+    assert "\\x1b]0;owned\\x07\\x1b[2Jcleared" in outputs[2]
+
+
+def test_host_keys_are_also_read_from_the_system_file(
+    agent_config: dict[str, Any], start_agent: Any, client_for: Any, sshd: SshServer
+) -> None:
+    """A host key the admins put in the system's known_hosts (not the user's) is trusted."""
+    _, agent = start_agent(agent_config)
+    system = sshd.root / "ssh_known_hosts"
+    shutil.copy(sshd.known_hosts, system)
+    empty = sshd.root / "empty_known_hosts"
+    empty.write_text("")
+    client = client_for(agent.socket, known_hosts=str(empty), system_known_hosts=str(system))
+    assert client.run("hosts").returncode == 0
+    refused = client_for(agent.socket, known_hosts=str(empty), system_known_hosts=str(empty))
+    assert refused.run("hosts").returncode == 77
