@@ -6,16 +6,19 @@ alice and bob are ordinary users (not in a team together), admin is listed in ag
 the agent's private socket, and the client's own files.
 """
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import docker
 import grpc
+import paramiko
 import pytest
 import yaml
 from hatrain.agent.config import AgentConfig
@@ -53,6 +56,7 @@ class Team:
     agent: Agent
     clients: dict[str, ClientRunner]
     project: Path
+    sshd: SshServer
 
     def run(self, user: str, *args: str) -> subprocess.CompletedProcess[str]:
         return self.clients[user].run(*args, cwd=self.project)
@@ -91,7 +95,26 @@ def team(
         settings["hosts"] = {"gpu1": host_entry(alias, agent.socket, USER_BRIDGE)}
         client.config.write_text(yaml.safe_dump(settings))
         clients[user] = client
-    return Team(agent, clients, make_project(tmp_path / "project", {"hold_train": "never"}))
+    project = make_project(tmp_path / "project", {"hold_train": "never"})
+    return Team(agent, clients, project, sshd)
+
+
+@contextlib.contextmanager
+def sftp_as(sshd: SshServer, user: str) -> Iterator[paramiko.SFTPClient]:
+    """An SFTP session of the account's own login, with its own key, on the real sshd."""
+    with paramiko.SSHClient() as ssh:
+        ssh.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        sshd.add_login(user)
+        ssh.connect(
+            "127.0.0.1",
+            sshd.port,
+            username=user,
+            key_filename=str(sshd.root / f"key-{user}"),
+            allow_agent=False,
+            look_for_keys=False,
+        )
+        with ssh.open_sftp() as sftp:
+            yield sftp
 
 
 def submitted(team: Team, user: str, *extra: str) -> dict[str, Any]:
@@ -103,13 +126,14 @@ def submitted(team: Team, user: str, *extra: str) -> dict[str, Any]:
 
 def test_a_user_cannot_act_on_another_users_job_but_an_admin_can(team: Team) -> None:
     """bob cannot cancel, retry, read the logs or events of, or fetch alice's job through the
-    client; he sees it in the queue (name, user, state) but not its config or run dir. The
-    agent knows each of them as who the kernel says; admin can do all of it."""
+    client; he sees it in the queue (name, user, state) but not its config or run dir, and his
+    own SFTP session cannot list the run dir (alice's, 0700; hers can). The agent knows each of
+    them as who the kernel says; admin can read the logs and run dir path, and cancel."""
     job = submitted(team, ALICE)
     assert job["user"] == ALICE
     job_id = job["id"]
     queue = json.loads(team.run(BOB, "queue", "--json").stdout)
-    seen = next(j for j in queue["jobs"] if j["id"] == job_id)
+    seen = next(j for j in queue if j["id"] == job_id)
     assert (seen["user"], seen["name"]) == (ALICE, "mini")
     assert seen["run_dir"] == "" and seen["hint"] == ""
 
@@ -125,6 +149,12 @@ def test_a_user_cannot_act_on_another_users_job_but_an_admin_can(team: Team) -> 
     assert team.run(ADMIN, "logs", job_id).returncode == 0
     admin_view = json.loads(team.run(ADMIN, "status", job_id, "--json").stdout)
     assert admin_view["run_dir"].endswith(f"/jobs/{job_id}/run")
+    run_dir = admin_view["run_dir"]
+    poll(lambda: Path(run_dir).is_dir(), 60, "the job's run dir")
+    with sftp_as(team.sshd, BOB) as sftp, pytest.raises(PermissionError):
+        sftp.listdir(run_dir)
+    with sftp_as(team.sshd, ALICE) as sftp:
+        sftp.listdir(run_dir)  # hers: her own login reads it
     cancelled = team.run(ADMIN, "cancel", job_id, "--wait")
     assert cancelled.returncode == 130, cancelled.stderr
 
@@ -213,7 +243,7 @@ def test_team_and_priority_rules(team: Team) -> None:
     assert high.returncode == 65 and "spec.priority: at most 0 for hatrain-bob" in high.stderr
     other = team.run(BOB, "submit", "train/configs/mini.yml", "--detach", "--team", "ml")
     assert other.returncode == 65 and "spec.team: hatrain-bob is not a member" in other.stderr
-    assert json.loads(team.run(ADMIN, "queue", "--json", "--all").stdout)["jobs"] == []
+    assert json.loads(team.run(ADMIN, "queue", "--json", "--all").stdout) == []
     assert submitted(team, ALICE, "--team", "ml")["user"] == ALICE
     assert submitted(team, ADMIN, "--priority", "50")["user"] == ADMIN
 
@@ -306,8 +336,6 @@ class HostileSftp:
         self.names = names
 
     def listdir_attr(self, path: str) -> list[Any]:
-        import paramiko
-
         entries = []
         for name in self.names:
             attr = paramiko.SFTPAttributes()
