@@ -13,12 +13,14 @@ laid out so that the job can change only what is its user's own.
 <data_root>/secrets/<id>/<NAME> -> /run/hatrain/secrets (read-only)   the user's (0700), 0400
 
 The jobs, cache and secrets directories are the agent's (0711): a user passes through them to
-what is theirs but cannot list or change them.
+what is theirs but cannot list or change them. The admins and the user's teammates may also
+enter jobs/<id>/ and read run/ (ACL entries, inherited by what the job writes there; readers.py).
 """
 
 import os
 import posixpath
 import shutil
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from .config import CacheConfig
 from .hostdirs import agent_dir, give_files, owned_dir
 from .jobs import Job
 from .objects import ObjectStore
+from .readers import let_read
 from .states import FailureReason
 
 # The job's HOME, and the admin's shared hub cache, in its container.
@@ -98,11 +101,17 @@ def _owner(user: str) -> Account:
 
 class Workspace:
     def __init__(
-        self, data_root: Path, objects: ObjectStore, caches: CacheConfig | None = None
+        self,
+        data_root: Path,
+        objects: ObjectStore,
+        caches: CacheConfig | None = None,
+        readers_of: Callable[[str], Iterable[str]] = lambda user: (),
     ) -> None:
+        """readers_of(user): the other logins who may read user's jobs (admins, teammates)."""
         self.root = data_root
         self.objects = objects
         self.caches = caches or CacheConfig()
+        self.readers_of = readers_of
         agent_dir(data_root, 0o711)
         for name in ("jobs", "cache", "secrets"):
             agent_dir(data_root / name, 0o711)
@@ -132,6 +141,15 @@ class Workspace:
     def drop_secrets(self, job_id: str) -> None:
         shutil.rmtree(self.dirs(job_id).secrets, ignore_errors=True)
 
+    def _reader_uids(self, owner: Account) -> set[int]:
+        uids = set()
+        for login in self.readers_of(owner.name):
+            try:
+                uids.add(lookup(login).uid)
+            except NoAccount:
+                continue  # an admin or teammate without a login here has nothing to read with
+        return uids - {owner.uid}
+
     def user_cache(self, owner: Account) -> tuple[Path, Path]:
         """The user's own Hugging Face cache and HOME (created for them, 0700)."""
         base = agent_dir(self.root / "cache" / owner.name, 0o711)
@@ -156,11 +174,14 @@ class Workspace:
         """Lay out the job's config and files for its user (idempotent: safe to repeat after a
         restart). RuntimeFailure if the user has no account here."""
         owner = _owner(job.user)
+        readers = self._reader_uids(owner)
         paths = self.dirs(job.id)
         agent_dir(paths.base, 0o750, group=owner.gid)
+        let_read(paths.base, readers, group=0o5)
         agent_dir(paths.configs, 0o755)
         agent_dir(paths.datasets, 0o755)
         owned_dir(paths.run, owner, 0o700)
+        let_read(paths.run, readers, inherit=True)
         self._hand_over_secrets(paths.secrets, owner)
         hf_cache, home = self.user_cache(owner)
         (paths.configs / job.spec.config_name).write_text(job.spec.config_yaml, encoding="utf-8")
