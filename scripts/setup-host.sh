@@ -22,6 +22,10 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v rsync >/dev/null || need+=(rsync)          # a peer in bench/
 [ -x /usr/bin/docker-registry ] || need+=(docker-registry)   # image pulls in the tests
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
+command -v setpriv >/dev/null || need+=(util-linux)   # local-runtime steps run as their user
+# The tests' stand-in `axolotl` for local-runtime jobs, which run as ordinary test accounts that
+# cannot enter /root (where the tests' own Python may live): the system's Python and PyYAML.
+/usr/bin/python3 -c 'import yaml' 2>/dev/null || need+=(python3-yaml)
 command -v tmux >/dev/null || need+=(tmux)            # a real terminal for the live view's tests
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"

@@ -92,7 +92,10 @@ def doctor(config: Path | None, data_root: Path | None, listen: str | None) -> N
     checks = run_checks(_load(config, data_root, listen))
     table = Table("check", "", "detail")
     for check in checks:
-        table.add_row(check.name, "[green]ok[/]" if check.ok else "[red]FAIL[/]", check.detail)
+        verdict = "[green]ok[/]" if check.ok else "[red]FAIL[/]"
+        if check.ok and check.warn:
+            verdict = "[yellow]warn[/]"
+        table.add_row(check.name, verdict, check.detail)
     Console().print(table)
     if not all(c.ok for c in checks):
         raise SystemExit(1)

@@ -57,13 +57,34 @@ class HostMount(_Strict):
     read_only: bool = True
 
 
+# Docker's size notation (512m, 16g) or, for memory, a share of the host's RAM (90%).
+_SIZE = r"^[0-9]+(\.[0-9]+)?[bkmgBKMG]?$"
+_SIZE_OR_SHARE = r"^([0-9]+(\.[0-9]+)?[bkmgBKMG]?|[1-9][0-9]?%|100%)$"
+
+
+class ContainerLimits(_Strict):
+    """What one job's container may use; past these, the kernel stops the job, not the host."""
+
+    # RAM, swap included (none is added on top). A share of the host's RAM keeps room for the
+    # agent, sshd and the page cache when a job runs away.
+    memory: str = Field(default="90%", pattern=_SIZE_OR_SHARE)
+    # Processes and threads: a fork bomb ends here. Data-parallel training with DataLoader
+    # workers uses a few thousand threads on a large host.
+    pids: int = Field(default=32768, gt=0)
+    # /dev/shm, where NCCL and DataLoader workers pass tensors (Docker's own default, 64m, is too
+    # small for NCCL). It takes memory only as it is used, counted in `memory`.
+    shm_size: str = Field(default="16g", pattern=_SIZE)
+
+
 class DockerConfig(_Strict):
     # The engine's address, e.g. unix:///run/docker.sock; empty: $DOCKER_HOST, else the default.
     host: str = ""
     allowed_images: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_IMAGES))
     default_image: str = DEFAULT_IMAGE
-    ipc_host: bool = True
-    shm_size: str | None = None
+    # Share the host's IPC namespace (its /dev/shm and SysV IPC) with every job: an admin's
+    # opt-in, in place of limits.shm_size; jobs then see each other's shared memory.
+    ipc_host: bool = False
+    limits: ContainerLimits = ContainerLimits()
     extra_mounts: list[HostMount] = []
     env: dict[str, str] = {}
     stop_grace_seconds: float = Field(default=30.0, gt=0)
@@ -77,6 +98,16 @@ class LocalConfig(_Strict):
     venv: Path = Path("/opt/axolotl-venv")
     env: dict[str, str] = {}
     stop_grace_seconds: float = Field(default=30.0, gt=0)
+
+
+class CacheConfig(_Strict):
+    """Each user's Hugging Face cache (HF_HOME, with the tokenized datasets under prepared/) and
+    HOME are theirs alone: <data_root>/cache/<user>/, which no other user's job can reach."""
+
+    # A Hugging Face hub cache the admin fills (e.g. `hf download` as root), shared by every
+    # job read-only as its HF_HUB_CACHE; a model missing from it cannot be downloaded.
+    # None: each user's jobs download into their own cache.
+    shared_hub: Path | None = None
 
 
 class SchedulerConfig(_Strict):
@@ -138,6 +169,7 @@ class AgentConfig(_Strict):
     multi_gpu: MultiGpuConfig = MultiGpuConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     limits: LimitsConfig = LimitsConfig()
+    caches: CacheConfig = CacheConfig()
     admins: list[str] = []
     teams: dict[str, TeamConfig] = {}
 

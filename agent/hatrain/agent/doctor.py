@@ -1,5 +1,6 @@
 """`hatrain-agent doctor`: is this host ready to run jobs? One line per check, with the fix."""
 
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ class Check:
     name: str
     ok: bool
     detail: str
+    # Not a failure, but something the admin should change.
+    warn: bool = False
 
 
 def _docker(config: AgentConfig) -> list[Check]:
@@ -102,6 +105,32 @@ def _data_root(config: AgentConfig) -> Check:
     return Check("data root", free > 5, f"{root}, {free:.1f} GiB free")
 
 
+def _data_root_mount(config: AgentConfig) -> Check:
+    """Jobs write their run directories under the data root as their users. On a filesystem
+    that honours setuid bits and device nodes, a file a job left there is one step from being
+    used on the host; nosuid,nodev takes that step away whatever a job manages to write."""
+    try:
+        flags = os.statvfs(config.data_root).f_flag
+    except OSError as exc:
+        return Check("data root mount", False, f"{config.data_root}: {exc.strerror}")
+    missing = [
+        name
+        for name, flag in (("nosuid", os.ST_NOSUID), ("nodev", os.ST_NODEV))
+        if not flags & flag
+    ]
+    if not missing:
+        return Check("data root mount", True, "nosuid,nodev")
+    return Check(
+        "data root mount",
+        True,
+        f"{config.data_root} is on a filesystem mounted without {','.join(missing)}: a setuid "
+        "file or device node a job leaves in its run directory would work on this host; mount "
+        "the data root with nosuid,nodev (e.g. its own filesystem, or a bind mount in fstab: "
+        f"{config.data_root} {config.data_root} none bind,nosuid,nodev 0 0)",
+        warn=True,
+    )
+
+
 def _socket(config: AgentConfig) -> Check:
     """The agent's socket. A running agent that answers is the healthy case, not a conflict;
     with none running, the socket's directory must be one nobody else can squat."""
@@ -174,5 +203,6 @@ def run_checks(config: AgentConfig) -> list[Check]:
     except Exception as exc:
         checks.append(Check("gpus", False, str(exc)))
     checks.append(_data_root(config))
+    checks.append(_data_root_mount(config))
     checks.append(_socket(config))
     return checks

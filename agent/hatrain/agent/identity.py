@@ -49,6 +49,11 @@ class Identities:
     def teams_of(self, user: str) -> frozenset[str]:
         return frozenset(name for name, team in self.teams.items() if user in team.members)
 
+    def readers_of(self, user: str) -> frozenset[str]:
+        """The logins besides user who may read user's jobs: admins and user's teammates."""
+        mates = (m for t in self.teams_of(user) for m in self.teams[t].members)
+        return (self.admins | frozenset(mates)) - {user}
+
     def caller(self, peer: str) -> Caller:
         """The caller of a call whose gRPC peer is `peer`; Unauthenticated unless the front
         door relayed it (a direct connection to the private socket is not possible for

@@ -110,7 +110,7 @@ SIGNATURES = (
         ),
         FailureReason.SHARED_MEMORY,
         ("unable to write to file", "No space left on device", "Bus error", "shared memory"),
-        "out of shared memory: the agent's docker.ipc_host or docker.shm_size is too small",
+        "out of shared memory: the agent's docker.limits.shm_size is too small",
     ),
     Signature(
         re.compile(

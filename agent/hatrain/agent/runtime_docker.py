@@ -22,6 +22,7 @@ import structlog
 from docker.types import DeviceRequest, Mount
 
 from .config import DockerConfig, MultiGpuConfig
+from .confinement import container_options, user_env
 from .docker_logs import StreamReader, body_pieces, gathered
 from .events import Progress
 from .jobs import Job
@@ -41,7 +42,16 @@ from .runtime import (
     step_command,
 )
 from .states import FailureReason
-from .workspace import CONFIGS, DATASETS, HF_CACHE, RUNS, SECRETS, JobDirs
+from .workspace import (
+    CONFIGS,
+    DATASETS,
+    HF_CACHE,
+    RUNS,
+    SECRETS,
+    SHARED_HUB,
+    USER_HOME,
+    JobDirs,
+)
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -189,7 +199,10 @@ class DockerRuntime:
             Mount(CONFIGS, str(dirs.configs), type="bind", read_only=True),
             Mount(HF_CACHE, str(dirs.hf_cache), type="bind"),
             Mount(SECRETS, str(dirs.secrets), type="bind", read_only=True),
+            Mount(USER_HOME, str(dirs.home), type="bind"),
         ]
+        if dirs.shared_hub is not None:
+            mounts.append(Mount(SHARED_HUB, str(dirs.shared_hub), type="bind", read_only=True))
         mounts += [
             Mount(m.target, str(m.source), type="bind", read_only=m.read_only)
             for m in self.config.extra_mounts
@@ -205,10 +218,8 @@ class DockerRuntime:
                     driver="nvidia", device_ids=list(job.gpu_uuids), capabilities=[["gpu"]]
                 )
             ]
-        if self.config.ipc_host:
-            kwargs["ipc_mode"] = "host"
-        elif self.config.shm_size:
-            kwargs["shm_size"] = self.config.shm_size
+        kwargs.update(container_options(self.config, dirs.owner))
+        hub = SHARED_HUB if dirs.shared_hub is not None else None
         args, launch_env = step_command(step, job, self.multi_gpu)
         create = functools.partial(
             self._engine_call,
@@ -231,6 +242,7 @@ class DockerRuntime:
             environment={
                 **BASE_ENV,
                 "TINI_KILL_PROCESS_GROUP": "1",
+                **user_env(dirs.owner, USER_HOME, hub),
                 **self.config.env,
                 **launch_env,
             },
@@ -266,7 +278,9 @@ class DockerRuntime:
 
     def find(self, job: Job, step: str) -> Handle | None:
         found = self.client.containers.list(
-            all=True, filters={"label": [f"{LABEL_JOB}={job.id}", f"{LABEL_STEP}={step}"]}
+            all=True,
+            filters={"label": [f"{LABEL_JOB}={job.id}", f"{LABEL_STEP}={step}"]},
+            ignore_removed=True,
         )
         if not found:
             return None
@@ -385,5 +399,10 @@ class DockerRuntime:
             self._engine_call(container.remove, force=True)
 
     def leftovers(self) -> Iterator[tuple[str, Handle]]:
-        for container in self.client.containers.list(all=True, filters={"label": LABEL_JOB}):
+        # ignore_removed: a container removed between the listing and its inspection (another
+        # agent's, on a shared engine) is simply not there, not an error.
+        listed = self.client.containers.list(
+            all=True, filters={"label": LABEL_JOB}, ignore_removed=True
+        )
+        for container in listed:
             yield container.labels[LABEL_JOB], ContainerHandle(container.id, container.name)

@@ -5,12 +5,19 @@ secrets — only at their host directories. Its copy of the config has every con
 (/workspace/...) replaced by the host directory behind it; GPUs are given by UUID through
 CUDA_VISIBLE_DEVICES (empty for CPU jobs).
 
-Each step runs in its own session (setsid) with output appended to a log file and its exit code
-written to a file when it ends, so it is independent of the agent: when the agent stops or is
-killed, running steps keep running; on restart the agent re-attaches to them through the handle
-in its store (pid + start time), reads the log from the byte offset it had stored, and takes the
-exit code from the file. A step whose process vanished without an exit file fails with
-`container lost`.
+Each step runs as the job's user (setpriv: their uid, gid and groups, no_new_privs), in its own
+session (setsid), with output appended to a log file and its exit code written to a file when it
+ends, so it is independent of the agent: when the agent stops or is killed, running steps keep
+running; on restart the agent re-attaches to them through the handle in its store (pid + start
+time), reads the log from the byte offset it had stored, and takes the exit code from the file.
+A step whose process vanished without an exit file fails with `container lost`.
+
+Who owns what: the step's files (log, exit code, handle, its copy of the config) are the agent's,
+in the job's local/ directory, which only the agent can write. The agent opens the log and hands
+the step its fd; a small wrapper that stays root runs the step as the user, waits for it and
+writes the exit file. The user's process can therefore write to its log but cannot forge its exit
+code, nor plant a link there for the agent to write through. It owns only its run directory, its
+cache and its HOME.
 
 The end of a step is noticed from the process itself, through a pidfd (the kernel makes it
 readable when the process ends): no polling interval lies between the step's end, a stop's
@@ -32,6 +39,7 @@ import yaml
 from hatrain.rpc.config_yaml import load_config_yaml
 
 from .config import LocalConfig, MultiGpuConfig
+from .confinement import run_as, user_env
 from .events import Progress
 from .jobs import Job
 from .runtime import (
@@ -56,20 +64,20 @@ _READ = 1024 * 1024
 _POLL_SECONDS = 0.02
 _KILLED_SECONDS = 10.0
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-# Runs the step, then records its exit code atomically; the step itself runs through the secret
-# shim, in a subshell, so secrets live only in its environment. Stopping signals the whole
-# process group: the wrapper traps them (a subshell, and the step it becomes, get back the
-# default action of a trapped signal), outlives the step, and records how it ended.
+# Runs the step (its arguments: setpriv, then the secret shim, so secrets live only in the step's
+# environment), then records its exit code atomically. Stopping signals the whole process group:
+# the wrapper traps them (a trap, unlike an ignored signal, is not inherited by the command it
+# runs), outlives the step, and records how it ended.
 _WRAPPER = (
-    f"trap : TERM INT; ({SECRET_SHIM}); "
-    'code=$?; echo "$code" > "$HATRAIN_EXIT.tmp" && mv "$HATRAIN_EXIT.tmp" "$HATRAIN_EXIT"'
+    'trap : TERM INT; "$@"; code=$?; echo "$code" > "$HATRAIN_EXIT.tmp" && '
+    'mv "$HATRAIN_EXIT.tmp" "$HATRAIN_EXIT"'
 )
 
 
 def wrapped(argv: list[str]) -> list[str]:
     """The command line of a step: argv run by the wrapper, which records its exit code in the
     file named by $HATRAIN_EXIT."""
-    return ["/bin/sh", "-c", _WRAPPER, "hatrain", *argv]
+    return ["/bin/sh", "-c", _WRAPPER, "hatrain-step", *argv]
 
 
 def _start_time(pid: int) -> str | None:
@@ -170,11 +178,12 @@ class LocalRuntime:
         log_path, exit_path = work / f"{step}.log", work / f"{step}.exit"
         exit_path.unlink(missing_ok=True)
         args, launch_env = step_command(step, job, self.multi_gpu, str(work))
+        hub = None if dirs.shared_hub is None else str(dirs.shared_hub)
         env = {
             "PATH": f"{self.config.venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
-            "HOME": os.environ.get("HOME", "/root"),
             "LANG": "C.UTF-8",
             **BASE_ENV,
+            **user_env(dirs.owner, str(dirs.home), hub),
             "HF_HOME": str(mapping[HF_CACHE]),
             "PYTHONPATH": str(mapping[DATASETS] / "python"),
             "CUDA_VISIBLE_DEVICES": ",".join(job.gpu_uuids),
@@ -185,7 +194,12 @@ class LocalRuntime:
         }
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
-                wrapped([str(self._axolotl()), *args]),
+                wrapped(
+                    [
+                        *run_as(dirs.owner),
+                        *("/bin/sh", "-c", SECRET_SHIM, "hatrain", str(self._axolotl()), *args),
+                    ]
+                ),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -91,7 +91,11 @@ class Agent:
         self.store = Store(root / "hatrain.db")
         self.objects = ObjectStore(root)
         self.reserve = DiskReserve(root)
-        self.workspace = Workspace(root, self.objects)
+        self.socket = config.listen
+        self.address = f"unix:{self.socket}"
+        self._private = self.socket.parent / "private"
+        self.identities = Identities(self._private, config.admins, config.teams)
+        self.workspace = Workspace(root, self.objects, config.caches, self.identities.readers_of)
         self.runtime = make_runtime(config, self.workspace)
         self.gpus, self.gpu_source = discover(config.gpus)
         if gpu_reader is None and self.gpu_source == "nvml":
@@ -118,11 +122,7 @@ class Agent:
             objects=self.objects,
             staging_max_age_seconds=config.limits.staging_max_age_seconds,
         )
-        self.socket = config.listen
-        self.address = f"unix:{self.socket}"
-        self._private = self.socket.parent / "private"
         self.front_door = FrontDoor(self.socket, self._private / "grpc.sock", self._private)
-        self.identities = Identities(self._private, config.admins, config.teams)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="grpc", daemon=True)
         self._calls = futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="grpc")

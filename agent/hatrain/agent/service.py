@@ -23,6 +23,7 @@ from hatrain.rpc.v1 import agent_pb2 as pb
 from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
 
 from . import wire
+from .accounts import Account, of_uid
 from .config import AgentConfig
 from .disk import DiskReserve, storage_fault
 from .errors import (
@@ -172,8 +173,14 @@ class AgentService(pb_grpc.AgentServiceServicer):
         """Who calls: the uid the front door learnt from the kernel (see listener.py)."""
         return self.identities.caller(context.peer())
 
+    def account(self, context: Any) -> Account:
+        """The caller's login on this host, from the same uid: what their uploads are staged
+        as and their jobs run as. NoAccount (PERMISSION_DENIED) for a uid without one."""
+        return of_uid(self.caller(context).uid)
+
     @translate_errors
     def GetAgentInfo(self, request: pb.GetAgentInfoRequest, context: Any) -> pb.AgentInfo:
+        caller = self.caller(context)
         holders = {u: j.id for j in self.store.jobs_in(RUNNING) for u in j.gpu_uuids}
         counts = self.store.counts()
         return pb.AgentInfo(
@@ -192,8 +199,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
             ),
             allowed_images=self.config.docker.allowed_images,
             default_image=self.config.docker.default_image,
-            upload_dir=str(self.objects.staging),
-            user=self.caller(context).user,
+            upload_dir=str(self.objects.staging / caller.user),
+            user=caller.user,
         )
 
     @translate_errors
@@ -201,7 +208,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self, request: pb.PrepareUploadRequest, context: Any
     ) -> pb.PrepareUploadResponse:
         check_count(request.sha256, "sha256", self.config.limits.max_files)
-        self.caller(context)
+        owner = self.account(context)
         self.reserve.check_room()
         response = pb.PrepareUploadResponse()
         for i, sha in enumerate(dict.fromkeys(request.sha256)):
@@ -212,8 +219,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 response.missing.append(
                     pb.StagedUpload(
                         sha256=sha,
-                        staging_path=str(self.objects.staging_path(sha)),
-                        bytes_present=self.objects.staged_bytes(sha),
+                        staging_path=str(self.objects.staging_path(sha, owner)),
+                        bytes_present=self.objects.staged_bytes(sha, owner),
                     )
                 )
         return response
@@ -222,8 +229,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
     def CommitUpload(
         self, request: pb.CommitUploadRequest, context: Any
     ) -> pb.CommitUploadResponse:
-        self.caller(context)
-        size = self.objects.commit(request.sha256, request.size)
+        size = self.objects.commit(request.sha256, request.size, self.account(context))
         return pb.CommitUploadResponse(sha256=request.sha256, size=size)
 
     def _job(self, job: Job, caller: Caller) -> pb.Job:
@@ -244,17 +250,18 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self.identities.check_submit(caller, spec)
         if spec.retry_of:
             self.identities.check_read(caller, self.store.get(spec.retry_of))
+        owner = of_uid(caller.uid)  # the job runs as this account: the kernel's uid, no name
         self.reserve.check_room()
         job, created = self.store.submit(
             spec,
-            caller.user,
+            owner.name,
             client_request_id=request.client_request_id,
             secret_names=secrets.keys(),
             admit=lambda: self._queue_cap_check(caller.user, spec.team),
         )
         if created:
             if secrets:
-                self.workspace.write_secrets(job.id, secrets, caller.uid)
+                self.workspace.write_secrets(job.id, secrets, owner.uid)
             log.info("job queued", job_id=job.id, user=job.user, gpus=spec.gpus)
             self.supervisor.wake()
         # The job as submitted (queued, with its position), even if it has started since.

@@ -41,6 +41,7 @@ class FailureReason(StrEnum):
     DISK_FULL = "disk full"
     STORAGE_ERROR = "storage error"
     RUNTIME_ERROR = "runtime error"
+    NO_ACCOUNT = "no account"
     EXIT_CODE = "exit code"
 
 
