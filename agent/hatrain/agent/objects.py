@@ -5,6 +5,7 @@ commit() hashes the staged file and renames it into objects/sha256/<ab>/<sha256>
 object directory is therefore always complete and verified.
 """
 
+import contextlib
 import hashlib
 import os
 import re
@@ -41,6 +42,14 @@ class ObjectStore:
 
     def has(self, sha256: str) -> bool:
         return self.path_of(check_sha256(sha256)).is_file()
+
+    def mark_used(self, sha256: str) -> None:
+        """Note that a client named this object (its mtime): retention counts its age from the
+        last use, and a sweep leaves an object touched after it chose it."""
+        if not _SHA256.match(sha256):
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self.path_of(sha256))
 
     def staging_path(self, sha256: str) -> Path:
         return self.staging / f"{check_sha256(sha256)}.part"
