@@ -29,6 +29,8 @@ from .runtime import Runtime
 from .service import AgentService, JobWaiters
 from .store import Store
 from .supervisor import Supervisor
+from .sweep import Sweeper
+from .watermarks import Watermarks
 from .workspace import Workspace
 
 log = structlog.get_logger(__name__)
@@ -91,6 +93,11 @@ class Agent:
         self.store = Store(root / "hatrain.db")
         self.objects = ObjectStore(root)
         self.reserve = DiskReserve(root)
+        retention = config.retention
+        self.watermarks = Watermarks(
+            root, retention.hold_starts_below, retention.refuse_uploads_below
+        )
+        self.sweeper = Sweeper(self.store, root, retention.policy())
         self.workspace = Workspace(root, self.objects)
         self.runtime = make_runtime(config, self.workspace)
         self.gpus, self.gpu_source = discover(config.gpus)
@@ -117,6 +124,9 @@ class Agent:
             reserve=self.reserve,
             objects=self.objects,
             staging_max_age_seconds=config.limits.staging_max_age_seconds,
+            watermarks=self.watermarks,
+            sweeper=self.sweeper,
+            sweep_interval_seconds=retention.sweep_interval_minutes * 60,
         )
         self.socket = config.listen
         self.address = f"unix:{self.socket}"
@@ -164,6 +174,7 @@ class Agent:
                 self._reads,
                 self.identities,
                 self.gpu_usage,
+                self.watermarks,
             ),
             self.server,
         )

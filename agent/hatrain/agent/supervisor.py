@@ -1,8 +1,10 @@
 """Places queued jobs on GPUs (through the scheduler) and runs, cancels and times out jobs.
 
 Its loop also keeps the host in order: a running job whose runner thread has died is resumed
-(as after a restart), the disk reserve is taken again once there is room, and abandoned upload
-staging files are removed.
+(as after a restart), the disk reserve is taken again once there is room, abandoned upload
+staging files are removed, and the retention sweep is started when due (on a thread of its
+own: walking a large data root must not hold up scheduling, nor the watchdog's keepalives).
+While the data root's free space is below the low watermark no job starts.
 """
 
 import threading
@@ -23,6 +25,8 @@ from .runtime import Runtime
 from .scheduler import GpuSlot, Host, Policy, RunningJob, plan
 from .states import RUNNING, JobState
 from .store import Store
+from .sweep import Sweeper
+from .watermarks import Watermarks
 from .workspace import Workspace
 
 log = structlog.get_logger(__name__)
@@ -30,6 +34,8 @@ _MIN_PASS_INTERVAL = 0.05
 _HOUSEKEEPING_SECONDS = 5.0
 # While nothing can start, the reasons jobs wait are worked out again at most this often.
 _REASONS_REFRESH_SECONDS = 2.0
+# Below the high watermark, retention sweeps at least this often.
+_PRESSED_SWEEP_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,9 @@ class Supervisor:
         reserve: DiskReserve | None = None,
         objects: ObjectStore | None = None,
         staging_max_age_seconds: float = 86400.0,
+        watermarks: Watermarks | None = None,
+        sweeper: Sweeper | None = None,
+        sweep_interval_seconds: float = 3600.0,
     ) -> None:
         self.store = store
         self.runtime = runtime
@@ -75,6 +84,11 @@ class Supervisor:
         self.reserve = reserve or DiskReserve(workspace.root)
         self.objects = objects
         self.staging_max_age_seconds = staging_max_age_seconds
+        self.watermarks = watermarks
+        self.sweeper = sweeper
+        self.sweep_interval_seconds = sweep_interval_seconds
+        self._last_sweep = time.monotonic()
+        self._sweeping: threading.Thread | None = None
         self._runner = JobRunner(store, runtime, workspace, self.reserve, grace_seconds)
         self._controls: dict[str, RunControl] = {}
         self._threads: dict[str, threading.Thread] = {}
@@ -138,10 +152,11 @@ class Supervisor:
                 self._waiting = {}
                 return
             self.usage.add(self.store.usage_after(self.usage.last_seen), now)
+            hold = self.watermarks.start_hold() if self.watermarks is not None else ""
             result = plan(
                 queued,
                 [_running(j) for j in active],
-                [Host("", tuple(self.gpus))],
+                [Host("", tuple(self.gpus), hold)],
                 self.policy,
                 self.usage.at(now),
                 now,
@@ -197,6 +212,31 @@ class Supervisor:
         self.reserve.take()
         if self.objects is not None:
             self.objects.remove_stale_staging(self.staging_max_age_seconds)
+        self._sweep_when_due(now)
+
+    def _sweep_when_due(self, now: float) -> None:
+        if self.sweeper is None or (self._sweeping is not None and self._sweeping.is_alive()):
+            return
+        pressed = self.watermarks is not None and self.watermarks.below_high()
+        interval = (
+            min(_PRESSED_SWEEP_SECONDS, self.sweep_interval_seconds)
+            if pressed
+            else (self.sweep_interval_seconds)
+        )
+        if now - self._last_sweep < interval:
+            return
+        self._last_sweep = now
+        sweeper = self.sweeper
+
+        def run() -> None:
+            try:
+                sweeper.sweep()
+            except Exception:
+                log.exception("retention sweep failed")
+            self.wake()  # room may have been made for a job held by the low watermark
+
+        self._sweeping = threading.Thread(target=run, name="retention-sweep", daemon=True)
+        self._sweeping.start()
 
     def drop_ended_secrets(self) -> None:
         """Secrets go when their job ends, however it ends (a path that did not drop them, a
