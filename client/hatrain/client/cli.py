@@ -375,6 +375,28 @@ def cancel(app: App, job_id: str, host: str | None, wait_end: bool, as_json: boo
         sys.exit(result.job.exit_status)
 
 
+# -- retention ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("job_id")
+@host_option
+@pass_app
+def pin(app: App, job_id: str, host: str | None) -> None:
+    """Keep a job's run dir, logs and files from the host's retention sweeps (yours, unless
+    you are an admin)."""
+    app.out.print(app.client.pin(job_id, True, host=host), markup=False)
+
+
+@main.command()
+@click.argument("job_id")
+@host_option
+@pass_app
+def unpin(app: App, job_id: str, host: str | None) -> None:
+    """Let a pinned job's data expire again, as the host's retention settings say."""
+    app.out.print(app.client.pin(job_id, False, host=host), markup=False)
+
+
 @main.command()
 @click.argument("job_id")
 @host_option
