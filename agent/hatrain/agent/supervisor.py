@@ -7,8 +7,10 @@ own: walking a large data root must not hold up scheduling, nor the watchdog's k
 While the data root's free space is below the low watermark no job starts.
 """
 
+import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -34,6 +36,7 @@ _MIN_PASS_INTERVAL = 0.05
 _HOUSEKEEPING_SECONDS = 5.0
 # While nothing can start, the reasons jobs wait are worked out again at most this often.
 _REASONS_REFRESH_SECONDS = 2.0
+TEST_HOOK_WEDGE_ENV = "HATRAIN_TEST_HOOK_WEDGE_SUPERVISOR"
 # Below the high watermark, retention sweeps at least this often.
 _PRESSED_SWEEP_SECONDS = 60.0
 
@@ -74,7 +77,11 @@ class Supervisor:
         watermarks: Watermarks | None = None,
         sweeper: Sweeper | None = None,
         sweep_interval_seconds: float = 3600.0,
+        heartbeat: Callable[[], None] | None = None,
+        max_idle_seconds: float = 1.0,
     ) -> None:
+        """heartbeat: called after every pass of the loop (the watchdog's keepalive); the loop
+        passes at least every max_idle_seconds, busy or idle."""
         self.store = store
         self.runtime = runtime
         self.workspace = workspace
@@ -89,6 +96,9 @@ class Supervisor:
         self.sweep_interval_seconds = sweep_interval_seconds
         self._last_sweep = time.monotonic()
         self._sweeping: threading.Thread | None = None
+        self.heartbeat = heartbeat
+        self.max_idle_seconds = min(max_idle_seconds, 1.0)
+        self._wedge_file = os.environ.get(TEST_HOOK_WEDGE_ENV, "")
         self._runner = JobRunner(store, runtime, workspace, self.reserve, grace_seconds)
         self._controls: dict[str, RunControl] = {}
         self._threads: dict[str, threading.Thread] = {}
@@ -124,7 +134,7 @@ class Supervisor:
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
-            self._wake.wait(timeout=1.0)
+            self._wake.wait(timeout=self.max_idle_seconds)
             self._wake.clear()
             if self._stopping.is_set():
                 return
@@ -134,8 +144,19 @@ class Supervisor:
                 self._housekeeping()
             except Exception:
                 log.exception("scheduling pass failed")
+            self._test_hook_wedge()
+            if self.heartbeat is not None:
+                self.heartbeat()
             # A burst of submissions is scheduled in one pass rather than one pass each.
             self._stopping.wait(_MIN_PASS_INTERVAL)
+
+    def _test_hook_wedge(self) -> None:
+        """Test hook: while the file named by $HATRAIN_TEST_HOOK_WEDGE_SUPERVISOR exists, the
+        loop is stuck here, as a wedged pass would be (the watchdog test stops it on purpose)."""
+        if not self._wedge_file:
+            return
+        while os.path.exists(self._wedge_file) and not self._stopping.is_set():
+            time.sleep(0.05)
 
     def schedule_once(self) -> None:
         with self._lock:
