@@ -103,8 +103,8 @@ def submitted(team: Team, user: str, *extra: str) -> dict[str, Any]:
 
 def test_a_user_cannot_act_on_another_users_job_but_an_admin_can(team: Team) -> None:
     """bob cannot cancel, retry, pin, unpin, read the logs or events of, or fetch alice's job
-    through the client; he sees it in the queue (name, user, state) but not its config or run dir. The
-    agent knows each of them as who the kernel says; admin can do all of it."""
+    through the client; he sees it in the queue (name, user, state) but not its config or run
+    dir. The agent knows each of them as who the kernel says; admin can do all of it."""
     job = submitted(team, ALICE)
     assert job["user"] == ALICE
     job_id = job["id"]
