@@ -23,6 +23,7 @@ command -v rsync >/dev/null || need+=(rsync)          # a peer in bench/
 [ -x /usr/bin/docker-registry ] || need+=(docker-registry)   # image pulls in the tests
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
 command -v systemd-analyze >/dev/null || need+=(systemd)   # the unit is checked with `verify`
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)      # a Debian root for install.sh's test
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   $SUDO apt-get update -qq
@@ -53,6 +54,13 @@ if ! docker info >/dev/null 2>&1; then
   fi
   for _ in $(seq 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
   docker info >/dev/null 2>&1 || { echo "dockerd did not start; see $CACHE/dockerd.log" >&2; exit 1; }
+fi
+
+# A fresh Debian 12 root for deploy/install.sh's test (tests/test_install.py), made once.
+if ! docker image inspect hatrain-test/debian:12 >/dev/null 2>&1; then
+  echo "making a Debian 12 root for the install test (mmdebstrap, a few minutes, once)"
+  $SUDO mmdebstrap --quiet --variant=minbase --include=python3,python3-venv bookworm - \
+    | docker import - hatrain-test/debian:12 >/dev/null
 fi
 
 if ! "$AXOLOTL_VENV/bin/python" -c 'import axolotl' 2>/dev/null; then
