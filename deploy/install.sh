@@ -2,10 +2,14 @@
 # Install the hatrain agent on this host, or remove it. Run as root; running it again changes
 # nothing that is already as it should be.
 #
-#   deploy/install.sh [--wheelhouse DIR] [--package SPEC] [--user NAME] [--data-root DIR]
+#   deploy/install.sh [--wheelhouse DIR] [--package WHEEL] [--user NAME] [--data-root DIR]
 #   deploy/install.sh --uninstall [--purge]
 #
-# Installs: the package into /opt/hatrain/venv (from PyPI, or offline from --wheelhouse), a link
+# It runs from a clone (after `make dist`) or from a directory holding it, the wheel, agent.yml
+# and hatrain-agent.service side by side.
+#
+# Installs: the wheel into /opt/hatrain/venv (its dependencies from PyPI, or offline from
+# --wheelhouse), a link
 # /usr/local/bin/hatrain-agent (the bridge users' SSH logins run), the service account (default
 # `hatrain`, in group docker when there is one), the data root (owned by it, 0755: logins write
 # their uploads to its objects/staging and read their run dirs), the runtime dir /run/hatrain
@@ -29,7 +33,7 @@ LINK=/usr/local/bin/hatrain-agent
 RUN_DIR=/run/hatrain
 SERVICE_USER=hatrain
 DATA_ROOT=/var/lib/hatrain
-PACKAGE=hatrain
+PACKAGE=""
 WHEELHOUSE=""
 MODE=install
 PURGE=0
@@ -42,7 +46,7 @@ usage() {
 while [ $# -gt 0 ]; do
   case $1 in
     --wheelhouse) WHEELHOUSE=${2:?--wheelhouse needs a directory}; shift 2 ;;
-    --package) PACKAGE=${2:?--package needs a requirement or a wheel}; shift 2 ;;
+    --package) PACKAGE=${2:?--package needs a wheel}; shift 2 ;;
     --user) SERVICE_USER=${2:?--user needs a name}; shift 2 ;;
     --data-root) DATA_ROOT=${2:?--data-root needs a directory}; shift 2 ;;
     --uninstall) MODE=uninstall; shift ;;
@@ -60,9 +64,27 @@ if [ "$SERVICE_USER" = root ]; then
 fi
 
 say() { echo "hatrain: $*"; }
+
+# A file of the installation: beside this script, or where a clone keeps it.
+shipped() {
+  local name=$1 in_clone=$2
+  if [ -e "$HERE/$name" ]; then echo "$HERE/$name"; else echo "$REPO/$in_clone"; fi
+}
+
+find_wheel() {
+  local found
+  found=$(ls -t "$HERE"/hatrain-*.whl "$REPO"/dist/hatrain-*.whl 2>/dev/null | head -n 1 || true)
+  if [ -z "$found" ]; then
+    echo "install.sh: no hatrain wheel beside it or in $REPO/dist: run \`make dist\` in the" \
+      "clone, or name one with --package" >&2
+    exit 2
+  fi
+  echo "$found"
+}
 systemd_running() { [ -d /run/systemd/system ] && command -v systemctl >/dev/null; }
 
 install_package() {
+  [ -n "$PACKAGE" ] || PACKAGE=$(find_wheel)
   [ -x "$VENV/bin/python" ] || { say "creating $VENV"; python3 -m venv "$VENV"; }
   local args=(--quiet --disable-pip-version-check --no-cache-dir)
   if [ -n "$WHEELHOUSE" ]; then
@@ -92,7 +114,7 @@ make_dirs() {
 install_config() {
   if [ ! -e "$ETC/agent.yml" ]; then
     say "installing $ETC/agent.yml (edit it: runtime, images, GPUs, admins)"
-    sed "s|^data_root: /var/lib/hatrain |data_root: $DATA_ROOT |" "$REPO/configs/agent.yml" \
+    sed "s|^data_root: /var/lib/hatrain |data_root: $DATA_ROOT |" "$(shipped agent.yml configs/agent.yml)" \
       > "$ETC/agent.yml.new"
     chmod 0644 "$ETC/agent.yml.new"
     mv "$ETC/agent.yml.new" "$ETC/agent.yml"
@@ -105,7 +127,7 @@ render_unit() {
   sed -e "s|^User=.*|User=$SERVICE_USER|" -e "s|^Group=.*|Group=$SERVICE_USER|" \
       -e "s|^SupplementaryGroups=.*|SupplementaryGroups=$groups|" \
       -e "s|^ReadWritePaths=.*|ReadWritePaths=$DATA_ROOT|" \
-      "$REPO/deploy/hatrain-agent.service"
+      "$(shipped hatrain-agent.service deploy/hatrain-agent.service)"
 }
 
 install_unit() {

@@ -24,6 +24,7 @@ command -v rsync >/dev/null || need+=(rsync)          # a peer in bench/
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
 command -v systemd-analyze >/dev/null || need+=(systemd)   # the unit is checked with `verify`
 command -v mmdebstrap >/dev/null || need+=(mmdebstrap)      # a Debian root for install.sh's test
+command -v tmux >/dev/null || need+=(tmux)            # a real terminal for the live view's tests
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   $SUDO apt-get update -qq

@@ -1,178 +1,126 @@
-"""deploy/install.sh in a fresh Debian root (a container of an imported Debian 12 rootfs, no
-network): run twice it ends in the same state; --uninstall removes what it added and keeps the
-data root and its owner; --purge removes those too."""
+"""The README's install commands, run as they are written there, into fresh virtualenvs.
 
-import hashlib
+The laptop's commands run in this checkout (the clone) with a home of the test's own. The wheel
+is built with `make dist` and copied with the real `scp` through a real sshd; the GPU host's
+command then installs it into a fresh virtualenv. What a test cannot do as written is named in
+SUBSTITUTED: the host's /opt and /tmp become directories of the test's own, and scp is given
+the test sshd's config. pip fetches the dependencies from PyPI (through pip's cache).
+"""
+
+import os
+import re
 import subprocess
 import sys
-import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 
-import docker
-import pytest
+from hatrain.rpc import __version__
 
-from tests.conftest import CACHE, REPO, _fail_setup
+from tests.support.sshd import SshServer
 
-DEBIAN_IMAGE = "hatrain-test/debian:12"
-# Parts of the root that are the container's own, not the installation's.
-_OUTSIDE = ("/proc", "/sys", "/dev", "/tmp", "/src", "/dist", "/wheelhouse")
-# Files useradd and userdel rewrite (their sizes change with every account, the installer's too).
-_ACCOUNT_FILES = {f"/etc/{n}{s}" for n in ("passwd", "group", "shadow", "gshadow") for s in "-"}
-_ACCOUNT_FILES |= {f"/etc/{n}" for n in ("passwd", "group", "shadow", "gshadow")}
-_ACCOUNT_FILES |= {"/var/log/lastlog", "/var/log/faillog"}
+REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="session")
-def debian_image(docker_client: docker.DockerClient) -> str:
-    try:
-        docker_client.images.get(DEBIAN_IMAGE)
-    except docker.errors.ImageNotFound:
-        _fail_setup(f"no {DEBIAN_IMAGE} image (a Debian 12 rootfs made with mmdebstrap)")
-    return DEBIAN_IMAGE
+def readme_block(name: str) -> str:
+    """The fenced block after `<!-- install: NAME -->` in the README."""
+    text = (REPO / "README.md").read_text()
+    found = re.search(rf"<!-- install: {name} -->\n```\n(.*?)```", text, re.S)
+    assert found, f"README.md has no install block {name!r}"
+    return found.group(1)
 
 
-@pytest.fixture(scope="session")
-def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(the dependencies' wheels, a directory with hatrain's wheel built from this checkout).
-    The dependencies are downloaded here once (the container has no network)."""
-    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    key = hashlib.sha256("\n".join(deps).encode()).hexdigest()[:16]
-    house = CACHE / "wheelhouse"
-    marker = house / f".complete-{key}"
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    if not marker.exists():
-        got = subprocess.run(
-            [*pip, "download", "--only-binary=:all:", "-d", str(house), *deps],
-            capture_output=True,
-            text=True,
-        )
-        assert got.returncode == 0, f"pip download of the dependencies failed: {got.stderr}"
-        marker.touch()
-    dist = tmp_path_factory.mktemp("dist")
-    built = subprocess.run(
-        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(REPO)],
+def run_block(block: str, cwd: Path, env: dict[str, str]) -> None:
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block],
+        cwd=cwd,
+        env=env,
         capture_output=True,
         text=True,
+        timeout=900,
+        check=False,
     )
-    assert built.returncode == 0, built.stderr
-    return house, dist
+    assert result.returncode == 0, (block, result.stdout[-3000:], result.stderr[-3000:])
 
 
-class Root:
-    """A running container of the Debian image, the checkout and wheels mounted read-only."""
-
-    def __init__(self, container: docker.models.containers.Container) -> None:
-        self.container = container
-
-    def run(self, command: str) -> tuple[int, str]:
-        code, output = self.container.exec_run(["bash", "-c", command])
-        return int(code), output.decode(errors="replace")
-
-    def install(self, *args: str) -> tuple[int, str]:
-        wheel = "$(ls /dist/hatrain-*.whl)"
-        return self.run(
-            f"bash /src/deploy/install.sh --wheelhouse /wheelhouse --package {wheel} "
-            + " ".join(args)
-        )
-
-    def state(self) -> tuple[list[str], list[str], list[str]]:
-        """(every path with its type, owner, group, mode and, for files, size and hash; the
-        accounts; the groups with their members), the account files themselves aside."""
-        prune = " -o ".join(f"-path {p}" for p in _OUTSIDE)
-        code, listing = self.run(
-            f"find / -xdev \\( {prune} \\) -prune -o -printf '%p\\t%y\\t%u\\t%g\\t%m\\t%s\\n'"
-        )
-        assert code == 0, listing
-        paths = []
-        for line in sorted(listing.splitlines()):
-            path, kind, user, group, mode, size = line.split("\t")
-            if path in _OUTSIDE or path in _ACCOUNT_FILES:
-                continue
-            paths.append("\t".join([path, kind, user, group, mode] + [size] * (kind == "f")))
-        _, accounts = self.run("getent passwd | cut -d: -f1,3,4,6,7 | sort")
-        _, groups = self.run("getent group | cut -d: -f1,4 | sort")
-        return paths, accounts.splitlines(), groups.splitlines()
+def _env(home: Path) -> dict[str, str]:
+    """A user's shell: their own home, no virtualenv active, pip's cache kept."""
+    cache = Path(os.environ.get("PIP_CACHE_DIR", Path.home() / ".cache" / "pip"))
+    python = Path(sys.executable).resolve().parent  # a python3 with venv, as on the hosts
+    return {
+        "HOME": str(home),
+        "PATH": f"{home / '.local' / 'bin'}:{python}:/usr/local/bin:/usr/bin:/bin",
+        "PIP_CACHE_DIR": str(cache),
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "LANG": "C.UTF-8",
+    }
 
 
-@pytest.fixture
-def root(
-    debian_image: str, wheelhouse: tuple[Path, Path], docker_client: docker.DockerClient
-) -> Iterator[Root]:
-    house, dist = wheelhouse
-    container = docker_client.containers.run(
-        debian_image,
-        ["sleep", "infinity"],
-        detach=True,
-        network_mode="none",
-        labels={"hatrain-test": "install"},
-        volumes={
-            str(REPO): {"bind": "/src", "mode": "ro"},
-            str(house): {"bind": "/wheelhouse", "mode": "ro"},
-            str(dist): {"bind": "/dist", "mode": "ro"},
-        },
+def _version(command: Path) -> str:
+    out = subprocess.run([str(command), "--version"], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_the_laptop_install_from_a_clone_works_as_written(tmp_path: Path) -> None:
+    """`pip install .` into a fresh venv under a fresh home gives a `hatrain-client` on the
+    PATH that runs: its version, and its help."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = _env(home)
+    run_block(readme_block("laptop"), REPO, env)
+    client = home / ".local" / "bin" / "hatrain-client"
+    assert _version(client) == f"hatrain-client, version {__version__}"
+    helped = subprocess.run(
+        ["hatrain-client", "--help"], capture_output=True, text=True, env=env, check=False
     )
-    try:
-        yield Root(container)
-    finally:
-        container.remove(force=True)
+    assert helped.returncode == 0 and "Examples:" in helped.stdout, helped.stderr
+    installed = home / ".local" / "share" / "hatrain"
+    assert (installed / "bin" / "hatrain-agent").exists()
+    site = next((installed / "lib").glob("python3*/site-packages"))
+    assert not (site / "hatrain" / "client" / "cli.py").is_symlink()
+    assert (site / "hatrain" / "client" / "cli.py").read_text() == (
+        REPO / "client" / "hatrain" / "client" / "cli.py"
+    ).read_text()
 
 
-def _added(before: list[str], after: list[str]) -> list[str]:
-    return sorted(set(after) - set(before))
+def test_the_gpu_host_install_from_a_copied_wheel_works_as_written(
+    tmp_path: Path, sshd: SshServer
+) -> None:
+    """`make dist` builds the wheel, `scp` copies it (with the agent's config and unit) to the
+    host, and the host's command installs it into a fresh venv: `hatrain-agent` and its bridge
+    run from there."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = _env(home)
+    host_tmp, host_opt = tmp_path / "host-tmp", tmp_path / "host-opt"
+    host_tmp.mkdir()
+    ssh = f"-F {sshd.ssh_config} -o UserKnownHostsFile={sshd.known_hosts} -o BatchMode=yes"
+    substituted = {
+        "scp ": f"scp {ssh} ",
+        "gpu1:/tmp/": f"hatrain-test:{host_tmp}/",
+        "/tmp/": f"{host_tmp}/",
+        "/opt/hatrain": str(host_opt / "hatrain"),
+    }
+    laptop = readme_block("wheel")
+    for old, new in list(substituted.items())[:2]:
+        laptop = laptop.replace(old, new)
+    run_block(laptop, REPO, env)
+    assert sorted(p.name for p in host_tmp.iterdir()) == [
+        "agent.yml",
+        f"hatrain-{__version__}-py3-none-any.whl",
+        "hatrain-agent.service",
+    ]
 
-
-def test_install_twice_is_one_install_and_uninstall_removes_it(root: Root) -> None:
-    """In a fresh Debian 12 root without network: the first run installs the venv, the link,
-    the account, the data root and runtime dir (the account's, 0755), the config and the unit,
-    then runs doctor as the account (which finds no Docker engine here: exit 3, said so). The
-    second run changes nothing (every path, owner, mode, size, account and group the same).
-    --uninstall leaves the root as it was, but for the data root and the account owning it;
-    --purge removes those too."""
-    paths0, accounts0, groups0 = root.state()
-
-    code, out = root.install()
-    assert code == 3, out
-    assert "cannot reach the Docker engine" in out and "doctor reports problems" in out, out
-    assert "data root" in out and "/var/lib/hatrain" in out
-    first = root.state()
-    added = _added(paths0, first[0])
-    by_path = {line.split("\t")[0]: line.split("\t")[1:] for line in added}
-    assert by_path["/var/lib/hatrain"] == ["d", "hatrain", "hatrain", "755"]
-    assert by_path["/run/hatrain"] == ["d", "hatrain", "hatrain", "755"]
-    assert by_path["/etc/hatrain/agent.yml"][:4] == ["f", "root", "root", "644"]
-    unit = by_path["/etc/systemd/system/hatrain-agent.service"]
-    assert unit[:4] == ["f", "root", "root", "644"]
-    assert by_path["/usr/local/bin/hatrain-agent"][0] == "l"
-    assert "/opt/hatrain/venv/bin/hatrain-agent" in by_path
-    code, out = root.run("/usr/local/bin/hatrain-agent --version")
-    assert code == 0 and "version" in out, out
-    # Nothing the installer added may be written by others (the venv and link run as root).
-    writable = [p for p, v in by_path.items() if v[0] != "l" and int(v[3], 8) & 0o002]
-    assert writable == [], writable
-    (account_line,) = _added(accounts0, first[1])
-    account = account_line.split(":")
-    assert account[0] == "hatrain"
-    assert account[3:] == ["/var/lib/hatrain", "/usr/sbin/nologin"]
-    assert int(account[1]) < 1000, "a system account"
-
-    code, out = root.install()
-    assert code == 3, out
-    second = root.state()
-    assert _added(first[0], second[0]) == [] and _added(second[0], first[0]) == []
-    assert second == first
-
-    code, out = root.run("runuser -u hatrain -- touch /var/lib/hatrain/hatrain.db")
-    assert code == 0, out
-    code, out = root.run("bash /src/deploy/install.sh --uninstall")
-    assert code == 0, out
-    paths, accounts, groups = root.state()
-    kept = [p for p in paths if p.startswith("/var/lib/hatrain")]
-    assert [p.split("\t")[0] for p in kept] == ["/var/lib/hatrain", "/var/lib/hatrain/hatrain.db"]
-    assert sorted(set(paths) - set(kept)) == paths0
-    assert _added(accounts0, accounts) == _added(accounts0, first[1])
-    assert _added(groups0, groups) == _added(groups0, first[2])
-
-    code, out = root.run("bash /src/deploy/install.sh --uninstall --purge")
-    assert code == 0, out
-    assert root.state() == (paths0, accounts0, groups0)
+    host = readme_block("gpu-host")
+    for old, new in list(substituted.items())[2:]:
+        host = host.replace(old, new)
+    run_block(host, home, env)
+    venv = host_opt / "hatrain" / "venv" / "bin"
+    assert _version(venv / "hatrain-agent") == f"hatrain-agent, version {__version__}"
+    assert _version(venv / "hatrain-client") == f"hatrain-client, version {__version__}"
+    bridge = subprocess.run(
+        [str(venv / "hatrain-agent"), "bridge", "--socket", str(tmp_path / "none.sock")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bridge.returncode == 69
+    assert bridge.stderr.startswith(f"no hatrain agent is listening at {tmp_path / 'none.sock'}")
