@@ -307,3 +307,26 @@ def test_a_host_holding_starts_places_nothing_and_says_why() -> None:
     pinned = [QueuedJob("c", "ann", 1, host="h1")]
     only = plan(pinned, [], [Host("h1", gpus, why), Host("h2", gpus)], Policy(), {}, 0.0)
     assert only.waiting["c"].text == f"h1: {why}"
+
+
+def test_doctor_says_when_the_data_root_is_below_a_watermark(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    """`hatrain-agent doctor` fails its data root check below the high watermark, naming the
+    setting, and passes above it."""
+    agent_yml = tmp_path / "agent.yml"
+    agent_yml.write_text(
+        f"data_root: {small_disk / 'data'}\nlisten: {tmp_path / 'run' / 'agent.sock'}\n"
+        "retention: {hold_starts_below: 8MiB, refuse_uploads_below: 40MiB}\n"
+    )
+    command = [str(Path(sys.executable).parent / "hatrain-agent"), "doctor", "-c", str(agent_yml)]
+    env = {**os.environ, "COLUMNS": "250"}
+
+    def data_root_row() -> str:
+        out = subprocess.run(command, capture_output=True, text=True, env=env).stdout
+        return next(line for line in out.splitlines() if "data root" in line)
+
+    assert "ok" in data_root_row() and "uploads refused below 40.0 MiB" in data_root_row()
+    _leave_free(small_disk, 32 * MIB)
+    row = data_root_row()
+    assert "FAIL" in row and "below retention.refuse_uploads_below (40.0 MiB)" in row, row
