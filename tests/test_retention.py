@@ -330,3 +330,26 @@ def test_doctor_says_when_the_data_root_is_below_a_watermark(
     _leave_free(small_disk, 32 * MIB)
     row = data_root_row()
     assert "FAIL" in row and "below retention.refuse_uploads_below (40.0 MiB)" in row, row
+
+
+def test_the_agent_sweeps_on_its_own(
+    agent_config: dict[str, Any], start_agent: Any, tmp_path: Path
+) -> None:
+    """A running agent sweeps when due: with run dirs kept 0 days and a sweep every 6 s, a
+    finished job's directory goes by itself, while a pinned one's stays; both jobs' records
+    stay."""
+    data_root = tmp_path / "data"
+    config = {
+        **agent_config,
+        "data_root": str(data_root),
+        "retention": {"run_dirs_days": 0, "sweep_interval_minutes": 0.1},
+    }
+    stub, _ = start_agent(config)
+    done = stub.SubmitJob(pb.SubmitJobRequest(spec=spec({}))).job
+    kept = stub.SubmitJob(pb.SubmitJobRequest(spec=spec({}))).job
+    stub.PinJob(pb.PinJobRequest(job_id=kept.id, pinned=True))
+    for job in (done, kept):
+        assert wait_state(stub, job.id, TERMINAL).state == pb.JOB_STATE_SUCCEEDED
+    poll(lambda: not (data_root / "jobs" / done.id).exists(), 60, "the sweep to remove a run dir")
+    assert (data_root / "jobs" / kept.id / "run").is_dir()
+    assert stub.GetJob(pb.GetJobRequest(job_id=done.id)).state == pb.JOB_STATE_SUCCEEDED
