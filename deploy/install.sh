@@ -107,6 +107,12 @@ create_account() {
 }
 
 make_dirs() {
+  if [ -d "$DATA_ROOT" ] && [ "$(stat -c %u "$DATA_ROOT")" = 0 ]; then
+    # An agent that ran as root kept it: its files become the account's; the users' own files
+    # (their jobs' secrets, their staged uploads) stay theirs.
+    say "handing $DATA_ROOT, kept by an agent running as root, to $SERVICE_USER"
+    find "$DATA_ROOT" -user root -exec chown -h "$SERVICE_USER:$SERVICE_USER" {} +
+  fi
   install -d -m 0755 -o "$SERVICE_USER" -g "$SERVICE_USER" "$DATA_ROOT" "$RUN_DIR"
   install -d -m 0755 "$ETC"
 }

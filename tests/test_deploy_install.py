@@ -184,3 +184,25 @@ def test_install_twice_is_one_install_and_uninstall_removes_it(root: Root) -> No
     code, out = root.install("--uninstall", "--purge")
     assert code == 0, out
     assert root.state() == (paths0, accounts0, groups0)
+
+
+def test_a_data_root_kept_by_a_root_agent_is_handed_to_the_account(root: Root) -> None:
+    """Installing over a data root an agent running as root kept (the layout before the service
+    account): the agent's files become the account's, a user's secrets stay the user's."""
+    code, out = root.run(
+        "mkdir -p /var/lib/hatrain/jobs/j1/run /var/lib/hatrain/secrets/j1 && "
+        "touch /var/lib/hatrain/hatrain.db /var/lib/hatrain/jobs/j1/run/model.bin && "
+        "chown nobody /var/lib/hatrain/secrets/j1 && chmod 700 /var/lib/hatrain/secrets/j1"
+    )
+    assert code == 0, out
+    code, out = root.install()
+    assert code == 3, out
+    code, owners = root.run(
+        "cd /var/lib/hatrain && stat -c '%n %U' . hatrain.db jobs/j1/run/model.bin secrets/j1"
+    )
+    assert owners.split("\n")[:4] == [
+        ". hatrain",
+        "hatrain.db hatrain",
+        "jobs/j1/run/model.bin hatrain",
+        "secrets/j1 nobody",
+    ], owners
