@@ -26,6 +26,8 @@ command -v setpriv >/dev/null || need+=(util-linux)   # local-runtime steps run 
 # The tests' stand-in `axolotl` for local-runtime jobs, which run as ordinary test accounts that
 # cannot enter /root (where the tests' own Python may live): the system's Python and PyYAML.
 /usr/bin/python3 -c 'import yaml' 2>/dev/null || need+=(python3-yaml)
+command -v systemd-analyze >/dev/null || need+=(systemd)   # the unit is checked with `verify`
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)      # a Debian root for install.sh's test
 command -v tmux >/dev/null || need+=(tmux)            # a real terminal for the live view's tests
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
@@ -57,6 +59,13 @@ if ! docker info >/dev/null 2>&1; then
   fi
   for _ in $(seq 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
   docker info >/dev/null 2>&1 || { echo "dockerd did not start; see $CACHE/dockerd.log" >&2; exit 1; }
+fi
+
+# A fresh Debian 12 root for deploy/install.sh's test (tests/test_install.py), made once.
+if ! docker image inspect hatrain-test/debian:12 >/dev/null 2>&1; then
+  echo "making a Debian 12 root for the install test (mmdebstrap, a few minutes, once)"
+  $SUDO mmdebstrap --quiet --variant=minbase --include=python3,python3-venv bookworm - \
+    | docker import - hatrain-test/debian:12 >/dev/null
 fi
 
 if ! "$AXOLOTL_VENV/bin/python" -c 'import axolotl' 2>/dev/null; then

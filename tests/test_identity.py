@@ -126,11 +126,11 @@ def submitted(team: Team, user: str, *extra: str) -> dict[str, Any]:
 
 
 def test_a_user_cannot_act_on_another_users_job_but_an_admin_can(team: Team) -> None:
-    """bob cannot cancel, retry, read the logs or events of, or fetch alice's job through the
-    client; he sees it in the queue (name, user, state) but not its config or run dir, and his
-    own SFTP session can neither list the run dir nor read a file alice put there. The agent
-    knows each of them as who the kernel says. The admin can do all of it: read the logs and the
-    run dir (through their own SFTP login, and `fetch`), and cancel."""
+    """bob cannot cancel, retry, pin, unpin, read the logs or events of, or fetch alice's job
+    through the client; he sees it in the queue (name, user, state) but not its config or run
+    dir, and his own SFTP session can neither list the run dir nor read a file alice put there.
+    The agent knows each of them as who the kernel says. The admin can do all of it: read the
+    logs and the run dir (through their own SFTP login, and `fetch`), pin, and cancel."""
     job = submitted(team, ALICE)
     assert job["user"] == ALICE
     job_id = job["id"]
@@ -139,7 +139,8 @@ def test_a_user_cannot_act_on_another_users_job_but_an_admin_can(team: Team) -> 
     assert (seen["user"], seen["name"]) == (ALICE, "mini")
     assert seen["run_dir"] == "" and seen["hint"] == ""
 
-    for verb in (("cancel", job_id), ("retry", job_id), ("logs", job_id), ("watch", job_id)):
+    verbs = [("cancel", job_id), ("retry", job_id), ("logs", job_id), ("watch", job_id)]
+    for verb in [*verbs, ("pin", job_id), ("unpin", job_id)]:
         denied = team.run(BOB, *verb)
         assert denied.returncode == 65, (verb, denied.stdout, denied.stderr)
         assert f"belongs to {ALICE}" in denied.stderr, (verb, denied.stderr)
@@ -149,6 +150,11 @@ def test_a_user_cannot_act_on_another_users_job_but_an_admin_can(team: Team) -> 
     assert status["state"] in ("queued", "starting", "preprocessing", "training")
 
     assert team.run(ADMIN, "logs", job_id).returncode == 0
+    pinned = team.run(ADMIN, "pin", job_id)
+    assert pinned.returncode == 0 and f"job {job_id} on gpu1 pinned" in pinned.stdout
+    assert team.agent.store.is_pinned(job_id)
+    assert team.run(ALICE, "unpin", job_id).returncode == 0
+    assert not team.agent.store.is_pinned(job_id)
     admin_view = json.loads(team.run(ADMIN, "status", job_id, "--json").stdout)
     assert admin_view["run_dir"].endswith(f"/jobs/{job_id}/run")
     run_dir = admin_view["run_dir"]

@@ -99,3 +99,58 @@ def doctor(config: Path | None, data_root: Path | None, listen: str | None) -> N
     Console().print(table)
     if not all(c.ok for c in checks):
         raise SystemExit(1)
+
+
+# -- retention -----------------------------------------------------------------------------------
+
+
+def _become_owner_of(path: Path) -> None:
+    """Run as the data root's owner (the agent's user) when started as root, so that nothing
+    the store writes (its WAL files) ends up owned by root."""
+    owner = path.stat()
+    if os.geteuid() == 0 and owner.st_uid != 0:
+        os.setgid(owner.st_gid)
+        os.setuid(owner.st_uid)
+
+
+@main.command()
+@_with_options
+@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
+def gc(config: Path | None, data_root: Path | None, listen: str | None, dry_run: bool) -> None:
+    """Remove what retention says has expired (what the agent's periodic sweep removes)."""
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .disk import human_bytes
+    from .store import Store
+    from .sweep import Sweeper
+
+    settings = _load(config, data_root, listen)
+    root: Path = settings.data_root
+    if not (root / "hatrain.db").is_file():
+        raise click.ClickException(f"no agent data at {root} (no hatrain.db): check data_root")
+    _become_owner_of(root)
+    store = Store(root / "hatrain.db")
+    try:
+        report = Sweeper(store, root, settings.retention.policy()).sweep(dry_run=dry_run)
+    finally:
+        store.close()
+    now = time.time()
+    table = Table("kind", "of", "unused for", "size", "where")
+    for item in report.removed:
+        table.add_row(
+            item.kind.value,
+            item.key,
+            f"{(now - item.last_used) / 86400:.1f} d",
+            human_bytes(item.size),
+            item.where,
+        )
+    console = Console(highlight=False)
+    if report.removed:
+        console.print(table)
+    verb = "would remove" if dry_run else "removed"
+    console.print(
+        f"{verb} {len(report.removed)} items, freeing {human_bytes(report.freed)}", markup=False
+    )

@@ -6,15 +6,18 @@ from typing import Literal
 from hatrain.rpc.config_yaml import ConfigYamlError, load_yaml_mapping
 from pydantic import (
     BaseModel,
+    ByteSize,
     ConfigDict,
     Field,
     NonNegativeInt,
     PositiveFloat,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from .errors import ConfigError
+from .retention import ItemKind, RetentionPolicy
 from .scheduler import Policy
 
 DEFAULT_IMAGE = "axolotlai/axolotl-cloud:main-py3.11-cu128-2.8.0"
@@ -150,6 +153,49 @@ class LimitsConfig(_Strict):
     staging_max_age_seconds: int = Field(default=86400, gt=0)
 
 
+class RetentionConfig(_Strict):
+    """How long what finished jobs leave behind is kept, and the free space the data root keeps.
+
+    Ages count from the last use: a job's run dir and events from when it ended, an uploaded
+    object or a prepared dataset cache from the last job (or upload) that named it. null keeps
+    that kind for good. Nothing of a queued, running or pinned job is ever removed."""
+
+    # <data_root>/jobs/<id>/: the run dir (checkpoints, adapters, TensorBoard events), config,
+    # dataset links and step logs.
+    run_dirs_days: float | None = Field(default=30.0, ge=0)
+    # The job's log lines, metrics and progress in the database (its states are kept).
+    logs_days: float | None = Field(default=90.0, ge=0)
+    # Uploaded files (objects/sha256/) that no kept job names.
+    objects_days: float | None = Field(default=14.0, ge=0)
+    # Tokenized datasets under cache/huggingface/prepared/.
+    prepared_days: float | None = Field(default=14.0, ge=0)
+    sweep_interval_minutes: float = Field(default=60.0, gt=0)
+    # The low watermark: with less free space than this on the data root's filesystem, queued
+    # jobs wait (their pending reason says so) and sweeps run every minute.
+    hold_starts_below: ByteSize = ByteSize(5 * 1024**3)
+    # The high watermark: with less free space than this, uploads are refused.
+    refuse_uploads_below: ByteSize = ByteSize(10 * 1024**3)
+
+    @model_validator(mode="after")
+    def _watermarks_in_order(self) -> "RetentionConfig":
+        if self.refuse_uploads_below < self.hold_starts_below:
+            raise ValueError(
+                f"refuse_uploads_below ({self.refuse_uploads_below.human_readable()}) must be "
+                f"at least hold_starts_below ({self.hold_starts_below.human_readable()}): "
+                "uploads stop before starts do"
+            )
+        return self
+
+    def policy(self) -> RetentionPolicy:
+        days = {
+            ItemKind.RUN_DIR: self.run_dirs_days,
+            ItemKind.EVENTS: self.logs_days,
+            ItemKind.OBJECT: self.objects_days,
+            ItemKind.PREPARED: self.prepared_days,
+        }
+        return RetentionPolicy({k: d * 86400 for k, d in days.items() if d is not None})
+
+
 class TeamConfig(_Strict):
     """A team of logins: they may read each other's jobs, and ask for priorities up to
     max_priority."""
@@ -170,6 +216,7 @@ class AgentConfig(_Strict):
     scheduler: SchedulerConfig = SchedulerConfig()
     limits: LimitsConfig = LimitsConfig()
     caches: CacheConfig = CacheConfig()
+    retention: RetentionConfig = RetentionConfig()
     admins: list[str] = []
     teams: dict[str, TeamConfig] = {}
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import AgentConfig
+from .disk import human_bytes
 from .errors import ConfigError
 from .gpus import discover
 from .listener import prepare_runtime_dir
@@ -101,8 +102,18 @@ def _data_root(config: AgentConfig) -> Check:
             pass
     except OSError as exc:
         return Check("data root", False, f"{root} is not writable: {exc.strerror}")
-    free = shutil.disk_usage(root).free / 2**30
-    return Check("data root", free > 5, f"{root}, {free:.1f} GiB free")
+    free = shutil.disk_usage(root).free
+    high = config.retention.refuse_uploads_below
+    detail = f"{root}, {human_bytes(free)} free"
+    if free < high:
+        return Check(
+            "data root",
+            False,
+            f"{detail}: below retention.refuse_uploads_below ({human_bytes(high)}), so uploads "
+            "are refused (and starts held below hold_starts_below); `hatrain-agent gc --dry-run` "
+            "lists what has expired",
+        )
+    return Check("data root", True, f"{detail} (uploads refused below {human_bytes(high)})")
 
 
 def _data_root_mount(config: AgentConfig) -> Check:

@@ -66,6 +66,14 @@ class ObjectStore:
     def has(self, sha256: str) -> bool:
         return self.path_of(check_sha256(sha256)).is_file()
 
+    def mark_used(self, sha256: str) -> None:
+        """Note that a client named this object (its mtime): retention counts its age from the
+        last use, and a sweep leaves an object touched after it chose it."""
+        if not _SHA256.match(sha256):
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self.path_of(sha256))
+
     def staging_dir(self, owner: Account) -> Path:
         """The owner's own staging directory (created for them, 0700)."""
         return owned_dir(self.staging / owner.name, owner, 0o700)

@@ -46,6 +46,7 @@ from .states import RUNNING, JobState
 from .store import Store
 from .submission import check_count, check_job_id, check_submission, check_text
 from .supervisor import Supervisor
+from .watermarks import Watermarks
 from .workspace import Workspace
 
 log = structlog.get_logger(__name__)
@@ -152,6 +153,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         reads: ThreadPoolExecutor,
         identities: Identities,
         gpu_usage: GpuUsageSampler | None = None,
+        watermarks: Watermarks | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -167,6 +169,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self._streams: Counter[str] = Counter()
         self.identities = identities
         self.gpu_usage = gpu_usage
+        self.watermarks = watermarks
         self._queue_cap_check = queue_cap_check(config.scheduler, store.queued_by)
 
     def caller(self, context: Any) -> Caller:
@@ -214,8 +217,11 @@ class AgentService(pb_grpc.AgentServiceServicer):
         for i, sha in enumerate(dict.fromkeys(request.sha256)):
             check_sha256(sha, f"sha256[{i}]")
             if self.objects.has(sha):
+                self.objects.mark_used(sha)
                 response.present.append(sha)
             else:
+                if self.watermarks is not None:
+                    self.watermarks.check_upload()
                 response.missing.append(
                     pb.StagedUpload(
                         sha256=sha,
@@ -245,6 +251,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
 
     @translate_errors
     def SubmitJob(self, request: pb.SubmitJobRequest, context: Any) -> pb.SubmitJobResponse:
+        for file in request.spec.files[: self.config.limits.max_files]:
+            self.objects.mark_used(file.sha256)  # before they are checked: see sweep.py
         spec, secrets = check_submission(request, self.config, self.gpus, self.objects)
         caller = self.caller(context)
         self.identities.check_submit(caller, spec)
@@ -301,6 +309,16 @@ class AgentService(pb_grpc.AgentServiceServicer):
         outcome = self.supervisor.cancel(job.id)
         log.info("cancel", job_id=job.id, user=caller.user, outcome=outcome.message)
         return self._job(self.store.get(job.id), caller)
+
+    @translate_errors
+    def PinJob(self, request: pb.PinJobRequest, context: Any) -> pb.PinJobResponse:
+        caller = self.caller(context)
+        job = self.store.get(check_job_id(request.job_id))
+        self.identities.check_pin(caller, job)
+        was = self.store.set_pinned(job.id, request.pinned, caller.user)
+        if was != request.pinned:
+            log.info("pin" if request.pinned else "unpin", job_id=job.id, user=caller.user)
+        return pb.PinJobResponse(job_id=job.id, pinned=request.pinned, was_pinned=was)
 
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext[Any, Any]

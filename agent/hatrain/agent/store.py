@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -29,7 +30,7 @@ from .scheduler import QueuedJob
 from .states import RUNNING, TERMINAL, FailureReason, JobState, StopReason, can_transition
 from .steps import ContainerHandle, Handle, LogCursor, ProcessHandle, StepEnd, StepRecord
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -98,6 +99,14 @@ _MIGRATIONS: dict[int, str] = {
               AND json_array_length(gpu_uuids) > 0
         ORDER BY finished_at
     """,
+    # Jobs their owner (or an admin) pinned: retention keeps everything of theirs.
+    5: """
+    CREATE TABLE pins (
+        job_id TEXT PRIMARY KEY,
+        by_user TEXT NOT NULL,
+        at REAL NOT NULL
+    ) WITHOUT ROWID
+    """,
 }
 
 # The spec's fields the planner reads, with their SQL defaults for records that lack them.
@@ -113,6 +122,26 @@ _JOB_COLUMNS = (
     "id, user, state, spec, created_at, started_at, finished_at, failure_reason, hint, "
     "exit_code, gpu_uuids, progress, last_metrics, last_seq, secret_names, runtime, stop_reason"
 )
+
+
+_PREPARED = re.compile(r"^dataset_prepared_path:\s*['\"]?([^'\"\s#]+)", re.MULTILINE)
+
+
+def prepared_path(config_yaml: str) -> str:
+    """The config's dataset_prepared_path (the client pins it; see workspace.py), or ""."""
+    found = _PREPARED.search(config_yaml)
+    return found.group(1) if found else ""
+
+
+@dataclasses.dataclass(frozen=True)
+class RetentionRecord:
+    job_id: str
+    state: JobState
+    created_at: float
+    finished_at: float
+    pinned: bool
+    objects: frozenset[str]
+    prepared_path: str
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -764,6 +793,66 @@ class Store:
             .fetchone()
         )
         return int(row[0]), int(row[1])
+
+    # -- retention -------------------------------------------------------------------------
+
+    def set_pinned(self, job_id: str, pinned: bool, by_user: str) -> bool:
+        """Pin (or unpin) a job; returns whether it was pinned before."""
+        with self._transaction(job_id) as conn:
+            self._load(conn, job_id)
+            was = conn.execute("SELECT 1 FROM pins WHERE job_id=?", (job_id,)).fetchone()
+            if pinned:
+                conn.execute(
+                    "INSERT OR IGNORE INTO pins VALUES (?, ?, ?)", (job_id, by_user, time.time())
+                )
+            else:
+                conn.execute("DELETE FROM pins WHERE job_id=?", (job_id,))
+            return was is not None
+
+    def is_pinned(self, job_id: str) -> bool:
+        row = self._reader().execute("SELECT 1 FROM pins WHERE job_id=?", (job_id,)).fetchone()
+        return row is not None
+
+    def retention_records(self) -> list[RetentionRecord]:
+        """Every job as retention sees it: state, times, pin, the objects and the prepared
+        dataset path it names."""
+        rows = self._reader().execute(
+            "SELECT j.id, j.state, j.created_at, j.finished_at, p.job_id IS NOT NULL, "
+            "j.spec ->> '$.config_yaml', "
+            "(SELECT json_group_array(f.value ->> '$.sha256') FROM json_each(j.spec, '$.files') f)"
+            " FROM jobs j LEFT JOIN pins p ON p.job_id = j.id ORDER BY j.n"
+        )
+        return [
+            RetentionRecord(
+                job_id,
+                JobState(state),
+                created_at,
+                finished_at,
+                bool(pinned),
+                frozenset(json.loads(shas or "[]")),
+                prepared_path(config_yaml or ""),
+            )
+            for job_id, state, created_at, finished_at, pinned, config_yaml, shas in rows
+        ]
+
+    def event_bytes(self) -> dict[str, int]:
+        """Per job, the bytes its log, metric and progress events take (its states aside)."""
+        rows = self._reader().execute(
+            "SELECT job_id, sum(length(data) + coalesce(length(text), 0)) FROM events "
+            "WHERE kind != 'state' GROUP BY job_id"
+        )
+        return {job_id: int(size) for job_id, size in rows}
+
+    def drop_events(self, job_id: str) -> int:
+        """Remove an ended job's log, metric and progress events (its states stay); returns how
+        many rows went. A job not ended keeps them."""
+        with self._transaction(job_id) as conn:
+            if not self._load(conn, job_id).state.terminal:
+                return 0
+            cursor = conn.execute(
+                "DELETE FROM events WHERE job_id=? AND kind != 'state'", (job_id,)
+            )
+            return cursor.rowcount
 
     def counts(self) -> dict[JobState, int]:
         rows = self._reader().execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")

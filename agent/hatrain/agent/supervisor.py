@@ -1,10 +1,13 @@
 """Places queued jobs on GPUs (through the scheduler) and runs, cancels and times out jobs.
 
 Its loop also keeps the host in order: a running job whose runner thread has died is resumed
-(as after a restart), the disk reserve is taken again once there is room, and abandoned upload
-staging files are removed.
+(as after a restart), the disk reserve is taken again once there is room, abandoned upload
+staging files are removed, and the retention sweep is started when due (on a thread of its
+own: walking a large data root must not hold up scheduling, nor the watchdog's keepalives).
+While the data root's free space is below the low watermark no job starts.
 """
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +27,8 @@ from .runtime import Runtime
 from .scheduler import GpuSlot, Host, Policy, RunningJob, plan
 from .states import RUNNING, JobState, StopReason
 from .store import Store
+from .sweep import Sweeper
+from .watermarks import Watermarks
 from .workspace import Workspace
 
 log = structlog.get_logger(__name__)
@@ -36,6 +41,9 @@ _HOUSEKEEPING_SECONDS = 5.0
 _REASONS_REFRESH_SECONDS = 2.0
 # Planning, while nothing can start, takes at most this share of the scheduler's time.
 _PLANNING_SHARE = 1 / 20
+TEST_HOOK_WEDGE_ENV = "HATRAIN_TEST_HOOK_WEDGE_SUPERVISOR"
+# Below the high watermark, retention sweeps at least this often.
+_PRESSED_SWEEP_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -71,9 +79,16 @@ class Supervisor:
         reserve: DiskReserve | None = None,
         objects: ObjectStore | None = None,
         staging_max_age_seconds: float = 86400.0,
+        watermarks: Watermarks | None = None,
+        sweeper: Sweeper | None = None,
+        sweep_interval_seconds: float = 3600.0,
+        heartbeat: Callable[[], None] | None = None,
+        max_idle_seconds: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """clock: the wall clock that time limits and reservations are judged by."""
+        """heartbeat: called after every pass of the loop (the watchdog's keepalive); the loop
+        passes at least every max_idle_seconds, busy or idle. clock: the wall clock that time
+        limits and reservations are judged by."""
         self.store = store
         self.runtime = runtime
         self.workspace = workspace
@@ -84,6 +99,14 @@ class Supervisor:
         self.objects = objects
         self.staging_max_age_seconds = staging_max_age_seconds
         self.clock = clock
+        self.watermarks = watermarks
+        self.sweeper = sweeper
+        self.sweep_interval_seconds = sweep_interval_seconds
+        self._last_sweep = time.monotonic()
+        self._sweeping: threading.Thread | None = None
+        self.heartbeat = heartbeat
+        self.max_idle_seconds = min(max_idle_seconds, 1.0)
+        self._wedge_file = os.environ.get(TEST_HOOK_WEDGE_ENV, "")
         self._runner = JobRunner(store, runtime, workspace, self.reserve, grace_seconds)
         self._controls: dict[str, RunControl] = {}
         self._threads: dict[str, threading.Thread] = {}
@@ -122,7 +145,7 @@ class Supervisor:
     def _loop(self) -> None:
         self._wake.set()  # a first pass at once, for jobs queued while the agent was down
         while not self._stopping.is_set():
-            self._wake.wait(timeout=self._next_pass_in())
+            self._wake.wait(timeout=min(self._next_pass_in(), self.max_idle_seconds))
             # Cleared before the pass: whatever happens during it wakes the next one, and a
             # burst of wake-ups meanwhile makes one pass, not one each.
             self._wake.clear()
@@ -134,6 +157,9 @@ class Supervisor:
                 self._housekeeping()
             except Exception:
                 log.exception("scheduling pass failed")
+            self._test_hook_wedge()
+            if self.heartbeat is not None:
+                self.heartbeat()
 
     def _next_pass_in(self) -> float:
         """Seconds until a pass is due with no wake-up: the idle interval, or sooner when a
@@ -142,6 +168,14 @@ class Supervisor:
         if due is None:
             return _IDLE_PASS_SECONDS
         return max(0.0, min(_IDLE_PASS_SECONDS, due - time.monotonic()))
+
+    def _test_hook_wedge(self) -> None:
+        """Test hook: while the file named by $HATRAIN_TEST_HOOK_WEDGE_SUPERVISOR exists, the
+        loop is stuck here, as a wedged pass would be (the watchdog test stops it on purpose)."""
+        if not self._wedge_file:
+            return
+        while os.path.exists(self._wedge_file) and not self._stopping.is_set():
+            time.sleep(0.05)
 
     def schedule_once(self) -> None:
         with self._lock:
@@ -174,10 +208,11 @@ class Supervisor:
                 self._waiting = {}
                 return
             self.usage.add(self.store.usage_after(self.usage.last_seen), now)
+            hold = self.watermarks.start_hold() if self.watermarks is not None else ""
             result = plan(
                 queued,
                 [_running(j) for j in active],
-                [Host("", tuple(self.gpus))],
+                [Host("", tuple(self.gpus), hold)],
                 self.policy,
                 self.usage.at(now),
                 now,
@@ -229,6 +264,31 @@ class Supervisor:
         self.reserve.take()
         if self.objects is not None:
             self.objects.remove_stale_staging(self.staging_max_age_seconds)
+        self._sweep_when_due(now)
+
+    def _sweep_when_due(self, now: float) -> None:
+        if self.sweeper is None or (self._sweeping is not None and self._sweeping.is_alive()):
+            return
+        pressed = self.watermarks is not None and self.watermarks.below_high()
+        interval = (
+            min(_PRESSED_SWEEP_SECONDS, self.sweep_interval_seconds)
+            if pressed
+            else (self.sweep_interval_seconds)
+        )
+        if now - self._last_sweep < interval:
+            return
+        self._last_sweep = now
+        sweeper = self.sweeper
+
+        def run() -> None:
+            try:
+                sweeper.sweep()
+            except Exception:
+                log.exception("retention sweep failed")
+            self.wake()  # room may have been made for a job held by the low watermark
+
+        self._sweeping = threading.Thread(target=run, name="retention-sweep", daemon=True)
+        self._sweeping.start()
 
     def drop_ended_secrets(self) -> None:
         """Secrets go when their job ends, however it ends (a path that did not drop them, a

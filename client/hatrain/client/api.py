@@ -502,6 +502,24 @@ class Client:
             message = f"job {after.id}: {after.state.value}"
         return CancelResult(after, message)
 
+    def pin(self, job_id: str, pinned: bool, *, host: str | None = None) -> str:
+        """Keep a job's data from the host's retention sweeps (or let it expire again); returns
+        one line saying what changed."""
+        connection, wire = self._locate(job_id, host)
+        job_id = wire.id  # a prefix names the whole id
+        answer = connection.pin_job(job_id, pinned)
+        if answer.pinned == answer.was_pinned:
+            return f"job {job_id} on {connection.alias} was already {'un' * (not pinned)}pinned"
+        if pinned:
+            return (
+                f"job {job_id} on {connection.alias} pinned: its run dir, logs and files are kept "
+                "until you unpin it"
+            )
+        return (
+            f"job {job_id} on {connection.alias} unpinned: its data expires as the host's "
+            "retention settings say"
+        )
+
     def retry(self, job_id: str, *, host: str | None = None) -> Job:
         """Submit an ended job again, with the same config and files, on its host; your own
         HF_TOKEN, if set, goes with it."""

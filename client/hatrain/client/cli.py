@@ -754,6 +754,38 @@ def cancel(app: App, job_id: str, host: str | None, wait_end: bool, as_json: boo
         sys.exit(result.job.exit_status)
 
 
+# -- retention ---------------------------------------------------------------------------------
+
+
+@main.command(short_help="Keep a job's data from the host's retention sweeps.")
+@job_argument
+@host_option
+@pass_app
+def pin(app: App, job_id: str, host: str | None) -> None:
+    """Keep a job's run dir, logs and files from the host's retention sweeps (yours, unless
+    you are an admin), until `unpin`.
+
+    \b
+    Examples:
+      hatrain-client pin 5a37
+    """
+    app.out.print(app.client.pin(job_id, True, host=host), markup=False)
+
+
+@main.command(short_help="Let a pinned job's data expire again.")
+@job_argument
+@host_option
+@pass_app
+def unpin(app: App, job_id: str, host: str | None) -> None:
+    """Let a pinned job's data expire again, as the host's retention settings say.
+
+    \b
+    Examples:
+      hatrain-client unpin 5a37
+    """
+    app.out.print(app.client.pin(job_id, False, host=host), markup=False)
+
+
 @main.command(short_help="Run an ended job again with the same config and files.")
 @job_argument
 @host_option

@@ -147,6 +147,10 @@ class HostConnection:
         request = pb.CancelJobRequest(job_id=job_id)
         return self._call(self._rpc().CancelJob, request)  # type: ignore[no-any-return]
 
+    def pin_job(self, job_id: str, pinned: bool) -> pb.PinJobResponse:
+        request = pb.PinJobRequest(job_id=job_id, pinned=pinned)
+        return self._call(self._rpc().PinJob, request)  # type: ignore[no-any-return]
+
     def watch_job(self, request: pb.WatchJobRequest) -> Iterator[pb.Event]:
         """The job's events, read by a helper thread.
 

@@ -392,3 +392,21 @@ class WatchJobResponse(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[Event]
     state: JobState
     def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., state: _Optional[_Union[JobState, str]] = ...) -> None: ...
+
+class PinJobRequest(_message.Message):
+    __slots__ = ("job_id", "pinned")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    pinned: bool
+    def __init__(self, job_id: _Optional[str] = ..., pinned: _Optional[bool] = ...) -> None: ...
+
+class PinJobResponse(_message.Message):
+    __slots__ = ("job_id", "pinned", "was_pinned")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    WAS_PINNED_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    pinned: bool
+    was_pinned: bool
+    def __init__(self, job_id: _Optional[str] = ..., pinned: _Optional[bool] = ..., was_pinned: _Optional[bool] = ...) -> None: ...
