@@ -25,6 +25,10 @@ from ..errors import AgentUnavailable
 from .ssh import open_socket_channel
 
 _CHUNK = 256 * 1024
+# How long an ended bridge is given to report its exit status.
+_STATUS_WAIT = 5.0
+# How long close() waits for the relays it ended.
+_CLOSE_WAIT = 2.0
 
 
 class Tunnel:
@@ -62,6 +66,8 @@ class Tunnel:
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self.relays = 0
+        # The local ends of the relays running, so that close() can end them first.
+        self._relaying: set[socket.socket] = set()
         self.last_activity = time.monotonic()
         threading.Thread(target=self._accept, name="hatrain-tunnel", daemon=True).start()
 
@@ -150,7 +156,11 @@ class Tunnel:
                 continue
             with self._lock:
                 self.relays += 1
-            threading.Thread(target=self._relay, args=(conn, channel), daemon=True).start()
+                self._relaying.add(conn)
+            bridged = self.forwarding is False
+            threading.Thread(
+                target=self._relay, args=(conn, channel, bridged), name="hatrain-relay", daemon=True
+            ).start()
             if self.keep_spare and self.forwarding is False:
                 threading.Thread(target=self._open_spare, daemon=True).start()
 
@@ -178,13 +188,14 @@ class Tunnel:
             return None
         return spare
 
-    def _relay(self, conn: socket.socket, channel: paramiko.Channel) -> None:
+    def _relay(self, conn: socket.socket, channel: paramiko.Channel, bridged: bool) -> None:
         try:
-            if failure := _relay(conn, channel):
+            if failure := _relay(conn, channel, bridged):
                 self.last_failure = failure
         finally:
             with self._lock:
                 self.relays -= 1
+                self._relaying.discard(conn)
                 self.last_activity = time.monotonic()
 
     def idle_for(self) -> float:
@@ -193,11 +204,21 @@ class Tunnel:
             return 0.0 if self.relays else time.monotonic() - self.last_activity
 
     def close(self) -> None:
+        """Stop accepting and end the relays, each closing its channel while the SSH
+        connection is still there (the caller closes that next)."""
         self._closed.set()
         with self._lock:
             spare, self._spare = self._spare, None
+            relaying = list(self._relaying)
         if spare is not None:
-            spare.close()
+            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                spare.close()
+        for conn in relaying:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        deadline = time.monotonic() + _CLOSE_WAIT
+        while self.relays and time.monotonic() < deadline:
+            time.sleep(0.01)
         with contextlib.suppress(OSError):
             self._server.close()
         if self._dir is not None:
@@ -206,30 +227,44 @@ class Tunnel:
             self.path.unlink(missing_ok=True)
 
 
-def _relay(conn: socket.socket, channel: paramiko.Channel) -> str:
+def _relay(conn: socket.socket, channel: paramiko.Channel, bridged: bool) -> str:
     """Copy bytes both ways until a side ends; returns the bridge's complaint if it was the
-    bridge that ended, with a failure status ("" otherwise)."""
-    remote_ended = False
+    bridge that ended, with a failure status ("" otherwise). Never raises: a connection that
+    went away, on either side or under SSH, is how every relay ends."""
     try:
-        while True:
-            readable, _, _ = select.select([conn, channel], [], [], 30)  # type: ignore[type-var]
-            if conn in readable:
-                data = conn.recv(_CHUNK)
-                if not data:
-                    break
-                channel.sendall(data)
-            if channel in readable:
-                data = channel.recv(_CHUNK)
-                if not data:
-                    remote_ended = True
-                    break
-                conn.sendall(data)
-        if remote_ended and channel.recv_exit_status() not in (0, -1):
-            said = channel.recv_stderr(4096).decode(errors="replace").strip()
-            return said.splitlines()[-1] if said else "the bridge on the host failed"
+        remote_ended = _copy(conn, channel)
+        return _bridge_complaint(channel) if remote_ended and bridged else ""
     except (OSError, EOFError, paramiko.SSHException):
-        pass  # either side went away (paramiko raises EOFError once the SSH connection is gone)
+        return ""  # either side went away (paramiko raises EOFError once SSH is gone)
     finally:
-        channel.close()
         conn.close()
-    return ""
+        # Closing tells the host over SSH; when the SSH connection is already gone (or going,
+        # closed by another thread), there is nobody left to tell.
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            channel.close()
+
+
+def _copy(conn: socket.socket, channel: paramiko.Channel) -> bool:
+    """Copy until a side ends; True if it was the host's side."""
+    while True:
+        readable, _, _ = select.select([conn, channel], [], [], 30)  # type: ignore[type-var]
+        if conn in readable:
+            data = conn.recv(_CHUNK)
+            if not data:
+                return False
+            channel.sendall(data)
+        if channel in readable:
+            data = channel.recv(_CHUNK)
+            if not data:
+                return True
+            conn.sendall(data)
+
+
+def _bridge_complaint(channel: paramiko.Channel) -> str:
+    """What a bridge that ended with a failure status said. A forwarded socket has no status
+    (waiting for one would hang until the host closes the channel), hence bridges only, and
+    only as long as the bridge takes to report."""
+    if not channel.status_event.wait(_STATUS_WAIT) or channel.exit_status in (0, -1):
+        return ""
+    said = channel.recv_stderr(4096).decode(errors="replace").strip()
+    return said.splitlines()[-1] if said else "the bridge on the host failed"
