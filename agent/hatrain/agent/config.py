@@ -127,6 +127,24 @@ class TeamConfig(_Strict):
     max_priority: int = Field(default=0, ge=0, le=1000)
 
 
+# -- observability: TensorBoard and metrics --------------------------------------------------
+
+
+class TensorBoardConfig(_Strict):
+    """`hatrain-client tensorboard`: TensorBoard, run as the user over their jobs' run dirs."""
+
+    # A virtualenv with tensorboard installed (its bin/python runs it). Unset: the `local`
+    # runtime's Axolotl venv when it has TensorBoard (Axolotl installs it), else none.
+    venv: Path | None = None
+
+
+class MetricsConfig(_Strict):
+    """Prometheus metrics on an optional HTTP listener (off unless `listen` is set)."""
+
+    # host:port, e.g. 127.0.0.1:9464; empty: no listener.
+    listen: str = Field(default="", pattern=r"^$|^[^\s:]*:[0-9]{1,5}$")
+
+
 class AgentConfig(_Strict):
     data_root: Path = Path("/var/lib/hatrain")
     # The agent's Unix socket; its directory must belong to the agent's user.
@@ -140,6 +158,8 @@ class AgentConfig(_Strict):
     limits: LimitsConfig = LimitsConfig()
     admins: list[str] = []
     teams: dict[str, TeamConfig] = {}
+    tensorboard: TensorBoardConfig = TensorBoardConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @field_validator("listen")
     @classmethod

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import AgentConfig
-from .errors import ConfigError
+from .errors import ConfigError, FailedPrecondition
 from .gpus import discover
 from .listener import prepare_runtime_dir
 
@@ -137,6 +137,19 @@ def _socket(config: AgentConfig) -> Check:
     )
 
 
+def _tensorboard(config: AgentConfig) -> Check:
+    """`hatrain-client tensorboard` needs a Python with TensorBoard; a venv the admin named
+    that has none is a failure, no venv at all only leaves the command unavailable."""
+    from .tensorboard_plan import tensorboard_python, tensorboard_version
+
+    try:
+        python = tensorboard_python(config)
+        version = tensorboard_version(python)
+    except FailedPrecondition as exc:
+        return Check("tensorboard", config.tensorboard.venv is None, f"unavailable: {exc}")
+    return Check("tensorboard", True, f"TensorBoard {version} from {python}")
+
+
 def run_checks(config: AgentConfig) -> list[Check]:
     checks: list[Check] = []
     checks += _docker(config)
@@ -148,4 +161,5 @@ def run_checks(config: AgentConfig) -> list[Check]:
         checks.append(Check("gpus", False, str(exc)))
     checks.append(_data_root(config))
     checks.append(_socket(config))
+    checks.append(_tensorboard(config))
     return checks

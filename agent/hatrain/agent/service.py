@@ -288,6 +288,15 @@ class AgentService(pb_grpc.AgentServiceServicer):
         log.info("cancel", job_id=job.id, user=caller.user, outcome=outcome.message)
         return self._job(self.store.get(job.id), caller)
 
+    @translate_errors
+    def PlanTensorBoard(
+        self, request: pb.PlanTensorBoardRequest, context: Any
+    ) -> pb.TensorBoardPlan:
+        from .tensorboard_plan import plan
+
+        caller = self.caller(context)
+        return plan(request, caller, self.config, self.store, self.identities, self.workspace)
+
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.WatchJobResponse]:

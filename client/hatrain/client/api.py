@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from hatrain.rpc.contract import ACTIVE_STATES, JobState
 from hatrain.rpc.spec import JobSpec
@@ -48,6 +48,9 @@ from .records import (
 )
 from .settings import ClientSettings, load_settings
 from .transport import HostConnection, open_host
+
+if TYPE_CHECKING:
+    from .tensorboard import TensorBoardSession
 
 T = TypeVar("T")
 _PAGE = 500
@@ -424,6 +427,35 @@ class Client:
                 list(exclude),
                 on_file=on_file or (lambda p, n: None),
             )
+
+    def tensorboard(
+        self,
+        job_ids: Sequence[str] = (),
+        *,
+        mine: bool = False,
+        host: str | None = None,
+        port: int = 0,
+    ) -> "TensorBoardSession":
+        """TensorBoard over these jobs' run dirs (and, with mine, all of your own), served on
+        their host as you and forwarded to a loopback port here (`.url`) until `.close()`.
+        Jobs you may not read are refused, naming the job. The jobs must share a host: the
+        first job's, else `host`, else the default host."""
+        from .tensorboard import TensorBoardSession
+
+        if not job_ids and not mine:
+            raise BadInput("name at least one job, or ask for your own (--mine)")
+        if host is None and job_ids:
+            connection, _ = self._locate(job_ids[0], None)
+        else:
+            connection = self.connection(host)
+        return TensorBoardSession(
+            connection.alias,
+            connection.entry,
+            connection.ssh_connection(),
+            list(job_ids),
+            mine,
+            port,
+        )
 
     def curves(self, job_id: str, *, host: str | None = None) -> Curves:
         """Train and eval loss by step."""

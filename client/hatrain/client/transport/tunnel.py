@@ -40,11 +40,13 @@ class Tunnel:
         host: str,
         path: Path | None = None,
         keep_spare: bool = False,
+        listener: socket.socket | None = None,
     ) -> None:
         """agent_socket: the agent's socket on the host; bridge: the command that reaches it
         where forwarding is refused. path: where to listen (its directory must be private);
         default a new temp dir. keep_spare: keep a bridge started ahead of the next connection
-        (for the shared connection: a bridge takes a moment to start)."""
+        (for the shared connection: a bridge takes a moment to start). listener: a listening
+        socket to accept from instead (e.g. a loopback TCP port for a browser)."""
         self.transport = transport
         self.agent_socket = agent_socket
         self.bridge = bridge
@@ -58,11 +60,14 @@ class Tunnel:
         # Why the last channel could not be opened at all.
         self.refused: AgentUnavailable | None = None
         self.host = host
-        self._dir = None if path else Path(tempfile.mkdtemp(prefix="hatrain-"))
-        self.path = path or self._dir / "agent.sock"  # type: ignore[operator]
-        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._server.bind(str(self.path))
-        self._server.listen(16)
+        self._dir = None if path or listener else Path(tempfile.mkdtemp(prefix="hatrain-"))
+        self.path = path or (self._dir / "agent.sock" if self._dir else None)
+        if listener is not None:
+            self._server = listener
+        else:
+            self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._server.bind(str(self.path))
+            self._server.listen(16)
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self.relays = 0
@@ -73,6 +78,7 @@ class Tunnel:
 
     @property
     def target(self) -> str:
+        assert self.path is not None, "listening on a socket given"
         return f"unix:{self.path}"
 
     def open_channel(self) -> paramiko.Channel:
@@ -223,7 +229,7 @@ class Tunnel:
             self._server.close()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
-        else:
+        elif self.path is not None:
             self.path.unlink(missing_ok=True)
 
 

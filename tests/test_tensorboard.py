@@ -1,0 +1,151 @@
+"""`hatrain-client tensorboard`: TensorBoard over a real run's events, as the user, through SSH.
+
+A real Axolotl 0.19 CPU run (the `local` runtime) with `use_tensorboard: true`; the client,
+a real process, forwards a local port to TensorBoard on the host over its SSH login.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.client import ClientRunner
+from tests.support.harness import poll
+from tests.support.real_agent import local_axolotl_agent_config
+from tests.test_end_to_end import demo_checkout
+
+REPO = Path(__file__).resolve().parent.parent
+LOSS = "train/loss"
+
+
+def artifacts_dir() -> Path:
+    """Where tests leave what a person looks at: $HATRAIN_ARTIFACTS, else tests/artifacts."""
+    path = Path(os.environ.get("HATRAIN_ARTIFACTS") or REPO / "tests" / "artifacts")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        return json.loads(answer.read())
+
+
+def loss_points(base: str) -> dict[str, list[tuple[int, float]]]:
+    """Every run's train/loss points as TensorBoard's own data API gives them: run -> (step,
+    value)."""
+    tags = get_json(base + "data/plugin/scalars/tags")
+    points = {}
+    for run, run_tags in tags.items():
+        if LOSS in run_tags:
+            query = urllib.parse.urlencode({"run": run, "tag": LOSS})
+            rows = get_json(f"{base}data/plugin/scalars/scalars?{query}")
+            points[run] = [(int(step), float(value)) for _, step, value in rows]
+    return points
+
+
+def screenshot(url: str, out: Path) -> None:
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium is missing: scripts/setup-host.sh installs it"
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1400,1000",
+            "--virtual-time-budget=20000",
+            f"--screenshot={out}",
+            url,
+        ],
+        capture_output=True,
+        timeout=180,
+        check=True,
+    )
+
+
+def drawn_fraction(png: Path) -> float:
+    """The share of the picture that is not background white."""
+    from matplotlib import image
+
+    pixels = image.imread(str(png))[:, :, :3]
+    return float((pixels.sum(axis=2) < 2.9).mean())
+
+
+def test_tensorboard_serves_a_running_jobs_events_as_the_user(
+    start_agent: Any, client_for: Any, axolotl_venv: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    """While the job trains, `hatrain-client tensorboard JOB` answers on its forwarded port with
+    the job's run; once it ends, TensorBoard's scalars API gives exactly the loss points of
+    trainer_state.json, a headless Chromium screenshot of the scalars page shows the curve
+    (saved as an artifact), and ending the client stops TensorBoard on the host."""
+    config = local_axolotl_agent_config(tmp_path / "data", axolotl_venv)
+    config["tensorboard"] = {"venv": str(axolotl_venv)}
+    _, agent = start_agent(config)
+    client: ClientRunner = client_for(agent.socket)
+    checkout = demo_checkout(tmp_path / "checkout", tiny_model)
+    demo = checkout / "configs" / "demo" / "tiny-llama-cpu.yml"
+    axolotl = yaml.safe_load(demo.read_text())
+    axolotl["use_tensorboard"] = True
+    demo.write_text(yaml.safe_dump(axolotl))
+
+    job = client.json("submit", "configs/demo/tiny-llama-cpu.yml", "--detach", cwd=checkout)
+    poll(
+        lambda: client.json("status", job["id"])["state"] in ("training", "succeeded"),
+        600,
+        "the job to train",
+        every=0.5,
+    )
+    served = client.start("tensorboard", job["id"], "--json")
+    try:
+        assert served.stdout is not None
+        said = json.loads(served.stdout.readline() or "null")
+        assert said, served.stderr.read() if served.stderr else ""
+        base = said["url"]
+        assert [r["job_id"] for r in said["runs"]] == [job["id"]]
+        host_socket = Path(said["host_socket"])
+        assert host_socket.stat().st_uid == os.getuid()
+        assert (host_socket.parent.stat().st_mode & 0o777) == 0o700
+
+        assert "TensorBoard" in urllib.request.urlopen(base, timeout=30).read().decode()
+        seen_running = poll(
+            lambda: loss_points(base),
+            300,
+            "TensorBoard to show loss points of the running job",
+            every=1,
+        )
+        waited = client.run("wait", job["id"], timeout=600)
+        assert waited.returncode == 0, client.run("logs", job["id"]).stdout[-3000:]
+
+        run_dir = Path(client.json("status", job["id"])["run_dir"])
+        state = json.loads(next(run_dir.glob("**/checkpoint-*/trainer_state.json")).read_text())
+        want = [(h["step"], h["loss"]) for h in state["log_history"] if "loss" in h]
+        assert len(want) == state["max_steps"] == 20
+
+        def all_points() -> list[tuple[int, float]] | None:
+            points = loss_points(base)
+            runs = [p for p in points.values() if len(p) == len(want)]
+            return runs[0] if len(points) == 1 and runs else None
+
+        got = poll(all_points, 120, "TensorBoard to show every loss point", every=1)
+        assert [step for step, _ in got] == [step for step, _ in want]
+        for (_, value), (_, expected) in zip(got, want, strict=True):
+            assert abs(value - expected) <= 1e-5 * max(1.0, abs(expected))
+        assert next(iter(seen_running))  # a run was there while the job was training
+
+        png = artifacts_dir() / "tensorboard-scalars.png"
+        screenshot(base + "?darkMode=false#scalars", png)
+        print(f"screenshot of TensorBoard's scalars page: {png}")
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert drawn_fraction(png) > 0.02, f"{png} is (nearly) blank"
+    finally:
+        code, _, err = ClientRunner.interrupt(served)
+    assert code in (0, 130), err
+    assert "Traceback" not in err, err
+    poll(lambda: not host_socket.parent.exists(), 30, "TensorBoard on the host to stop")
