@@ -13,12 +13,19 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import grpc
+import pytest
 import yaml
+from hatrain.rpc.v1 import agent_pb2 as pb
 
 from tests.support.client import ClientRunner
 from tests.support.harness import poll
 from tests.support.real_agent import local_axolotl_agent_config
+from tests.support.users import ALICE, BOB, channel_as, stub_as
 from tests.test_end_to_end import demo_checkout
+from tests.test_identity import Team, accounts, submitted, team
+
+__all__ = ["accounts", "team"]  # fixtures
 
 REPO = Path(__file__).resolve().parent.parent
 LOSS = "train/loss"
@@ -140,7 +147,7 @@ def test_tensorboard_serves_a_running_jobs_events_as_the_user(
         assert next(iter(seen_running))  # a run was there while the job was training
 
         png = artifacts_dir() / "tensorboard-scalars.png"
-        screenshot(base + "?darkMode=false#scalars", png)
+        screenshot(base + "?darkMode=false#scalars&tagFilter=train%2Floss&_smoothingWeight=0", png)
         print(f"screenshot of TensorBoard's scalars page: {png}")
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert drawn_fraction(png) > 0.02, f"{png} is (nearly) blank"
@@ -149,3 +156,24 @@ def test_tensorboard_serves_a_running_jobs_events_as_the_user(
     assert code in (0, 130), err
     assert "Traceback" not in err, err
     poll(lambda: not host_socket.parent.exists(), 30, "TensorBoard on the host to stop")
+
+
+def test_tensorboard_shows_only_jobs_the_caller_may_read(team: Team) -> None:
+    """The plan `hatrain-agent tensorboard` asks for follows the read rules, by the kernel's
+    word: bob is refused alice's job (naming it), has none of his own for --mine, and where no
+    TensorBoard is configured alice is told which agent.yml field to set."""
+    job_id = submitted(team, ALICE)["id"]
+    with channel_as(BOB, team.agent.socket) as channel:
+        bob = stub_as(channel)
+        with pytest.raises(grpc.RpcError) as denied:
+            bob.PlanTensorBoard(pb.PlanTensorBoardRequest(job_ids=[job_id]), timeout=30)
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert f"job {job_id} belongs to {ALICE}" in (denied.value.details() or "")
+        with pytest.raises(grpc.RpcError) as none:
+            bob.PlanTensorBoard(pb.PlanTensorBoardRequest(mine=True), timeout=30)
+        assert none.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with channel_as(ALICE, team.agent.socket) as channel:
+        with pytest.raises(grpc.RpcError) as unset:
+            stub_as(channel).PlanTensorBoard(pb.PlanTensorBoardRequest(mine=True), timeout=30)
+        assert unset.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "tensorboard.venv" in (unset.value.details() or "")
