@@ -38,6 +38,7 @@ from .events import GpuUsage
 from .gpu_usage import GpuUsageSampler
 from .identity import Caller, Identities
 from .jobs import Job
+from .metrics import AgentMetrics
 from .objects import ObjectStore, check_sha256
 from .queue_caps import queue_cap_check
 from .scheduler import GpuSlot
@@ -148,6 +149,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         reads: ThreadPoolExecutor,
         identities: Identities,
         gpu_usage: GpuUsageSampler | None = None,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -163,6 +165,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self._streams: Counter[str] = Counter()
         self.identities = identities
         self.gpu_usage = gpu_usage
+        self.metrics = metrics
         self._queue_cap_check = queue_cap_check(config.scheduler, store.queued_by)
 
     def caller(self, context: Any) -> Caller:
@@ -220,7 +223,10 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self, request: pb.CommitUploadRequest, context: Any
     ) -> pb.CommitUploadResponse:
         self.caller(context)
+        new = not self.objects.has(request.sha256)
         size = self.objects.commit(request.sha256, request.size)
+        if new and self.metrics is not None:
+            self.metrics.upload_committed(size)
         return pb.CommitUploadResponse(sha256=request.sha256, size=size)
 
     def _job(self, job: Job, caller: Caller) -> pb.Job:

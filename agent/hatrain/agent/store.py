@@ -188,6 +188,8 @@ class Store:
         self._changed = threading.Condition()
         self._generation = 0
         self._listeners: list[Callable[[str], None]] = []
+        self._transition_listeners: list[Callable[[Job, Job], None]] = []
+        self._event_listeners: list[Callable[[int], None]] = []
         self._migrate()
 
     # -- schema ----------------------------------------------------------------------------
@@ -255,6 +257,16 @@ class Store:
             self._changed.notify_all()
         for listener in self._listeners:
             listener(job_id)
+
+    def on_transition(self, listener: Callable[[Job, Job], None]) -> None:
+        """Call listener(before, after) after every committed state change (for metrics);
+        it runs on the writer's thread, so it must be quick."""
+        self._transition_listeners.append(listener)
+
+    def on_events(self, listener: Callable[[int], None]) -> None:
+        """Call listener(count) after every commit that recorded events (each log line counts
+        as the one event it is on the wire); quick, like on_transition."""
+        self._event_listeners.append(listener)
 
     def on_change(self, listener: Callable[[str], None]) -> None:
         """Call listener(job_id) after every commit that changed that job (an empty id: any
@@ -391,7 +403,12 @@ class Store:
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     (job.id, job.user, job.spec.team, len(job.gpu_uuids), job.started_at, now),
                 )
-            return self._load(conn, job_id)
+            after = self._load(conn, job_id)
+        for listener in self._transition_listeners:
+            listener(job, after)
+        for count_listener in self._event_listeners:
+            count_listener(1)
+        return after
 
     def append(
         self,
@@ -438,7 +455,10 @@ class Store:
                 sets.append("last_metrics=?")
                 args.append(json.dumps(merged))
             conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", [*args, job_id])
-            return last
+        if last > row[0]:
+            for listener in self._event_listeners:
+                listener(last - row[0])
+        return int(last)
 
     def update_runtime(self, job_id: str, **values: Any) -> None:
         """Record what the runtime needs to re-attach to the job (container ids, log cursors)."""
