@@ -37,6 +37,9 @@ def test_demo_config_and_dataset_are_well_formed() -> None:
         ("listen: [1, 2\n", "not valid YAML"),
         ("- a\n", "expected a mapping"),
         ("unknown_key: 1\n", "unknown_key"),
+        ("metrics:\n  listen: 9464\n", "metrics.listen"),
+        ("metrics:\n  listen: localhost:http\n", "metrics.listen"),
+        ("tensorboard:\n  venv: [a]\n", "tensorboard.venv"),
     ],
 )
 def test_bad_agent_yml_names_the_field(tmp_path: Path, text: str, mentions: str) -> None:

@@ -142,7 +142,18 @@ class MetricsConfig(_Strict):
     """Prometheus metrics on an optional HTTP listener (off unless `listen` is set)."""
 
     # host:port, e.g. 127.0.0.1:9464; empty: no listener.
-    listen: str = Field(default="", pattern=r"^$|^[^\s:]*:[0-9]{1,5}$")
+    listen: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        host, colon, port = value.rpartition(":")
+        if value and not (colon and port.isdigit() and 0 < int(port) < 65536 and " " not in host):
+            raise ValueError(
+                "host:port, e.g. 127.0.0.1:9464 (anyone who reaches it reads job ids, users and "
+                "GPU use: keep it on loopback or a monitoring network), or empty for none"
+            )
+        return value
 
 
 class AgentConfig(_Strict):
