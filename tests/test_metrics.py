@@ -1,5 +1,7 @@
 """Prometheus metrics on the agent's optional listener, as a scraper reads them."""
 
+import json
+import re
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.harness import free_port, poll, spec, stub_for, wait_state
 from tests.test_client_submit import make_project
 from tests.test_gpu_usage import GPUS, FakeNvml
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def scrape(port: int) -> "Samples":
@@ -89,7 +93,8 @@ def test_metrics_show_gpus_held_and_each_jobs_gpu_readings(
 ) -> None:
     """A 2-GPU job on a 3-GPU host: /metrics counts 2 allocated and 1 free, and gives the job's
     own GPUs' memory and utilisation from the NVML readings (FakeNvml: CI has no GPU); once it
-    ends, all 3 are free and its readings are gone."""
+    ends, all 3 are free and its readings are gone. Every series the Grafana dashboard in
+    deploy/ queries is among those served."""
     port = free_port()
     local_agent_config["gpus"] = {
         "source": "static",
@@ -121,6 +126,15 @@ def test_metrics_show_gpus_held_and_each_jobs_gpu_readings(
             assert samples[("hatrain_job_gpu_memory_used_bytes", at)] > 1000 * 2**20
             assert samples[("hatrain_job_gpu_memory_total_bytes", at)] == 143_771 * 2**20
             assert 0.5 < samples[("hatrain_job_gpu_utilization_ratio", at)] <= 1.0
+
+        dashboard = json.loads((REPO / "deploy" / "grafana-dashboard.json").read_text())
+        queried = {
+            name
+            for panel in dashboard["panels"]
+            for target in panel["targets"]
+            for name in re.findall(r"hatrain_\w+", target["expr"])
+        }
+        assert queried and queried <= {name for name, _ in samples}, queried
 
         (agent.workspace.dirs(job.id).run / "go").touch()
         wait_state(stub, job.id, {pb.JOB_STATE_SUCCEEDED})
