@@ -177,3 +177,20 @@ def test_tensorboard_shows_only_jobs_the_caller_may_read(team: Team) -> None:
             stub_as(channel).PlanTensorBoard(pb.PlanTensorBoardRequest(mine=True), timeout=30)
         assert unset.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "tensorboard.venv" in (unset.value.details() or "")
+
+
+def test_doctor_checks_the_tensorboard_venv(axolotl_venv: Path, tmp_path: Path) -> None:
+    """doctor's tensorboard line: the named venv's TensorBoard version; a named venv without
+    TensorBoard fails with the fix; no venv at all only says the command is unavailable."""
+    from hatrain.agent.config import AgentConfig
+    from hatrain.agent.doctor import tensorboard_check
+
+    found = tensorboard_check(AgentConfig.model_validate({"tensorboard": {"venv": axolotl_venv}}))
+    assert found.ok and found.detail.startswith("TensorBoard 2."), found
+    bare = tmp_path / "bare-venv"
+    subprocess.run(["python3", "-m", "venv", "--without-pip", str(bare)], check=True)
+    missing = tensorboard_check(AgentConfig.model_validate({"tensorboard": {"venv": bare}}))
+    assert not missing.ok and "cannot import tensorboard" in missing.detail, missing
+    assert "pip install tensorboard" in missing.detail
+    unset = tensorboard_check(AgentConfig.model_validate({"runtime": "docker"}))
+    assert unset.ok and "tensorboard.venv: not set" in unset.detail, unset

@@ -137,7 +137,7 @@ def _socket(config: AgentConfig) -> Check:
     )
 
 
-def _tensorboard(config: AgentConfig) -> Check:
+def tensorboard_check(config: AgentConfig) -> Check:
     """`hatrain-client tensorboard` needs a Python with TensorBoard; a venv the admin named
     that has none is a failure, no venv at all only leaves the command unavailable."""
     from .tensorboard_plan import tensorboard_python, tensorboard_version
@@ -161,5 +161,5 @@ def run_checks(config: AgentConfig) -> list[Check]:
         checks.append(Check("gpus", False, str(exc)))
     checks.append(_data_root(config))
     checks.append(_socket(config))
-    checks.append(_tensorboard(config))
+    checks.append(tensorboard_check(config))
     return checks
