@@ -21,7 +21,9 @@ from hatrain.rpc.v1 import agent_pb2 as pb
 from tests.support.client import ClientRunner
 from tests.support.harness import poll
 from tests.support.real_agent import local_axolotl_agent_config
+from tests.support.sshd import start_sshd
 from tests.support.users import ALICE, BOB, channel_as, stub_as
+from tests.test_client_submit import make_project
 from tests.test_end_to_end import demo_checkout
 from tests.test_identity import Team, accounts, submitted, team
 
@@ -194,3 +196,37 @@ def test_doctor_checks_the_tensorboard_venv(axolotl_venv: Path, tmp_path: Path) 
     assert "pip install tensorboard" in missing.detail
     unset = tensorboard_check(AgentConfig.model_validate({"runtime": "docker"}))
     assert unset.ok and "tensorboard.venv: not set" in unset.detail, unset
+
+
+def test_tensorboard_through_the_bridge_where_the_host_forwards_nothing(
+    local_agent_config: dict[str, Any],
+    start_agent: Any,
+    axolotl_venv: Path,
+    tmp_path: Path,
+) -> None:
+    """Where sshd forbids forwarding to sockets, each browser connection reaches TensorBoard
+    through `hatrain-agent bridge` run as the login; the page and the data API answer, and
+    ending the client still stops TensorBoard on the host."""
+    _, agent = start_agent({**local_agent_config, "tensorboard": {"venv": str(axolotl_venv)}})
+    strict = start_sshd(tmp_path / "strict-sshd", extra_config="AllowStreamLocalForwarding no")
+    try:
+        client = ClientRunner.configure(tmp_path / "client", strict, agent.socket)
+        project = make_project(tmp_path / "project", {"hold_train": "go"})
+        job = client.json("submit", "train/configs/mini.yml", "--detach", cwd=project)
+        served = client.start("tensorboard", "--mine", "--json")
+        try:
+            assert served.stdout is not None
+            said = json.loads(served.stdout.readline() or "null")
+            assert said, served.stderr.read() if served.stderr else ""
+            assert [r["job_id"] for r in said["runs"]] == [job["id"]]
+            page = urllib.request.urlopen(said["url"], timeout=60).read().decode()
+            assert "TensorBoard" in page
+            assert isinstance(get_json(said["url"] + "data/runs"), list)
+        finally:
+            code, _, err = ClientRunner.interrupt(served)
+            (agent.workspace.dirs(job["id"]).run / "go").touch()
+        assert code in (0, 130) and "Traceback" not in err, err
+        host_dir = Path(said["host_socket"]).parent
+        poll(lambda: not host_dir.exists(), 30, "TensorBoard on the host to stop")
+    finally:
+        strict.stop()
