@@ -22,6 +22,7 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v rsync >/dev/null || need+=(rsync)          # a peer in bench/
 [ -x /usr/bin/docker-registry ] || need+=(docker-registry)   # image pulls in the tests
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
+command -v tmux >/dev/null || need+=(tmux)            # a real terminal for the live view's tests
 command -v chromium >/dev/null || need+=(chromium)     # screenshots of TensorBoard in the tests
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"

@@ -273,6 +273,10 @@ class AgentService(pb_grpc.AgentServiceServicer):
         check_text(request.user, "user", limits.USER_CHARS)
         check_text(request.page_token, "page_token", limits.PAGE_TOKEN_CHARS)
         caller = self.caller(context)
+        if request.id_prefix:
+            prefix = check_job_id(request.id_prefix, "id_prefix")
+            found = self.store.with_id_prefix(prefix, min(request.page_size or 50, 1000))
+            return pb.ListJobsResponse(jobs=[self._job(j, caller) for j in found], total=len(found))
         jobs, token, total = self.store.list_jobs(
             states=[wire.STATE_FROM_WIRE[s] for s in request.states if s in wire.STATE_FROM_WIRE],
             user=request.user,
