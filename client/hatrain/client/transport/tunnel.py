@@ -11,7 +11,6 @@ of the SSH login's own, so that the agent knows who calls from the kernel:
 """
 
 import contextlib
-import select
 import shutil
 import socket
 import tempfile
@@ -157,7 +156,12 @@ class Tunnel:
                 self.refused = exc
                 conn.close()
                 continue
-            except paramiko.SSHException:
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                # The SSH connection is gone (paramiko re-raises what ended it, of any kind).
+                self.refused = AgentUnavailable(
+                    f"the SSH connection to {self.host} was lost ({exc or type(exc).__name__})",
+                    fix="run the command again",
+                )
                 conn.close()
                 continue
             with self._lock:
@@ -236,34 +240,54 @@ class Tunnel:
 def _relay(conn: socket.socket, channel: paramiko.Channel, bridged: bool) -> str:
     """Copy bytes both ways until a side ends; returns the bridge's complaint if it was the
     bridge that ended, with a failure status ("" otherwise). Never raises: a connection that
-    went away, on either side or under SSH, is how every relay ends."""
+    went away, on either side or under SSH, is how every relay ends.
+
+    One thread per direction, in blocking reads. Not select(): a paramiko channel's fileno()
+    makes a pipe that close() then closes while the SSH reader thread may be writing to it,
+    and the EBADF that raises there ends the whole SSH connection."""
+    local_ended = threading.Event()
+    upstream = threading.Thread(
+        target=_copy_up, args=(conn, channel, local_ended), name="hatrain-relay-up", daemon=True
+    )
+    upstream.start()
     try:
-        remote_ended = _copy(conn, channel)
+        _copy_down(channel, conn)
+        remote_ended = not local_ended.is_set()
         return _bridge_complaint(channel) if remote_ended and bridged else ""
     except (OSError, EOFError, paramiko.SSHException):
         return ""  # either side went away (paramiko raises EOFError once SSH is gone)
     finally:
+        _end(conn, channel)
+        upstream.join(_CLOSE_WAIT)
         conn.close()
-        # Closing tells the host over SSH; when the SSH connection is already gone (or going,
-        # closed by another thread), there is nobody left to tell.
-        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
-            channel.close()
 
 
-def _copy(conn: socket.socket, channel: paramiko.Channel) -> bool:
-    """Copy until a side ends; True if it was the host's side."""
-    while True:
-        readable, _, _ = select.select([conn, channel], [], [], 30)  # type: ignore[type-var]
-        if conn in readable:
-            data = conn.recv(_CHUNK)
-            if not data:
-                return False
+def _copy_up(conn: socket.socket, channel: paramiko.Channel, ended: threading.Event) -> None:
+    """The local side to the host's, until the local side ends; then end both."""
+    try:
+        while data := conn.recv(_CHUNK):
             channel.sendall(data)
-        if channel in readable:
-            data = channel.recv(_CHUNK)
-            if not data:
-                return True
-            conn.sendall(data)
+        ended.set()
+    except (OSError, EOFError, paramiko.SSHException):
+        ended.set()
+    finally:
+        _end(conn, channel)
+
+
+def _copy_down(channel: paramiko.Channel, conn: socket.socket) -> None:
+    """The host's side to the local one, until the host's side ends (or is closed)."""
+    while data := channel.recv(_CHUNK):
+        conn.sendall(data)
+
+
+def _end(conn: socket.socket, channel: paramiko.Channel) -> None:
+    """Wake both copiers: a shut-down socket ends its reads, a closed channel its receives.
+    Closing tells the host over SSH; when the SSH connection is already gone (or going,
+    closed by another thread), there is nobody left to tell."""
+    with contextlib.suppress(OSError):
+        conn.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+        channel.close()
 
 
 def _bridge_complaint(channel: paramiko.Channel) -> str:
