@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from hatrain.rpc.contract import ACTIVE_STATES, JobState
 from hatrain.rpc.spec import JobSpec
@@ -47,10 +47,8 @@ from .records import (
     event_from_wire,
 )
 from .settings import ClientSettings, load_settings
+from .tensorboard import TensorBoardSession
 from .transport import HostConnection, open_host, open_shared
-
-if TYPE_CHECKING:
-    from .tensorboard import TensorBoardSession
 
 T = TypeVar("T")
 _PAGE = 500
@@ -583,13 +581,11 @@ class Client:
         mine: bool = False,
         host: str | None = None,
         port: int = 0,
-    ) -> "TensorBoardSession":
+    ) -> TensorBoardSession:
         """TensorBoard over these jobs' run dirs (and, with mine, all of your own), served on
         their host as you and forwarded to a loopback port here (`.url`) until `.close()`.
         Jobs you may not read are refused, naming the job. The jobs must share a host: the
         first job's, else `host`, else the default host."""
-        from .tensorboard import TensorBoardSession
-
         if not job_ids and not mine:
             raise BadInput("name at least one job, or ask for your own (--mine)")
         full_ids: list[str] = []
