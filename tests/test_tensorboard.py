@@ -230,3 +230,28 @@ def test_tensorboard_through_the_bridge_where_the_host_forwards_nothing(
         poll(lambda: not host_dir.exists(), 30, "TensorBoard on the host to stop")
     finally:
         strict.stop()
+
+
+def test_tensorboard_stops_when_the_client_is_killed(
+    local_agent_config: dict[str, Any],
+    start_agent: Any,
+    client_for: Any,
+    axolotl_venv: Path,
+    tmp_path: Path,
+) -> None:
+    """A client killed outright (SIGKILL: no cleanup of its own) drops its SSH connection; sshd
+    ends the session, and TensorBoard on the host stops and its directory goes."""
+    _, agent = start_agent({**local_agent_config, "tensorboard": {"venv": str(axolotl_venv)}})
+    client: ClientRunner = client_for(agent.socket)
+    project = make_project(tmp_path / "project", {})
+    job = client.json("submit", "train/configs/mini.yml", "--detach", cwd=project)
+    served = client.start("tensorboard", job["id"][:6], "--json")
+    assert served.stdout is not None
+    said = json.loads(served.stdout.readline() or "null")
+    assert said, served.stderr.read() if served.stderr else ""
+    assert [r["job_id"] for r in said["runs"]] == [job["id"]]  # a prefix names the job
+    assert "TensorBoard" in urllib.request.urlopen(said["url"], timeout=60).read().decode()
+    host_dir = Path(said["host_socket"]).parent
+    served.kill()
+    served.communicate(timeout=30)
+    poll(lambda: not host_dir.exists(), 30, "TensorBoard on the host to stop")
