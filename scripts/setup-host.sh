@@ -63,4 +63,10 @@ if ! "$AXOLOTL_VENV/bin/python" -c 'import axolotl' 2>/dev/null; then
   "$AXOLOTL_VENV/bin/pip" install -q axolotl==0.19.0 2>&1 | grep -v '^WARNING: Location' || true
   "$AXOLOTL_VENV/bin/python" -c 'import axolotl' || { echo "Axolotl install failed" >&2; exit 1; }
 fi
+# The tests' TensorBoard (`tensorboard.venv`) is this venv's; Axolotl normally brings it along.
+if ! "$AXOLOTL_VENV/bin/python" -c 'import tensorboard' 2>/dev/null; then
+  echo "installing TensorBoard into $AXOLOTL_VENV"
+  "$AXOLOTL_VENV/bin/pip" install -q tensorboard 2>&1 | grep -v '^WARNING: Location' || true
+  "$AXOLOTL_VENV/bin/python" -c 'import tensorboard' || { echo "TensorBoard install failed" >&2; exit 1; }
+fi
 echo "host ready: docker $(docker version --format '{{.Server.Version}}'), axolotl venv $AXOLOTL_VENV"
