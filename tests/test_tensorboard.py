@@ -255,3 +255,16 @@ def test_tensorboard_stops_when_the_client_is_killed(
     served.kill()
     served.communicate(timeout=30)
     poll(lambda: not host_dir.exists(), 30, "TensorBoard on the host to stop")
+
+
+def test_a_host_without_tensorboard_says_what_to_set(
+    local_agent_config: dict[str, Any], start_agent: Any, client_for: Any, tmp_path: Path
+) -> None:
+    """Where agent.yml names no TensorBoard (and the local venv has no Python), the client
+    fails with the agent's reason naming `tensorboard.venv`, and no traceback."""
+    _, agent = start_agent(local_agent_config)
+    client: ClientRunner = client_for(agent.socket)
+    job = client.json("submit", "train/configs/mini.yml", "--detach", cwd=make_project(tmp_path))
+    refused = client.run("tensorboard", job["id"], timeout=120)
+    assert refused.returncode == 65, (refused.stdout, refused.stderr)
+    assert "tensorboard.venv" in refused.stderr and "Traceback" not in refused.stderr

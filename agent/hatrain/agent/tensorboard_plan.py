@@ -37,7 +37,7 @@ def tensorboard_python(config: AgentConfig) -> Path:
                 f"tensorboard.venv: {config.tensorboard.venv} has no bin/python; {_FIX}"
             )
         return python
-    if config.runtime == "local":
+    if config.runtime == "local" and (config.local.venv / "bin" / "python").exists():
         return config.local.venv / "bin" / "python"
     raise FailedPrecondition(f"tensorboard.venv: not set, and this host has no TensorBoard; {_FIX}")
 

@@ -128,8 +128,8 @@ def main(agent_socket: str, job_ids: list[str], mine: bool) -> int:
         print(json.dumps({"socket": str(path), "runs": runs}), flush=True)
         _wait_for_end(server)
         return 0
-    except RuntimeError as exc:
-        print(str(exc), file=sys.stderr)
+    except (RuntimeError, OSError) as exc:  # OSError: the venv's Python cannot be started
+        print(f"cannot serve TensorBoard: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except _Ended:
         return 0

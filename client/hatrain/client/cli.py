@@ -949,8 +949,10 @@ def tensorboard(
             )
             sys.stdout.flush()
         else:
+            from .text import safe
+
             names = ", ".join(
-                f"{r.job_id} ({r.name})" if r.name else r.job_id for r in session.runs
+                safe(f"{r.job_id} ({r.name})" if r.name else r.job_id) for r in session.runs
             )
             app.say(f"TensorBoard for {names} on {session.alias}")
             app.say(f"  {session.url}   (Ctrl-C stops it)")

@@ -14,8 +14,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import AgentRefused, AgentUnavailable, ClientError
+from .errors import AgentRefused, AgentUnavailable, BadInput, ClientError
 from .settings import HostEntry
+from .text import safe
 
 if TYPE_CHECKING:
     import paramiko
@@ -58,7 +59,13 @@ class TensorBoardSession:
             said = self._first_line()
             self.host_socket: str = said["socket"]
             self.runs = [TensorBoardRun(r["job_id"], r["name"], r["run_dir"]) for r in said["runs"]]
-            listener = socket.create_server(("127.0.0.1", port))
+            try:
+                listener = socket.create_server(("127.0.0.1", port))
+            except OSError as exc:
+                raise BadInput(
+                    f"--port {port}: cannot listen there ({exc.strerror})",
+                    fix="pick another port, or leave --port out for a free one",
+                ) from exc
             from .transport import tunnel
 
             self._tunnel = tunnel.Tunnel(
@@ -137,7 +144,7 @@ def _stderr(channel: "paramiko.Channel") -> str:
             break
         data += chunk
     lines = data.decode(errors="replace").strip().splitlines()
-    return lines[-1] if lines else ""
+    return safe(lines[-1]) if lines else ""  # the host's words, printed as text
 
 
 def _close_quietly(channel: "paramiko.Channel") -> None:
