@@ -123,8 +123,8 @@ def test_tensorboard_serves_a_running_jobs_events_as_the_user(
         assert (host_socket.parent.stat().st_mode & 0o777) == 0o700
 
         assert "TensorBoard" in urllib.request.urlopen(base, timeout=30).read().decode()
-        # The events file appears when the Trainer starts (its points come when the writer
-        # flushes): TensorBoard lists the job's run while the job is still training.
+        # The events file appears when the Trainer starts (its points come as its writer
+        # flushes them): TensorBoard lists the job's run while the job is still training.
         listed = poll(lambda: get_json(base + "data/runs"), 120, "the job's run in TensorBoard")
         assert all(run.startswith(job["id"] + "/") for run in listed), listed
         assert client.json("status", job["id"])["state"] == "training"
