@@ -69,6 +69,7 @@ class Tunnel:
             self._server.listen(16)
         self._closed = threading.Event()
         self._lock = threading.Lock()
+        self._relay_ended = threading.Condition(self._lock)
         self.relays = 0
         # The local ends of the relays running, so that close() can end them first.
         self._relaying: set[socket.socket] = set()
@@ -206,6 +207,7 @@ class Tunnel:
             with self._lock:
                 self.relays -= 1
                 self._relaying.discard(conn)
+                self._relay_ended.notify_all()
                 self.last_activity = time.monotonic()
 
     def idle_for(self) -> float:
@@ -226,9 +228,8 @@ class Tunnel:
         for conn in relaying:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-        deadline = time.monotonic() + _CLOSE_WAIT
-        while self.relays and time.monotonic() < deadline:
-            time.sleep(0.01)
+        with self._relay_ended:
+            self._relay_ended.wait_for(lambda: not self.relays, _CLOSE_WAIT)
         with contextlib.suppress(OSError):
             self._server.close()
         if self._dir is not None:
