@@ -29,6 +29,7 @@ command -v setpriv >/dev/null || need+=(util-linux)   # local-runtime steps run 
 command -v systemd-analyze >/dev/null || need+=(systemd)   # the unit is checked with `verify`
 command -v mmdebstrap >/dev/null || need+=(mmdebstrap)      # a Debian root for install.sh's test
 command -v tmux >/dev/null || need+=(tmux)            # a real terminal for the live view's tests
+command -v chromium >/dev/null || need+=(chromium)     # screenshots of TensorBoard in the tests
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   $SUDO apt-get update -qq
@@ -74,5 +75,11 @@ if ! "$AXOLOTL_VENV/bin/python" -c 'import axolotl' 2>/dev/null; then
   "$AXOLOTL_VENV/bin/pip" install -q torch==2.13.0 2>&1 | grep -v '^WARNING: Location' || true
   "$AXOLOTL_VENV/bin/pip" install -q axolotl==0.19.0 2>&1 | grep -v '^WARNING: Location' || true
   "$AXOLOTL_VENV/bin/python" -c 'import axolotl' || { echo "Axolotl install failed" >&2; exit 1; }
+fi
+# The tests' TensorBoard (`tensorboard.venv`) is this venv's; Axolotl normally brings it along.
+if ! "$AXOLOTL_VENV/bin/python" -c 'import tensorboard' 2>/dev/null; then
+  echo "installing TensorBoard into $AXOLOTL_VENV"
+  "$AXOLOTL_VENV/bin/pip" install -q tensorboard 2>&1 | grep -v '^WARNING: Location' || true
+  "$AXOLOTL_VENV/bin/python" -c 'import tensorboard' || { echo "TensorBoard install failed" >&2; exit 1; }
 fi
 echo "host ready: docker $(docker version --format '{{.Server.Version}}'), axolotl venv $AXOLOTL_VENV"

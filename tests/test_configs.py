@@ -43,6 +43,9 @@ def test_demo_config_and_dataset_are_well_formed() -> None:
             "retention:\n  hold_starts_below: 8GiB\n  refuse_uploads_below: 4GiB\n",
             "refuse_uploads_below (4.0GiB) must be at least hold_starts_below (8.0GiB)",
         ),
+        ("metrics:\n  listen: 9464\n", "metrics.listen"),
+        ("metrics:\n  listen: localhost:http\n", "metrics.listen"),
+        ("tensorboard:\n  venv: [a]\n", "tensorboard.venv"),
     ],
 )
 def test_bad_agent_yml_names_the_field(tmp_path: Path, text: str, mentions: str) -> None:

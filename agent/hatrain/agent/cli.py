@@ -80,6 +80,18 @@ def bridge(socket: str) -> None:
 
 
 @main.command()
+@click.argument("job_ids", nargs=-1)
+@click.option("--mine", is_flag=True, help="Also every job of your own.")
+@click.option("--socket", default="/run/hatrain/agent.sock", help="The agent's socket.")
+def tensorboard(job_ids: tuple[str, ...], mine: bool, socket: str) -> None:
+    """Serve TensorBoard, as you, over the run dirs of jobs you may read, on a Unix socket of
+    your own, until stdin ends (what `hatrain-client tensorboard` runs over SSH)."""
+    from .tensorboard_runner import main as run
+
+    raise SystemExit(run(socket, list(job_ids), mine))
+
+
+@main.command()
 @_with_options
 def doctor(config: Path | None, data_root: Path | None, listen: str | None) -> None:
     """Check Docker, the NVIDIA runtime, GPUs, the data root and the socket; a running agent

@@ -204,6 +204,35 @@ class TeamConfig(_Strict):
     max_priority: int = Field(default=0, ge=0, le=1000)
 
 
+# -- observability: TensorBoard and metrics --------------------------------------------------
+
+
+class TensorBoardConfig(_Strict):
+    """`hatrain-client tensorboard`: TensorBoard, run as the user over their jobs' run dirs."""
+
+    # A virtualenv with tensorboard installed (its bin/python runs it). Unset: the `local`
+    # runtime's Axolotl venv when it has TensorBoard (Axolotl installs it), else none.
+    venv: Path | None = None
+
+
+class MetricsConfig(_Strict):
+    """Prometheus metrics on an optional HTTP listener (off unless `listen` is set)."""
+
+    # host:port, e.g. 127.0.0.1:9464; empty: no listener.
+    listen: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        host, colon, port = value.rpartition(":")
+        if value and not (colon and port.isdigit() and 0 < int(port) < 65536 and " " not in host):
+            raise ValueError(
+                "host:port, e.g. 127.0.0.1:9464 (anyone who reaches it reads job ids, users and "
+                "GPU use: keep it on loopback or a monitoring network), or empty for none"
+            )
+        return value
+
+
 class AgentConfig(_Strict):
     data_root: Path = Path("/var/lib/hatrain")
     # The agent's Unix socket; its directory must belong to the agent's user.
@@ -219,6 +248,8 @@ class AgentConfig(_Strict):
     retention: RetentionConfig = RetentionConfig()
     admins: list[str] = []
     teams: dict[str, TeamConfig] = {}
+    tensorboard: TensorBoardConfig = TensorBoardConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @field_validator("listen")
     @classmethod

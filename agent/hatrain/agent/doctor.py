@@ -9,7 +9,7 @@ from typing import Any
 
 from .config import AgentConfig
 from .disk import human_bytes
-from .errors import ConfigError
+from .errors import ConfigError, FailedPrecondition
 from .gpus import discover
 from .listener import prepare_runtime_dir
 
@@ -204,6 +204,19 @@ def _ask_agent(path: Path) -> Check | None:
     )
 
 
+def tensorboard_check(config: AgentConfig) -> Check:
+    """`hatrain-client tensorboard` needs a Python with TensorBoard; a venv the admin named
+    that has none is a failure, no venv at all only leaves the command unavailable."""
+    from .tensorboard_plan import tensorboard_python, tensorboard_version
+
+    try:
+        python = tensorboard_python(config)
+        version = tensorboard_version(python)
+    except FailedPrecondition as exc:
+        return Check("tensorboard", config.tensorboard.venv is None, f"unavailable: {exc}")
+    return Check("tensorboard", True, f"TensorBoard {version} from {python}")
+
+
 def run_checks(config: AgentConfig) -> list[Check]:
     checks: list[Check] = []
     checks += _docker(config)
@@ -216,4 +229,5 @@ def run_checks(config: AgentConfig) -> list[Check]:
     checks.append(_data_root(config))
     checks.append(_data_root_mount(config))
     checks.append(_socket(config))
+    checks.append(tensorboard_check(config))
     return checks

@@ -25,6 +25,7 @@ from .gpu_usage import GpuReader, GpuUsageSampler, NvmlReader
 from .gpus import discover
 from .identity import Identities
 from .listener import FrontDoor, prepare_runtime_dir
+from .metrics import AgentMetrics
 from .objects import ObjectStore
 from .runtime import Runtime
 from .service import AgentService, JobWaiters
@@ -106,6 +107,7 @@ class Agent:
             if gpu_reader is not None and config.gpus.sample_seconds > 0
             else None
         )
+        self.metrics = AgentMetrics(self.store, self.gpus, root, gpu_usage=lambda: self.gpu_usage)
         policy = config.scheduler.policy()
         grace = (
             config.local.stop_grace_seconds
@@ -171,6 +173,7 @@ class Agent:
                 self.identities,
                 self.gpu_usage,
                 self.watermarks,
+                self.metrics,
             ),
             self.server,
         )
@@ -198,6 +201,8 @@ class Agent:
         if self.gpu_usage is not None:
             self.gpu_usage.start()
         self._run(self._serve())
+        if self.config.metrics.listen:
+            self.metrics.listen(self.config.metrics.listen)
         log.info(
             "agent serving",
             listen=str(self.socket),
@@ -223,6 +228,7 @@ class Agent:
         self.supervisor.stop()
         if self.gpu_usage is not None:
             self.gpu_usage.stop()
+        self.metrics.stop()
         self._calls.shutdown(wait=False)
         self._reads.shutdown(wait=False)
 

@@ -39,6 +39,7 @@ from .events import GpuUsage
 from .gpu_usage import GpuUsageSampler
 from .identity import Caller, Identities
 from .jobs import Job
+from .metrics import AgentMetrics
 from .objects import ObjectStore, check_sha256
 from .queue_caps import queue_cap_check
 from .scheduler import GpuSlot
@@ -154,6 +155,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         identities: Identities,
         gpu_usage: GpuUsageSampler | None = None,
         watermarks: Watermarks | None = None,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -170,6 +172,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self.identities = identities
         self.gpu_usage = gpu_usage
         self.watermarks = watermarks
+        self.metrics = metrics
         self._queue_cap_check = queue_cap_check(config.scheduler, store.queued_by)
 
     def caller(self, context: Any) -> Caller:
@@ -235,7 +238,10 @@ class AgentService(pb_grpc.AgentServiceServicer):
     def CommitUpload(
         self, request: pb.CommitUploadRequest, context: Any
     ) -> pb.CommitUploadResponse:
+        new = not self.objects.has(request.sha256)
         size = self.objects.commit(request.sha256, request.size, self.account(context))
+        if new and self.metrics is not None:
+            self.metrics.upload_committed(size)
         return pb.CommitUploadResponse(sha256=request.sha256, size=size)
 
     def _job(self, job: Job, caller: Caller) -> pb.Job:
@@ -319,6 +325,15 @@ class AgentService(pb_grpc.AgentServiceServicer):
         if was != request.pinned:
             log.info("pin" if request.pinned else "unpin", job_id=job.id, user=caller.user)
         return pb.PinJobResponse(job_id=job.id, pinned=request.pinned, was_pinned=was)
+
+    @translate_errors
+    def PlanTensorBoard(
+        self, request: pb.PlanTensorBoardRequest, context: Any
+    ) -> pb.TensorBoardPlan:
+        from .tensorboard_plan import plan
+
+        caller = self.caller(context)
+        return plan(request, caller, self.config, self.store, self.identities, self.workspace)
 
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -337,6 +337,8 @@ class Store:
         self._listeners: list[Callable[[str], None]] = []
         # What the transaction in progress changes in the tally once it has committed.
         self._tally_changes: list[tuple[int, int, int]] = []
+        self._transition_listeners: list[Callable[[Job, Job], None]] = []
+        self._event_listeners: list[Callable[[int], None]] = []
         self._migrate()
         self._tally = _QueueTally(
             (priority, int(gpus or 0))
@@ -413,6 +415,16 @@ class Store:
             self._changed.notify_all()
         for listener in self._listeners:
             listener(job_id)
+
+    def on_transition(self, listener: Callable[[Job, Job], None]) -> None:
+        """Call listener(before, after) after every committed state change (for metrics);
+        it runs on the writer's thread, so it must be quick."""
+        self._transition_listeners.append(listener)
+
+    def on_events(self, listener: Callable[[int], None]) -> None:
+        """Call listener(count) after every commit that recorded events (each log line counts
+        as the one event it is on the wire); quick, like on_transition."""
+        self._event_listeners.append(listener)
 
     def on_change(self, listener: Callable[[str], None]) -> None:
         """Call listener(job_id) after every commit that changed that job (an empty id: any
@@ -553,7 +565,12 @@ class Store:
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     (job.id, job.user, job.spec.team, len(job.gpu_uuids), job.started_at, now),
                 )
-            return self._load(conn, job_id)
+            after = self._load(conn, job_id)
+        for listener in self._transition_listeners:
+            listener(job, after)
+        for count_listener in self._event_listeners:
+            count_listener(1)
+        return after
 
     def append(
         self,
@@ -600,7 +617,10 @@ class Store:
                 sets.append("last_metrics=?")
                 args.append(json.dumps(merged))
             conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", [*args, job_id])
-            return last
+        if last > row[0]:
+            for listener in self._event_listeners:
+                listener(last - row[0])
+        return int(last)
 
     def update_step(self, job_id: str, record: StepRecord) -> None:
         """Record one of the job's steps: what the runtime needs to re-attach to it, how far its

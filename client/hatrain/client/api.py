@@ -47,6 +47,7 @@ from .records import (
     event_from_wire,
 )
 from .settings import ClientSettings, load_settings
+from .tensorboard import TensorBoardSession
 from .transport import HostConnection, open_host, open_shared
 
 T = TypeVar("T")
@@ -590,6 +591,36 @@ class Client:
                 count += 1
         partial.replace(log_path)
         return replace(report, log_file=str(log_path), log_lines=count)
+
+    def tensorboard(
+        self,
+        job_ids: Sequence[str] = (),
+        *,
+        mine: bool = False,
+        host: str | None = None,
+        port: int = 0,
+    ) -> TensorBoardSession:
+        """TensorBoard over these jobs' run dirs (and, with mine, all of your own), served on
+        their host as you and forwarded to a loopback port here (`.url`) until `.close()`.
+        Jobs you may not read are refused, naming the job. The jobs must share a host: the
+        first job's, else `host`, else the default host."""
+        if not job_ids and not mine:
+            raise BadInput("name at least one job, or ask for your own (--mine)")
+        full_ids: list[str] = []
+        connection = self.connection(host) if host is not None or not job_ids else None
+        for job_id in job_ids:  # ids in full (a unique prefix is taken), on one host
+            found, wire = self._locate(job_id, connection.alias if connection else None)
+            connection = connection or found
+            full_ids.append(wire.id)
+        assert connection is not None
+        return TensorBoardSession(
+            connection.alias,
+            connection.entry,
+            connection.ssh_connection(),
+            full_ids,
+            mine,
+            port,
+        )
 
     def curves(self, job_id: str, *, host: str | None = None) -> Curves:
         """Train and eval loss by step."""

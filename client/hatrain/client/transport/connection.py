@@ -221,9 +221,14 @@ class HostConnection:
     def sftp(self) -> "paramiko.SFTPClient":
         """SFTP on this host (over a connection of this command's own when calls go through the
         shared one)."""
+        return self.ssh_connection().sftp()
+
+    def ssh_connection(self) -> "SshConnection":
+        """This host's SSH connection: this command's own (opened now when calls go through
+        the shared one)."""
         if self.ssh is None:
             self.ssh = open_ssh(self.entry.ssh, self.settings)
-        return self.ssh.sftp()
+        return self.ssh
 
     def close(self) -> None:
         if self._channel is not None:
