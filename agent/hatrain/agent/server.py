@@ -8,9 +8,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 import structlog
@@ -142,9 +143,15 @@ class Agent:
             self._loop.call_soon_threadsafe(self._loop.stop)
             raise
 
-    def _run(self, coroutine: "asyncio.Future[object] | object") -> object:
-        """Run a coroutine on the server's loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()  # type: ignore[arg-type]
+    def _run(self, coroutine: Coroutine[Any, Any, object], timeout: float | None = None) -> object:
+        """Run a coroutine on the server's loop and wait for its result (TimeoutError after
+        `timeout` seconds, the coroutine cancelled)."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result(timeout)
+        except futures.TimeoutError:
+            future.cancel()
+            raise
 
     async def _build(self) -> None:
         config = self.config
@@ -213,15 +220,21 @@ class Agent:
         )
 
     async def _shutdown(self, grace: float) -> None:
-        await self.front_door.stop()
+        self.front_door.close()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        # Only now: calls in flight had their grace through the connections they came on.
+        await self.front_door.stop()
 
     def stop(self, grace: float = 2.0) -> None:
-        """Stop serving (running jobs keep running); stopping a stopped agent does nothing."""
+        """Stop serving (running jobs keep running); stopping a stopped agent does nothing.
+        Returns within about grace + 10 seconds whatever callers still hold open."""
         if not self._loop.is_running():
             return
-        self._run(self._shutdown(grace))
+        try:
+            self._run(self._shutdown(grace), timeout=grace + 5)
+        except futures.TimeoutError:
+            log.warning("the gRPC server did not stop in time; stopping regardless")
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         # The store stays open: runner threads of still-running jobs may write until exit.
@@ -229,8 +242,10 @@ class Agent:
         if self.gpu_usage is not None:
             self.gpu_usage.stop()
         self.metrics.stop()
-        self._calls.shutdown(wait=False)
-        self._reads.shutdown(wait=False)
+        # Workers are joined at exit: queued work must not start (a call or a watch read
+        # left when the loop stopped); what runs is a store read or a unary call, both short.
+        self._calls.shutdown(wait=False, cancel_futures=True)
+        self._reads.shutdown(wait=False, cancel_futures=True)
 
 
 def _idle_pass_seconds(notifier: Notifier | None) -> float:
@@ -277,3 +292,4 @@ def serve(config: AgentConfig) -> None:
     notifier.stopping()
     log.info("agent stopping; running jobs keep running and are re-attached on start")
     agent.stop()
+    log.info("agent stopped")
