@@ -1,6 +1,7 @@
 """`hatrain-agent serve`: wire the parts together and serve gRPC until SIGTERM."""
 
 import asyncio
+import faulthandler
 import gc
 import logging
 import os
@@ -38,6 +39,11 @@ from .watermarks import Watermarks
 from .workspace import Workspace
 
 log = structlog.get_logger(__name__)
+# SIGUSR1 writes every thread's stack to the agent's log (stderr): what a hung agent is doing.
+DUMP_STACKS_SIGNAL = signal.SIGUSR1
+# A stop taking longer than this (systemd's TimeoutStopSec is 30 s) is a hang: the stacks go to
+# the log and the agent exits with code 1, rather than wait for SIGKILL.
+STOP_DEADLINE_SECONDS = 20
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentService"].full_name
 
 
@@ -274,6 +280,7 @@ def wait_until_answering(socket_path: Path, timeout: float = 60.0) -> None:
 
 def serve(config: AgentConfig) -> None:
     configure_logging(config.log_format)
+    faulthandler.register(DUMP_STACKS_SIGNAL, file=sys.stderr, all_threads=True)
     notifier = Notifier()
     # Jobs' processes must not talk to systemd as the agent.
     for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
@@ -291,5 +298,6 @@ def serve(config: AgentConfig) -> None:
     stopped.wait()
     notifier.stopping()
     log.info("agent stopping; running jobs keep running and are re-attached on start")
+    faulthandler.dump_traceback_later(STOP_DEADLINE_SECONDS, exit=True, file=sys.stderr)
     agent.stop()
     log.info("agent stopped")
