@@ -36,7 +36,7 @@ def set_hosts(client: ClientRunner, hosts: dict[str, Any], default: str, **more:
 def one_host(
     agent_config: dict[str, Any], start_agent: Any, client_for: Any, tmp_path: Path
 ) -> Any:
-    stub, agent = start_agent(agent_config)
+    stub, agent = start_agent(agent_config, user="root")  # as the client, which logs in as root
     return stub, agent, client_for(agent.socket), make_project(tmp_path / "project")
 
 

@@ -183,7 +183,7 @@ def test_ctrl_c_detaches_and_watch_shows_every_event(
 ) -> None:
     """Ctrl-C while following leaves the job running and says how to re-attach; `watch`
     re-attaches and prints every one of the job's events, in order."""
-    stub, agent = start_agent(agent_config)
+    stub, agent = start_agent(agent_config, user="root")  # as the client, which logs in as root
     client = client_for(agent.socket)
     project = make_project(tmp_path / "project", {"hold_train": "release"})
     proc = client.start("submit", "train/configs/mini.yml", "--follow", cwd=project)

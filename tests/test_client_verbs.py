@@ -80,7 +80,7 @@ def test_several_hosts_queue_hosts_and_auto_placement(
 def test_fetch_resumes_a_partial_download_and_retry_resubmits(
     agent_config: dict[str, Any], start_agent: Any, client_for: Any, tmp_path: Path
 ) -> None:
-    stub, agent = start_agent(agent_config)
+    stub, agent = start_agent(agent_config, user="root")  # as the client, which logs in as root
     client = client_for(agent.socket)
     project = make_project(tmp_path / "project")
     job = client.json("submit", "train/configs/mini.yml", "--detach", cwd=project)

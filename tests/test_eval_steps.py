@@ -29,7 +29,9 @@ def test_eval_steps_in_status_and_plot_equal_the_runs_log_history(
 ) -> None:
     """A real run with logging_steps 2 and eval_steps 3: the eval steps `status --json` lists,
     and the eval and train steps `plot` draws, equal trainer_state.json's log_history."""
-    stub, agent = start_agent(local_axolotl_agent_config(tmp_path / "data", axolotl_venv))
+    stub, agent = start_agent(
+        local_axolotl_agent_config(tmp_path / "data", axolotl_venv), user="root"
+    )  # as the client, which logs in as root
     client: ClientRunner = client_for(agent.socket)
     checkout = demo_checkout(tmp_path / "checkout", tiny_model)
     config_path = checkout / "configs" / "demo" / "tiny-llama-cpu.yml"

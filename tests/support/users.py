@@ -142,9 +142,12 @@ def stub_as(channel: grpc.Channel) -> Any:
 def _pump(conn: socket.socket, bridge: "subprocess.Popen[bytes]") -> None:
     assert bridge.stdin is not None and bridge.stdout is not None
     out = bridge.stdout.fileno()
+    poller = select.poll()  # not select(): a long test run holds fds past its 1024
+    poller.register(conn.fileno(), select.POLLIN)
+    poller.register(out, select.POLLIN)
     try:
         while True:
-            readable, _, _ = select.select([conn.fileno(), out], [], [])
+            readable = [fd for fd, _ in poller.poll()]
             if conn.fileno() in readable:
                 data = conn.recv(65536)
                 if not data:

@@ -120,8 +120,10 @@ class _ProcessEnd:
     def wait(self, timeout: float | None) -> bool:
         if self._fd is None:
             return True
-        ready, _, _ = select.select([self._fd], [], [], timeout)
-        return bool(ready)
+        # poll, not select: an agent holding many connections has fds past select's 1024.
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else timeout * 1000))
 
     def close(self) -> None:
         if self._fd is not None:

@@ -966,7 +966,14 @@ def tensorboard(
     as_json: bool,
 ) -> None:
     """TensorBoard over the jobs' run dirs, served on their host as you, forwarded here; it
-    stops when this command ends (Ctrl-C)."""
+    stops when this command ends (Ctrl-C).
+
+    \b
+    Examples:
+      hatrain-client tensorboard 5a37
+      hatrain-client tensorboard 5a37 9c01 --open
+      hatrain-client tensorboard --mine --port 6006
+    """
     session = app.client.tensorboard(job_ids, mine=mine, host=host, port=port)
     try:
         if as_json:
