@@ -33,6 +33,7 @@ from .errors import (
     PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
+    Unavailable,
 )
 from .events import GpuUsage
 from .gpu_usage import GpuUsageSampler
@@ -56,6 +57,7 @@ _STATUS = {
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 _COLLECT_BEFORE_BYTES = 1024 * 1024
 _WATCH_BATCH = 10_000

@@ -338,6 +338,47 @@ class Store:
             )
             return self._with_position(self._load(conn, job_id), conn), True
 
+    def adopt(
+        self,
+        job_id: str,
+        spec: JobSpec,
+        user: str,
+        *,
+        created_at: float,
+        gpu_uuids: Sequence[str],
+        runtime: dict[str, Any],
+        secret_names: Iterable[str] = (),
+    ) -> Job:
+        """Record a job that was queued elsewhere (the team queue) and placed here, and start
+        it on gpu_uuids: queued and starting in one transaction, so that this host's own
+        scheduler never sees it queued. The record of an earlier attempt of it that ended here
+        (before the team requeued it) gives way to this one."""
+        with self._transaction(job_id) as conn:
+            row = conn.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is not None:
+                if not JobState(row[0]).terminal:
+                    raise FailedPrecondition(f"job {job_id} is {row[0]} on this host already")
+                conn.execute("DELETE FROM events WHERE job_id=?", (job_id,))
+                conn.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+            conn.execute(
+                "INSERT INTO jobs (id, user, state, priority, spec, created_at, secret_names, "
+                "runtime, last_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                (
+                    job_id,
+                    user,
+                    JobState.QUEUED.value,
+                    spec.priority,
+                    json.dumps(dataclasses.asdict(spec)),
+                    created_at,
+                    json.dumps(sorted(secret_names)),
+                    json.dumps(runtime),
+                ),
+            )
+            self._insert_events(
+                conn, job_id, 1, [Event(EventKind.STATE, state=JobState.QUEUED.value)]
+            )
+            return self._transition(conn, job_id, JobState.STARTING, gpu_uuids=gpu_uuids)
+
     def transition(
         self,
         job_id: str,
@@ -352,46 +393,72 @@ class Store:
     ) -> Job:
         """Move a job to a new state (forward only) and append its STATE event, atomically."""
         with self._transaction(job_id) as conn:
-            job = self._load(conn, job_id)
-            if not can_transition(job.state, new):
-                raise FailedPrecondition(
-                    f"job {job_id} is {job.state.value}; it cannot become {new.value}"
-                )
-            now = time.time()
-            sets = ["state=?"]
-            args: list[Any] = [new.value]
-            if new == JobState.STARTING:
-                sets.append("started_at=?")
-                args.append(now)
-            if new in TERMINAL:
-                sets += ["finished_at=?", "failure_reason=?", "hint=?"]
-                args += [now, reason, hint]
-            if exit_code is not None:
-                sets.append("exit_code=?")
-                args.append(exit_code)
-            if gpu_uuids is not None:
-                sets.append("gpu_uuids=?")
-                args.append(json.dumps(list(gpu_uuids)))
-            seq = job.last_seq + 1
-            sets.append("last_seq=?")
-            args.append(seq)
-            conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", [*args, job_id])
-            event = Event(
-                EventKind.STATE,
-                step=step,
-                state=new.value,
+            return self._transition(
+                conn,
+                job_id,
+                new,
                 reason=reason,
-                message=message or hint,
+                hint=hint,
+                message=message,
                 exit_code=exit_code,
+                gpu_uuids=gpu_uuids,
+                step=step,
             )
-            self._insert_events(conn, job_id, seq, [event])
-            if new in TERMINAL and job.started_at and job.gpu_uuids:
-                conn.execute(
-                    "INSERT INTO usage (job_id, user, team, gpus, started_at, finished_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (job.id, job.user, job.spec.team, len(job.gpu_uuids), job.started_at, now),
-                )
-            return self._load(conn, job_id)
+
+    def _transition(
+        self,
+        conn: sqlite3.Connection,
+        job_id: str,
+        new: JobState,
+        *,
+        reason: str = "",
+        hint: str = "",
+        message: str = "",
+        exit_code: int | None = None,
+        gpu_uuids: Sequence[str] | None = None,
+        step: str = "",
+    ) -> Job:
+        job = self._load(conn, job_id)
+        if not can_transition(job.state, new):
+            raise FailedPrecondition(
+                f"job {job_id} is {job.state.value}; it cannot become {new.value}"
+            )
+        now = time.time()
+        sets = ["state=?"]
+        args: list[Any] = [new.value]
+        if new == JobState.STARTING:
+            sets.append("started_at=?")
+            args.append(now)
+        if new in TERMINAL:
+            sets += ["finished_at=?", "failure_reason=?", "hint=?"]
+            args += [now, reason, hint]
+        if exit_code is not None:
+            sets.append("exit_code=?")
+            args.append(exit_code)
+        if gpu_uuids is not None:
+            sets.append("gpu_uuids=?")
+            args.append(json.dumps(list(gpu_uuids)))
+        seq = job.last_seq + 1
+        sets.append("last_seq=?")
+        args.append(seq)
+        conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", [*args, job_id])
+        event = Event(
+            EventKind.STATE,
+            step=step,
+            state=new.value,
+            reason=reason,
+            message=message or hint,
+            exit_code=exit_code,
+        )
+        self._insert_events(conn, job_id, seq, [event])
+        if new in TERMINAL and job.started_at and job.gpu_uuids:
+            conn.execute(
+                # OR IGNORE: a team job may run here again after an attempt that was lost.
+                "INSERT OR IGNORE INTO usage (job_id, user, team, gpus, started_at, finished_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (job.id, job.user, job.spec.team, len(job.gpu_uuids), job.started_at, now),
+            )
+        return self._load(conn, job_id)
 
     def append(
         self,
