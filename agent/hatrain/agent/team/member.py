@@ -1,0 +1,394 @@
+"""This host's part in the team queue: plan, claim, start, report, heartbeat.
+
+Three threads, each surviving a database failover by reconnecting with backoff:
+
+- `team`: LISTENs on the team's channel (a polling fallback every `team.poll_seconds`); on each
+  wake-up it runs a planning pass for the team (placement.py) and claims this host's
+  placements: it reads their objects into the local store (verified), and records and starts
+  each job through this host's own supervisor, store and runner, which run and stream it as
+  any other job.
+- `team-report`: writes the state of the team jobs this host runs to the database as its store
+  commits them (and their GPU-hours when they end), fenced by this host's epoch.
+- `team-heartbeat`: the heartbeat, marking down silent hosts, and removing objects no queued
+  job needs.
+
+A write that finds this host fenced (it was marked down) makes it register again and drop the
+team jobs the team no longer gives it: they end here as `host lost`, and their processes are
+stopped. Nothing it ran before is started again.
+"""
+
+import pwd
+import threading
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import psycopg
+import structlog
+
+from ..config import TeamQueueConfig
+from ..errors import HatrainError
+from ..jobs import Job
+from ..objects import ObjectStore
+from ..runtime import STEPS, Runtime
+from ..scheduler import GpuSlot, Policy, RunningJob
+from ..states import RUNNING, FailureReason, JobState
+from ..store import Store
+from ..supervisor import Supervisor
+from ..workspace import Workspace
+from . import hosts, objects, placement, queue
+from .db import TeamDb
+from .schema import CHANNEL, PLANNER_LOCK, migrate
+
+log = structlog.get_logger(__name__)
+_BACKOFF_MAX = 2.0
+_COLLECT_EVERY = 5
+
+
+def team_of(job: Job) -> dict[str, Any] | None:
+    """The team queue's attempt of a job this host runs (None: a job of its own queue)."""
+    team = job.runtime.get("team")
+    return team if isinstance(team, dict) else None
+
+
+def local_running(job: Job, host: str) -> RunningJob:
+    limit = job.spec.time_limit_seconds
+    return RunningJob(
+        job.id,
+        job.user,
+        job.gpu_uuids,
+        ends_by=job.started_at + limit if limit else None,
+        host=host,
+        team=job.spec.team,
+        started_at=job.started_at or None,
+    )
+
+
+class TeamMember:
+    def __init__(
+        self,
+        config: TeamQueueConfig,
+        store: Store,
+        objects_: ObjectStore,
+        workspace: Workspace,
+        supervisor: Supervisor,
+        runtime: Runtime,
+        gpus: list[GpuSlot],
+        policy: Policy,
+        grace_seconds: float,
+    ) -> None:
+        self.config = config
+        self.name = config.host
+        self.store = store
+        self.objects = objects_
+        self.workspace = workspace
+        self.supervisor = supervisor
+        self.runtime = runtime
+        self.gpus = gpus
+        self.grace_seconds = grace_seconds
+        self.db = TeamDb(config.database, config.retry_seconds)
+        self.planner = placement.TeamPlanner(policy, config.down_after_seconds)
+        self.epoch = 0
+        self._epoch_lock = threading.RLock()
+        self._dirty: set[str] = set()
+        self._dirty_lock = threading.Lock()
+        self._report_wake = threading.Event()
+        self._reported: dict[str, JobState] = {}
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- life ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Join the team: before the supervisor starts, so that jobs the team gave up on while
+        this host was away are ended here first and never resumed."""
+        self.db.open()
+        migrate(self.db)
+        self._register()
+        self.store.on_change(self._changed)
+        for name, target in (
+            ("team", self._plan_loop),
+            ("team-report", self._report_loop),
+            ("team-heartbeat", self._heartbeat_loop),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._report_wake.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self.db.close()
+
+    def _register(self, fenced_at: int | None = None) -> None:
+        """Join the team again; fenced_at: the epoch a write was refused at (nothing to do if
+        another thread has joined again since)."""
+        with self._epoch_lock:
+            if fenced_at is not None and fenced_at != self.epoch:
+                return
+            self.epoch = self.db.run(lambda cur: hosts.register(cur, self.name, self.gpus))
+            log.info("joined the team queue", host=self.name, epoch=self.epoch)
+            self._reconcile()
+
+    def _guarded(self, name: str, work: Callable[[], None], every: float) -> None:
+        """Run work until stopped; a failure (the database away) is retried with backoff."""
+        delay = 0.1
+        while not self._stopping.is_set():
+            try:
+                work()
+                delay = 0.1
+            except (psycopg.Error, HatrainError) as exc:
+                log.warning(f"{name}: team database unavailable; retrying", error=str(exc)[:200])
+                self._stopping.wait(delay)
+                delay = min(delay * 2, _BACKOFF_MAX)
+            except Exception:
+                log.exception(f"{name} failed")
+                self._stopping.wait(every)
+
+    # -- planning and claiming ---------------------------------------------------------------
+
+    def _plan_loop(self) -> None:
+        self._guarded("team queue", self._listen, self.config.poll_seconds)
+
+    def _listen(self) -> None:
+        with self.db.listening(CHANNEL) as conn:
+            self._pass()
+            while not self._stopping.is_set():
+                got = list(conn.notifies(timeout=self.config.poll_seconds, stop_after=1))
+                got += conn.notifies(timeout=0)  # the rest of a burst: one pass for all
+                if self._stopping.is_set():
+                    return
+                self._pass()
+                del got
+
+    def _pass(self) -> None:
+        self.db.run(self.planner.run)
+        self.claim()
+
+    def claim(self) -> list[str]:
+        """Claim and start this host's placements; returns the ids started."""
+        epoch = self.epoch
+        claimed = self.db.run(lambda cur: placement.claim(cur, self.name, epoch))
+        started = []
+        for job in claimed:
+            if self._start(job, epoch):
+                started.append(job.id)
+        return started
+
+    def _start(self, claimed: placement.Claimed, epoch: int) -> bool:
+        if claimed.spec.files:
+            try:
+                for sha in sorted({f.sha256 for f in claimed.spec.files}):
+                    self.db.run(partial(objects.fetch, sha=sha, objects=self.objects))
+            except HatrainError as exc:
+                return self._fail_claimed(claimed, epoch, f"its files could not be had: {exc}")
+            self.db.run(lambda cur: placement.mark_fetched(cur, claimed.id, self.name, epoch))
+        uid = _uid_of(claimed.user)
+        if claimed.secrets:
+            if uid is None:
+                return self._fail_claimed(claimed, epoch, f"{claimed.user} has no login here")
+            self.workspace.write_secrets(claimed.id, claimed.secrets, uid)
+        job = self.supervisor.start_placed(
+            claimed.gpu_uuids,
+            lambda: self.store.adopt(
+                claimed.id,
+                claimed.spec,
+                claimed.user,
+                created_at=claimed.created_at,
+                gpu_uuids=claimed.gpu_uuids,
+                runtime={"team": {"attempt": claimed.attempt, "epoch": epoch}},
+                secret_names=claimed.secrets.keys(),
+            ),
+        )
+        if job is None:
+            log.info("placement taken meanwhile; back to the team queue", job_id=claimed.id)
+            self.workspace.drop_secrets(claimed.id)
+            self.db.run(lambda cur: placement.give_back(cur, claimed.id, self.name, epoch))
+            return False
+        log.info("team job started", job_id=job.id, gpus=list(claimed.gpu_uuids))
+        return True
+
+    def _fail_claimed(self, claimed: placement.Claimed, epoch: int, why: str) -> bool:
+        log.error("team job cannot start here", job_id=claimed.id, why=why)
+        job = self.store.adopt(
+            claimed.id,
+            claimed.spec,
+            claimed.user,
+            created_at=claimed.created_at,
+            gpu_uuids=(),
+            runtime={"team": {"attempt": claimed.attempt, "epoch": epoch}},
+        )
+        self.store.transition(job.id, JobState.FAILED, reason=FailureReason.STORAGE_ERROR, hint=why)
+        return False
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def _changed(self, job_id: str) -> None:
+        if job_id:
+            with self._dirty_lock:
+                self._dirty.add(job_id)
+            self._report_wake.set()
+
+    def _report_loop(self) -> None:
+        with self._dirty_lock:  # jobs that changed while the agent was away
+            self._dirty.update(j.id for j in self.store.jobs_in(RUNNING) if team_of(j))
+        self._guarded("team report", self._report_due, 1.0)
+
+    def _report_due(self) -> None:
+        while not self._stopping.is_set():
+            self._report_wake.wait(1.0)
+            self._report_wake.clear()
+            with self._dirty_lock:
+                due, self._dirty = self._dirty, set()
+            try:
+                for job_id in sorted(due):
+                    self._report(job_id)
+                    due.discard(job_id)
+            finally:
+                if due:
+                    with self._dirty_lock:
+                        self._dirty |= due
+
+    def _report(self, job_id: str) -> None:
+        job = self.store.get(job_id)
+        team = team_of(job)
+        if team is None or self._reported.get(job_id) == job.state:
+            return
+        if team["epoch"] != self.epoch:
+            return  # an attempt of an earlier epoch: dropped by _reconcile
+        ok = self.db.run(
+            lambda cur: placement.report(cur, job, self.name, team["epoch"], team["attempt"])
+        )
+        if ok:
+            self._reported[job_id] = job.state
+            if job.state.terminal:
+                self._reported.pop(job_id, None)
+        else:
+            log.warning("team write fenced: this host was marked down", job_id=job_id)
+            self._register(team["epoch"])
+
+    # -- heartbeat -------------------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        beats = [0]
+
+        def beat() -> None:
+            while not self._stopping.is_set():
+                running = [
+                    local_running(j, self.name)
+                    for j in self.store.jobs_in(RUNNING)
+                    if team_of(j) is None
+                ]
+                epoch = self.epoch
+                alive = self.db.run(
+                    partial(hosts.heartbeat, name=self.name, epoch=epoch, local_running=running),
+                    retry=False,
+                )
+                if not alive:
+                    log.warning("heartbeat fenced: this host was marked down; joining again")
+                    self._register(epoch)
+                beats[0] += 1
+                self.db.run(self._watch_hosts, retry=False)
+                self._stopping.wait(self.config.heartbeat_seconds)
+
+        self._guarded("team heartbeat", beat, self.config.heartbeat_seconds)
+
+    def _watch_hosts(self, cur: Any) -> None:
+        """Mark down the hosts gone silent, unless a planning pass is doing it now; now and
+        then, remove the objects no job needs."""
+        cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (PLANNER_LOCK,))
+        row = cur.fetchone()
+        if row and row[0]:
+            hosts.mark_down(cur, self.config.down_after_seconds)
+            objects.collect(cur)
+
+    # -- fencing ---------------------------------------------------------------------------
+
+    def _reconcile(self) -> None:
+        """End here the team jobs the team no longer gives this host (it was marked down while
+        they ran, or while they waited to start), and start those it claimed but had not
+        recorded yet (the agent stopped in between)."""
+        mine = [j for j in self.store.jobs_in([JobState.QUEUED, *RUNNING]) if team_of(j)]
+        epoch = self.epoch
+        ids = [j.id for j in mine]
+        rows = self.db.run(lambda cur: _team_rows(cur, ids))
+        for job in mine:
+            team = team_of(job)
+            assert team is not None
+            row = rows.get(job.id)
+            current = (
+                row is not None
+                and row.state == queue.RUNNING
+                and row.host == self.name
+                and row.epoch == epoch
+                and row.attempt == team["attempt"]
+            )
+            if not current:
+                self._drop(job, row)
+        orphans, ended = self.db.run(lambda cur: _unreported(cur, self.name, epoch, self.store))
+        for claimed in orphans:
+            self._start(claimed, epoch)
+        for job_id in ended:
+            self._changed(job_id)
+
+    def _drop(self, job: Job, row: queue.TeamJob | None) -> None:
+        """This host lost the job to the team: stop what runs of it here, and end it here."""
+        for step in STEPS:
+            handle = job.runtime.get(step, {}).get("handle") or self.runtime.find(job, step)
+            if handle is not None and self.runtime.probe(handle) == "running":
+                self.runtime.stop(handle, self.grace_seconds)
+        if row is None:
+            fate = "it is not in the team queue any more"
+        elif row.state in (queue.QUEUED, queue.PLACED):
+            fate = "the team queue has it again"
+        elif row.state == queue.RUNNING:
+            fate = f"it runs on {row.host} now"
+        else:
+            fate = f"the team queue has it as {row.state}" + (
+                f" ({row.failure_reason})" if row.failure_reason else ""
+            )
+        hint = f"this host ({self.name}) was marked down by the team queue; {fate}"
+        current = self.store.get(job.id)
+        if not current.state.terminal:
+            self.store.transition(job.id, JobState.FAILED, reason=queue.HOST_LOST, hint=hint)
+        log.warning("team job lost to the team", job_id=job.id, hint=hint)
+
+
+def _uid_of(user: str) -> int | None:
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return None
+
+
+def _team_rows(cur: Any, ids: list[str]) -> dict[str, queue.TeamJob]:
+    if not ids:
+        return {}
+    cur.execute(f"SELECT {queue.COLUMNS} FROM team_jobs WHERE id = ANY(%s)", (ids,))
+    return {row[0]: queue.TeamJob.from_row(row) for row in cur.fetchall()}
+
+
+def _unreported(
+    cur: Any, host: str, epoch: int, store: Store
+) -> tuple[list[placement.Claimed], list[str]]:
+    """The jobs the team has running here that the store lacks (claimed, not recorded yet), and
+    those the store has ended without the team knowing (the agent stopped in between)."""
+    cur.execute(
+        "SELECT id, user_name, spec, gpu_uuids, attempt, created_at FROM team_jobs "
+        "WHERE host = %s AND epoch = %s AND state = 'running'",
+        (host, epoch),
+    )
+    found, ended = [], []
+    for job_id, user, spec, gpus, attempt, created in cur.fetchall():
+        try:
+            if store.get(job_id).state.terminal:
+                ended.append(job_id)
+        except HatrainError:
+            found.append(
+                placement.Claimed(
+                    job_id, user, queue.spec_from_record(spec), tuple(gpus), attempt, created, {}
+                )
+            )
+    return found, ended
