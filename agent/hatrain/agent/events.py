@@ -4,6 +4,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from hatrain.rpc.readings import GpuUsage, Metric, Progress
+
+__all__ = ["Event", "EventKind", "GpuUsage", "Metric", "Progress", "progress_record"]
+
 
 class EventKind(StrEnum):
     STATE = "state"
@@ -13,47 +17,20 @@ class EventKind(StrEnum):
     GPU = "gpu"
 
 
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    value: float | None
-    text: str = ""
+def progress_record(progress: Progress) -> list[object]:
+    return [
+        progress.phase,
+        progress.current,
+        progress.total,
+        progress.rate,
+        progress.elapsed_seconds,
+        progress.eta_seconds,
+        progress.unit,
+    ]
 
 
-@dataclass(frozen=True)
-class Progress:
-    phase: str
-    current: int
-    total: int
-    rate: float = 0.0
-    elapsed_seconds: float = 0.0
-    eta_seconds: float = 0.0
-    unit: str = "it"
-
-    def to_record(self) -> list[object]:
-        return [
-            self.phase,
-            self.current,
-            self.total,
-            self.rate,
-            self.elapsed_seconds,
-            self.eta_seconds,
-            self.unit,
-        ]
-
-
-@dataclass(frozen=True)
-class GpuUsage:
-    """One NVML reading of a GPU that a running job holds."""
-
-    uuid: str
-    memory_used_mb: int
-    memory_total_mb: int
-    # Percent of NVML's last sample period in which a kernel ran on the GPU.
-    utilization_percent: int
-
-    def to_record(self) -> list[object]:
-        return [self.uuid, self.memory_used_mb, self.memory_total_mb, self.utilization_percent]
+def _gpu_usage_record(usage: GpuUsage) -> list[object]:
+    return [usage.uuid, usage.memory_used_mb, usage.memory_total_mb, usage.utilization_percent]
 
 
 @dataclass(slots=True)
@@ -98,13 +75,13 @@ class Event:
         if self.eval:
             rec["eval"] = True
         if self.progress is not None:
-            rec["progress"] = self.progress.to_record()
+            rec["progress"] = progress_record(self.progress)
         if self.exit_code is not None:
             rec["exit_code"] = self.exit_code
         if self.train_step is not None:
             rec["train_step"] = self.train_step
         if self.gpu_usage:
-            rec["gpu_usage"] = [g.to_record() for g in self.gpu_usage]
+            rec["gpu_usage"] = [_gpu_usage_record(g) for g in self.gpu_usage]
         return rec
 
     @classmethod

@@ -21,7 +21,7 @@ from typing import Any
 
 from .disk import storage_fault
 from .errors import FailedPrecondition, InvalidArgument, NotFound
-from .events import Event, EventKind, Progress
+from .events import Event, EventKind, Progress, progress_record
 from .fair_share import UsageRecord
 from .jobs import Job, JobFile, JobSpec
 from .scheduler import QueuedJob
@@ -499,7 +499,7 @@ class Store:
                 args.append(json.dumps({**json.loads(row[2]), **runtime}))
             if progress is not None:
                 sets.append("progress=?")
-                args.append(json.dumps(progress.to_record()))
+                args.append(json.dumps(progress_record(progress)))
             if metrics:
                 merged = {**json.loads(row[1]), **metrics}
                 sets.append("last_metrics=?")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hatrain.rpc.contract import JobState
+from hatrain.rpc.readings import GpuUsage, Metric, Progress
 from hatrain.rpc.spec import JobSpec
 from hatrain.rpc.v1 import agent_pb2 as pb
 
@@ -39,27 +40,6 @@ __all__ = [
     "Submission",
     "UploadReport",
 ]
-
-
-@dataclass(frozen=True)
-class Progress:
-    """A progress bar of the job (`phase`: train, eval, preprocess, a bar's own label)."""
-
-    phase: str
-    current: int
-    total: int
-    rate: float = 0.0
-    elapsed_seconds: float = 0.0
-    eta_seconds: float = 0.0
-    unit: str = "it"
-
-
-@dataclass(frozen=True)
-class GpuUsage:
-    uuid: str
-    memory_used_mb: int
-    memory_total_mb: int
-    utilization_percent: int
 
 
 @dataclass(frozen=True)
@@ -167,13 +147,6 @@ class Job:
             gpu_usage=_gpu_usage(job.gpu_usage),
             pending_reason=job.pending_reason,
         )
-
-
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    value: float | None  # None when the value printed is not a number
-    text: str = ""  # the value as printed, when it is not a number
 
 
 @dataclass(frozen=True)
