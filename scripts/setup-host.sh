@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepare this machine to run hatrain's tests and demo: system packages, a running Docker engine,
-# sshd binaries, and the CPU Axolotl virtualenv (cached outside the repository and reused).
+# sshd binaries, PostgreSQL 15 (the team queue's tests), and the CPU Axolotl virtualenv (cached outside the repository and reused).
 #   --test-gpu-hook  start dockerd with the stand-in hook of tests/support/bin (copied to
 #                    $CACHE/test-gpu-hook) on PATH, so that its NVIDIA device driver calls it
 #                    (CI has no GPU; see tests/support/bin).
@@ -22,6 +22,9 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v rsync >/dev/null || need+=(rsync)          # a peer in bench/
 [ -x /usr/bin/docker-registry ] || need+=(docker-registry)   # image pulls in the tests
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
+# The team queue's tests start their own servers from Debian's PostgreSQL 15 (not the system's
+# cluster, which the package's own start-up may create; it is stopped below).
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   $SUDO apt-get update -qq

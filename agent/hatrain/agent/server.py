@@ -29,6 +29,8 @@ from .runtime import Runtime
 from .service import AgentService, JobWaiters
 from .store import Store
 from .supervisor import Supervisor
+from .team.front import TeamFront
+from .team.member import TeamMember
 from .workspace import Workspace
 
 log = structlog.get_logger(__name__)
@@ -118,6 +120,27 @@ class Agent:
             objects=self.objects,
             staging_max_age_seconds=config.limits.staging_max_age_seconds,
         )
+        self.team: TeamMember | None = None
+        self.team_front: TeamFront | None = None
+        if config.team is not None:
+            self.team = TeamMember(
+                config.team,
+                self.store,
+                self.objects,
+                self.workspace,
+                self.supervisor,
+                self.runtime,
+                self.gpus,
+                policy,
+                grace,
+            )
+            self.team_front = TeamFront(
+                self.team.db,
+                config.team.host,
+                self.objects,
+                config.team.max_object_bytes,
+                config.scheduler,
+            )
         self.socket = config.listen
         self.address = f"unix:{self.socket}"
         self._private = self.socket.parent / "private"
@@ -164,6 +187,7 @@ class Agent:
                 self._reads,
                 self.identities,
                 self.gpu_usage,
+                self.team_front,
             ),
             self.server,
         )
@@ -187,6 +211,10 @@ class Agent:
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
 
     def start(self) -> None:
+        if self.team is not None:
+            # First: the jobs the team gave up on while this host was away end here before the
+            # supervisor would resume them.
+            self.team.start()
         self.supervisor.start()
         if self.gpu_usage is not None:
             self.gpu_usage.start()
@@ -213,6 +241,8 @@ class Agent:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         # The store stays open: runner threads of still-running jobs may write until exit.
+        if self.team is not None:
+            self.team.stop()
         self.supervisor.stop()
         if self.gpu_usage is not None:
             self.gpu_usage.stop()

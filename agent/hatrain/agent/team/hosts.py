@@ -152,3 +152,12 @@ def _settle_jobs_of(cur: Cursor, host: str, silent: float, now: float) -> None:
             host,
         ),
     )
+
+
+def gpus_used(cur: Cursor) -> dict[str, int]:
+    """GPUs each host holds for team jobs placed on it or running there."""
+    cur.execute(
+        "SELECT host, sum(cardinality(gpu_uuids)) FROM team_jobs "
+        "WHERE state IN ('placed', 'running') GROUP BY host"
+    )
+    return {host: int(n) for host, n in cur.fetchall()}

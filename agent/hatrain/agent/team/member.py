@@ -308,7 +308,7 @@ class TeamMember:
 
     def _reconcile(self) -> None:
         """End here the team jobs the team no longer gives this host (it was marked down while
-        they ran, or while they waited to start), and start those it claimed but had not
+        they ran, or while they waited to start); give back those it claimed but had not
         recorded yet (the agent stopped in between)."""
         mine = [j for j in self.store.jobs_in([JobState.QUEUED, *RUNNING]) if team_of(j)]
         epoch = self.epoch
@@ -329,7 +329,12 @@ class TeamMember:
                 self._drop(job, row)
         orphans, ended = self.db.run(lambda cur: _unreported(cur, self.name, epoch, self.store))
         for claimed in orphans:
-            self._start(claimed, epoch)
+            # Claimed, never recorded (the agent stopped in between): nothing of it ran, so it
+            # goes back to the queue rather than racing the supervisor's own recovery here.
+            log.info("claimed before a stop, never started; back to the queue", job_id=claimed.id)
+            self.db.run(
+                partial(placement.give_back, job_id=claimed.id, host=self.name, epoch=epoch)
+            )
         for job_id in ended:
             self._changed(job_id)
 

@@ -1,0 +1,269 @@
+"""The team queue on a real PostgreSQL 15: three agents, each a `hatrain-agent serve` process
+with its own data root and GPU list, share one queue; a job is bound to a host only when it can
+start there."""
+
+import hashlib
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from hatrain.agent.jobs import JobSpec
+from hatrain.agent.objects import ObjectStore
+from hatrain.agent.team import queue
+from hatrain.agent.team.db import TeamDb
+from hatrain.agent.team.schema import migrate
+from hatrain.rpc.v1 import agent_pb2 as pb
+
+from tests.support.harness import all_events, poll
+from tests.support.postgres import Cluster, cluster
+from tests.support.team import A100, H200, Team, held
+
+REPO = Path(__file__).resolve().parent.parent
+GPUS = {"gpu1": [A100, A100], "gpu2": [H200, H200], "gpu3": [H200, H200]}
+
+
+@pytest.fixture
+def make_team(local_agent_config: dict[str, Any], tmp_path: Path) -> Iterator[Callable[..., Team]]:
+    """make_team(standby=False): PostgreSQL (with a synchronous standby if asked) and the three
+    agents gpu1 (two A100 40 GB), gpu2 and gpu3 (two H200 each), started."""
+    made: list[tuple[Team, Any]] = []
+
+    def make(standby: bool = False) -> Team:
+        context = cluster()
+        pg = context.__enter__()
+        if standby:
+            pg.add_standby()
+        team = Team(pg)
+        made.append((team, context))
+        for name, gpus in GPUS.items():
+            team.add(name, local_agent_config, gpus, tmp_path).start()
+        poll(
+            lambda: len(team.sql("SELECT name FROM team_hosts WHERE state = 'up'")) == 3,
+            60,
+            "three hosts up in the team",
+        )
+        return team
+
+    yield make
+    for team, context in made:
+        _release_everything(team)
+        team.close()
+        context.__exit__(None, None, None)
+
+
+def _release_everything(team: Team) -> None:
+    """Let every held job's process end (a killed agent leaves them running)."""
+    for host in team.hosts.values():
+        for run in (host.data_root / "jobs").glob("*/run"):
+            for go in ("go", "go2", "go3", "go4"):
+                (run / go).write_text("")
+
+
+def _states(host: Any, job_id: str) -> list[Any]:
+    """The states a host's own record of a job went through."""
+    return [e.state for e in all_events(host.stub, job_id) if e.kind == pb.EVENT_KIND_STATE]
+
+
+def _ended_failed(host: Any, job_id: str) -> bool:
+    return _states(host, job_id)[-1] == pb.JOB_STATE_FAILED
+
+
+def _running_on(team: Team, job_id: str) -> str:
+    row = team.wait_row(job_id, "training", state="running", local_state="training")
+    return str(row["host"])
+
+
+def test_a_job_waits_for_the_first_host_to_free_up(make_team: Callable[..., Team]) -> None:
+    """Every GPU of the team is busy: a new job waits in the team queue, bound to no host, with
+    a reason; it starts on the first host that frees up (not where it was submitted), once."""
+    team = make_team()
+    gpu1 = team["gpu1"]
+    busy = [gpu1.submit(held(go, gpus=2)) for go in ("go", "go2", "go3")]
+    hosts = {job.id: _running_on(team, job.id) for job in busy}
+    assert sorted(hosts.values()) == ["gpu1", "gpu2", "gpu3"]
+
+    waiting = gpu1.submit(held("go4"))
+    row = team.wait_row(waiting.id, "a reason", state="queued")
+    poll(lambda: team.row(waiting.id)["pending_reason"], 30, "a pending reason")
+    reason = team.row(waiting.id)["pending_reason"]
+    assert reason.startswith("waiting for 1 GPU"), reason
+    assert row["host"] is None
+    listed = gpu1.stub.GetJob(pb.GetJobRequest(job_id=waiting.id))
+    assert listed.state == pb.JOB_STATE_QUEUED and listed.pending_reason == reason
+
+    freed = next(job for job in busy if hosts[job.id] == "gpu3")
+    team["gpu3"].release(freed.id, go={busy[0].id: "go", busy[1].id: "go2"}.get(freed.id, "go3"))
+    assert _running_on(team, waiting.id) == "gpu3"
+    seen = gpu1.stub.GetJob(pb.GetJobRequest(job_id=waiting.id))
+    assert seen.team_host == "gpu3" and seen.from_team_queue
+    team["gpu3"].release(waiting.id, "go4")
+    done = team.wait_row(waiting.id, "succeeded", state="succeeded")
+    assert done["attempt"] == 1
+    # It ran on gpu3 only: no other host has a run directory of it.
+    assert [
+        h.name for h in team.hosts.values() if (h.data_root / "jobs" / waiting.id).exists()
+    ] == ["gpu3"]
+
+
+def test_host_and_gpu_type_constraints_are_honoured(make_team: Callable[..., Team]) -> None:
+    """--host names the only host a job may run on; GPU type and memory pick the hosts that
+    have them; a job no host of the team could run is refused at submit, naming the field."""
+    team = make_team()
+    gpu2 = team["gpu2"]
+    pinned = gpu2.submit(held(host="gpu3"))
+    a100 = held()
+    a100.resources.gpu_type = "A100"
+    on_a100 = gpu2.submit(a100)
+    big = held(gpus=2)
+    big.resources.min_gpu_memory_mb = 80_000
+    on_big = gpu2.submit(big)
+    assert _running_on(team, pinned.id) == "gpu3"
+    assert _running_on(team, on_a100.id) == "gpu1"
+    assert _running_on(team, on_big.id) in {"gpu2", "gpu3"}
+
+    impossible = held(gpus=2, host="gpu1")
+    impossible.resources.min_gpu_memory_mb = 80_000
+    with pytest.raises(grpc.RpcError) as refused:
+        gpu2.submit(impossible)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "spec.resources.gpus" in str(refused.value.details())
+    with pytest.raises(grpc.RpcError) as unknown:
+        gpu2.submit(held(host="gpu9"))
+    assert "spec.host" in str(unknown.value.details())
+
+
+def test_racing_hosts_never_claim_one_job_twice(tmp_path: Path) -> None:
+    """1,200 jobs, three processes each running the agent's own planning pass and claim in a
+    tight loop as a host of 4 GPUs: every job is claimed exactly once, and ends once."""
+    jobs = 1200
+    with cluster() as pg:
+        db = TeamDb(pg.primary.conninfo, retry_seconds=30)
+        db.open()
+        migrate(db)
+        objects = ObjectStore(tmp_path / "objects")
+        spec = JobSpec(config_name="job.yml", config_yaml="{}", gpus=1)
+
+        def submit_all(cur: Any) -> None:
+            for _ in range(jobs):
+                queue.submit(
+                    cur, spec, "root", submitted_on="test", objects=objects, max_object_bytes=0
+                )
+
+        db.run(submit_all)
+        db.close()
+        outs = [tmp_path / f"race-{i}.txt" for i in range(3)]
+        racers = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.support.claim_race",
+                    pg.primary.conninfo,
+                    f"racer{i}",
+                    "4",
+                    str(out),
+                ],
+                cwd=REPO,
+            )
+            for i, out in enumerate(outs)
+        ]
+        for racer in racers:
+            assert racer.wait(timeout=600) == 0
+        claims = Counter(line for out in outs for line in out.read_text().split())
+        per_racer = [len(out.read_text().split()) for out in outs]
+        with pg_connect(pg) as conn:
+            rows = conn.execute("SELECT state, attempt, count(*) FROM team_jobs GROUP BY 1, 2")
+            states = {(s, a): n for s, a, n in rows.fetchall()}
+    assert sum(claims.values()) == jobs, per_racer
+    assert max(claims.values()) == 1
+    assert all(n > 0 for n in per_racer), per_racer  # they really raced
+    assert states == {("succeeded", 1): jobs}
+
+
+def pg_connect(pg: Cluster) -> Any:
+    import psycopg
+
+    return psycopg.connect(pg.primary.conninfo, autocommit=True)
+
+
+def test_upload_host_killed_after_submit(make_team: Callable[..., Team]) -> None:
+    """The client uploads to gpu1 and submits there; gpu1 dies. The job starts on another host
+    all the same, with its dataset byte for byte (verified by SHA-256 into that host's store),
+    and the database lets go of the file once no queued job needs it."""
+    team = make_team()
+    gpu1 = team["gpu1"]
+    blockers = [team["gpu2"].submit(held(gpus=2, host=h)) for h in ("gpu2", "gpu3")]
+    for job in blockers:
+        _running_on(team, job.id)
+    data = b"".join(f'{{"text": "row {i}"}}\n'.encode() for i in range(200_000))
+    file = gpu1.upload(data)
+    job_spec = held(gpus=2)
+    job_spec.resources.gpu_type = "H200"
+    job_spec.files.append(file)
+    job = gpu1.submit(job_spec)
+    assert team.sql("SELECT size FROM team_objects") == [(len(data),)]
+    gpu1.kill()
+
+    team["gpu2"].release(blockers[0].id)
+    assert _running_on(team, job.id) == "gpu2"
+    dataset = team["gpu2"].data_root / "jobs" / job.id / "datasets" / "train.jsonl"
+    assert hashlib.sha256(dataset.read_bytes()).hexdigest() == file.sha256
+    poll(lambda: not team.sql("SELECT 1 FROM team_objects"), 30, "the object to leave the db")
+
+
+def test_host_killed_mid_job(make_team: Callable[..., Team]) -> None:
+    """gpu1 dies while two jobs run on it. Past the timeout it is marked down: the job without
+    --requeue is reported `host lost`; the one with it runs again on another host. gpu1 comes
+    back with the same data root and runs neither again, nor reports either."""
+    team = make_team()
+    gpu1, gpu2 = team["gpu1"], team["gpu2"]
+    blockers = [gpu2.submit(held(gpus=2, host=h)) for h in ("gpu2", "gpu3")]
+    for job in blockers:
+        _running_on(team, job.id)
+    lost = gpu2.submit(held())
+    again = gpu2.submit(held(requeue=True))
+    assert _running_on(team, lost.id) == "gpu1"
+    assert _running_on(team, again.id) == "gpu1"
+    gpu1.kill()
+
+    failed = team.wait_row(lost.id, "host lost", timeout=60, state="failed")
+    assert failed["failure_reason"] == "host lost" and "gpu1" in failed["hint"]
+    seen = gpu2.stub.GetJob(pb.GetJobRequest(job_id=lost.id))
+    assert seen.state == pb.JOB_STATE_FAILED and seen.failure_reason == "host lost"
+    requeued = team.wait_row(again.id, "requeued", timeout=60, state="queued")
+    assert "host lost" in requeued["note"]
+    gpu2.release(blockers[0].id)
+    assert _running_on(team, again.id) == "gpu2"
+    assert team.row(again.id)["attempt"] == 2
+    gpu2.release(again.id)
+    team.wait_row(again.id, "succeeded", state="succeeded")
+
+    # Its old processes on gpu1 may end while the agent is away: gpu1 must report neither, and
+    # start neither again.
+    gpu1.release(again.id)
+    gpu1.release(lost.id)
+    gpu1.start()
+    poll(
+        lambda: team.sql("SELECT state FROM team_hosts WHERE name = 'gpu1'") == [("up",)],
+        60,
+        "gpu1 back in the team",
+    )
+    for job in (lost, again):
+        poll(
+            partial(_ended_failed, gpu1, job.id),
+            60,
+            f"gpu1 to end its stale attempt of {job.id}",
+        )
+        states = _states(gpu1, job.id)
+        assert states.count(pb.JOB_STATE_STARTING) == 1, states
+    final = team.row(again.id)
+    assert (final["state"], final["host"], final["attempt"]) == ("succeeded", "gpu2", 2)
+    assert team.row(lost.id)["state"] == "failed"
+    usage = team.sql("SELECT attempt FROM team_usage WHERE job_id = %s ORDER BY 1", (again.id,))
+    assert usage == [(1,), (2,)]
