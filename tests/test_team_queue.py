@@ -5,6 +5,8 @@ start there."""
 import hashlib
 import subprocess
 import sys
+import threading
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -267,3 +269,96 @@ def test_host_killed_mid_job(make_team: Callable[..., Team]) -> None:
     assert team.row(lost.id)["state"] == "failed"
     usage = team.sql("SELECT attempt FROM team_usage WHERE job_id = %s ORDER BY 1", (again.id,))
     assert usage == [(1,), (2,)]
+
+
+def test_database_failover_while_submits_flow(make_team: Callable[..., Team]) -> None:
+    """The team's PostgreSQL fails over to its synchronous standby (the primary stopped at once,
+    the standby promoted) while submits flow to gpu2: every submit that was acknowledged is in
+    the database afterwards, and the three agents, never restarted, carry on: heartbeats, a job
+    placed and started, a job finished."""
+    team = make_team(standby=True)
+    gpu2 = team["gpu2"]
+    pids = {name: host.process.proc.pid for name, host in team.hosts.items() if host.process.proc}
+    acknowledged: list[str] = []
+    refused: list[str] = []
+    stop = threading.Event()
+
+    def submit_until_stopped() -> None:
+        while not stop.is_set():
+            request_id = uuid.uuid4().hex
+            for _ in range(3):  # the client's own retry of one submit, by its request id
+                try:
+                    job = gpu2.stub.SubmitJob(
+                        pb.SubmitJobRequest(
+                            spec=held(gpus=2), team_queue=True, client_request_id=request_id
+                        ),
+                        timeout=90,
+                    ).job
+                except grpc.RpcError as exc:
+                    refused.append(f"{exc.code()}: {exc.details()}")
+                    continue
+                acknowledged.append(job.id)
+                break
+
+    submitter = threading.Thread(target=submit_until_stopped)
+    submitter.start()
+    try:
+        poll(lambda: len(acknowledged) >= 20, 60, "20 submits before the failover")
+        team.cluster.fail_over()
+        after = len(acknowledged)
+        poll(lambda: len(acknowledged) >= after + 20, 120, "20 submits after the failover")
+    finally:
+        stop.set()
+        submitter.join(timeout=120)
+    stored = {row[0] for row in team.sql("SELECT id FROM team_jobs")}
+    assert set(acknowledged) <= stored, set(acknowledged) - stored
+    assert len(set(acknowledged)) == len(acknowledged)  # a retried submit is one job
+    assert team.sql("SELECT pg_is_in_recovery()") == [(False,)]
+
+    running = [r[0] for r in team.sql("SELECT id FROM team_jobs WHERE state = 'running'")]
+    assert len(running) == 3  # one 2-GPU job on each host, placed before or after
+    poll(
+        lambda: (
+            team.sql(
+                "SELECT count(*) FROM team_hosts WHERE state = 'up' "
+                "AND heartbeat_at > now() - interval '3 seconds'"
+            )
+            == [(3,)]
+        ),
+        60,
+        "every host heartbeating on the promoted server",
+    )
+    first = running[0]
+    host = team.hosts[str(team.row(first)["host"])]
+    host.release(first)
+    team.wait_row(first, "succeeded on the promoted server", state="succeeded")
+    nxt = poll(
+        lambda: team.sql(
+            "SELECT id FROM team_jobs WHERE state = 'running' AND host = %s AND id <> %s",
+            (host.name, first),
+        ),
+        60,
+        "the next job placed and started on the freed host",
+    )
+    assert nxt
+    assert {n: h.process.proc.pid for n, h in team.hosts.items() if h.process.proc} == pids
+    assert all(h.process.proc and h.process.proc.poll() is None for h in team.hosts.values())
+
+
+def test_object_bytes_cap_refuses_naming_it(make_team: Callable[..., Team], tmp_path: Path) -> None:
+    """A team job whose files would take the database past team.max_object_bytes is refused,
+    naming the setting, and nothing is queued."""
+    team = make_team()
+    gpu1 = team["gpu1"]
+    gpu1.stop()
+    gpu1.config["team"]["max_object_bytes"] = 1000
+    gpu1.process = type(gpu1.process)(gpu1.config, gpu1.workdir)
+    gpu1.start()
+    job_spec = held()
+    job_spec.files.append(gpu1.upload(b"x" * 2000))
+    with pytest.raises(grpc.RpcError) as refused:
+        gpu1.submit(job_spec)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "team.max_object_bytes" in str(refused.value.details())
+    assert team.sql("SELECT count(*) FROM team_jobs") == [(0,)]
+    assert team.sql("SELECT count(*) FROM team_objects") == [(0,)]

@@ -19,6 +19,7 @@ stopped. Nothing it ran before is started again.
 
 import pwd
 import threading
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -42,7 +43,6 @@ from .schema import CHANNEL, PLANNER_LOCK, migrate
 
 log = structlog.get_logger(__name__)
 _BACKOFF_MAX = 2.0
-_COLLECT_EVERY = 5
 
 
 def team_of(job: Job) -> dict[str, Any] | None:
@@ -87,7 +87,11 @@ class TeamMember:
         self.gpus = gpus
         self.grace_seconds = grace_seconds
         self.db = TeamDb(config.database, config.retry_seconds)
-        self.planner = placement.TeamPlanner(policy, config.down_after_seconds)
+        self.planner = placement.TeamPlanner(
+            policy, config.down_after_seconds, may_mark_down=self._steady
+        )
+        # Since when this host's heartbeats have gone through without a break (monotonic).
+        self._beating_since: float | None = None
         self.epoch = 0
         self._epoch_lock = threading.RLock()
         self._dirty: set[str] = set()
@@ -272,8 +276,6 @@ class TeamMember:
     # -- heartbeat -------------------------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
-        beats = [0]
-
         def beat() -> None:
             while not self._stopping.is_set():
                 running = [
@@ -282,26 +284,41 @@ class TeamMember:
                     if team_of(j) is None
                 ]
                 epoch = self.epoch
-                alive = self.db.run(
-                    partial(hosts.heartbeat, name=self.name, epoch=epoch, local_running=running),
-                    retry=False,
-                )
+                try:
+                    alive = self.db.run(
+                        partial(
+                            hosts.heartbeat, name=self.name, epoch=epoch, local_running=running
+                        ),
+                        retry=False,
+                    )
+                except Exception:
+                    self._beating_since = None
+                    raise
+                if self._beating_since is None:
+                    self._beating_since = time.monotonic()
                 if not alive:
                     log.warning("heartbeat fenced: this host was marked down; joining again")
                     self._register(epoch)
-                beats[0] += 1
                 self.db.run(self._watch_hosts, retry=False)
                 self._stopping.wait(self.config.heartbeat_seconds)
 
         self._guarded("team heartbeat", beat, self.config.heartbeat_seconds)
 
+    def _steady(self) -> bool:
+        """Whether this host's heartbeats have gone through for a whole timeout: only then may
+        it judge another host silent. After the database was away (a failover), every host's
+        last heartbeat is old; the others are given a timeout to reconnect, as this one had."""
+        since = self._beating_since
+        return since is not None and time.monotonic() - since >= self.config.down_after_seconds
+
     def _watch_hosts(self, cur: Any) -> None:
-        """Mark down the hosts gone silent, unless a planning pass is doing it now; now and
-        then, remove the objects no job needs."""
+        """Mark down the hosts gone silent, unless a planning pass is doing it now; remove the
+        objects no job needs."""
         cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (PLANNER_LOCK,))
         row = cur.fetchone()
         if row and row[0]:
-            hosts.mark_down(cur, self.config.down_after_seconds)
+            if self._steady():
+                hosts.mark_down(cur, self.config.down_after_seconds)
             objects.collect(cur)
 
     # -- fencing ---------------------------------------------------------------------------

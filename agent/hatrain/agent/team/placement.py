@@ -20,6 +20,7 @@ was marked down meanwhile claims nothing.
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,8 +97,16 @@ def _queued(cur: Cursor) -> list[QueuedJob]:
 class TeamPlanner:
     """The planning pass an agent runs for the whole team."""
 
-    def __init__(self, policy: Policy, down_after_seconds: float) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        down_after_seconds: float,
+        may_mark_down: Callable[[], bool] = lambda: True,
+    ) -> None:
+        """may_mark_down: whether this agent has seen the database long enough to judge others
+        silent (see member.py)."""
         self.policy = policy
+        self.may_mark_down = may_mark_down
         self.down_after_seconds = down_after_seconds
         self.usage = UsageBook(policy.usage_half_life_seconds)
         self._reasons_at = -math.inf
@@ -105,7 +114,8 @@ class TeamPlanner:
     def run(self, cur: Cursor) -> set[str]:
         """One pass; returns the hosts given placements."""
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (PLANNER_LOCK,))
-        mark_down(cur, self.down_after_seconds)
+        if self.may_mark_down():
+            mark_down(cur, self.down_after_seconds)
         up = hosts(cur, up_only=True)
         running = _active(cur) + [r for h in up for r in h.local_running]
         if self._full(up, running) and time.monotonic() < self._reasons_at + (
