@@ -6,6 +6,7 @@ import hashlib
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from hatrain.rpc.v1 import agent_pb2 as pb
 from tests.support.harness import all_events, poll
 from tests.support.postgres import Cluster, cluster
 from tests.support.team import A100, H200, Team, held
+from tests.support.users import ALICE, BOB, channel_as, ensure_user, stub_as
 
 REPO = Path(__file__).resolve().parent.parent
 GPUS = {"gpu1": [A100, A100], "gpu2": [H200, H200], "gpu3": [H200, H200]}
@@ -362,3 +364,61 @@ def test_object_bytes_cap_refuses_naming_it(make_team: Callable[..., Team], tmp_
     assert "team.max_object_bytes" in str(refused.value.details())
     assert team.sql("SELECT count(*) FROM team_jobs") == [(0,)]
     assert team.sql("SELECT count(*) FROM team_objects") == [(0,)]
+
+
+def test_fair_share_by_decayed_usage_and_true_reasons(make_team: Callable[..., Team]) -> None:
+    """Alice used 100 GPU-hours yesterday (the team's usage history), Bob none. Every GPU is
+    busy; Alice submits, then Bob. Bob is first in line, reserved, and his job takes the first
+    GPU that frees; Alice's reason said she was behind him, and then that she is first."""
+    for name in (ALICE, BOB):
+        ensure_user(name)
+    team = make_team()
+    gpu2 = team["gpu2"]
+    day = 86_400.0
+    now = time.time()
+    team.sql(
+        "INSERT INTO team_usage (job_id, attempt, user_name, team, gpus, started_at, "
+        "finished_at) VALUES ('yesterday', 1, %s, '', 4, %s, %s)",
+        (ALICE, now - day - 25 * 3600, now - day),
+    )
+    blockers = [gpu2.submit(held(gpus=2, host="gpu1")), gpu2.submit(held(gpus=2, host="gpu3"))]
+    blockers += [gpu2.submit(held(host="gpu2")) for _ in range(2)]
+    for job in blockers:
+        _running_on(team, job.id)
+
+    def submit_as(user: str) -> Any:
+        with channel_as(user, gpu2.socket) as channel:
+            return (
+                stub_as(channel)
+                .SubmitJob(
+                    pb.SubmitJobRequest(
+                        spec=held(), team_queue=True, client_request_id=uuid.uuid4().hex
+                    ),
+                    timeout=60,
+                )
+                .job
+            )
+
+    alice = submit_as(ALICE)
+    bob = submit_as(BOB)
+    assert alice.user == ALICE and bob.user == BOB
+
+    def reasons() -> tuple[dict[str, Any], dict[str, Any]] | None:
+        a, b = team.row(alice.id), team.row(bob.id)
+        return (a, b) if a["pending_reason"] and b["pending_reason"] else None
+
+    a_row, b_row = poll(reasons, 30, "both jobs' reasons")
+    b_queue = team.sql("SELECT queue_position FROM team_jobs WHERE id = %s", (bob.id,))
+    a_queue = team.sql("SELECT queue_position FROM team_jobs WHERE id = %s", (alice.id,))
+    assert (b_queue, a_queue) == ([(1,)], [(2,)])
+    assert "reserved" in b_row["pending_reason"], b_row["pending_reason"]
+    assert "behind 1 job" in a_row["pending_reason"], a_row["pending_reason"]
+
+    gpu2.release(blockers[2].id)
+    assert _running_on(team, bob.id) == "gpu2"
+    assert team.row(alice.id)["state"] == "queued"
+    poll(
+        lambda: "reserved" in team.row(alice.id)["pending_reason"],
+        30,
+        "Alice's job, first in line now, to say so",
+    )
