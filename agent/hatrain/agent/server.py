@@ -140,6 +140,7 @@ class Agent:
                 self.objects,
                 config.team.max_object_bytes,
                 config.scheduler,
+                self.team,
             )
         self.socket = config.listen
         self.address = f"unix:{self.socket}"

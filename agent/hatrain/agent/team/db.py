@@ -38,7 +38,7 @@ def _dsn(conninfo: str, connect_timeout: float) -> str:
 
 
 class TeamDb:
-    def __init__(self, conninfo: str, retry_seconds: float, max_size: int = 8) -> None:
+    def __init__(self, conninfo: str, retry_seconds: float, max_size: int = 16) -> None:
         self.conninfo = _dsn(conninfo, 2)
         self.retry_seconds = retry_seconds
         self.pool: ConnectionPool[psycopg.Connection[TupleRow]] = ConnectionPool(

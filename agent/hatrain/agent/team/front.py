@@ -3,8 +3,10 @@ the team's hosts. Each call is one transaction on the team database (retried acr
 failover: a submit by its request id, which the client sends with every submit)."""
 
 import base64
+import time
 from collections.abc import Mapping, Sequence
 from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from hatrain.rpc.contract import gpu_accepts
 
@@ -20,6 +22,11 @@ from .db import Cursor, TeamDb
 from .hosts import TeamHost
 from .queue import TeamJob
 
+if TYPE_CHECKING:
+    from .member import TeamMember
+
+_GPUS_FRESH_SECONDS = 1.0
+
 
 class TeamFront:
     def __init__(
@@ -29,16 +36,21 @@ class TeamFront:
         objects: ObjectStore,
         max_object_bytes: int,
         scheduler: SchedulerConfig,
+        member: "TeamMember | None" = None,
     ) -> None:
+        """member: this host's part in the team, which plans a submit at once if it can."""
         self.db = db
         self.host = host
         self.objects = objects
         self.max_object_bytes = max_object_bytes
         self.scheduler = scheduler
+        self.member = member
+        self._gpus: dict[str, tuple[GpuSlot, ...]] = {}
+        self._gpus_read_at: float | None = None
 
     def check_fits(self, spec: JobSpec) -> None:
         """Refuse a job that no host of the team (or not the host it names) could ever run."""
-        team = {h.name: h.gpus for h in self.hosts()}
+        team = self._gpus_by_host()
         if spec.host and spec.host not in team:
             raise InvalidArgument(
                 "spec.host", f"a host of the team ({', '.join(sorted(team))}), got {spec.host!r}"
@@ -64,6 +76,14 @@ class TeamFront:
                 f"at most {best} (GPUs {where} matching the request), got {spec.gpus}",
             )
 
+    def _gpus_by_host(self) -> dict[str, tuple[GpuSlot, ...]]:
+        """The team's GPUs by host, read again at most every second (a submit needs them)."""
+        now = time.monotonic()
+        if self._gpus_read_at is None or now - self._gpus_read_at > _GPUS_FRESH_SECONDS:
+            self._gpus = {h.name: h.gpus for h in self.hosts()}
+            self._gpus_read_at = now
+        return self._gpus
+
     def submit(
         self, spec: JobSpec, user: str, client_request_id: str, secrets: dict[str, str]
     ) -> tuple[TeamJob, bool]:
@@ -71,19 +91,26 @@ class TeamFront:
             # Counted in the submit's own transaction, so that racing submits see each other.
             self._queue_cap_check_in(cur, user, spec.team)
 
-        return self.db.run(
-            partial(
-                queue.submit,
-                spec=spec,
-                user=user,
+        def work(cur: Cursor) -> tuple[TeamJob, bool, Any]:
+            job, created = queue.submit(
+                cur,
+                spec,
+                user,
                 submitted_on=self.host,
                 objects=self.objects,
                 max_object_bytes=self.max_object_bytes,
                 client_request_id=client_request_id,
                 secrets=secrets,
                 admit=admit,
+                notify=self.member is None,
             )
-        )
+            placed = self.member.plan_now(cur) if created and self.member else None
+            return job, created, placed
+
+        job, created, placed = self.db.run(work)
+        if placed is not None and self.member is not None:
+            self.member.start_soon(placed)
+        return job, created
 
     def _queue_cap_check_in(self, cur: Cursor, user: str, team: str) -> None:
         queue_cap_check(self.scheduler, partial(queue.queued_by, cur))(user, team)

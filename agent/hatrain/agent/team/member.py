@@ -43,6 +43,10 @@ from .schema import CHANNEL, PLANNER_LOCK, migrate
 
 log = structlog.get_logger(__name__)
 _BACKOFF_MAX = 2.0
+# How often (in heartbeats) claims that were never started are looked for, and how old one
+# must be to count as such.
+_ORPHANS_EVERY = 20
+_ORPHAN_AFTER_SECONDS = 60.0
 
 
 def team_of(job: Job) -> dict[str, Any] | None:
@@ -88,7 +92,10 @@ class TeamMember:
         self.grace_seconds = grace_seconds
         self.db = TeamDb(config.database, config.retry_seconds)
         self.planner = placement.TeamPlanner(
-            policy, config.down_after_seconds, may_mark_down=self._steady
+            policy,
+            config.down_after_seconds,
+            may_mark_down=self._steady,
+            claims_in_pass=config.host,
         )
         # Since when this host's heartbeats have gone through without a break (monotonic).
         self._beating_since: float | None = None
@@ -99,6 +106,8 @@ class TeamMember:
         self._report_wake = threading.Event()
         self._reported: dict[str, JobState] = {}
         self._stopping = threading.Event()
+        # Jobs claimed and being started here (their files read, their record made).
+        self._starting: set[str] = set()
         self._threads: list[threading.Thread] = []
 
     # -- life ------------------------------------------------------------------------------
@@ -157,28 +166,72 @@ class TeamMember:
         self._guarded("team queue", self._listen, self.config.poll_seconds)
 
     def _listen(self) -> None:
+        mine = f"{placement.PLACED_ON}{self.name}"
         with self.db.listening(CHANNEL) as conn:
             self._pass()
             while not self._stopping.is_set():
-                got = list(conn.notifies(timeout=self.config.poll_seconds, stop_after=1))
-                got += conn.notifies(timeout=0)  # the rest of a burst: one pass for all
+                got = [
+                    n.payload for n in conn.notifies(timeout=self.config.poll_seconds, stop_after=1)
+                ]
+                got += [n.payload for n in conn.notifies(timeout=0)]  # a burst: one pass for all
                 if self._stopping.is_set():
                     return
+                if got and all(p.startswith(placement.PLACED_ON) for p in got):
+                    # Another host's pass placed jobs: nothing freed, no pass needed; claim ours.
+                    if mine in got:
+                        self.claim()
+                    continue
                 self._pass()
-                del got
 
     def _pass(self) -> None:
-        self.db.run(self.planner.run)
-        self.claim()
+        """A planning pass, and this host's claims, in one transaction."""
+        epoch = self.epoch
+
+        def plan_and_claim(cur: Any) -> list[placement.Claimed]:
+            self.planner.run(cur)
+            return placement.claim(cur, self.name, epoch)
+
+        self._start_all(self.db.run(plan_and_claim), epoch)
+
+    def plan_now(self, cur: Any) -> tuple[list[placement.Claimed], int]:
+        """A planning pass inside a submit's own transaction, when no other pass is running
+        (else it notifies the hosts, whose passes will see the job): a job that can start at
+        once is placed, and claimed if here, as it is queued. Returns the claims and their
+        epoch."""
+        epoch = self.epoch
+        cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (PLANNER_LOCK,))
+        row = cur.fetchone()
+        if not (row and row[0]):
+            cur.execute("SELECT pg_notify(%s, 'submit')", (CHANNEL,))
+            return [], epoch
+        self.planner.run(cur)
+        return placement.claim(cur, self.name, epoch), epoch
+
+    def start_soon(self, placed: tuple[list[placement.Claimed], int]) -> None:
+        """Start claims made by plan_now, once their transaction has committed, off the
+        caller's thread."""
+        claimed, epoch = placed
+        if claimed:
+            threading.Thread(
+                target=self._start_all, args=(claimed, epoch), name="team-start", daemon=True
+            ).start()
 
     def claim(self) -> list[str]:
         """Claim and start this host's placements; returns the ids started."""
         epoch = self.epoch
-        claimed = self.db.run(lambda cur: placement.claim(cur, self.name, epoch))
+        return self._start_all(
+            self.db.run(partial(placement.claim, host=self.name, epoch=epoch)), epoch
+        )
+
+    def _start_all(self, claimed: list[placement.Claimed], epoch: int) -> list[str]:
         started = []
         for job in claimed:
-            if self._start(job, epoch):
-                started.append(job.id)
+            self._starting.add(job.id)
+            try:
+                if self._start(job, epoch):
+                    started.append(job.id)
+            finally:
+                self._starting.discard(job.id)
         return started
 
     def _start(self, claimed: placement.Claimed, epoch: int) -> bool:
@@ -276,7 +329,10 @@ class TeamMember:
     # -- heartbeat -------------------------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
+        beats = 0
+
         def beat() -> None:
+            nonlocal beats
             while not self._stopping.is_set():
                 running = [
                     local_running(j, self.name)
@@ -299,10 +355,41 @@ class TeamMember:
                 if not alive:
                     log.warning("heartbeat fenced: this host was marked down; joining again")
                     self._register(epoch)
+                beats += 1
+                if beats % _ORPHANS_EVERY == 0:
+                    self._give_back_orphans()
                 self.db.run(self._watch_hosts, retry=False)
                 self._stopping.wait(self.config.heartbeat_seconds)
 
         self._guarded("team heartbeat", beat, self.config.heartbeat_seconds)
+
+    def _give_back_orphans(self) -> None:
+        """A claim whose commit went through but whose answer was lost (the connection broke
+        at that moment) leaves a job the team has running here and this host never started:
+        give it back to the queue. Only claims older than a while, and not being started now."""
+        epoch = self.epoch
+        before = time.time() - _ORPHAN_AFTER_SECONDS
+
+        def find(cur: Any) -> list[str]:
+            cur.execute(
+                "SELECT id FROM team_jobs WHERE host = %s AND epoch = %s AND state = 'running' "
+                "AND started_at < %s",
+                (self.name, epoch, before),
+            )
+            return [row[0] for row in cur.fetchall()]
+
+        for job_id in self.db.run(find, retry=False):
+            if job_id in self._starting or self._has(job_id):
+                continue
+            log.warning("claimed here, never started; back to the team queue", job_id=job_id)
+            self.db.run(partial(placement.give_back, job_id=job_id, host=self.name, epoch=epoch))
+
+    def _has(self, job_id: str) -> bool:
+        try:
+            self.store.get(job_id)
+        except HatrainError:
+            return False
+        return True
 
     def _steady(self) -> bool:
         """Whether this host's heartbeats have gone through for a whole timeout: only then may

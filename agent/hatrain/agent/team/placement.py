@@ -32,6 +32,8 @@ from .hosts import hosts, mark_down
 from .queue import spec_from_record
 from .schema import CHANNEL, PLANNER_LOCK
 
+# The notification of a pass that placed jobs on a host: PLACED_ON + the host's name.
+PLACED_ON = "placed "
 # While nothing can start, reasons are worked out again at most this often.
 _REASONS_REFRESH_SECONDS = 2.0
 
@@ -102,9 +104,12 @@ class TeamPlanner:
         policy: Policy,
         down_after_seconds: float,
         may_mark_down: Callable[[], bool] = lambda: True,
+        claims_in_pass: str = "",
     ) -> None:
         """may_mark_down: whether this agent has seen the database long enough to judge others
-        silent (see member.py)."""
+        silent (see member.py). claims_in_pass: the host that claims its placements in the
+        pass's own transaction (it needs no notification of them)."""
+        self.claims_in_pass = claims_in_pass
         self.policy = policy
         self.may_mark_down = may_mark_down
         self.down_after_seconds = down_after_seconds
@@ -166,8 +171,8 @@ class TeamPlanner:
             )
         cur.execute("UPDATE team_planner SET reserved = %s WHERE id = 1", (result.reserved,))
         placed_on = {p.host for p in result.placements}
-        for host in sorted(placed_on):
-            cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"placed {host}"))
+        for host in sorted(placed_on - {self.claims_in_pass}):
+            cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{PLACED_ON}{host}"))
         return placed_on
 
     def _full(self, up: list[Any], running: list[RunningJob]) -> bool:

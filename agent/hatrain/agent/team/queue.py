@@ -123,9 +123,11 @@ def submit(
     client_request_id: str = "",
     secrets: dict[str, str] | None = None,
     admit: Callable[[Cursor], None] | None = None,
+    notify: bool = True,
 ) -> tuple[TeamJob, bool]:
     """Queue a job in the team queue, its objects with it; returns (job, created). A repeated
-    client_request_id returns the first job (a submit retried across a failover included)."""
+    client_request_id returns the first job (a submit retried across a failover included).
+    notify: wake the hosts' planners (not needed when the caller plans in this transaction)."""
     if client_request_id:
         found = _by_request_id(cur, client_request_id)
         if found is not None:
@@ -161,7 +163,8 @@ def submit(
             "INSERT INTO team_secrets (job_id, secrets) VALUES (%s, %s)",
             (job_id, json.dumps(secrets)),
         )
-    cur.execute("SELECT pg_notify(%s, 'submit')", (CHANNEL,))
+    if notify:
+        cur.execute("SELECT pg_notify(%s, 'submit')", (CHANNEL,))
     job = get(cur, job_id)
     assert job is not None
     return job, True
