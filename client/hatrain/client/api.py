@@ -53,6 +53,9 @@ T = TypeVar("T")
 _PAGE = 500
 _RECONNECT_FIRST_DELAY = 0.5
 _RECONNECT_MAX_DELAY = 5.0
+# How often a job waiting in the team queue is looked at, to be watched once it starts.
+_TEAM_WAIT_SECONDS = 1.0
+_ENDED = {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,8 @@ class Client:
         self._warn = warn
         self._connections: dict[str, HostConnection] = {}
         self._lock = threading.Lock()
+        # Team host name -> alias of the client config, as the agents said.
+        self._team_aliases: dict[str, str] = {}
 
     def __enter__(self) -> "Client":
         return self
@@ -193,10 +198,17 @@ class Client:
         team: str = "",
         secrets: Iterable[str] = (),
         on_upload: Callable[[int], None] | None = None,
+        team_queue: bool | None = None,
+        requeue: bool = False,
     ) -> Job:
         """Check an Axolotl config and its files, upload what the host lacks, and queue it.
 
-        host: an alias, "auto" (where it starts soonest) or None (the default host).
+        host: an alias, "auto" (where it starts soonest) or None (the default host). In the
+        team queue, the only team host it may run on (None or "auto": any), and the files go
+        to the default host, which puts them in the team's database with the job.
+        team_queue: queue it for the first host of the team with GPUs that fit (default: the
+        client config's team_queue). requeue: (team queue) run it again elsewhere if its host
+        is lost while it runs.
         datasets: container dataset names (as in /workspace/data/datasets/NAME) to local files.
         secrets: environment variables to pass as secrets (HF_TOKEN always, when set).
         on_upload: called with each number of bytes sent.
@@ -217,6 +229,12 @@ class Client:
             time_limit_seconds=time_limit_seconds,
             team=team,
         )
+        in_team = self.settings.team_queue if team_queue is None else team_queue
+        if requeue and not in_team:
+            raise BadInput("--requeue is for the team queue only", fix="add --team-queue")
+        if in_team:
+            pinned = "" if host in (None, "auto") else str(host)
+            wanted = replace(wanted, requeue=requeue, host=self._team_name(pinned))
         request = SubmitRequest(
             config=Path(config),
             spec=wanted,
@@ -225,17 +243,74 @@ class Client:
         )
         prepared = prepare(request, HashCache(self.settings.cache_dir))
         secrets_from_env(request.secret_names)  # a missing secret fails before connecting
-        connection = self.connection(self.soonest_host(gpus) if host == "auto" else host)
-        wire, report = send(connection, request, prepared, on_upload or (lambda n: None))
-        job = Job.from_wire(wire, connection.alias)
+        if in_team:
+            connection = self.connection(None)
+        else:
+            connection = self.connection(self.soonest_host(gpus) if host == "auto" else host)
+        wire, report = send(
+            connection, request, prepared, on_upload or (lambda n: None), team_queue=in_team
+        )
+        job = self._job(wire, connection.alias)
         return replace(job, submission=Submission(report, tuple(prepared.analysis.notes)))
 
+    # -- the team queue --------------------------------------------------------------------
+
+    def _team_name(self, alias: str) -> str:
+        """The team's name of a host given by its alias (the same, unless its agent says
+        otherwise); "" stays "" (any host)."""
+        if not alias:
+            return ""
+        if alias in self.settings.hosts:
+            try:
+                named = self.connection(alias).agent_info().team_host
+            except ClientError:
+                return alias
+            return named or alias
+        return alias
+
+    def _team_alias(self, team_host: str) -> str | None:
+        """The alias of the client config for a host of the team, by its name in the team."""
+        if not team_host:
+            return None
+        if team_host in self.settings.hosts:
+            return team_host
+        with self._lock:
+            known = dict(self._team_aliases)
+        if team_host in known:
+            return known[team_host]
+        for alias, result in self.each_host(lambda c: c.agent_info().team_host):
+            if isinstance(result, str) and result:
+                known[result] = alias
+        with self._lock:
+            self._team_aliases.update(known)
+        return known.get(team_host)
+
+    def _job(self, wire: pb.Job, alias: str) -> Job:
+        """A job record; one from the team queue is shown as on the host that runs it."""
+        if wire.from_team_queue and wire.team_host:
+            alias = self._team_alias(wire.team_host) or alias
+        return Job.from_wire(wire, alias)
+
     def job(self, job_id: str, *, host: str | None = None) -> Job:
-        """The job, from its host (found among all hosts when host is None)."""
+        """The job, from its host (found among all hosts when host is None; a job of the team
+        queue from the host that runs it)."""
         connection, wire = self._locate(job_id, host)
-        return Job.from_wire(wire, connection.alias)
+        return self._job(wire, connection.alias)
 
     def _locate(self, job_id: str, host: str | None) -> tuple[HostConnection, pb.Job]:
+        connection, wire = self._find(job_id, host)
+        if wire.from_team_queue and wire.team_host:
+            # The team queue's record: the host that runs (or ran) it has the whole job.
+            alias = self._team_alias(wire.team_host)
+            if alias is not None and alias != connection.alias:
+                try:
+                    there = self.connection(alias)
+                    return there, there.get_job(job_id)
+                except ClientError:
+                    pass  # that host does not answer: the team's record is what there is
+        return connection, wire
+
+    def _find(self, job_id: str, host: str | None) -> tuple[HostConnection, pb.Job]:
         if host is not None:
             connection = self.connection(host)
             return connection, connection.get_job(job_id)
@@ -265,16 +340,19 @@ class Client:
         mine: bool = False,
         limit: int | None = None,
         on_host_error: Callable[[str, ClientError], None] | None = None,
+        team_queue: bool = False,
     ) -> list[Job]:
         """Jobs of every host (or one), oldest first per host; paging is done here.
 
         states: default the active ones (queued and running); user: only theirs; mine: only
-        the caller's. A host that fails is passed to on_host_error and skipped; if every host
-        fails, its error is raised."""
+        the caller's. team_queue: the team queue's jobs too (from the default host), merged
+        with every host's: a job appears once, as the host that runs it has it. A host that
+        fails is passed to on_host_error and skipped; if every host fails, its error is
+        raised."""
         wanted = [JobState.parse(s) if isinstance(s, str) else s for s in states or ()]
         wire_states = [s.to_wire() for s in (wanted or ACTIVE_STATES)]
 
-        def listing(connection: HostConnection) -> list[Job]:
+        def listing(connection: HostConnection, team: bool = False) -> list[Job]:
             found: list[Job] = []
             token = ""
             while limit is None or len(found) < limit:
@@ -284,9 +362,10 @@ class Client:
                         user=connection.user if mine else user,
                         page_size=_PAGE if limit is None else min(_PAGE, limit - len(found)),
                         page_token=token,
+                        team_queue=team,
                     )
                 )
-                found += [Job.from_wire(j, connection.alias) for j in page.jobs]
+                found += [self._job(j, connection.alias) for j in page.jobs]
                 token = page.next_page_token
                 if not token:
                     break
@@ -299,7 +378,16 @@ class Client:
         for alias, error in failed:
             if on_host_error is not None:
                 on_host_error(alias, error)
-        return [job for _, r in results if not isinstance(r, ClientError) for job in r]
+        found = [job for _, r in results if not isinstance(r, ClientError) for job in r]
+        if not team_queue:
+            return found
+        merged = {job.id: job for job in listing(self.connection(None), team=True)}
+        for job in found:
+            team_record = merged.get(job.id)
+            # A host's own record wins where it runs the job (not a stale one of a lost host).
+            if team_record is None or team_record.host == job.host:
+                merged[job.id] = job
+        return list(merged.values())
 
     def watch(
         self,
@@ -314,8 +402,20 @@ class Client:
         """The job's events after from_seq, in order; with follow, live until the job ends.
 
         A dropped connection is reopened (for up to reconnect_seconds) and the events go on
-        from the last one received, with no gap and no duplicate."""
-        connection, _ = self._locate(job_id, host)
+        from the last one received, with no gap and no duplicate. A job waiting in the team
+        queue is watched from the host it starts on, once it has started."""
+        connection, located = self._locate(job_id, host)
+        while located.from_team_queue and located.state not in _ENDED:
+            if not follow:
+                return
+            if located.team_host and self._team_alias(located.team_host) is None:
+                raise ClientError(
+                    f"job {job_id} runs on {located.team_host}, a host of the team that is not "
+                    "in your client config",
+                    fix=f"add {located.team_host} under 'hosts:' in the client config",
+                )
+            time.sleep(_TEAM_WAIT_SECONDS)
+            connection, located = self._locate(job_id, None)
         alias = connection.alias
         wire_kinds = [_KIND[k] for k in kinds]
         after = from_seq
@@ -388,8 +488,13 @@ class Client:
                 f"job {job_id} is {old.state.value}: only an ended job can be retried",
                 fix=f"wait for it (hatrain-client wait {job_id}) or cancel it first",
             )
-        new = submit_spec(connection, old.spec.retried(old.id), secrets_from_env(()))
-        return Job.from_wire(new, connection.alias)
+        new = submit_spec(
+            connection,
+            old.spec.retried(old.id),
+            secrets_from_env(()),
+            team_queue=bool(old.team_host or old.from_team_queue),
+        )
+        return self._job(new, connection.alias)
 
     def fetch(
         self,

@@ -157,7 +157,15 @@ def parse_dataset_option(values: tuple[str, ...]) -> dict[str, str | Path]:
 @click.option("--priority", type=click.IntRange(-1000, 1000), default=0)
 @click.option("--name", default="", help="Job name (default: the config's file name).")
 @click.option("--time-limit", type=click.IntRange(min=0), default=0, help="Seconds.")
-@click.option("--team", default="")
+@click.option("--team", default="", help="The team the job counts against (caps, fair share).")
+@click.option(
+    "--team-queue/--own-queue",
+    default=None,
+    help="Queue it for the first host of the team with GPUs that fit, or on one host "
+    "(default: team_queue in the client config). With --team-queue, --host names the only "
+    "host it may run on.",
+)
+@click.option("--requeue", is_flag=True, help="Team queue: run it again if its host is lost.")
 @click.option("--secret", multiple=True, help="Pass this environment variable as a secret.")
 @click.option("--follow/--detach", default=None, help="Follow the job (default: on a terminal).")
 @json_option
@@ -175,6 +183,8 @@ def submit(
     name: str,
     time_limit: int,
     team: str,
+    team_queue: bool | None,
+    requeue: bool,
     secret: tuple[str, ...],
     follow: bool | None,
     as_json: bool,
@@ -201,6 +211,8 @@ def submit(
             team=team,
             secrets=secret,
             on_upload=on_bytes,
+            team_queue=team_queue,
+            requeue=requeue,
         )
     assert job.submission is not None
     report, notes = job.submission.upload, job.submission.notes
@@ -209,7 +221,9 @@ def submit(
         as_json,
         lambda: "\n".join(
             [
-                f"job {job.id} queued on {job.host} (position {job.queue_position}); "
+                f"job {job.id} queued "
+                f"{'in the team queue' if job.from_team_queue else 'on ' + job.host} "
+                f"(position {job.queue_position}); "
                 f"files: {report.files_present} already there, {report.files_sent} sent "
                 f"({report.bytes_sent} bytes)",
                 *(f"  note: {note}" for note in notes),
@@ -267,6 +281,9 @@ def hosts(app: App, host: str | None, as_json: bool) -> None:
                 (s.host, s.error.message) if isinstance(s, HostDown) else s for s in statuses
             )
         )
+        team = next((s.team for s in statuses if not isinstance(s, HostDown) and s.team), ())
+        if team:
+            app.out.print(render.team_table(team))
     down = [s for s in statuses if isinstance(s, HostDown)]
     if len(down) == len(statuses):
         sys.exit(down[0].error.exit_code)
@@ -279,6 +296,9 @@ def hosts(app: App, host: str | None, as_json: bool) -> None:
 @click.option("--state", "-s", "states", multiple=True, help="Only jobs in this state.")
 @click.option("--all", "all_states", is_flag=True, help="Finished jobs too.")
 @click.option("--limit", type=click.IntRange(1, 10000), default=200, show_default=True)
+@click.option(
+    "--team-queue", is_flag=True, help="The team queue too, merged with every host's jobs."
+)
 @json_option
 @pass_app
 def queue(
@@ -289,6 +309,7 @@ def queue(
     states: tuple[str, ...],
     all_states: bool,
     limit: int,
+    team_queue: bool,
     as_json: bool,
 ) -> None:
     """Jobs on every host (or one), queued and running first."""
@@ -297,7 +318,13 @@ def queue(
     except ValueError as exc:
         raise BadInput(f"--state: {exc}") from None
     jobs = app.client.jobs(
-        host=host, states=wanted, user=user, mine=mine, limit=limit, on_host_error=app.warn_down
+        host=host,
+        states=wanted,
+        user=user,
+        mine=mine,
+        limit=limit,
+        on_host_error=app.warn_down,
+        team_queue=team_queue or app.client.settings.team_queue,
     )
     jobs.sort(key=lambda job: (job.ended, job.created_at))
     if as_json:

@@ -30,6 +30,7 @@ from .records import (
     Metrics,
     ProgressUpdate,
     StateChange,
+    TeamHostStatus,
 )
 from .records import Progress as JobProgress
 
@@ -239,7 +240,8 @@ class Follower:
 def hosts_table(statuses: Iterable[HostStatus | tuple[str, str]]) -> Table:
     """Each host's row; a host that did not answer is (alias, why)."""
     table = Table(box=None, header_style="bold")
-    for column in ("HOST", "AGENT", "RUNTIME", "GPUS FREE", "GPU", "QUEUED", "RUNNING", "STATUS"):
+    columns = ("HOST", "AGENT", "RUNTIME", "GPUS FREE", "GPU", "QUEUED", "RUNNING", "STATUS")
+    for column in columns:
         table.add_column(column)
     for info in statuses:
         if not isinstance(info, HostStatus):
@@ -255,6 +257,22 @@ def hosts_table(statuses: Iterable[HostStatus | tuple[str, str]]) -> Table:
             str(info.queue.queued),
             str(info.queue.running),
             "[green]up[/]",
+        )
+    return table
+
+
+def team_table(hosts: Iterable[TeamHostStatus]) -> Table:
+    """The team queue's hosts as its database knows them, with each one's heartbeat age."""
+    table = Table(box=None, header_style="bold", title="team queue", title_justify="left")
+    for column in ("TEAM HOST", "STATE", "HEARTBEAT", "GPUS USED"):
+        table.add_column(column)
+    for host in hosts:
+        state = Text(host.state, "green" if host.state == "up" else "red")
+        table.add_row(
+            Text(safe(host.name)),
+            state,
+            f"{host.heartbeat_age_seconds:.1f} s ago",
+            f"{host.gpus_used}/{host.gpus}",
         )
     return table
 
