@@ -15,7 +15,7 @@ from ..errors import InvalidArgument, NotFound
 from ..jobs import JobSpec
 from ..objects import ObjectStore
 from ..queue_caps import queue_cap_check
-from ..scheduler import GpuSlot
+from ..scheduler import GpuSlot, cap_for
 from ..states import JobState
 from . import hosts, queue
 from .db import Cursor, TeamDb
@@ -91,6 +91,10 @@ class TeamFront:
             # Counted in the submit's own transaction, so that racing submits see each other.
             self._queue_cap_check_in(cur, user, spec.team)
 
+        capped = cap_for(self.scheduler.user_queued_caps, user) is not None or bool(
+            spec.team and cap_for(self.scheduler.team_queued_caps, spec.team) is not None
+        )
+
         def work(cur: Cursor) -> tuple[TeamJob, bool, Any]:
             job, created = queue.submit(
                 cur,
@@ -101,7 +105,7 @@ class TeamFront:
                 max_object_bytes=self.max_object_bytes,
                 client_request_id=client_request_id,
                 secrets=secrets,
-                admit=admit,
+                admit=admit if capped else None,
                 notify=self.member is None,
             )
             placed = self.member.plan_now(cur) if created and self.member else None

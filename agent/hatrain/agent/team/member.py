@@ -204,7 +204,7 @@ class TeamMember:
         if not (row and row[0]):
             cur.execute("SELECT pg_notify(%s, 'submit')", (CHANNEL,))
             return [], epoch
-        self.planner.run(cur)
+        self.planner.run(cur, in_submit=True)
         return placement.claim(cur, self.name, epoch), epoch
 
     def start_soon(self, placed: tuple[list[placement.Claimed], int]) -> None:

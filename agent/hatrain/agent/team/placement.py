@@ -116,14 +116,17 @@ class TeamPlanner:
         self.usage = UsageBook(policy.usage_half_life_seconds)
         self._reasons_at = -math.inf
 
-    def run(self, cur: Cursor) -> set[str]:
-        """One pass; returns the hosts given placements."""
-        cur.execute("SELECT pg_advisory_xact_lock(%s)", (PLANNER_LOCK,))
-        if self.may_mark_down():
+    def run(self, cur: Cursor, *, in_submit: bool = False) -> set[str]:
+        """One pass; returns the hosts given placements. in_submit: a pass in a submit's own
+        transaction, which holds the planner's lock already and leaves marking silent hosts
+        down to the other passes."""
+        if not in_submit:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (PLANNER_LOCK,))
+        if not in_submit and self.may_mark_down():
             mark_down(cur, self.down_after_seconds)
         up = hosts(cur, up_only=True)
         running = _active(cur) + [r for h in up for r in h.local_running]
-        if self._full(up, running) and time.monotonic() < self._reasons_at + (
+        if self._full(cur, up, running) and time.monotonic() < self._reasons_at + (
             _REASONS_REFRESH_SECONDS
         ):
             return set()  # nothing could start: spare reading the queue, reasons are fresh
@@ -175,12 +178,20 @@ class TeamPlanner:
             cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{PLACED_ON}{host}"))
         return placed_on
 
-    def _full(self, up: list[Any], running: list[RunningJob]) -> bool:
+    def _full(self, cur: Cursor, up: list[Any], running: list[RunningJob]) -> bool:
+        """Whether no queued job could start: every GPU is held, and every CPU job slot too or
+        no job without GPUs waits."""
         busy = {u for r in running for u in r.gpu_uuids}
-        gpus = sum(len(h.gpus) for h in up)
+        if len(busy) < sum(len(h.gpus) for h in up):
+            return False
         cpu_jobs = Counter(r.host for r in running if not r.gpu_uuids)
-        cpu_full = all(cpu_jobs[h.name] >= self.policy.max_cpu_jobs for h in up)
-        return len(busy) >= gpus and cpu_full
+        if all(cpu_jobs[h.name] >= self.policy.max_cpu_jobs for h in up):
+            return True
+        cur.execute(
+            "SELECT NOT EXISTS (SELECT 1 FROM team_jobs WHERE state = 'queued' AND gpus = 0)"
+        )
+        row = cur.fetchone()
+        return bool(row and row[0])
 
 
 _FENCE = (

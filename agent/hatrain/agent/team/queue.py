@@ -128,7 +128,7 @@ def submit(
     """Queue a job in the team queue, its objects with it; returns (job, created). A repeated
     client_request_id returns the first job (a submit retried across a failover included).
     notify: wake the hosts' planners (not needed when the caller plans in this transaction)."""
-    if client_request_id:
+    if client_request_id and admit is not None:
         found = _by_request_id(cur, client_request_id)
         if found is not None:
             return found, False
@@ -139,7 +139,8 @@ def submit(
         "INSERT INTO team_jobs (id, user_name, spec, priority, gpus, min_gpu_memory_mb, "
         "gpu_type, time_limit_seconds, team, pinned_host, requeue, state, created_at, "
         "submitted_on, client_request_id) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'queued', %s, %s, %s)",
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'queued', %s, %s, %s) "
+        f"ON CONFLICT (client_request_id) DO NOTHING RETURNING {COLUMNS}",
         (
             job_id,
             user,
@@ -157,6 +158,11 @@ def submit(
             client_request_id or None,
         ),
     )
+    inserted = cur.fetchone()
+    if inserted is None:  # a repeated request id (checked here when no cap asked first)
+        found = _by_request_id(cur, client_request_id)
+        assert found is not None
+        return found, False
     store_objects(cur, job_id, spec.files, objects, max_object_bytes)
     if secrets:
         cur.execute(
@@ -165,9 +171,7 @@ def submit(
         )
     if notify:
         cur.execute("SELECT pg_notify(%s, 'submit')", (CHANNEL,))
-    job = get(cur, job_id)
-    assert job is not None
-    return job, True
+    return TeamJob.from_row(inserted), True
 
 
 def _by_request_id(cur: Cursor, request_id: str) -> TeamJob | None:
