@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv proto proto-check lint typecheck check test demo bench bench-peers clean
+.PHONY: venv proto proto-check lint typecheck check test demo bench bench-peers dist clean
 
 venv: $(VENV)/.installed
 
@@ -51,5 +51,12 @@ bench-peers: venv
 	bash scripts/bench-peers.sh up && $(PY) bench/peers.py $(PEERS_ARGS); \
 	status=$$?; bash scripts/bench-peers.sh down; exit $$status
 
+# The wheel to install on GPU hosts (and laptops): dist/hatrain-VERSION-py3-none-any.whl.
+dist: venv
+	rm -rf dist build
+	$(PY) -m pip wheel --quiet --no-deps --wheel-dir dist .
+	rm -rf build
+	@ls dist/*.whl
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info

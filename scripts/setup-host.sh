@@ -22,9 +22,9 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v rsync >/dev/null || need+=(rsync)          # a peer in bench/
 [ -x /usr/bin/docker-registry ] || need+=(docker-registry)   # image pulls in the tests
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
-# The team queue's tests start their own servers from Debian's PostgreSQL 15 (not the system's
-# cluster, which the package's own start-up may create; it is stopped below).
+# The team queue's tests start servers of their own from Debian's PostgreSQL 15 binaries.
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
+command -v tmux >/dev/null || need+=(tmux)            # a real terminal for the live view's tests
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   $SUDO apt-get update -qq

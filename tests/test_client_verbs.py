@@ -56,11 +56,13 @@ def test_several_hosts_queue_hosts_and_auto_placement(
     assert auto["host"] == "idle"
 
     listed = client.run("queue", "--json")
-    assert listed.returncode == 0, listed.stderr
-    rows = {(j["host"], j["id"]): j["state"] for j in json.loads(listed.stdout)}
+    assert listed.returncode == 69, listed.stderr  # one host did not answer
+    data = json.loads(listed.stdout)
+    rows = {(j["host"], j["id"]): j["state"] for j in data["jobs"]}
     assert rows[("busy", held["id"])] == "training"
     assert rows[("busy", waiting["id"])] == "queued"
     assert ("idle", auto["id"]) in rows
+    assert [(e["host"], e["status"]) for e in data["errors"]] == [("down", "agent down")]
     assert "down: no hatrain agent is listening" in listed.stderr
 
     hosts = client.run("hosts", "--json")
@@ -104,7 +106,7 @@ def test_fetch_resumes_a_partial_download_and_retry_resubmits(
     again = stub.GetJob(pb.GetJobRequest(job_id=retried["id"]))
     assert again.spec.retry_of == job["id"]
     tail = client.run("logs", retried["id"], "--tail", "2")
-    assert len(tail.stdout.splitlines()) == 2
+    assert tail.stdout.splitlines()[0] == "==> train <==" and len(tail.stdout.splitlines()) == 3
 
 
 def test_proxyjump_and_a_refused_key(

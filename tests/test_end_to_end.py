@@ -83,12 +83,12 @@ def test_real_axolotl_run_streams_its_own_records(
     assert "tiny-llama-cpu" in plotted.stdout
 
     queue = client.json("queue", "--all")
-    assert [j["id"] for j in queue] == [submitted["id"]]
-    assert queue[0]["state"] == "succeeded"
+    assert [j["id"] for j in queue["jobs"]] == [submitted["id"]] and queue["errors"] == []
+    assert queue["jobs"][0]["state"] == "succeeded"
     hosts = client.json("hosts")
     assert hosts[0]["runtime"] == real_agent_config["runtime"]
     tail = client.run("logs", submitted["id"], "--tail", "3")
-    assert len(tail.stdout.splitlines()) == 3
+    assert tail.stdout.splitlines()[0] == "==> train <==" and len(tail.stdout.splitlines()) == 4
 
 
 def test_a_wrong_dataset_fails_with_axolotls_own_message(demo: tuple[ClientRunner, Path]) -> None:

@@ -109,7 +109,7 @@ def test_a_user_cannot_act_on_another_users_job_but_an_admin_can(team: Team) -> 
     assert job["user"] == ALICE
     job_id = job["id"]
     queue = json.loads(team.run(BOB, "queue", "--json").stdout)
-    seen = next(j for j in queue if j["id"] == job_id)
+    seen = next(j for j in queue["jobs"] if j["id"] == job_id)
     assert (seen["user"], seen["name"]) == (ALICE, "mini")
     assert seen["run_dir"] == "" and seen["hint"] == ""
 
@@ -213,7 +213,7 @@ def test_team_and_priority_rules(team: Team) -> None:
     assert high.returncode == 65 and "spec.priority: at most 0 for hatrain-bob" in high.stderr
     other = team.run(BOB, "submit", "train/configs/mini.yml", "--detach", "--team", "ml")
     assert other.returncode == 65 and "spec.team: hatrain-bob is not a member" in other.stderr
-    assert json.loads(team.run(ADMIN, "queue", "--json", "--all").stdout) == []
+    assert json.loads(team.run(ADMIN, "queue", "--json", "--all").stdout)["jobs"] == []
     assert submitted(team, ALICE, "--team", "ml")["user"] == ALICE
     assert submitted(team, ADMIN, "--priority", "50")["user"] == ADMIN
 

@@ -18,6 +18,7 @@ from tests.test_end_to_end import demo_checkout
 REPO = Path(__file__).resolve().parent.parent
 PUBLIC = {
     "AgentRefused",
+    "AmbiguousJobId",
     "AgentUnavailable",
     "AuthenticationFailed",
     "BadInput",
@@ -41,6 +42,7 @@ PUBLIC = {
     "LogLine",
     "Metric",
     "Metrics",
+    "NoSshKey",
     "Progress",
     "ProgressUpdate",
     "QueueSummary",

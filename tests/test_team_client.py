@@ -46,7 +46,7 @@ def test_client_submits_to_the_team_and_finds_the_job_by_id(
 
     status = client.json("status", job["id"])
     assert (status["host"], status["state"], status["team_host"]) == (where, "training", where)
-    listed = [j for j in client.json("queue", "--team-queue") if j["id"] == job["id"]]
+    listed = [j for j in client.json("queue", "--team-queue")["jobs"] if j["id"] == job["id"]]
     assert [(j["host"], j["state"]) for j in listed] == [(where, "training")]
     lines = client.run("logs", job["id"])
     assert lines.returncode == 0, lines.stderr

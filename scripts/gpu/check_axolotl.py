@@ -43,6 +43,7 @@ from gpu_host import (
     PYTHON,
     Client,
     axolotl_venv,
+    epoch,
     job_env,
     log,
     start_agent,
@@ -214,8 +215,8 @@ def check_job(
         "state": final["state"],
         "failure": f"{final.get('failure_reason', '')} {final.get('hint', '')}".strip(),
         "assigned_gpus": final.get("gpu_uuids", []),
-        "started_at": final.get("started_at"),
-        "finished_at": final.get("finished_at"),
+        "started_at": epoch(final.get("started_at")),
+        "finished_at": epoch(final.get("finished_at")),
         "upload": job.get("upload"),
     }
     host_run = agent_root / "jobs" / job_id / "run"

@@ -251,9 +251,20 @@ class Client:
         return json.loads(self.run(*args, "--json"))
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
-        """Every event of the job, as `watch --json` prints them."""
+        """Every event of the job, as `watch --json` prints them, each `time` (ISO-8601 there)
+        as seconds since the epoch."""
         text = self.run("watch", job_id, "--json", check=False)  # exits with the job's code
-        return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        events = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        for event in events:
+            event["time"] = epoch(event["time"])
+        return events
+
+
+def epoch(moment: str | None) -> float | None:
+    """An ISO-8601 time of the client's JSON as seconds since the epoch (None stays None)."""
+    import datetime
+
+    return None if moment is None else datetime.datetime.fromisoformat(moment).timestamp()
 
 
 def log(message: str) -> None:

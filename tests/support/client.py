@@ -75,13 +75,20 @@ class ClientRunner:
         }
 
     def run(
-        self, *args: str, cwd: Path | None = None, timeout: float = 300
+        self,
+        *args: str,
+        cwd: Path | None = None,
+        timeout: float = 300,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
+        """The client with these arguments; env: variables to set (or, as None values, to
+        unset) on top of its own."""
+        merged = {**self.env(), **(env or {})}
         return subprocess.run(
             [CLIENT, *args],
             capture_output=True,
             text=True,
-            env=self.env(),
+            env={k: v for k, v in merged.items() if v is not None},
             cwd=cwd,
             timeout=timeout,
             check=False,

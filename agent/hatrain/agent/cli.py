@@ -82,7 +82,8 @@ def bridge(socket: str) -> None:
 @main.command()
 @_with_options
 def doctor(config: Path | None, data_root: Path | None, listen: str | None) -> None:
-    """Check Docker, the NVIDIA runtime, GPUs, the data root and the port."""
+    """Check Docker, the NVIDIA runtime, GPUs, the data root and the socket; a running agent
+    is the healthy case, and it is asked to answer."""
     from rich.console import Console
     from rich.table import Table
 

@@ -3,6 +3,7 @@
 import shutil
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .config import AgentConfig
@@ -102,38 +103,64 @@ def _data_root(config: AgentConfig) -> Check:
 
 
 def _socket(config: AgentConfig) -> Check:
-    """The agent's socket: a directory nobody else can squat, and an agent that answers if
-    one is running (that is the healthy case, not a conflict)."""
+    """The agent's socket. A running agent that answers is the healthy case, not a conflict;
+    with none running, the socket's directory must be one nobody else can squat."""
     path = config.listen
+    if path.exists():
+        answer = _ask_agent(path)
+        if answer is not None:
+            return answer
     if path.parent.exists():
         try:
             prepare_runtime_dir(path.parent)
         except ConfigError as exc:
             return Check("socket", False, str(exc))
     if not path.exists():
-        return Check("socket", True, f"{path}: free; the agent will listen there")
-    try:
-        import grpc
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        with grpc.insecure_channel(f"unix:{path}") as channel:
-            answer = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=5
-            )
-    except Exception as exc:
         return Check(
             "socket",
-            False,
-            f"{path} exists but no agent answers on it ({type(exc).__name__}); start the "
-            "agent (a stale socket is replaced when it starts)",
+            True,
+            f"{path}: no agent running; it will listen there once started "
+            "(sudo systemctl start hatrain-agent)",
         )
-    serving = answer.status == health_pb2.HealthCheckResponse.SERVING
     return Check(
         "socket",
-        serving,
-        f"{path}: the agent is running and answers"
-        if serving
-        else f"{path}: the agent answers but is not serving ({answer.status})",
+        False,
+        f"{path} exists but no agent answers on it; start the agent (sudo systemctl start "
+        "hatrain-agent): it replaces a stale socket",
+    )
+
+
+def _ask_agent(path: Path) -> Check | None:
+    """The running agent's health and its own description of itself, asked through the socket
+    as a client would; None when nothing answers there."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from hatrain.rpc.v1 import agent_pb2 as pb
+    from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
+
+    try:
+        with grpc.insecure_channel(f"unix:{path}") as channel:
+            health = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
+            if health.status != health_pb2.HealthCheckResponse.SERVING:
+                return Check(
+                    "socket",
+                    False,
+                    f"{path}: the agent answers but is not serving (health {health.status}); "
+                    "see its log: journalctl -u hatrain-agent",
+                )
+            info = pb_grpc.AgentServiceStub(channel).GetAgentInfo(  # type: ignore[no-untyped-call]
+                pb.GetAgentInfoRequest(), timeout=5
+            )
+    except grpc.RpcError:
+        return None
+    return Check(
+        "agent",
+        True,
+        f"running and answering on {path}: hatrain-agent {info.agent_version}, runtime "
+        f"{info.runtime}, {len(info.gpus)} GPU(s), {info.queue.queued} queued, "
+        f"{info.queue.running} running",
     )
 
 

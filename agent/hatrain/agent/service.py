@@ -347,17 +347,21 @@ class AgentService(pb_grpc.AgentServiceServicer):
         check_text(request.user, "user", limits.USER_CHARS)
         check_text(request.page_token, "page_token", limits.PAGE_TOKEN_CHARS)
         caller = self.caller(context)
+        if request.id_prefix:
+            prefix = check_job_id(request.id_prefix, "id_prefix")
+            found = self.store.with_id_prefix(prefix, min(request.page_size or 50, 1000))
+            return pb.ListJobsResponse(jobs=[self._job(j, caller) for j in found], total=len(found))
         states = [wire.STATE_FROM_WIRE[s] for s in request.states if s in wire.STATE_FROM_WIRE]
         if request.team_queue:
             if self.team is None:
                 raise FailedPrecondition("this host is in no team queue (no `team:` in agent.yml)")
-            found, token, total = self.team.listing(
+            listed, token, total = self.team.listing(
                 states, request.user, request.page_size or 50, request.page_token
             )
             return pb.ListJobsResponse(
                 jobs=[
                     wire.team_job_to_wire(j, self.identities.may_read(caller, j.as_job()))
-                    for j in found
+                    for j in listed
                 ],
                 next_page_token=token,
                 total=total,

@@ -604,6 +604,23 @@ class Store:
         token = base64.urlsafe_b64encode(str(rows[-1][0]).encode()).decode() if more else ""
         return jobs, token, total
 
+    def with_id_prefix(self, prefix: str, limit: int) -> list[Job]:
+        """Jobs whose id starts with prefix, by id, at most limit of them (a range scan of the
+        primary key: no pattern characters to escape)."""
+        if not prefix:
+            return []
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        rows = (
+            self._reader()
+            .execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                (prefix, upper, limit),
+            )
+            .fetchall()
+        )
+        jobs = [_job_from_row(row) for row in rows]
+        return [self._with_position(j) if j.state == JobState.QUEUED else j for j in jobs]
+
     def jobs_in(self, states: Iterable[JobState]) -> list[Job]:
         """Every job in the given states, in submission order (for the scheduler and recovery)."""
         wanted = [s.value for s in states]

@@ -10,7 +10,7 @@ Axolotl jobs to your GPU hosts, follow them live and fetch what they made.
 See docs/api.md. Everything named here is the public API; the rest of the package may change.
 """
 
-from .api import CancelResult, Client, HostDown, JobNotFound
+from .api import AmbiguousJobId, CancelResult, Client, HostDown, JobNotFound
 from .errors import (
     AgentRefused,
     AgentUnavailable,
@@ -19,6 +19,7 @@ from .errors import (
     ClientError,
     HostKeyRejected,
     HostUnreachable,
+    NoSshKey,
 )
 from .plot import Curves
 from .records import (
@@ -45,6 +46,7 @@ from .records import (
 __all__ = [
     "AgentRefused",
     "AgentUnavailable",
+    "AmbiguousJobId",
     "AuthenticationFailed",
     "BadInput",
     "CancelResult",
@@ -67,6 +69,7 @@ __all__ = [
     "LogLine",
     "Metric",
     "Metrics",
+    "NoSshKey",
     "Progress",
     "ProgressUpdate",
     "QueueSummary",

@@ -47,10 +47,13 @@ from .records import (
     event_from_wire,
 )
 from .settings import ClientSettings, load_settings
-from .transport import HostConnection, open_host
+from .transport import HostConnection, open_host, open_shared
 
 T = TypeVar("T")
 _PAGE = 500
+# Jobs asked for when an id is taken as a prefix, and how many of them an error names.
+_PREFIX_MATCHES = 20
+_PREFIX_SHOWN = 5
 _RECONNECT_FIRST_DELAY = 0.5
 _RECONNECT_MAX_DELAY = 5.0
 # How often a job waiting in the team queue is looked at, to be watched once it starts.
@@ -75,7 +78,11 @@ class CancelResult:
 
 
 class JobNotFound(BadInput):
-    """No host of the client config has a job of that id."""
+    """No host of the client config has a job of that id (or whose id begins so)."""
+
+
+class AmbiguousJobId(BadInput):
+    """The id given is the start of more than one job's id."""
 
 
 class Client:
@@ -91,11 +98,15 @@ class Client:
         *,
         settings: ClientSettings | None = None,
         warn: Callable[[str], None] | None = None,
+        only_shared: bool = False,
     ) -> None:
         """config: the client config file (default: $HATRAIN_CLIENT_CONFIG, else
-        $XDG_CONFIG_HOME/hatrain/client.yml); warn: where warnings go (default stderr)."""
+        $XDG_CONFIG_HOME/hatrain/client.yml); warn: where warnings go (default stderr);
+        only_shared: reach hosts only through their running shared connections, never with an
+        SSH login of its own (quick, and never prompts: for shell completion)."""
         self.settings = settings or load_settings(Path(config) if config else None)
         self._warn = warn
+        self._only_shared = only_shared
         self._connections: dict[str, HostConnection] = {}
         self._lock = threading.Lock()
         # Team host name -> alias of the client config, as the agents said.
@@ -127,7 +138,13 @@ class Client:
             known = self._connections.get(alias)
         if known is not None:
             return known
-        opened = open_host(alias, self.settings, self._warn)
+        if self._only_shared:
+            shared = open_shared(alias, self.settings)
+            if shared is None:
+                raise HostUnreachable(f"{alias}: no shared connection is open")
+            opened = shared
+        else:
+            opened = open_host(alias, self.settings, self._warn)
         with self._lock:
             kept = self._connections.setdefault(alias, opened)
         if kept is not opened:
@@ -172,12 +189,23 @@ class Client:
         ]
 
     def soonest_host(self, gpus: int) -> str:
-        """The host where a job of this many GPUs can start soonest: enough free GPUs, then the
-        shortest queue."""
-        up = [s for s in self.hosts_status() if isinstance(s, HostStatus)]
+        """The host where a job of this many GPUs can start soonest: enough GPUs at all, enough
+        free ones, then the shortest queue. Hosts that do not answer are warned of and left out."""
+        statuses = self.hosts_status()
+        up = [s for s in statuses if isinstance(s, HostStatus)]
         if not up:
-            raise ClientError("--host auto: no host is reachable", fix="see `hatrain-client hosts`")
-        best = min(up, key=lambda s: (s.free_gpus < gpus, s.queue.queued, -s.free_gpus))
+            raise ClientError(
+                "--host auto: no host is reachable",
+                fix="see why for each host:",
+                commands=("hatrain-client hosts",),
+            )
+        for down in statuses:
+            if isinstance(down, HostDown) and self._warn is not None:
+                self._warn(f"warning: --host auto: {down.host} left out ({down.error.status})")
+        best = min(
+            up,
+            key=lambda s: (len(s.gpus) < gpus, s.free_gpus < gpus, s.queue.queued, -s.free_gpus),
+        )
         return best.host
 
     # -- jobs ------------------------------------------------------------------------------
@@ -187,7 +215,7 @@ class Client:
         config: str | Path,
         *,
         host: str | None = None,
-        gpus: int = 0,
+        gpus: int | None = None,
         datasets: dict[str, str | Path] | None = None,
         name: str = "",
         image: str = "",
@@ -206,13 +234,18 @@ class Client:
         host: an alias, "auto" (where it starts soonest) or None (the default host). In the
         team queue, the only team host it may run on (None or "auto": any), and the files go
         to the default host, which puts them in the team's database with the job.
+        gpus: None asks for 1 GPU when the config can only run on a GPU (bf16, flash attention,
+        a bitsandbytes optimizer, ...) and the host has GPUs, else 0; either way it is said in
+        job.submission (notes, warnings).
+        datasets: container dataset names (as in /workspace/data/datasets/NAME) to local files;
+        a name that no dataset of the config uses is a warning.
         team_queue: queue it for the first host of the team with GPUs that fit (default: the
         client config's team_queue). requeue: (team queue) run it again elsewhere if its host
         is lost while it runs.
-        datasets: container dataset names (as in /workspace/data/datasets/NAME) to local files.
         secrets: environment variables to pass as secrets (HF_TOKEN always, when set).
         on_upload: called with each number of bytes sent.
         Raises BadInput naming every problem before anything is sent."""
+        from .gpu_needs import gpu_only_settings
         from .hash_cache import HashCache
         from .submit import SubmitRequest, prepare, secrets_from_env
         from .submit import submit as send
@@ -222,7 +255,7 @@ class Client:
             config_yaml="",
             image=image,
             name=name,
-            gpus=gpus,
+            gpus=0,  # decided below, from the config's needs and the host's GPUs
             min_gpu_memory_mb=min_gpu_memory_mb,
             gpu_type=gpu_type,
             priority=priority,
@@ -243,15 +276,82 @@ class Client:
         )
         prepared = prepare(request, HashCache(self.settings.cache_dir))
         secrets_from_env(request.secret_names)  # a missing secret fails before connecting
+        notes = list(prepared.analysis.notes)
+        warnings = [
+            f"--dataset {key}=...: no dataset of {request.config} is {key} (its paths name "
+            "none such); it was not used"
+            for key in request.datasets
+            if key not in prepared.analysis.datasets_used
+        ]
+        needs = gpu_only_settings(prepared.analysis.config)
         if in_team:
+            # The team's hosts check the fit (any of them, or the one named), not this one.
             connection = self.connection(None)
+            chosen = gpus if gpus is not None else int(bool(needs))
+            if gpus is None and chosen:
+                notes.append(
+                    f"gpus: 1, as the config can only run on a GPU ({', '.join(needs)}); "
+                    "--gpus N to choose"
+                )
         else:
-            connection = self.connection(self.soonest_host(gpus) if host == "auto" else host)
+            if host == "auto":
+                host = self.soonest_host(gpus if gpus is not None else int(bool(needs)))
+            connection = self.connection(host)
+            chosen = self._gpus_for(connection, request.spec, gpus, needs, notes, warnings)
+        request.spec = replace(request.spec, gpus=chosen)
         wire, report = send(
             connection, request, prepared, on_upload or (lambda n: None), team_queue=in_team
         )
         job = self._job(wire, connection.alias)
-        return replace(job, submission=Submission(report, tuple(prepared.analysis.notes)))
+        return replace(job, submission=Submission(report, tuple(notes), tuple(warnings)))
+
+    @staticmethod
+    def _gpus_for(
+        connection: HostConnection,
+        wanted: JobSpec,
+        gpus: int | None,
+        needs: list[str],
+        notes: list[str],
+        warnings: list[str],
+    ) -> int:
+        """The GPUs to ask for: as given, or by the config's needs; refused before anything is
+        sent when the host has fewer that match."""
+        from hatrain.rpc.contract import gpu_accepts
+
+        alias, on_host = connection.alias, list(connection.info.gpus)
+        fitting = [
+            g
+            for g in on_host
+            if gpu_accepts(g.name, g.memory_mb, wanted.min_gpu_memory_mb, wanted.gpu_type)
+        ]
+        why = ", ".join(needs)
+        if gpus is None:
+            gpus = 1 if needs and fitting else 0
+            if gpus:
+                notes.append(
+                    f"gpus: 1, as the config can only run on a GPU ({why}); --gpus N to choose"
+                )
+            elif needs:
+                warnings.append(
+                    f"the config can only run on a GPU ({why}), and {alias} has no GPU that "
+                    "fits: it is submitted with none, and Axolotl will most likely fail"
+                )
+        elif gpus == 0 and needs:
+            warnings.append(
+                f"--gpus 0, but the config can only run on a GPU ({why}): Axolotl will most "
+                "likely fail; give --gpus 1 or more"
+            )
+        if gpus > len(fitting):
+            has = f"{len(fitting)} GPU{'' if len(fitting) == 1 else 's'}"
+            if len(fitting) < len(on_host):
+                has += f" matching the request ({len(on_host)} in all)"
+            raise BadInput(
+                f"--gpus {gpus}: {alias} has {has}",
+                fix=f"ask for at most {len(fitting)}, or send it to a host that has enough "
+                "GPUs (--host NAME, or --host auto); each host's GPUs:",
+                commands=("hatrain-client hosts",),
+            )
+        return gpus
 
     # -- the team queue --------------------------------------------------------------------
 
@@ -293,7 +393,8 @@ class Client:
 
     def job(self, job_id: str, *, host: str | None = None) -> Job:
         """The job, from its host (found among all hosts when host is None; a job of the team
-        queue from the host that runs it)."""
+        queue from the host that runs it). job_id may be a unique prefix of the id, as docker
+        and git take them."""
         connection, wire = self._locate(job_id, host)
         return self._job(wire, connection.alias)
 
@@ -311,25 +412,73 @@ class Client:
         return connection, wire
 
     def _find(self, job_id: str, host: str | None) -> tuple[HostConnection, pb.Job]:
+        """The job's host and the job: by its id, else by a unique prefix of it, on the given
+        host or on every host at once."""
         if host is not None:
-            connection = self.connection(host)
-            return connection, connection.get_job(job_id)
-        default, _ = self.settings.host(None)
-        order = [default, *(h for h in self.hosts if h != default)]
-        errors: list[tuple[str, ClientError]] = []
-        for alias, result in self.each_host(lambda c: (c, c.get_job(job_id)), order):
-            if not isinstance(result, ClientError):
-                return result
-            errors.append((alias, result))
-        unreachable = [(a, e) for a, e in errors if not _not_found(e)]
-        if len(unreachable) == len(errors):
-            raise unreachable[0][1]
-        asked = ", ".join(a for a, e in errors if _not_found(e))
-        down = "".join(f"; {a} did not answer ({e.message})" for a, e in unreachable)
+            aliases = [host]
+        else:
+            default, _ = self.settings.host(None)
+            aliases = [default, *(h for h in self.hosts if h != default)]
+
+        def find(connection: HostConnection) -> tuple[HostConnection, list[pb.Job]]:
+            try:
+                return connection, [connection.get_job(job_id)]
+            except AgentRefused as exc:
+                if exc.code != "NOT_FOUND":
+                    raise
+            page = connection.list_jobs(
+                pb.ListJobsRequest(id_prefix=job_id, page_size=_PREFIX_MATCHES)
+            )
+            return connection, [j for j in page.jobs if j.id.startswith(job_id)]
+
+        results = self.each_host(find, aliases)
+        errors = [(a, r) for a, r in results if isinstance(r, ClientError)]
+        found = self._one_per_job(
+            [(r[0], j) for _, r in results if not isinstance(r, ClientError) for j in r[1]]
+        )
+        exact = [(c, j) for c, j in found if j.id == job_id]
+        if len(exact) == 1:
+            return exact[0]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            shown = ", ".join(
+                f"{j.id} on {c.alias} ({j.spec.name}, {JobState.from_wire(j.state).value})"
+                for c, j in found[:_PREFIX_SHOWN]
+            )
+            more = " and more" if len(found) > _PREFIX_SHOWN else ""
+            raise AmbiguousJobId(
+                f"job id {job_id!r} is ambiguous: it begins {shown}{more}",
+                fix="give more characters of the id"
+                + ("" if host else ", or --host to look on one host only"),
+            )
+        if len(errors) == len(results):
+            raise errors[0][1]
+        asked = ", ".join(a for a, r in results if not isinstance(r, ClientError))
+        down = "".join(f"; {a} did not answer ({e.message})" for a, e in errors)
         raise JobNotFound(
             f"no job {job_id!r} on {asked}{down}",
-            fix="check the id with `hatrain-client queue --all`",
+            fix="check the id (all of it, or the start of it) in the job list:",
+            commands=("hatrain-client queue --all",),
         )
+
+    def _one_per_job(
+        self, found: list[tuple[HostConnection, pb.Job]]
+    ) -> list[tuple[HostConnection, pb.Job]]:
+        """One record per job id: a team job is known to the team queue (through any host) and
+        to the hosts that ran it; the record of the host the team says runs it wins, then any
+        host's own record, then the team's."""
+        by_id: dict[str, list[tuple[HostConnection, pb.Job]]] = {}
+        for connection, job in found:
+            by_id.setdefault(job.id, []).append((connection, job))
+        chosen = []
+        for records in by_id.values():
+            team = next((j for _, j in records if j.from_team_queue), None)
+            runner = self._team_alias(team.team_host) if team is not None else None
+            own = [(c, j) for c, j in records if not j.from_team_queue]
+            best = next(((c, j) for c, j in own if c.alias == runner), None)
+            chosen.append(best or (own[0] if own else records[0]))
+        return chosen
 
     def jobs(
         self,
@@ -405,6 +554,7 @@ class Client:
         from the last one received, with no gap and no duplicate. A job waiting in the team
         queue is watched from the host it starts on, once it has started."""
         connection, located = self._locate(job_id, host)
+        job_id = located.id
         while located.from_team_queue and located.state not in _ENDED:
             if not follow:
                 return
@@ -441,33 +591,42 @@ class Client:
             delay = min(delay * 2, _RECONNECT_MAX_DELAY)
 
     def logs(
-        self, job_id: str, *, host: str | None = None, tail: int = 0, follow: bool = False
+        self,
+        job_id: str,
+        *,
+        host: str | None = None,
+        tail: int = 0,
+        follow: bool = False,
+        since: float | None = None,
     ) -> Iterator[LogLine]:
-        """The job's output lines (the last `tail` ones, if given); with follow, until it ends."""
-        connection, _ = self._locate(job_id, host)
+        """The job's output lines (the last `tail` ones, if given; only those printed at or
+        after the time `since`, in seconds since the epoch); with follow, until it ends. Each
+        line says its step (preprocess, train) and when it was printed."""
+        connection, found = self._locate(job_id, host)
         request = pb.WatchJobRequest(
-            job_id=job_id, follow=follow, kinds=[pb.EVENT_KIND_LOG], tail=tail
+            job_id=found.id, follow=follow, kinds=[pb.EVENT_KIND_LOG], tail=tail
         )
         for wire in connection.watch_job(request):
-            if isinstance(event := event_from_wire(wire), LogLine):
+            event = event_from_wire(wire)
+            if isinstance(event, LogLine) and (since is None or event.time >= since):
                 yield event
 
     def wait(self, job_id: str, *, host: str | None = None) -> Job:
         """Block until the job has ended; returns it then."""
-        connection, _ = self._locate(job_id, host)
-        for _event in self.watch(job_id, host=connection.alias, kinds=[StateChange]):
+        connection, found = self._locate(job_id, host)
+        for _event in self.watch(found.id, host=connection.alias, kinds=[StateChange]):
             pass
-        return self.job(job_id, host=connection.alias)
+        return self.job(found.id, host=connection.alias)
 
     def cancel(self, job_id: str, *, host: str | None = None, wait: bool = False) -> CancelResult:
         """Cancel a queued job at once, or ask a running one to stop (it then ends cancelled);
         with wait, return once it has ended."""
         connection, before_wire = self._locate(job_id, host)
         before = Job.from_wire(before_wire, connection.alias)
-        after = Job.from_wire(connection.cancel_job(job_id), connection.alias)
+        after = Job.from_wire(connection.cancel_job(before.id), connection.alias)
         message = _cancel_message(before, after)
         if wait and not after.ended:
-            after = self.wait(job_id, host=connection.alias)
+            after = self.wait(before.id, host=connection.alias)
             message = f"job {after.id}: {after.state.value}"
         return CancelResult(after, message)
 
@@ -480,13 +639,15 @@ class Client:
         old = Job.from_wire(wire, connection.alias)
         if not old.readable:
             raise BadInput(
-                f"job {job_id} belongs to {old.user}: only its owner, their team and admins "
+                f"job {old.id} belongs to {old.user}: only its owner, their team and admins "
                 "may run it again"
             )
         if not old.ended:
             raise BadInput(
-                f"job {job_id} is {old.state.value}: only an ended job can be retried",
-                fix=f"wait for it (hatrain-client wait {job_id}) or cancel it first",
+                f"job {old.id} is {old.state.value}: only an ended job can be retried (a "
+                "retry now would run it twice)",
+                fix="wait for it to end, or cancel it first:",
+                commands=(f"hatrain-client wait {old.id}", f"hatrain-client cancel {old.id}"),
             )
         new = submit_spec(
             connection,
@@ -505,23 +666,26 @@ class Client:
         include: Iterable[str] = (),
         exclude: Iterable[str] = (),
         on_file: Callable[[str, int], None] | None = None,
+        logs: bool = False,
     ) -> FetchReport:
         """Download the job's run directory to dest (default ./hatrain-runs/JOB); files already
-        there whole are skipped and a partial one is resumed."""
+        there whole are skipped and a partial one is resumed. With logs, the job's own output
+        (both steps, each line with its time) is written beside it, as dest/job-JOB.log."""
         from .fetch import fetch as download
+        from .log_text import log_file_lines
 
         connection, wire = self._locate(job_id, host)
         job = Job.from_wire(wire, connection.alias)
         if job.never_ran:
-            raise BadInput(f"job {job_id} {job.never_ran}: it has no outputs to fetch")
+            raise BadInput(f"job {job.id} {job.never_ran}: it has no outputs to fetch")
         if not job.readable:
             raise BadInput(
-                f"job {job_id} belongs to {job.user}: its outputs are for its owner, their "
+                f"job {job.id} belongs to {job.user}: its outputs are for its owner, their "
                 "team and admins"
             )
-        target = Path(dest) if dest is not None else Path("hatrain-runs") / job_id
-        with connection.transferring(f"fetching {job_id}") as sftp:
-            return download(
+        target = Path(dest) if dest is not None else Path("hatrain-runs") / job.id
+        with connection.transferring(f"fetching {job.id}") as sftp:
+            report = download(
                 sftp,
                 job.run_dir,
                 target,
@@ -529,6 +693,18 @@ class Client:
                 list(exclude),
                 on_file=on_file or (lambda p, n: None),
             )
+        if not logs:
+            return report
+        log_path = target / f"job-{job.id}.log"
+        target.mkdir(parents=True, exist_ok=True)
+        partial = log_path.with_name(log_path.name + ".part")
+        count = 0
+        with partial.open("w", encoding="utf-8") as out:
+            for text in log_file_lines(self.logs(job.id, host=connection.alias)):
+                out.write(text + "\n")
+                count += 1
+        partial.replace(log_path)
+        return replace(report, log_file=str(log_path), log_lines=count)
 
     def curves(self, job_id: str, *, host: str | None = None) -> Curves:
         """Train and eval loss by step."""
@@ -537,7 +713,7 @@ class Client:
         job = self.job(job_id, host=host)
         metrics = [
             e
-            for e in self.watch(job_id, host=job.host, follow=False, kinds=[Metrics])
+            for e in self.watch(job.id, host=job.host, follow=False, kinds=[Metrics])
             if isinstance(e, Metrics)
         ]
         return curves(metrics, _logging_steps(job))
@@ -549,18 +725,19 @@ class Client:
         from .plot import write_png
 
         job = self.job(job_id, host=host)
-        data = self.curves(job_id, host=job.host)
+        data = self.curves(job.id, host=job.host)
         if not data.train and not data.eval:
             if job.never_ran:
-                raise BadInput(f"job {job_id} {job.never_ran}: it has no loss values")
+                raise BadInput(f"job {job.id} {job.never_ran}: it has no loss values")
             if job.ended:
                 raise BadInput(
-                    f"job {job_id} {job.state.value} before it logged a loss value",
-                    fix=f"see: hatrain-client logs {job_id} --tail 50",
+                    f"job {job.id} {job.state.value} before it logged a loss value",
+                    fix="see its last lines:",
+                    commands=(f"hatrain-client logs {job.id} --tail 50",),
                 )
-            raise BadInput(f"job {job_id} has no loss values yet")
-        path = Path(output) if output is not None else Path(f"{job_id}-loss.png")
-        write_png(data, path, f"{job.name} ({job_id})")
+            raise BadInput(f"job {job.id} has no loss values yet")
+        path = Path(output) if output is not None else Path(f"{job.id}-loss.png")
+        write_png(data, path, f"{job.name} ({job.id})")
         return path
 
 
@@ -571,10 +748,6 @@ _KIND: dict[type[Event], "pb.EventKind"] = {
     ProgressUpdate: pb.EVENT_KIND_PROGRESS,
     GpuReading: pb.EVENT_KIND_GPU,
 }
-
-
-def _not_found(error: ClientError) -> bool:
-    return isinstance(error, AgentRefused) and error.code == "NOT_FOUND"
 
 
 def _logging_steps(job: Job) -> int:

@@ -69,6 +69,8 @@ class Analysis:
     checks: list[DatasetCheck] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # The --dataset names that some dataset of the config was mapped to.
+    datasets_used: set[str] = field(default_factory=set)
     _names: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -161,6 +163,7 @@ def _map_container_path(
     leaf = posixpath.basename(relative)
     for key in (relative, leaf):
         if key in dataset_map:
+            analysis.datasets_used.add(key)
             mapped = dataset_map[key]
             if not mapped.exists():
                 analysis.flag(
@@ -537,7 +540,10 @@ def _dataset_path(
         )
         return
     else:
-        local = analysis.resolve(value) or dataset_map.get(value)
+        local = analysis.resolve(value)
+        if local is None and value in dataset_map:
+            analysis.datasets_used.add(value)
+            local = dataset_map[value]
     if local is None:
         if _looks_local(value):
             analysis.missing(where, value)

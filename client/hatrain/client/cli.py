@@ -1,32 +1,50 @@
 """hatrain-client: the command line, as presentation over the library (hatrain.client.api).
 
-Each verb calls the Client and prints what it returns; errors become one line at one place.
+Each verb calls the Client and prints what it returns; errors become one line at one place,
+with the fix on a line of its own and each command of the fix on one more, never wrapped.
 Exit codes: see hatrain.client.errors (0 ok, 65 bad input, 69 unreachable, 77 SSH auth/host key,
 130 detached or cancelled; `wait` and a followed `submit` return the failed job's exit code).
 """
 
 import contextlib
+import datetime
 import functools
+import re
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
+from click.shell_completion import CompletionItem
 
 from .api import Client, HostDown
 from .errors import EXIT_DETACHED, BadInput, ClientError
 from .records import Job, JobState, print_json, to_json
-from .settings import load_settings
+from .settings import ClientSettings, load_settings
 from .transport import client_version
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
+
+
+def echo_error(prefix: str, error: ClientError) -> None:
+    """`error: ...` (or a warning), then `  fix: ...`, then each command on a line of its own:
+    printed as they are, never wrapped, so that a command can be pasted whole."""
+    click.echo(f"{prefix}{error.message}", err=True)
+    if error.fix:
+        click.echo(f"  fix: {error.fix}", err=True)
+    for command in error.commands:
+        click.echo(f"    {command}", err=True)
 
 
 class App:
-    def __init__(self, config: Path | None) -> None:
+    def __init__(self, config: Path | None, given_as: str) -> None:
         self._config = config
+        self._given_as = given_as
 
     # rich is imported only when something is drawn: --json and quiet paths start faster.
     @functools.cached_property
@@ -42,23 +60,54 @@ class App:
         return Console(stderr=True, highlight=False)
 
     @functools.cached_property
+    def settings(self) -> ClientSettings:
+        return load_settings(self._config, self._given_as)
+
+    @functools.cached_property
     def client(self) -> Client:
-        return Client(
-            settings=load_settings(self._config),
-            warn=lambda m: self.err.print(m, style="yellow", markup=False),
-        )
+        return Client(settings=self.settings, warn=self.warn)
+
+    def warn(self, message: str) -> None:
+        """A warning on stderr, whole: a long one is never cut into lines."""
+        click.secho(message, fg="yellow", err=True)
+
+    def say(self, text: str) -> None:
+        """Text for people on stdout, as it is (what came from jobs is escaped already)."""
+        click.echo(text)
+
+    def table(self, table: "Table") -> None:
+        """A table at the terminal's width; piped, as wide as its content, so that nothing in
+        it is cut for a script."""
+        if self.out.is_terminal:
+            self.out.print(table)
+            return
+        import io
+
+        from rich.console import Console
+        from rich.measure import Measurement
+
+        width = Measurement.get(self.out, self.out.options.update_width(1 << 16), table).maximum
+        text = io.StringIO()
+        Console(file=text, width=max(width, 20), highlight=False).print(table)
+        for line in text.getvalue().splitlines():
+            click.echo(line.rstrip())
 
     def show_job(self, job: Job, as_json: bool, text: Callable[[], str], **extra: Any) -> None:
         """The job as JSON (--json, with extra fields), or as the text for people."""
+        self.remember([job])
         if as_json:
             print_json(to_json(job, **extra))
         else:
-            self.out.print(text(), markup=False)
+            self.say(text())
+
+    def remember(self, jobs: list[Job]) -> None:
+        from .recent import remember
+
+        remember(self.settings.cache_dir, jobs)
 
     def warn_down(self, alias: str, error: ClientError) -> None:
-        self.err.print(f"warning: {alias}: {error.message}", markup=False)
-        if error.fix:
-            self.err.print(f"  fix: {error.fix}", markup=False)
+        named = error.message.startswith(f"{alias}: ")
+        echo_error("warning: " if named else f"warning: {alias}: ", error)
 
 
 class Group(click.Group):
@@ -66,9 +115,7 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except ClientError as exc:
-            click.echo(f"error: {exc.message}", err=True)
-            if exc.fix:
-                click.echo(f"  fix: {exc.fix}", err=True)
+            echo_error("error: ", exc)
             ctx.exit(exc.exit_code)
         finally:
             app = ctx.find_object(App)
@@ -77,52 +124,136 @@ class Group(click.Group):
 
 
 pass_app = click.make_pass_decorator(App)
-host_option = click.option("--host", "-H", help="Host alias from the client config.")
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead.")
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+# -- completion -------------------------------------------------------------------------------
+
+
+def _completion_settings(ctx: click.Context) -> ClientSettings | None:
+    root = ctx.find_root()
+    try:
+        return load_settings(root.params.get("config"))
+    except ClientError:
+        return None
+
+
+def complete_host(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Host aliases of the client config (and `auto`, where a verb takes it)."""
+    settings = _completion_settings(ctx)
+    names = list(settings.hosts) if settings else []
+    if ctx.command.name == "submit":
+        names.append("auto")
+    return [CompletionItem(n) for n in names if n.startswith(incomplete)]
+
+
+def complete_job_id(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Job ids: the active jobs of every host whose shared connection is open (no new SSH
+    login: completion must be quick and never prompt), then the jobs this client saw lately."""
+    settings = _completion_settings(ctx)
+    if settings is None:
+        return []
+    from .recent import RecentJob, recall
+
+    found: dict[str, RecentJob] = {}
+    with contextlib.suppress(ClientError), Client(settings=settings, only_shared=True) as client:
+        for job in client.jobs(limit=200, on_host_error=lambda alias, error: None):
+            found[job.id] = RecentJob(job.id, job.host, job.name, job.state.value)
+    for known in recall(settings.cache_dir):
+        found.setdefault(known.id, known)
+    return [
+        CompletionItem(r.id, help=f"{r.host}: {r.name} ({r.state})")
+        for r in found.values()
+        if r.id.startswith(incomplete)
+    ]
+
+
+def job_argument(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.argument("job_id", metavar="JOB", shell_complete=complete_job_id)(func)
+
+
+def host_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--host",
+        "-H",
+        metavar="HOST",
+        shell_complete=complete_host,
+        help="Look only on this host (an alias of the client config). Without it, the job is "
+        "found on whichever host has it.",
+    )(func)
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON for scripts instead (times in ISO-8601)."
+)
+
+
+# -- the group --------------------------------------------------------------------------------
+
+
+@click.group(
+    cls=Group,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option(
     "--config",
     type=click.Path(dir_okay=False, path_type=Path),
     envvar="HATRAIN_CLIENT_CONFIG",
-    help="Client config (default: $XDG_CONFIG_HOME/hatrain/client.yml).",
+    help="The client config: your hosts and how to reach them (default: "
+    "$HATRAIN_CLIENT_CONFIG, else $XDG_CONFIG_HOME/hatrain/client.yml).",
 )
-@click.version_option(client_version(), prog_name="hatrain-client")
+@click.version_option(
+    client_version(), prog_name="hatrain-client", help="Show the version and exit."
+)
 @click.pass_context
 def main(ctx: click.Context, config: Path | None) -> None:
     """Submit Axolotl fine-tuning jobs to your GPU hosts and follow them live.
 
+    A JOB is a job's id, or any unique start of it (as docker and git take them); it is found
+    on whichever host has it. Run `hatrain-client VERB --help` for a verb's options and
+    examples.
+
+    \b
+    Examples:
+      hatrain-client hosts
+      hatrain-client submit train/configs/gemma3-270m.yml --gpus 1
+      hatrain-client queue
+      hatrain-client logs 5a37 --since 10m
+
     \b
     Exit codes: 0 ok; 1 job failed without an exit code; 2 usage; 65 bad input;
-    69 host or agent unreachable; 77 SSH authentication or host key; 130 detached
-    (Ctrl-C) or job cancelled; otherwise the failed job's own exit code.
+    69 host or agent unreachable (also when only some hosts answered); 77 SSH
+    authentication or host key; 130 detached (Ctrl-C) or job cancelled; otherwise
+    the failed job's own exit code.
     """
-    ctx.obj = App(config)
+    source = ctx.get_parameter_source("config")
+    given_as = "HATRAIN_CLIENT_CONFIG" if source == ParameterSource.ENVIRONMENT else "--config"
+    ctx.obj = App(config, given_as)
+
+
+# -- following a job --------------------------------------------------------------------------
 
 
 def follow_job(app: App, job: Job, as_json: bool, from_seq: int = 0) -> int:
     """Show the job's events until it ends; Ctrl-C detaches and the job keeps running."""
-    try:
-        from . import render
+    from . import render
 
-        follower = render.Follower(app.out)
-        with follower:
-            for event in app.client.watch(job.id, host=job.host, from_seq=from_seq):
-                if as_json:
-                    print_json(to_json(event, job_id=job.id, host=job.host))
-                else:
+    try:
+        events = app.client.watch(job.id, host=job.host, from_seq=from_seq)
+        if as_json:
+            for event in events:
+                print_json(to_json(event, job_id=job.id, host=job.host))
+        else:
+            with render.Follower(app.out) as follower:
+                for event in events:
                     follower.handle(event)
     except KeyboardInterrupt:
-        app.err.print(
-            f"detached; job {job.id} keeps running. Re-attach: "
-            f"hatrain-client watch {job.id} --host {job.host}",
-            markup=False,
-        )
+        click.echo(f"detached; job {job.id} keeps running. Re-attach with:", err=True)
+        click.echo(f"    hatrain-client watch {job.id} --host {job.host}", err=True)
         return EXIT_DETACHED
     ended = app.client.job(job.id, host=job.host)
+    app.remember([ended])
     if not as_json:
-        app.out.print(render.describe(ended), markup=False)
+        app.say(render.describe(ended))
     return ended.exit_status
 
 
@@ -144,30 +275,115 @@ def parse_dataset_option(values: tuple[str, ...]) -> dict[str, str | Path]:
     return mapping
 
 
-@main.command()
+follow_option = click.option(
+    "--follow/--detach",
+    default=None,
+    help="Follow the job live until it ends (Ctrl-C detaches; the job keeps running), or "
+    "return at once. Default: follow on a terminal, detach when piped or with --json.",
+)
+
+
+# -- verbs ------------------------------------------------------------------------------------
+
+
+@main.command(short_help="Check, upload and queue a config's job, then follow it.")
 @click.argument("config", type=click.Path(path_type=Path))
 @click.option(
-    "--host", "-H", help="Host alias from the client config, or auto: where it starts soonest."
+    "--host",
+    "-H",
+    metavar="HOST",
+    shell_complete=complete_host,
+    help="Host alias from the client config, or auto: the host where it starts soonest. "
+    "Default: the config's default_host.",
 )
-@click.option("--dataset", "-d", multiple=True, help="NAME=PATH for a container dataset path.")
-@click.option("--gpus", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--min-gpu-memory", type=click.IntRange(min=0), default=0, help="MiB per GPU.")
-@click.option("--gpu-type", default="", help="Substring of the GPU name, e.g. H200.")
-@click.option("--image", default="", help="Container image (default: the host's).")
-@click.option("--priority", type=click.IntRange(-1000, 1000), default=0)
-@click.option("--name", default="", help="Job name (default: the config's file name).")
-@click.option("--time-limit", type=click.IntRange(min=0), default=0, help="Seconds.")
-@click.option("--team", default="", help="The team the job counts against (caps, fair share).")
+@click.option(
+    "--dataset",
+    "-d",
+    "dataset",
+    multiple=True,
+    metavar="NAME=PATH",
+    help="The local file for the container path /workspace/data/datasets/NAME that the config "
+    "names (as the seed's configs do). Repeatable, one per dataset; a NAME that no dataset of "
+    "the config uses is warned of.",
+)
+@click.option(
+    "--gpus",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="GPUs to give the job. Default: 1 when the config can only run on a GPU (bf16, "
+    "flash attention, a bitsandbytes 8-bit optimizer, deepspeed) and the host has GPUs, "
+    "else 0; said either way.",
+)
+@click.option(
+    "--min-gpu-memory",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="MIB",
+    help="Only GPUs with at least this much memory, in MiB (e.g. 80000). Default: any.",
+)
+@click.option(
+    "--gpu-type",
+    default="",
+    metavar="TEXT",
+    help="Only GPUs whose name contains this, any case (e.g. H200). Default: any.",
+)
+@click.option(
+    "--image",
+    default="",
+    metavar="IMAGE",
+    help="Container image, one of the host's allowed images. Default: the host's default.",
+)
+@click.option(
+    "--priority",
+    type=click.IntRange(-1000, 1000),
+    default=0,
+    show_default=True,
+    metavar="N",
+    help="Higher runs first, from -1000 to 1000. Above 0 needs an admin, or a team's "
+    "max_priority (with --team).",
+)
+@click.option(
+    "--name",
+    default="",
+    metavar="NAME",
+    help="The job's name in listings. Default: the config's file name.",
+)
+@click.option(
+    "--time-limit",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="SECONDS",
+    help="Stop the job after this many seconds of running (it ends failed: timeout). "
+    "Default 0: the host's default limit, if any.",
+)
+@click.option(
+    "--team",
+    default="",
+    metavar="TEAM",
+    help="Run it as a job of this team of yours (the host's agent.yml `teams:`): the team's "
+    "members may read it, and the team's max_priority applies. Default: none.",
+)
 @click.option(
     "--team-queue/--own-queue",
     default=None,
-    help="Queue it for the first host of the team with GPUs that fit, or on one host "
-    "(default: team_queue in the client config). With --team-queue, --host names the only "
-    "host it may run on.",
+    help="Queue it for the first host of the team with GPUs that fit, or on one host's own "
+    "queue. Default: team_queue in the client config. With --team-queue, --host names the "
+    "only host it may run on.",
 )
-@click.option("--requeue", is_flag=True, help="Team queue: run it again if its host is lost.")
-@click.option("--secret", multiple=True, help="Pass this environment variable as a secret.")
-@click.option("--follow/--detach", default=None, help="Follow the job (default: on a terminal).")
+@click.option(
+    "--requeue",
+    is_flag=True,
+    help="Team queue: run it again on another host if its host is lost while it runs.",
+)
+@click.option(
+    "--secret",
+    multiple=True,
+    metavar="VAR",
+    help="Pass the environment variable VAR to the job as a secret (never stored readable, "
+    "never listed). Repeatable. HF_TOKEN goes along whenever it is set.",
+)
+@follow_option
 @json_option
 @pass_app
 def submit(
@@ -175,7 +391,7 @@ def submit(
     config: Path,
     host: str | None,
     dataset: tuple[str, ...],
-    gpus: int,
+    gpus: int | None,
     min_gpu_memory: int,
     gpu_type: str,
     image: str,
@@ -195,6 +411,12 @@ def submit(
     custom type modules) are read the way Axolotl reads them, from its working directory: the
     directory you run this command in stands for it, then the folder of CONFIG. Nothing is sent
     if Axolotl would refuse the config or its data; remote and Hub datasets are left to Axolotl.
+
+    \b
+    Examples:
+      hatrain-client submit train/configs/gemma3-270m.yml --gpus 1
+      hatrain-client submit cfg.yml -d sample.jsonl=data/home.jsonl --host auto
+      hatrain-client submit cfg.yml --gpus 2 --gpu-type H200 --detach --json
     """
     with upload_progress(app) as on_bytes:
         job = app.client.submit(
@@ -216,21 +438,25 @@ def submit(
         )
     assert job.submission is not None
     report, notes = job.submission.upload, job.submission.notes
+    for warning in job.submission.warnings:
+        app.warn(f"warning: {warning}")
     app.show_job(
         job,
         as_json,
         lambda: "\n".join(
             [
                 f"job {job.id} queued "
-                f"{'in the team queue' if job.from_team_queue else 'on ' + job.host} "
-                f"(position {job.queue_position}); "
-                f"files: {report.files_present} already there, {report.files_sent} sent "
-                f"({report.bytes_sent} bytes)",
+                f"{'in the team queue' if job.from_team_queue else 'on ' + job.host}: "
+                f"position {job.queue_position}, "
+                f"{job.spec.gpus} GPU{'' if job.spec.gpus == 1 else 's'}",
+                f"  files: {report.files_sent} sent ({report.bytes_sent:,} bytes), "
+                f"{report.files_present} already there",
                 *(f"  note: {note}" for note in notes),
             ]
         ),
         upload=report,
         notes=notes,
+        warnings=job.submission.warnings,
     )
     follow_if_asked(app, job, follow, as_json)
 
@@ -254,50 +480,99 @@ def upload_progress(app: App) -> Iterator[Callable[[int], None]]:
         yield advance
 
 
-@main.command()
-@host_option
+def _host_failure(error: ClientError) -> dict[str, Any]:
+    return {
+        "status": error.status,
+        "error": error.message,
+        "fix": error.fix,
+        "commands": list(error.commands),
+        "exit_code": error.exit_code,
+    }
+
+
+@main.command(short_help="Each host: up or why not, GPUs free, queued and running jobs.")
+@click.option(
+    "--host",
+    "-H",
+    metavar="HOST",
+    shell_complete=complete_host,
+    help="Only this host (an alias of the client config). Default: every host, at once.",
+)
 @json_option
 @pass_app
 def hosts(app: App, host: str | None, as_json: bool) -> None:
-    """Each host's GPUs (free / used) and queue."""
+    """Each host's GPUs (free / all), its queue, and whether it answers.
+
+    A host that does not answer says why in STATUS (unreachable, auth failed, no agent, host
+    key, agent down), with the fix on stderr. If any host did not answer, the exit code is
+    its error's (69 or 77), after every host that did is shown.
+
+    \b
+    Examples:
+      hatrain-client hosts
+      hatrain-client hosts --host gpu1 --json
+    """
     statuses = app.client.hosts_status([host] if host else None)
-    for status in statuses:
-        if isinstance(status, HostDown):
-            app.warn_down(status.host, status.error)
+    down = [s for s in statuses if isinstance(s, HostDown)]
+    for status in down:
+        app.warn_down(status.host, status.error)
     if as_json:
         print_json(
             [
-                {"host": s.host, "error": s.error.message}
+                {"host": s.host, **_host_failure(s.error)}
                 if isinstance(s, HostDown)
-                else to_json(s)
+                else {"status": "up", **to_json(s)}
                 for s in statuses
             ]
         )
     else:
         from . import render
 
-        app.out.print(
+        app.table(
             render.hosts_table(
-                (s.host, s.error.message) if isinstance(s, HostDown) else s for s in statuses
+                (s.host, s.error) if isinstance(s, HostDown) else s for s in statuses
             )
         )
         team = next((s.team for s in statuses if not isinstance(s, HostDown) and s.team), ())
         if team:
-            app.out.print(render.team_table(team))
-    down = [s for s in statuses if isinstance(s, HostDown)]
-    if len(down) == len(statuses):
+            app.table(render.team_table(team))
+    if down:
         sys.exit(down[0].error.exit_code)
 
 
-@main.command()
-@host_option
-@click.option("--user", "-u", default="", help="Only this user's jobs.")
-@click.option("--mine", is_flag=True, help="Only my jobs.")
-@click.option("--state", "-s", "states", multiple=True, help="Only jobs in this state.")
-@click.option("--all", "all_states", is_flag=True, help="Finished jobs too.")
-@click.option("--limit", type=click.IntRange(1, 10000), default=200, show_default=True)
+@main.command(short_help="Jobs on every host: queued and running first, ids in full.")
 @click.option(
-    "--team-queue", is_flag=True, help="The team queue too, merged with every host's jobs."
+    "--host",
+    "-H",
+    metavar="HOST",
+    shell_complete=complete_host,
+    help="Only this host's jobs (an alias of the client config). Default: every host, at once.",
+)
+@click.option("--user", "-u", default="", metavar="USER", help="Only this user's jobs.")
+@click.option("--mine", is_flag=True, help="Only my jobs (the login the host knows me as).")
+@click.option(
+    "--state",
+    "-s",
+    "states",
+    multiple=True,
+    metavar="STATE",
+    help="Only jobs in this state: queued, starting, preprocessing, training, succeeded, "
+    "failed or cancelled. Repeatable. Default: queued and running ones.",
+)
+@click.option("--all", "all_states", is_flag=True, help="Ended jobs too (every state).")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 10000),
+    default=200,
+    show_default=True,
+    metavar="N",
+    help="At most this many jobs per host.",
+)
+@click.option(
+    "--team-queue",
+    is_flag=True,
+    help="The team queue's jobs too, merged with every host's: each job once, as the host "
+    "that runs it has it. Default: team_queue in the client config.",
 )
 @json_option
 @pass_app
@@ -312,38 +587,70 @@ def queue(
     team_queue: bool,
     as_json: bool,
 ) -> None:
-    """Jobs on every host (or one), queued and running first."""
+    """Jobs on every host (or one), queued and running first, with how long each has run.
+
+    Ids are shown in full, at any width and when piped. If some hosts did not answer, the
+    others' jobs are shown, each failure is said (in --json: under "errors"), and the exit
+    code is the failure's (69 or 77).
+
+    \b
+    Examples:
+      hatrain-client queue
+      hatrain-client queue --all --mine
+      hatrain-client queue --state failed --json
+    """
     try:
         wanted = [JobState.parse(s) for s in states] or (list(JobState) if all_states else None)
     except ValueError as exc:
         raise BadInput(f"--state: {exc}") from None
+    failures: list[tuple[str, ClientError]] = []
+
+    def failed(alias: str, error: ClientError) -> None:
+        failures.append((alias, error))
+        app.warn_down(alias, error)
+
     jobs = app.client.jobs(
         host=host,
         states=wanted,
         user=user,
         mine=mine,
         limit=limit,
-        on_host_error=app.warn_down,
+        on_host_error=failed,
         team_queue=team_queue or app.client.settings.team_queue,
     )
     jobs.sort(key=lambda job: (job.ended, job.created_at))
+    app.remember(jobs)
     if as_json:
-        print_json([to_json(j, host=j.host) for j in jobs])
+        print_json(
+            {
+                "jobs": [to_json(j, host=j.host) for j in jobs],
+                "errors": [{"host": a, **_host_failure(e)} for a, e in failures],
+            }
+        )
     else:
         from . import render
 
-        app.out.print(render.jobs_table(jobs))
+        app.table(render.jobs_table(jobs))
+    if failures:
+        sys.exit(failures[0][1].exit_code)
 
 
-@main.command()
-@click.argument("job_id")
+@main.command(short_help="One job: state, times, progress, metrics, evals, failure.")
+@job_argument
 @host_option
 @json_option
 @pass_app
 def status(app: App, job_id: str, host: str | None, as_json: bool) -> None:
-    """One job's state, progress, metrics, evaluations (by step) and failure reason."""
+    """One job's state and times (submitted, started, ended, elapsed), progress, metrics,
+    evaluations by step, and why it failed.
+
+    \b
+    Examples:
+      hatrain-client status 5a37ffb5c0de
+      hatrain-client status 5a37 --json
+    """
     job = app.client.job(job_id, host=host)
-    evals = app.client.curves(job_id, host=job.host).eval if job.readable else []
+    evals = app.client.curves(job.id, host=job.host).eval if job.readable else []
 
     def text() -> str:
         from . import render
@@ -355,38 +662,112 @@ def status(app: App, job_id: str, host: str | None, as_json: bool) -> None:
     app.show_job(job, as_json, text, evals=evals_json)
 
 
-@main.command()
-@click.argument("job_id")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """--since: a duration back from now (`90s`, `10m`, `1h30m`, `2d`), or a moment in ISO-8601
+    (`2026-11-29T17:55:00`, local time unless it says its zone, e.g. `Z`); seconds since the
+    epoch."""
+    now = time.time() if now is None else now
+    value = text.strip()
+    if value and _DURATION.sub("", value) == "":
+        return now - sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION.findall(value))
+    try:
+        moment = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise BadInput(
+            f"--since {text}: expected a duration back from now (90s, 10m, 1h30m, 2d) or a "
+            "time in ISO-8601 (2026-11-29T17:55:00, or with its zone: ...Z, ...+01:00)"
+        ) from None
+    return moment.timestamp()
+
+
+@main.command(short_help="A job's output lines, a header where each step begins.")
+@job_argument
 @host_option
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the job ends.")
-@click.option("--tail", "-n", type=click.IntRange(min=0), default=0, help="Only the last N lines.")
+@click.option(
+    "--tail",
+    "-n",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="N",
+    help="Only the last N lines. Default 0: all of them.",
+)
+@click.option(
+    "--since",
+    metavar="WHEN",
+    help="Only lines printed since then: a duration back from now (90s, 10m, 1h30m, 2d) or a "
+    "time in ISO-8601 (2026-11-29T17:55:00; local time unless it gives its zone).",
+)
+@click.option(
+    "--timestamps",
+    "-t",
+    is_flag=True,
+    help="Begin each line with the time it was printed (ISO-8601, UTC).",
+)
 @pass_app
-def logs(app: App, job_id: str, host: str | None, follow: bool, tail: int) -> None:
-    """The job's output lines (both steps)."""
-    try:
-        from .render import safe
+def logs(
+    app: App,
+    job_id: str,
+    host: str | None,
+    follow: bool,
+    tail: int,
+    since: str | None,
+    timestamps: bool,
+) -> None:
+    """The job's output lines: `axolotl preprocess`, then `axolotl train`, each step's lines
+    after a `==> STEP <==` header.
 
-        for line in app.client.logs(job_id, host=host, tail=tail, follow=follow):
-            click.echo(safe(line.line))
+    \b
+    Examples:
+      hatrain-client logs 5a37 --tail 50
+      hatrain-client logs 5a37 -f --timestamps
+      hatrain-client logs 5a37 --since 10m
+    """
+    from .log_text import log_text
+
+    start = parse_since(since) if since else None
+    try:
+        lines = app.client.logs(job_id, host=host, tail=tail, follow=follow, since=start)
+        for text in log_text(lines, timestamps=timestamps):
+            click.echo(text)
     except KeyboardInterrupt:
         sys.exit(EXIT_DETACHED)
 
 
-@main.command()
-@click.argument("job_id")
+@main.command(short_help="Follow a job live: every event from the start, until it ends.")
+@job_argument
 @host_option
-@click.option("--from-seq", type=click.IntRange(min=0), default=0, help="Events after this one.")
+@click.option(
+    "--from-seq",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="SEQ",
+    help="Only events after this sequence number (as in --json's `seq`). Default: all.",
+)
 @json_option
 @pass_app
 def watch(app: App, job_id: str, host: str | None, from_seq: int, as_json: bool) -> None:
-    """Follow a job: every event from the start (or --from-seq), until it ends."""
+    """Follow a job: every event from the start (or --from-seq), until it ends. Ctrl-C
+    detaches; the job keeps running. The exit code is the job's, as for `wait`.
+
+    \b
+    Examples:
+      hatrain-client watch 5a37
+      hatrain-client watch 5a37 --json --from-seq 120
+    """
     sys.exit(follow_job(app, app.client.job(job_id, host=host), as_json, from_seq))
 
 
-@main.command()
-@click.argument("job_id")
+@main.command(short_help="Cancel a queued or running job, and say what that did.")
+@job_argument
 @host_option
-@click.option("--wait", "wait_end", is_flag=True, help="Wait until the job has ended.")
+@click.option(
+    "--wait", "wait_end", is_flag=True, help="Wait until the job has ended, then exit 130."
+)
 @json_option
 @pass_app
 def cancel(app: App, job_id: str, host: str | None, wait_end: bool, as_json: bool) -> None:
@@ -395,6 +776,11 @@ def cancel(app: App, job_id: str, host: str | None, wait_end: bool, as_json: boo
     A queued job is cancelled at once; a running one is asked to stop (SIGTERM, then SIGKILL
     after the host's grace period) and ends cancelled. With --wait, waits for that end and
     exits 130 once it is cancelled.
+
+    \b
+    Examples:
+      hatrain-client cancel 5a37
+      hatrain-client cancel 5a37 --wait
     """
     result = app.client.cancel(job_id, host=host, wait=wait_end)
     app.show_job(result.job, as_json, lambda: result.message, outcome=result.message)
@@ -402,51 +788,85 @@ def cancel(app: App, job_id: str, host: str | None, wait_end: bool, as_json: boo
         sys.exit(result.job.exit_status)
 
 
-@main.command()
-@click.argument("job_id")
+@main.command(short_help="Run an ended job again with the same config and files.")
+@job_argument
 @host_option
-@click.option("--follow/--detach", default=None)
+@follow_option
 @json_option
 @pass_app
 def retry(app: App, job_id: str, host: str | None, follow: bool | None, as_json: bool) -> None:
-    """Submit a finished job again with the same config and files."""
+    """Submit an ended job again, with the same config and files, on its host. A job that has
+    not ended is refused: the retry would run it twice.
+
+    \b
+    Examples:
+      hatrain-client retry 5a37
+      hatrain-client retry 5a37 --detach --json
+    """
     job = app.client.retry(job_id, host=host)
     app.show_job(
         job,
         as_json,
         lambda: (
-            f"job {job.id} (retry of {job_id}) queued on {job.host} (position {job.queue_position})"
+            f"job {job.id} (retry of {job.spec.retry_of}) queued on {job.host} "
+            f"(position {job.queue_position})"
         ),
     )
     follow_if_asked(app, job, follow, as_json)
 
 
-@main.command()
-@click.argument("job_id")
+@main.command(short_help="Wait for a job to end; exit with its exit code.")
+@job_argument
 @host_option
 @json_option
 @pass_app
 def wait(app: App, job_id: str, host: str | None, as_json: bool) -> None:
-    """Wait for the job to end; the exit code mirrors the job's."""
+    """Wait for the job to end; the exit code mirrors the job's (0 succeeded, 130 cancelled,
+    else its own exit code, 1 when it has none).
+
+    \b
+    Examples:
+      hatrain-client wait 5a37
+      hatrain-client wait 5a37 && hatrain-client fetch 5a37
+    """
     try:
         job = app.client.wait(job_id, host=host)
     except KeyboardInterrupt:
         sys.exit(EXIT_DETACHED)
-    from .render import logs_hint, safe
+    from .text import safe
 
     failure = f" ({job.failure_reason}: {safe(job.hint)})" if job.failure_reason else ""
     if job.state == JobState.FAILED:
-        failure += f"\n{logs_hint(job.id)}"
-    app.show_job(job, as_json, lambda: f"job {job.id}: {job.state.value}{failure}")
+        failure += f"\nsee: hatrain-client logs {job.id} --tail 50"
+    app.show_job(job, as_json, lambda: f"job {job.id} on {job.host}: {job.state.value}{failure}")
     sys.exit(job.exit_status)
 
 
-@main.command()
-@click.argument("job_id")
+@main.command(short_help="Download a job's run directory (resumable), and its log.")
+@job_argument
 @click.argument("dest", required=False, type=click.Path(file_okay=False, path_type=Path))
 @host_option
-@click.option("--include", "-i", multiple=True, help="Only paths matching this glob.")
-@click.option("--exclude", "-x", multiple=True, help="Skip paths matching this glob.")
+@click.option(
+    "--include",
+    "-i",
+    multiple=True,
+    metavar="GLOB",
+    help="Only files whose path or name matches this glob (e.g. '*.safetensors'). Repeatable.",
+)
+@click.option(
+    "--exclude",
+    "-x",
+    multiple=True,
+    metavar="GLOB",
+    help="Skip files whose path or name matches this glob (e.g. 'checkpoint-*'). Repeatable.",
+)
+@click.option(
+    "--logs",
+    "with_logs",
+    is_flag=True,
+    help="Also write the job's own output (both steps, each line with its time) to "
+    "DEST/job-JOB.log.",
+)
 @json_option
 @pass_app
 def fetch(
@@ -456,52 +876,81 @@ def fetch(
     host: str | None,
     include: tuple[str, ...],
     exclude: tuple[str, ...],
+    with_logs: bool,
     as_json: bool,
 ) -> None:
-    """Download the job's run directory (resumable) to DEST (default ./hatrain-runs/JOB)."""
-    dest = dest or Path("hatrain-runs") / job_id
+    """Download the job's run directory to DEST (default ./hatrain-runs/JOB). Files already
+    there whole are skipped; a partial one is resumed.
+
+    \b
+    Examples:
+      hatrain-client fetch 5a37
+      hatrain-client fetch 5a37 runs/gemma --logs --exclude 'checkpoint-*'
+    """
+    job = app.client.job(job_id, host=host)
+    dest = dest or Path("hatrain-runs") / job.id
     report = app.client.fetch(
-        job_id,
+        job.id,
         dest,
-        host=host,
+        host=job.host,
         include=include,
         exclude=exclude,
         on_file=lambda p, n: None if as_json else app.err.print(f"  {p} ({n} bytes)"),
+        logs=with_logs,
     )
     if as_json:
-        print_json({"job_id": job_id, "dest": str(dest), **to_json(report)})
-    else:
-        app.out.print(
-            f"{dest}: {report.files_fetched} files fetched ({report.bytes_fetched} bytes), "
-            f"{report.files_skipped} already here",
-            markup=False,
-        )
+        print_json({"job_id": job.id, "dest": str(dest), **to_json(report)})
+        return
+    app.say(
+        f"{dest}: {report.files_fetched} files fetched ({report.bytes_fetched} bytes), "
+        f"{report.files_skipped} already here"
+    )
+    if report.log_file:
+        app.say(f"{report.log_file}: {report.log_lines} lines of the job's output")
 
 
-@main.command()
-@click.argument("job_id")
+@main.command(short_help="A job's loss curve, train and eval, as a PNG and on screen.")
+@job_argument
 @host_option
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--terminal/--no-terminal", default=True, help="Also draw it in the terminal.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PNG",
+    help="Where to write the PNG. Default: ./JOB-loss.png.",
+)
+@click.option(
+    "--terminal/--no-terminal",
+    default=True,
+    help="Also draw the curve in the terminal (default), or only write the PNG.",
+)
 @pass_app
 def plot(app: App, job_id: str, host: str | None, output: Path | None, terminal: bool) -> None:
-    """The job's loss curve as a PNG (and in the terminal)."""
+    """The job's loss curve as a PNG (and in the terminal): train loss by step, and eval loss
+    at the steps it was measured.
+
+    \b
+    Examples:
+      hatrain-client plot 5a37
+      hatrain-client plot 5a37 -o gemma-loss.png --no-terminal
+    """
     from .plot import terminal_chart
 
     job = app.client.job(job_id, host=host)
-    path = app.client.plot(job_id, output, host=job.host)
+    path = app.client.plot(job.id, output, host=job.host)
     if terminal:
-        data = app.client.curves(job_id, host=job.host)
-        click.echo(terminal_chart(data, f"{job.name} ({job_id})"))
-    app.out.print(f"wrote {path}", markup=False)
+        data = app.client.curves(job.id, host=job.host)
+        click.echo(terminal_chart(data, f"{job.name} ({job.id})"))
+    app.say(f"wrote {path}")
 
 
-@main.command("check-dataset")
+@main.command("check-dataset", short_help="Check chat datasets as Axolotl reads them.")
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "--axolotl-config",
     "-a",
     type=click.Path(dir_okay=False, path_type=Path),
+    metavar="CONFIG",
     help="Read FILEs as this config's first chat dataset does (mappings, roles, template); "
     "without FILE, check every local dataset of the config.",
 )
@@ -510,6 +959,11 @@ def check_dataset(files: tuple[Path, ...], axolotl_config: Path | None) -> None:
 
     Each finding names the file, line and field, and how to fix it. Relative paths in the
     config are read from the current directory, then beside the config (as `submit` does).
+
+    \b
+    Examples:
+      hatrain-client check-dataset data/home.jsonl
+      hatrain-client check-dataset -a train/configs/gemma3-270m.yml
     """
     from .check import check_datasets
 
@@ -526,10 +980,19 @@ def check_dataset(files: tuple[Path, ...], axolotl_config: Path | None) -> None:
         sys.exit(BadInput.exit_code)
 
 
-@main.command()
+@main.command(short_help="Print the completion script: verbs, options, jobs, hosts.")
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 def completion(shell: str) -> None:
-    """Print the shell completion script, e.g. `eval "$(hatrain-client completion bash)"`."""
+    """Print the shell completion script for SHELL. It completes verbs and options, host
+    aliases of the client config, and job ids: those of hosts whose shared connection is open,
+    and those this client has lately submitted or seen.
+
+    \b
+    Examples:
+      eval "$(hatrain-client completion bash)"      # in ~/.bashrc
+      eval "$(hatrain-client completion zsh)"       # in ~/.zshrc
+      hatrain-client completion fish | source       # in config.fish
+    """
     from click.shell_completion import get_completion_class
 
     cls = get_completion_class(shell)

@@ -5,8 +5,10 @@ of the client (the CLI included) never sees a protobuf.
 """
 
 import dataclasses
+import datetime
 import json
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,10 +54,12 @@ class UploadReport:
 
 @dataclass(frozen=True)
 class Submission:
-    """What submitting did besides queueing the job: the upload, and what was left to Axolotl."""
+    """What submitting did besides queueing the job: the upload, what was left to Axolotl
+    (`notes`), and what looks like a mistake but was not refused (`warnings`)."""
 
     upload: UploadReport
     notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,13 @@ class Job:
         if self.state.terminal and not self.started_at:
             return f"was {self.state.value} before it started"
         return ""
+
+    def elapsed(self, now: float | None = None) -> float | None:
+        """Seconds it has run (until it ended, or until now); None if it never started."""
+        if not self.started_at:
+            return None
+        end = self.finished_at or (time.time() if now is None else now)
+        return max(0.0, end - self.started_at)
 
     @property
     def exit_status(self) -> int:
@@ -321,6 +332,9 @@ class FetchReport:
     files_fetched: int = 0
     files_skipped: int = 0
     bytes_fetched: int = 0
+    # With fetch(logs=True): the job's log written beside the run directory, and its lines.
+    log_file: str = ""
+    log_lines: int = 0
 
 
 def _progress(p: pb.Progress) -> Progress:
@@ -362,19 +376,33 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def iso_time(seconds: float) -> str | None:
+    """A time as ISO-8601 in UTC to the millisecond (`2026-11-29T17:55:21.895Z`); None for 0,
+    which means "not yet"."""
+    if not seconds:
+        return None
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def to_json(record: Any, **extra: Any) -> dict[str, Any]:
     """A record as JSON-ready data; a job's spec is left out but for its name and GPUs, an
-    event says its kind."""
+    event says its kind. Times are ISO-8601 strings (null when not reached yet)."""
     data: dict[str, Any] = _plain(record)
     if isinstance(record, Job):
         data.pop("spec")
         data["name"] = record.spec.name
         data["gpus"] = record.spec.gpus
         data["has_exit_code"] = record.exit_code is not None
+        for name in ("created_at", "started_at", "finished_at"):
+            data[name] = iso_time(getattr(record, name))
+        elapsed = record.elapsed()
+        data["elapsed_seconds"] = None if elapsed is None else round(elapsed, 3)
         if data["submission"] is None:
             data.pop("submission")
     elif type(record) in _EVENT_KINDS:
         data["kind"] = _EVENT_KINDS[type(record)]
+        data["time"] = iso_time(record.time)
     return {**extra, **data}
 
 

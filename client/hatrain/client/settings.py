@@ -131,12 +131,19 @@ class ClientSettings:
 
     def host(self, alias: str | None) -> tuple[str, HostEntry]:
         name = alias or self.default_host or (next(iter(self.hosts)) if self.hosts else "")
+        path = self.source or config_path()
         if not self.hosts:
-            raise BadInput("no hosts configured", fix=f"add one under 'hosts:' in {config_path()}")
+            where = path if path.exists() else f"{path} (it does not exist yet)"
+            raise BadInput(
+                f"no hosts configured in {where}",
+                fix="add your GPU hosts under 'hosts:' in it; the repository's "
+                "configs/client.yml is an example:",
+                commands=(f"mkdir -p {path.parent} && cp configs/client.yml {path}",),
+            )
         if name not in self.hosts:
             raise BadInput(
                 f"unknown host {name!r}: expected one of {', '.join(sorted(self.hosts))}",
-                fix=f"add it under 'hosts:' in {config_path()}",
+                fix=f"add it under 'hosts:' in {path}",
             )
         return name, self.hosts[name]
 
@@ -145,13 +152,29 @@ def config_path() -> Path:
     explicit = os.environ.get("HATRAIN_CLIENT_CONFIG")
     if explicit:
         return Path(explicit)
+    return _default_path()
+
+
+def _default_path() -> Path:
     base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
     return base / "hatrain" / "client.yml"
 
 
-def load_settings(path: Path | None = None) -> ClientSettings:
+def load_settings(path: Path | None = None, given_as: str = "") -> ClientSettings:
+    """The settings of the client config at path (default: $HATRAIN_CLIENT_CONFIG, else
+    $XDG_CONFIG_HOME/hatrain/client.yml). A config named explicitly (path, or the environment
+    variable) must exist; given_as says how it was named, for the error (e.g. "--config")."""
+    explicit = path is not None or bool(os.environ.get("HATRAIN_CLIENT_CONFIG"))
+    if path is None and explicit:
+        given_as = given_as or "HATRAIN_CLIENT_CONFIG"
     path = path or config_path()
     if not path.exists():
+        if explicit:
+            raise BadInput(
+                f"{given_as or 'client config'} {path}: no such file",
+                fix="give the path of your client config, or leave it out to use "
+                f"{_default_path()}",
+            )
         return ClientSettings()
     try:
         settings = ClientSettings.parse(load_yaml_mapping(path))

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from ..settings import ClientSettings
 from .connection import HostConnection, client_version
 
-__all__ = ["HostConnection", "client_version", "open_host"]
+__all__ = ["HostConnection", "client_version", "open_host", "open_shared"]
 
 
 def open_host(
@@ -23,3 +23,14 @@ def open_host(
     except BaseException:
         connection.close()
         raise
+
+
+def open_shared(alias: str, settings: ClientSettings) -> HostConnection | None:
+    """A connection through the host's running shared connection, without an SSH login of its
+    own (for shell completion, which must be quick and never prompt); None when there is none."""
+    name, entry = settings.host(alias)
+    connection = HostConnection(name, entry, settings)
+    if connection.open_shared():
+        return connection
+    connection.close()
+    return None

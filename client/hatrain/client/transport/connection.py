@@ -74,6 +74,21 @@ class HostConnection:
         mux.start(self.alias, self.settings)
         return self._check_versions(warn)
 
+    def open_shared(self) -> bool:
+        """Connect through the host's shared connection only; False when none is running (or
+        it does not answer)."""
+        from . import mux
+
+        shared = mux.find(self.alias, self.entry, self.settings)
+        if shared is None:
+            return False
+        try:
+            self._connect_grpc(shared.target)
+        except ClientError:
+            self._close_grpc()
+            return False
+        return True
+
     def _connect_grpc(self, target: str) -> None:
         self._channel = grpc.insecure_channel(
             target, options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
@@ -177,7 +192,8 @@ class HostConnection:
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             return AgentUnavailable(
                 f"the agent on {self.alias} is not answering ({details})",
-                fix=f"check `hatrain-agent doctor` and the agent's log on {self.alias}",
+                fix=f"on {self.alias}, check the agent and its log:",
+                commands=("hatrain-agent doctor", "journalctl -u hatrain-agent -n 50"),
             )
         return AgentRefused(f"{self.alias}: {details}", code=code.name if code else "")
 

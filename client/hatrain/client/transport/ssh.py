@@ -8,6 +8,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+import os
 import socket
 import threading
 import time
@@ -17,7 +18,7 @@ from typing import Any
 
 import paramiko
 
-from ..errors import AuthenticationFailed, HostKeyRejected, HostUnreachable
+from ..errors import AuthenticationFailed, HostKeyRejected, HostUnreachable, NoSshKey
 
 # paramiko's own log lines (e.g. a refused channel) would otherwise reach the terminal raw; every
 # failure is reported once, by the CLI.
@@ -125,9 +126,29 @@ class _RejectUnknown(paramiko.MissingHostKeyPolicy):
         raise HostKeyRejected(
             f"host {self.target.alias} ({self.target.known_hosts_name}) is not in "
             f"{self.known_hosts}; it offers {key.get_name()} key {fingerprint(key)}",
-            fix=f"check the fingerprint with the host's admin, then accept it: "
-            f"ssh-keyscan{port} {self.target.hostname} >> {self.known_hosts}",
+            fix="check the fingerprint with the host's admin, then accept it:",
+            commands=(f"ssh-keyscan{port} {self.target.hostname} >> {self.known_hosts}",),
         )
+
+
+def _no_key(target: SshTarget) -> NoSshKey:
+    """No key to offer: why (no SSH agent, or one holding no key; no key file), and the fix."""
+    agent = os.environ.get("SSH_AUTH_SOCK")
+    why = (
+        "your SSH agent holds no key"
+        if agent and Path(agent).exists()
+        else "no SSH agent is running (SSH_AUTH_SOCK is not set)"
+        if not agent
+        else f"no SSH agent answers at SSH_AUTH_SOCK={agent}"
+    )
+    files = ", ".join(target.identity_files) or "~/.ssh/id_ed25519, ~/.ssh/id_rsa, ..."
+    return NoSshKey(
+        f"SSH login as {target.user} to {target.alias}: no key to offer: {why}, and no key "
+        f"file was found ({files})",
+        fix="start an SSH agent and add your key (or set IdentityFile for this host in "
+        "~/.ssh/config):",
+        commands=('eval "$(ssh-agent -s)" && ssh-add',),
+    )
 
 
 @dataclass
@@ -193,17 +214,24 @@ class SshConnection:
                 f"host key of {target.alias} ({target.known_hosts_name}) CHANGED: "
                 f"{known} has {fingerprint(exc.expected_key)}, the host offers "
                 f"{fingerprint(exc.key)}. This may be an attack.",
-                fix=f"if the host was reinstalled, remove the old key: "
-                f"ssh-keygen -R '{target.known_hosts_name}' -f {known}",
+                fix="if the host was reinstalled, remove the old key, then accept the new one:",
+                commands=(f"ssh-keygen -R '{target.known_hosts_name}' -f {known}",),
             ) from exc
         except paramiko.AuthenticationException as exc:
             raise AuthenticationFailed(
                 f"SSH login as {target.user} to {target.alias} was refused ({exc})",
-                fix="check that your key is loaded (ssh-add -l) or set IdentityFile "
-                "for this host in ~/.ssh/config, and that `ssh "
-                f"{target.user}@{target.hostname} -p {target.port}` works",
+                fix="check which keys your SSH agent holds (or set IdentityFile for this host "
+                "in ~/.ssh/config), and that a plain ssh login works:",
+                commands=(
+                    "ssh-add -l",
+                    f"ssh -p {target.port} {target.user}@{target.hostname} true",
+                ),
             ) from exc
-        except (OSError, paramiko.SSHException, EOFError) as exc:
+        except paramiko.SSHException as exc:
+            if "No authentication methods available" in str(exc):
+                raise _no_key(target) from exc
+            raise self._unreachable(where, exc) from exc
+        except (OSError, EOFError) as exc:
             raise self._unreachable(where, exc) from exc
         transport = client.get_transport()
         assert transport is not None
@@ -214,9 +242,11 @@ class SshConnection:
 
     def _unreachable(self, where: str, exc: BaseException) -> HostUnreachable:
         reason = "unknown host name" if isinstance(exc, socket.gaierror) else str(exc)
+        target = self.target
         return HostUnreachable(
-            f"cannot reach {self.target.alias} at {where}: {reason or type(exc).__name__}",
-            fix="check the host is up and its 'ssh' entry in the client config",
+            f"cannot reach {target.alias} at {where}: {reason or type(exc).__name__}",
+            fix="check that the host is up and its 'ssh' entry in the client config; try:",
+            commands=(f"ssh -p {target.port} {target.user}@{target.hostname} true",),
         )
 
     @property

@@ -129,8 +129,8 @@ class Tunnel:
             )
         return AgentUnavailable(
             f"{self.host}: {said}",
-            fix=f"start it on {self.host}: sudo systemctl start hatrain-agent "
-            "(`hatrain-agent doctor` says what is missing)",
+            fix=f"start it on {self.host} (`hatrain-agent doctor` there says what is missing):",
+            commands=("sudo systemctl start hatrain-agent",),
         )
 
     def _accept(self) -> None:

@@ -1,0 +1,28 @@
+"""A job's output as text: a header where a step begins, and each line's time when asked."""
+
+from collections.abc import Iterable, Iterator
+
+from .records import LogLine, iso_time
+from .text import safe
+
+
+def step_header(step: str) -> str:
+    """The line that opens a step's output, as `tail` heads each file's."""
+    return f"==> {step or 'output'} <=="
+
+
+def log_text(lines: Iterable[LogLine], *, timestamps: bool = False) -> Iterator[str]:
+    """Each line, escaped, after a header whenever the step changes (preprocess, then train);
+    with timestamps, each begins with its time in ISO-8601 (UTC)."""
+    step: str | None = None
+    for line in lines:
+        if line.step != step:
+            step = line.step
+            yield step_header(step)
+        text = safe(line.line)
+        yield f"{iso_time(line.time)} {text}" if timestamps else text
+
+
+def log_file_lines(lines: Iterable[LogLine]) -> Iterator[str]:
+    """The lines of the log file `fetch --logs` writes: headers, and every line's time."""
+    return log_text(lines, timestamps=True)
