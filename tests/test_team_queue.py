@@ -422,3 +422,31 @@ def test_fair_share_by_decayed_usage_and_true_reasons(make_team: Callable[..., T
         30,
         "Alice's job, first in line now, to say so",
     )
+
+
+def test_a_hosts_own_queue_and_the_team_queue_share_its_gpus(
+    make_team: Callable[..., Team],
+) -> None:
+    """gpu1's own queue runs a job on both its GPUs: a team job that only gpu1 can run (A100)
+    waits, with a reason, instead of starting on GPUs that are taken; it starts there once the
+    host's own job ends."""
+    team = make_team()
+    gpu1 = team["gpu1"]
+    own = gpu1.stub.SubmitJob(pb.SubmitJobRequest(spec=held(gpus=2))).job
+    poll(
+        lambda: gpu1.stub.GetJob(pb.GetJobRequest(job_id=own.id)).state == pb.JOB_STATE_TRAINING,
+        60,
+        "gpu1's own job training",
+    )
+    on_a100 = held("go2")
+    on_a100.resources.gpu_type = "A100"
+    waiting = team["gpu2"].submit(on_a100)
+    poll(lambda: team.row(waiting.id)["pending_reason"], 30, "a reason")
+    row = team.row(waiting.id)
+    assert row["state"] == "queued" and row["pending_reason"].startswith("waiting for 1 GPU (A100")
+    gpu1.release(own.id)
+    assert _running_on(team, waiting.id) == "gpu1"
+    assert set(gpu1.stub.GetJob(pb.GetJobRequest(job_id=waiting.id)).gpu_uuids) <= {
+        "GPU-gpu1-0",
+        "GPU-gpu1-1",
+    }

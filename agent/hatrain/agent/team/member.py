@@ -262,7 +262,14 @@ class TeamMember:
         if job is None:
             log.info("placement taken meanwhile; back to the team queue", job_id=claimed.id)
             self.workspace.drop_secrets(claimed.id)
-            self.db.run(lambda cur: placement.give_back(cur, claimed.id, self.name, epoch))
+
+            def give_back(cur: Any) -> None:
+                # The heartbeat first: the next pass must see what took those GPUs here, or it
+                # would place the job on them again.
+                hosts.heartbeat(cur, self.name, epoch, self._local_running())
+                placement.give_back(cur, claimed.id, self.name, epoch)
+
+            self.db.run(give_back)
             return False
         log.info("team job started", job_id=job.id, gpus=list(claimed.gpu_uuids))
         return True
@@ -334,11 +341,7 @@ class TeamMember:
         def beat() -> None:
             nonlocal beats
             while not self._stopping.is_set():
-                running = [
-                    local_running(j, self.name)
-                    for j in self.store.jobs_in(RUNNING)
-                    if team_of(j) is None
-                ]
+                running = self._local_running()
                 epoch = self.epoch
                 try:
                     alive = self.db.run(
@@ -362,6 +365,12 @@ class TeamMember:
                 self._stopping.wait(self.config.heartbeat_seconds)
 
         self._guarded("team heartbeat", beat, self.config.heartbeat_seconds)
+
+    def _local_running(self) -> list[RunningJob]:
+        """The jobs of this host's own queue that hold GPUs or CPU slots here."""
+        return [
+            local_running(j, self.name) for j in self.store.jobs_in(RUNNING) if team_of(j) is None
+        ]
 
     def _give_back_orphans(self) -> None:
         """A claim whose commit went through but whose answer was lost (the connection broke
