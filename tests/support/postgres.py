@@ -12,7 +12,6 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,12 +168,3 @@ def cluster() -> Iterator[Cluster]:
         yield made
     finally:
         made.close()
-
-
-def wait_ready(server: Server, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while _as_owner(str(BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(server.port),
-                    check=False).returncode:  # fmt: skip
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"PostgreSQL on port {server.port} is not ready")
-        time.sleep(0.1)

@@ -4,7 +4,7 @@ itself after a failover (libpq's multi-host connection strings), and retries wit
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import psycopg
 import structlog
@@ -91,8 +91,3 @@ class TeamDb:
         finally:
             with contextlib.suppress(Exception):
                 conn.close()
-
-
-def rows(cur: Cursor, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
-    cur.execute(sql, args)
-    return cur.fetchall()

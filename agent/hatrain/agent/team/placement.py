@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..fair_share import UsageBook, UsageRecord
-from ..jobs import Job
+from ..jobs import Job, JobSpec
 from ..scheduler import Policy, QueuedJob, RunningJob, plan
 from .db import Cursor
 from .hosts import hosts, mark_down
@@ -44,7 +44,7 @@ class Claimed:
 
     id: str
     user: str
-    spec: Any
+    spec: JobSpec
     gpu_uuids: tuple[str, ...]
     attempt: int
     created_at: float
