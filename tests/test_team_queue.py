@@ -198,8 +198,8 @@ def pg_connect(pg: Cluster) -> Any:
 
 def test_upload_host_killed_after_submit(make_team: Callable[..., Team]) -> None:
     """The client uploads to gpu1 and submits there; gpu1 dies. The job starts on another host
-    all the same, with its dataset byte for byte (verified by SHA-256 into that host's store),
-    and the database lets go of the file once no queued job needs it."""
+    all the same, with its dataset byte for byte (verified by SHA-256 into that host's store)
+    and its secret, and the database lets go of both once no queued job needs them."""
     team = make_team()
     gpu1 = team["gpu1"]
     blockers = [team["gpu2"].submit(held(gpus=2, host=h)) for h in ("gpu2", "gpu3")]
@@ -210,7 +210,7 @@ def test_upload_host_killed_after_submit(make_team: Callable[..., Team]) -> None
     job_spec = held(gpus=2)
     job_spec.resources.gpu_type = "H200"
     job_spec.files.append(file)
-    job = gpu1.submit(job_spec)
+    job = gpu1.submit(job_spec, secrets={"HF_TOKEN": "hf-team-secret"})
     assert team.sql("SELECT size FROM team_objects") == [(len(data),)]
     gpu1.kill()
 
@@ -218,6 +218,10 @@ def test_upload_host_killed_after_submit(make_team: Callable[..., Team]) -> None
     assert _running_on(team, job.id) == "gpu2"
     dataset = team["gpu2"].data_root / "jobs" / job.id / "datasets" / "train.jsonl"
     assert hashlib.sha256(dataset.read_bytes()).hexdigest() == file.sha256
+    # The secret went with it, to the claiming host only, and left the database there.
+    secret = team["gpu2"].data_root / "secrets" / job.id / "HF_TOKEN"
+    assert secret.read_text() == "hf-team-secret"
+    assert team.sql("SELECT count(*) FROM team_secrets") == [(0,)]
     poll(lambda: not team.sql("SELECT 1 FROM team_objects"), 30, "the object to leave the db")
 
 

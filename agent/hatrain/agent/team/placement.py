@@ -142,6 +142,7 @@ class TeamPlanner:
         self.usage.add(((row[0], UsageRecord(*row[1:])) for row in cur.fetchall()), now)
         cur.execute("SELECT reserved FROM team_planner WHERE id = 1")
         reserved_row = cur.fetchone()
+        reserved = reserved_row[0] if reserved_row else None
         result = plan(
             queued,
             running,
@@ -149,7 +150,7 @@ class TeamPlanner:
             self.policy,
             self.usage.at(now),
             now,
-            reserved_row[0] if reserved_row else None,
+            reserved,
         )
         self._reasons_at = time.monotonic()
         epochs = {h.name: h.epoch for h in up}
@@ -172,7 +173,8 @@ class TeamPlanner:
                     [result.waiting[i].text for i in ids],
                 ),
             )
-        cur.execute("UPDATE team_planner SET reserved = %s WHERE id = 1", (result.reserved,))
+        if result.reserved != reserved:
+            cur.execute("UPDATE team_planner SET reserved = %s WHERE id = 1", (result.reserved,))
         placed_on = {p.host for p in result.placements}
         for host in sorted(placed_on - {self.claims_in_pass}):
             cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{PLACED_ON}{host}"))
@@ -204,20 +206,17 @@ def claim(cur: Cursor, host: str, epoch: int) -> list[Claimed]:
     """Claim every placement made for this host at its epoch, with the jobs' secrets (which
     leave the database here)."""
     cur.execute(
-        "UPDATE team_jobs j SET state = 'running', attempt = j.attempt + 1, "
-        "local_state = 'starting', started_at = %(now)s, pending_reason = '', queue_position = 0 "
-        f"{_FENCE} AND j.state = 'placed' "
-        "RETURNING j.id, j.user_name, j.spec, j.gpu_uuids, j.attempt, j.created_at",
+        "WITH claimed AS ("
+        " UPDATE team_jobs j SET state = 'running', attempt = j.attempt + 1,"
+        " local_state = 'starting', started_at = %(now)s, pending_reason = '', queue_position = 0"
+        f" {_FENCE} AND j.state = 'placed'"
+        " RETURNING j.id, j.user_name, j.spec, j.gpu_uuids, j.attempt, j.created_at),"
+        " secrets AS (DELETE FROM team_secrets s USING claimed c WHERE s.job_id = c.id"
+        " RETURNING s.job_id, s.secrets) "
+        "SELECT c.id, c.user_name, c.spec, c.gpu_uuids, c.attempt, c.created_at, s.secrets "
+        "FROM claimed c LEFT JOIN secrets s ON s.job_id = c.id",
         {"host": host, "epoch": epoch, "now": time.time()},
     )
-    rows = cur.fetchall()
-    if not rows:
-        return []
-    cur.execute(
-        "DELETE FROM team_secrets WHERE job_id = ANY(%s) RETURNING job_id, secrets",
-        ([r[0] for r in rows],),
-    )
-    secrets: dict[str, dict[str, str]] = {r[0]: r[1] for r in cur.fetchall()}
     return [
         Claimed(
             job_id,
@@ -226,9 +225,9 @@ def claim(cur: Cursor, host: str, epoch: int) -> list[Claimed]:
             tuple(gpus),
             attempt,
             created,
-            secrets.get(job_id, {}),
+            secrets or {},
         )
-        for job_id, user, spec, gpus, attempt, created in rows
+        for job_id, user, spec, gpus, attempt, created, secrets in cur.fetchall()
     ]
 
 
