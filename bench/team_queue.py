@@ -1,7 +1,7 @@
 """What the team queue costs: real agents (`hatrain-agent serve`, the `local` runtime) against a
 real PostgreSQL 15, beside a single host with its own queue (SQLite), in the same run.
 
-    python bench/team_queue.py [--rounds 20] [--jobs 2000] [--threads 8]
+    python bench/team_queue.py [--rounds 60] [--jobs 2000] [--threads 8]
 
 1. submit to start on an idle host: from the submit call to the job's `starting` (the time the
    running host's store records it), a 1-GPU job on an idle single host against the same job
@@ -164,7 +164,7 @@ def p90(values: list[float]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
