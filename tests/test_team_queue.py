@@ -3,6 +3,7 @@ with its own data root and GPU list, share one queue; a job is bound to a host o
 start there."""
 
 import hashlib
+import os
 import subprocess
 import sys
 import threading
@@ -454,3 +455,20 @@ def test_a_hosts_own_queue_and_the_team_queue_share_its_gpus(
         "GPU-gpu1-0",
         "GPU-gpu1-1",
     }
+
+
+def test_doctor_reports_the_team_database(make_team: Callable[..., Team]) -> None:
+    """`hatrain-agent doctor` on a team host says whether the team's database answers and is
+    writable, and how this host stands in the team (up, its heartbeat's age)."""
+    team = make_team()
+    doctor = subprocess.run(
+        [str(Path(sys.executable).parent / "hatrain-agent"), "doctor", "--config",
+         str(team["gpu2"].process.config_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "COLUMNS": "400"},  # one line per check
+    )  # fmt: skip
+    row = next(line for line in doctor.stdout.splitlines() if "team queue" in line)
+    assert "writable, schema 1" in row and "gpu2 up, heartbeat" in row, row
+    assert "3 host(s) up" in row, row
