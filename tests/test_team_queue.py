@@ -24,12 +24,14 @@ from hatrain.agent.team.db import TeamDb
 from hatrain.agent.team.schema import migrate
 from hatrain.rpc.v1 import agent_pb2 as pb
 
-from tests.support.harness import all_events, poll
+from tests.support.harness import all_events, poll, spec
 from tests.support.postgres import Cluster, cluster
 from tests.support.team import A100, H200, Team, held
 from tests.support.users import ALICE, BOB, channel_as, ensure_user, stub_as
 
 REPO = Path(__file__).resolve().parent.parent
+# Jobs the three agents race for: at least 1,000 claims.
+RACING_JOBS = 1002
 GPUS = {"gpu1": [A100, A100], "gpu2": [H200, H200], "gpu3": [H200, H200]}
 
 
@@ -472,3 +474,43 @@ def test_doctor_reports_the_team_database(make_team: Callable[..., Team]) -> Non
     row = next(line for line in doctor.stdout.splitlines() if "team queue" in line)
     assert "writable, schema 1" in row and "gpu2 up, heartbeat" in row, row
     assert "3 host(s) up" in row, row
+
+
+def test_three_agents_racing_start_each_job_once(make_team: Callable[..., Team]) -> None:
+    """1,002 short jobs submitted at once through all three agents (each submit plans in its
+    own transaction, each host's passes race them): 1,002 claims, every job run on exactly one
+    host, once, and succeeded."""
+    team = make_team()
+    jobs: list[str] = []
+    lock = threading.Lock()
+
+    def submit_through(host: Any) -> None:
+        for _ in range(RACING_JOBS // 3):
+            job = host.submit(spec({"hatrain_standin": {}}, gpus=1))
+            with lock:
+                jobs.append(job.id)
+
+    threads = [threading.Thread(target=submit_through, args=(h,)) for h in team.hosts.values()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(jobs)) == RACING_JOBS
+    poll(
+        lambda: (
+            team.sql("SELECT count(*) FROM team_jobs WHERE state = 'succeeded'") == [(RACING_JOBS,)]
+        ),
+        900,
+        f"all {RACING_JOBS} jobs to succeed",
+        every=0.5,
+    )
+    assert team.sql("SELECT DISTINCT attempt FROM team_jobs") == [(1,)]
+    ran = Counter(
+        job_id
+        for host in team.hosts.values()
+        for job_id in jobs
+        if (host.data_root / "jobs" / job_id).exists()
+    )
+    assert set(ran) == set(jobs) and set(ran.values()) == {1}
+    used = {row[0] for row in team.sql("SELECT DISTINCT host FROM team_jobs")}
+    assert used == {"gpu1", "gpu2", "gpu3"}
