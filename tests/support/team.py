@@ -18,7 +18,7 @@ A100 = {"name": "NVIDIA A100-SXM4-40GB", "memory_mb": 40960}
 H200 = {"name": "NVIDIA H200", "memory_mb": 143771}
 # Timings short enough for a test to see a host marked down, long enough for a busy machine.
 HEARTBEAT_SECONDS = 0.5
-DOWN_AFTER_SECONDS = 8.0
+DOWN_AFTER_SECONDS = 10.0
 
 
 def held(go: str = "go", gpus: int = 1, **kwargs: Any) -> Any:
