@@ -48,6 +48,8 @@ def test_client_submits_to_the_team_and_finds_the_job_by_id(
     assert (status["host"], status["state"], status["team_host"]) == (where, "training", where)
     listed = [j for j in client.json("queue", "--team-queue")["jobs"] if j["id"] == job["id"]]
     assert [(j["host"], j["state"]) for j in listed] == [(where, "training")]
+    shown = client.run("status", job["id"])
+    assert shown.returncode == 0 and f"job {job['id']} on {where}: training" in shown.stdout
     lines = client.run("logs", job["id"])
     assert lines.returncode == 0, lines.stderr
 
