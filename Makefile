@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv proto proto-check lint typecheck check test demo bench bench-peers dist clean
+.PHONY: venv proto proto-check lint typecheck check test test-fast demo bench bench-peers dist clean
 
 venv: $(VENV)/.installed
 
@@ -27,10 +27,19 @@ typecheck: venv
 check: proto-check lint typecheck
 
 # The test command: installs Docker, sshd, Axolotl (cached) and starts what the tests need.
+# The fast tier runs first: a logic error shows in seconds, before the real parts are tried.
 test: venv
 	bash scripts/setup-host.sh --test-gpu-hook
 	$(MAKE) check
-	$(PY) -m pytest -ra $(PYTEST_ARGS)
+	$(MAKE) test-fast
+	$(PY) -m pytest -ra --ignore=tests/fast $(PYTEST_ARGS)
+
+# Runner, supervisor and recovery over an in-memory runtime (tests/fast): seconds, no set-up.
+# Their stores and data roots live in memory (/dev/shm), and only tests/fast's fixtures load.
+test-fast: venv
+	@tmp=$$(mktemp -d -p /dev/shm hatrain-test-fast.XXXXXX) && \
+	$(PY) -m pytest -q -p no:cacheprovider --confcutdir=tests/fast --basetemp=$$tmp/t tests/fast; \
+	status=$$?; rm -rf $$tmp; exit $$status
 
 # The main job: an agent on this machine and a real training run submitted through the client.
 demo: venv

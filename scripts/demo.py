@@ -59,7 +59,6 @@ def agent_config(work: Path, socket: Path, gpu: bool) -> dict[str, object]:
             "PATH": f"{VENV}/bin:/usr/bin:/bin",
             "HF_HUB_OFFLINE": "1",
             "CUDA_VISIBLE_DEVICES": "",
-            "HOME": "/tmp",
         },
     }
     return config

@@ -24,7 +24,14 @@ command -v rsync >/dev/null || need+=(rsync)          # a peer in bench/
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
 # The team queue's tests start servers of their own from Debian's PostgreSQL 15 binaries.
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
+command -v setpriv >/dev/null || need+=(util-linux)   # local-runtime steps run as their user
+# The tests' stand-in `axolotl` for local-runtime jobs, which run as ordinary test accounts that
+# cannot enter /root (where the tests' own Python may live): the system's Python and PyYAML.
+/usr/bin/python3 -c 'import yaml' 2>/dev/null || need+=(python3-yaml)
+command -v systemd-analyze >/dev/null || need+=(systemd)   # the unit is checked with `verify`
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)      # a Debian root for install.sh's test
 command -v tmux >/dev/null || need+=(tmux)            # a real terminal for the live view's tests
+command -v chromium >/dev/null || need+=(chromium)     # screenshots of TensorBoard in the tests
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   $SUDO apt-get update -qq
@@ -57,11 +64,24 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "dockerd did not start; see $CACHE/dockerd.log" >&2; exit 1; }
 fi
 
+# A fresh Debian 12 root for deploy/install.sh's test (tests/test_install.py), made once.
+if ! docker image inspect hatrain-test/debian:12 >/dev/null 2>&1; then
+  echo "making a Debian 12 root for the install test (mmdebstrap, a few minutes, once)"
+  $SUDO mmdebstrap --quiet --variant=minbase --include=python3,python3-venv bookworm - \
+    | docker import - hatrain-test/debian:12 >/dev/null
+fi
+
 if ! "$AXOLOTL_VENV/bin/python" -c 'import axolotl' 2>/dev/null; then
   echo "installing Axolotl 0.19.0 for the CPU into $AXOLOTL_VENV (a few minutes, once)"
   python3 -m venv "$AXOLOTL_VENV"
   "$AXOLOTL_VENV/bin/pip" install -q torch==2.13.0 2>&1 | grep -v '^WARNING: Location' || true
   "$AXOLOTL_VENV/bin/pip" install -q axolotl==0.19.0 2>&1 | grep -v '^WARNING: Location' || true
   "$AXOLOTL_VENV/bin/python" -c 'import axolotl' || { echo "Axolotl install failed" >&2; exit 1; }
+fi
+# The tests' TensorBoard (`tensorboard.venv`) is this venv's; Axolotl normally brings it along.
+if ! "$AXOLOTL_VENV/bin/python" -c 'import tensorboard' 2>/dev/null; then
+  echo "installing TensorBoard into $AXOLOTL_VENV"
+  "$AXOLOTL_VENV/bin/pip" install -q tensorboard 2>&1 | grep -v '^WARNING: Location' || true
+  "$AXOLOTL_VENV/bin/python" -c 'import tensorboard' || { echo "TensorBoard install failed" >&2; exit 1; }
 fi
 echo "host ready: docker $(docker version --format '{{.Server.Version}}'), axolotl venv $AXOLOTL_VENV"

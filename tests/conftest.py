@@ -4,8 +4,10 @@
 fails loudly here instead of skipping.
 """
 
+import contextlib
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -13,15 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import grpc
 import pytest
 import yaml
 from hatrain.agent.config import AgentConfig
 from hatrain.agent.server import Agent, configure_logging
 
 from tests.support.client import ClientRunner
-from tests.support.harness import socket_path, stub_for
+from tests.support.harness import TEST_USER, socket_path
 from tests.support.images import ensure_test_image, python_mounts
 from tests.support.sshd import SshServer, start_sshd
+from tests.support.users import ALICE, BOB, channel_as, ensure_user, reachable_dir, stub_as
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("HATRAIN_CACHE", Path.home() / ".cache" / "hatrain"))
@@ -36,6 +40,13 @@ def _fail_setup(what: str) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def _logging() -> None:
     configure_logging("console")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_accounts() -> None:
+    """The ordinary accounts the tests submit jobs as (jobs run as their user's account)."""
+    for name in (ALICE, BOB):
+        ensure_user(name)
 
 
 @pytest.fixture(scope="session")
@@ -176,27 +187,28 @@ def agent_config(
                 "HATRAIN_CAPTURE_DIR": str(axolotl_capture),
                 "HF_HUB_OFFLINE": "1",
                 "CUDA_VISIBLE_DEVICES": "",
-                "HOME": "/tmp",
             },
         },
     }
 
 
 @pytest.fixture
-def start_agent() -> Iterator[Callable[[dict[str, Any]], tuple[Any, Agent]]]:
-    """Start an in-process agent on its real socket; returns (a stub on it, the agent)."""
-    started: list[tuple[Agent, Any]] = []
+def start_agent() -> Iterator[Callable[..., tuple[Any, Agent]]]:
+    """Start an in-process agent on its real socket; returns (a stub on it whose calls are
+    those of the account user, as the kernel tells the agent; the agent)."""
+    started: list[Agent] = []
+    with contextlib.ExitStack() as channels:
 
-    def start(config: dict[str, Any]) -> tuple[Any, Agent]:
-        agent = Agent(AgentConfig.model_validate(config))
-        agent.start()
-        stub, channel = stub_for(agent.socket)
-        started.append((agent, channel))
-        return stub, agent
+        def start(config: dict[str, Any], user: str = TEST_USER) -> tuple[Any, Agent]:
+            agent = Agent(AgentConfig.model_validate(config))
+            agent.start()
+            started.append(agent)
+            channel = channels.enter_context(channel_as(user, agent.socket))
+            grpc.channel_ready_future(channel).result(timeout=30)
+            return stub_as(channel), agent
 
-    yield start
-    for agent, channel in started:
-        channel.close()
+        yield start
+    for agent in started:
         agent.stop(grace=0.5)
 
 
@@ -247,23 +259,46 @@ def client_for(sshd: SshServer, tmp_path: Path) -> Callable[..., ClientRunner]:
     return make
 
 
+@pytest.fixture(scope="session")
+def user_toolchain(axolotl_capture: Path) -> Iterator[Path]:
+    """The stand-in `axolotl` where every account can run it, for the `local` runtime's steps
+    (which run as their user on this host): the system's Python with its PyYAML, and a copy of
+    the captured output. The tests' own Python and the capture live under /root, which only root
+    can enter."""
+    python = "/usr/bin/python3"
+    if subprocess.run([python, "-c", "import yaml"], capture_output=True).returncode:
+        _fail_setup(f"{python} with PyYAML (python3-yaml) is missing")
+    root = reachable_dir("hatrain-toolchain-")
+    shutil.copy(REPO / "tests" / "support" / "standin_axolotl.py", root)
+    (root / "capture").mkdir()
+    for log in axolotl_capture.glob("*.log"):
+        shutil.copy(log, root / "capture")
+    (root / "venv" / "bin").mkdir(parents=True)
+    axolotl = root / "venv" / "bin" / "axolotl"
+    axolotl.write_text(f'#!/bin/sh\nexec {python} {root / "standin_axolotl.py"} "$@"\n')
+    axolotl.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture
 def local_agent_config(
-    tmp_path: Path, agent_config: dict[str, Any], axolotl_capture: Path
-) -> dict[str, Any]:
-    """agent.yml for the `local` runtime, with the stand-in `axolotl` as the venv's command."""
-    venv = tmp_path / "standin-venv"
-    (venv / "bin").mkdir(parents=True)
-    (venv / "bin" / "axolotl").symlink_to(tmp_path / "standin-bin" / "axolotl")
-    return {
+    agent_config: dict[str, Any], user_toolchain: Path
+) -> Iterator[dict[str, Any]]:
+    """agent.yml for the `local` runtime, with the stand-in `axolotl` as the venv's command and
+    a data root that the jobs' users can reach."""
+    reachable = reachable_dir("hatrain-local-")
+    yield {
         **{k: v for k, v in agent_config.items() if k != "docker"},
+        "data_root": str(reachable / "data"),
         "runtime": "local",
         "local": {
-            "venv": str(venv),
+            "venv": str(user_toolchain / "venv"),
             "stop_grace_seconds": 3,
-            "env": {"HATRAIN_CAPTURE_DIR": str(axolotl_capture), "HF_HUB_OFFLINE": "1"},
+            "env": {"HATRAIN_CAPTURE_DIR": str(user_toolchain / "capture"), "HF_HUB_OFFLINE": "1"},
         },
     }
+    shutil.rmtree(reachable, ignore_errors=True)
 
 
 @pytest.fixture(params=["docker", "local"])
@@ -288,7 +323,6 @@ def real_agent_config(
             "env": {
                 "PATH": f"{axolotl_venv}/bin:/usr/bin:/bin",
                 "CUDA_VISIBLE_DEVICES": "",
-                "HOME": "/tmp",
                 **offline,
             },
         }

@@ -11,7 +11,9 @@ from tests.support.harness import SUCCESSFUL_RUN, TERMINAL, all_events, poll, sp
 
 def _container(client: docker.DockerClient, job_id: str, step: str) -> Any:
     found = client.containers.list(
-        all=True, filters={"label": [f"hatrain.job={job_id}", f"hatrain.step={step}"]}
+        all=True,
+        filters={"label": [f"hatrain.job={job_id}", f"hatrain.step={step}"]},
+        ignore_removed=True,
     )
     return found[0] if found else None
 
@@ -31,9 +33,13 @@ def test_job_runs_both_steps_with_the_contract(
         )
     ).job
     assert job.state == pb.JOB_STATE_QUEUED
-    container = poll(
-        lambda: _container(docker_client, job.id, "preprocess"), 60, "the preprocess container"
-    )
+
+    def held_container() -> Any:
+        now = stub.GetJob(pb.GetJobRequest(job_id=job.id))
+        assert now.state not in TERMINAL, f"the held step ended: {now}"
+        return _container(docker_client, job.id, "preprocess")
+
+    container = poll(held_container, 60, "the preprocess container")
     attrs = docker_client.api.inspect_container(container.id)
     mounts = {m["Destination"]: m for m in attrs["Mounts"]}
     run_dir = Path(agent.workspace.dirs(job.id).run)
@@ -51,7 +57,9 @@ def test_job_runs_both_steps_with_the_contract(
     assert attrs["Config"]["Labels"]["hatrain.job"] == job.id
     assert attrs["Config"]["Labels"]["hatrain.step"] == "preprocess"
     assert attrs["Config"]["Cmd"][-3:] == ["preprocess", "/workspace/configs/job.yml", "--debug"]
-    assert attrs["HostConfig"]["IpcMode"] == "host"
+    # Shared memory of its own, sized for NCCL, instead of the host's (docker.limits.shm_size).
+    assert attrs["HostConfig"]["IpcMode"] != "host"
+    assert attrs["HostConfig"]["ShmSize"] == 16 * 2**30
     (run_dir / "go").write_text("")
     done = wait_state(stub, job.id, TERMINAL)
     assert done.state == pb.JOB_STATE_SUCCEEDED, done

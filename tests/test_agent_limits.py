@@ -16,11 +16,20 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hatrain.agent.accounts import lookup
 from hatrain.agent.objects import ObjectStore
 from hatrain.rpc.v1 import agent_pb2 as pb
 from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
 
-from tests.support.harness import AgentProcess, poll, socket_path, spec, stub_for, wait_state
+from tests.support.harness import (
+    TEST_USER,
+    AgentProcess,
+    poll,
+    socket_path,
+    spec,
+    stub_for,
+    wait_state,
+)
 
 WATCHERS = 1000
 BOMB = """a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
@@ -215,8 +224,8 @@ def test_abandoned_uploads_are_removed_after_their_age(tmp_path: Path) -> None:
     """Staged uploads untouched for limits.staging_max_age_seconds are removed; a recent one,
     which may still resume, is kept."""
     objects = ObjectStore(tmp_path)
-    old = objects.staging_path("a" * 64)
-    recent = objects.staging_path("b" * 64)
+    old = objects.staging_path("a" * 64, lookup(TEST_USER))
+    recent = objects.staging_path("b" * 64, lookup(TEST_USER))
     old.write_bytes(b"abandoned")
     recent.write_bytes(b"resuming")
     day_ago = time.time() - 86400 - 60

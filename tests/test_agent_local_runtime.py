@@ -15,6 +15,7 @@ from hatrain.rpc.v1 import agent_pb2 as pb
 from tests.support.harness import (
     SUCCESSFUL_RUN,
     TERMINAL,
+    TEST_USER,
     AgentProcess,
     all_events,
     poll,
@@ -35,7 +36,8 @@ def test_local_runtime_keeps_the_contract(
     local_agent_config: dict[str, Any], start_agent: Any
 ) -> None:
     """Both steps run with the job's host directories in place of the container paths, GPUs by
-    UUID in CUDA_VISIBLE_DEVICES, the contract's env, and the secret only inside the process."""
+    UUID in CUDA_VISIBLE_DEVICES, the contract's env (the user's own cache and HOME), and the
+    secret only inside the process."""
     local_agent_config["gpus"] = {
         "source": "static",
         "static": [{"uuid": "GPU-aaaa"}, {"uuid": "GPU-bbbb"}],
@@ -61,12 +63,15 @@ def test_local_runtime_keeps_the_contract(
     run = data_root / "jobs" / job.id / "run"
     env = _env(run, "train")
     assert env["CUDA_VISIBLE_DEVICES"] == done.gpu_uuids[0]
-    assert env["HF_HOME"] == str(data_root / "cache" / "huggingface")
+    cache = data_root / "cache" / TEST_USER
+    assert env["HF_HOME"] == str(cache / "huggingface")
+    assert (env["HOME"], env["USER"]) == (str(cache / "home"), TEST_USER)
     assert env["AXOLOTL_DO_NOT_TRACK"] == "1" and env["JUPYTER_DISABLE"] == "1"
     assert env["HF_TOKEN"] == "hf_local_secret"
     local_config = yaml.safe_load((data_root / "jobs" / job.id / "local" / "job.yml").read_text())
     assert local_config["output_dir"] == f"{run}/out"
-    assert local_config["dataset_prepared_path"] == f"{data_root}/cache/huggingface/prepared/x"
+    # The agent chose it, in the user's own cache, not the client.
+    assert local_config["dataset_prepared_path"].startswith(f"{cache}/huggingface/prepared/")
     assert "hf_local_secret" not in (data_root / "hatrain.db").read_bytes().decode(errors="replace")
     assert not (data_root / "secrets" / job.id).exists()
 

@@ -153,7 +153,7 @@ def test_a_dropped_connection_mid_upload_resumes_and_never_shows_a_partial_objec
         datasets=[{"path": "../../data/output/big.bin", "type": "completion"}],
     )
     data_root = Path(agent_config["data_root"])
-    staged = data_root / "objects" / "staging" / f"{digest}.part"
+    staged = data_root / "objects" / "staging" / client_user() / f"{digest}.part"
     final = data_root / "objects" / "sha256" / digest[:2] / digest
 
     before = set(sshd.session_pids())

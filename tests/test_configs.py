@@ -37,6 +37,15 @@ def test_demo_config_and_dataset_are_well_formed() -> None:
         ("listen: [1, 2\n", "not valid YAML"),
         ("- a\n", "expected a mapping"),
         ("unknown_key: 1\n", "unknown_key"),
+        ("retention:\n  hold_starts_below: 5 lemons\n", "retention.hold_starts_below"),
+        ("retention:\n  run_dirs_days: -1\n", "retention.run_dirs_days"),
+        (
+            "retention:\n  hold_starts_below: 8GiB\n  refuse_uploads_below: 4GiB\n",
+            "refuse_uploads_below (4.0GiB) must be at least hold_starts_below (8.0GiB)",
+        ),
+        ("metrics:\n  listen: 9464\n", "metrics.listen"),
+        ("metrics:\n  listen: localhost:http\n", "metrics.listen"),
+        ("tensorboard:\n  venv: [a]\n", "tensorboard.venv"),
     ],
 )
 def test_bad_agent_yml_names_the_field(tmp_path: Path, text: str, mentions: str) -> None:

@@ -148,7 +148,7 @@ def _fair_share_run(
     assert [listed[j][0] for j in (b1.id, c2.id, a1.id)] == [1, 2, 3]
 
     client = client_for(agent.socket)
-    rows = {j["id"]: j for j in client.json("queue")}
+    rows = {j["id"]: j for j in client.json("queue")["jobs"]}
     assert re.fullmatch(
         r"waiting for 1 GPU; first fit in .*, reserved", rows[b1.id]["pending_reason"]
     )
@@ -189,7 +189,7 @@ def _fair_share_run(
         (CAROL, 1),
         (ALICE, 1),
     ]
-    assert json.loads(client.run("queue", "--json").stdout) == []
+    assert json.loads(client.run("queue", "--json").stdout)["jobs"] == []
 
 
 def test_a_submit_past_a_queued_jobs_cap_is_refused_and_stores_nothing(

@@ -1,21 +1,24 @@
 """Who calls, and what they may do: real Unix accounts, each logging in over a real sshd with a
 key of its own, against a real agent that learns the caller from the kernel.
 
-alice and bob are ordinary users (not in a team together), admin is listed in agent.yml's
-`admins`. Every path is tried: the real client over SSH, a stock gRPC call through the socket,
-the agent's private socket, and the client's own files.
+alice and bob are ordinary users (not in a team together), carol is alice's teammate, admin is
+listed in agent.yml's `admins`. Every path is tried: the real client over SSH, a stock gRPC call
+through the socket, the agent's private socket, SFTP, and the client's own files.
 """
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import docker
 import grpc
+import paramiko
 import pytest
 import yaml
 from hatrain.agent.config import AgentConfig
@@ -39,6 +42,7 @@ from tests.support.users import (
     ADMIN,
     ALICE,
     BOB,
+    CAROL,
     USER_BRIDGE,
     channel_as,
     ensure_user,
@@ -53,6 +57,7 @@ class Team:
     agent: Agent
     clients: dict[str, ClientRunner]
     project: Path
+    sshd: SshServer
 
     def run(self, user: str, *args: str) -> subprocess.CompletedProcess[str]:
         return self.clients[user].run(*args, cwd=self.project)
@@ -60,7 +65,7 @@ class Team:
 
 @pytest.fixture(scope="session")
 def accounts() -> None:
-    for name in (ALICE, BOB, ADMIN):
+    for name in (ALICE, BOB, CAROL, ADMIN):
         ensure_user(name)
 
 
@@ -80,7 +85,7 @@ def team(
             **agent_config,
             "data_root": str(data_root),
             "admins": [ADMIN],
-            "teams": {"ml": {"members": [ALICE]}},
+            "teams": {"ml": {"members": [ALICE, CAROL]}},
         }
     )
     clients = {}
@@ -91,7 +96,26 @@ def team(
         settings["hosts"] = {"gpu1": host_entry(alias, agent.socket, USER_BRIDGE)}
         client.config.write_text(yaml.safe_dump(settings))
         clients[user] = client
-    return Team(agent, clients, make_project(tmp_path / "project", {"hold_train": "never"}))
+    project = make_project(tmp_path / "project", {"hold_train": "never"})
+    return Team(agent, clients, project, sshd)
+
+
+@contextlib.contextmanager
+def sftp_as(sshd: SshServer, user: str) -> Iterator[paramiko.SFTPClient]:
+    """An SFTP session of the account's own login, with its own key, on the real sshd."""
+    with paramiko.SSHClient() as ssh:
+        ssh.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        sshd.add_login(user)
+        ssh.connect(
+            "127.0.0.1",
+            sshd.port,
+            username=user,
+            key_filename=str(sshd.root / f"key-{user}"),
+            allow_agent=False,
+            look_for_keys=False,
+        )
+        with ssh.open_sftp() as sftp:
+            yield sftp
 
 
 def submitted(team: Team, user: str, *extra: str) -> dict[str, Any]:
@@ -102,9 +126,11 @@ def submitted(team: Team, user: str, *extra: str) -> dict[str, Any]:
 
 
 def test_a_user_cannot_act_on_another_users_job_but_an_admin_can(team: Team) -> None:
-    """bob cannot cancel, retry, read the logs or events of, or fetch alice's job through the
-    client; he sees it in the queue (name, user, state) but not its config or run dir. The
-    agent knows each of them as who the kernel says; admin can do all of it."""
+    """bob cannot cancel, retry, pin, unpin, read the logs or events of, or fetch alice's job
+    through the client; he sees it in the queue (name, user, state) but not its config or run
+    dir, and his own SFTP session can neither list the run dir nor read a file alice put there.
+    The agent knows each of them as who the kernel says. The admin can do all of it: read the
+    logs and the run dir (through their own SFTP login, and `fetch`), pin, and cancel."""
     job = submitted(team, ALICE)
     assert job["user"] == ALICE
     job_id = job["id"]
@@ -113,7 +139,8 @@ def test_a_user_cannot_act_on_another_users_job_but_an_admin_can(team: Team) -> 
     assert (seen["user"], seen["name"]) == (ALICE, "mini")
     assert seen["run_dir"] == "" and seen["hint"] == ""
 
-    for verb in (("cancel", job_id), ("retry", job_id), ("logs", job_id), ("watch", job_id)):
+    verbs = [("cancel", job_id), ("retry", job_id), ("logs", job_id), ("watch", job_id)]
+    for verb in [*verbs, ("pin", job_id), ("unpin", job_id)]:
         denied = team.run(BOB, *verb)
         assert denied.returncode == 65, (verb, denied.stdout, denied.stderr)
         assert f"belongs to {ALICE}" in denied.stderr, (verb, denied.stderr)
@@ -123,8 +150,29 @@ def test_a_user_cannot_act_on_another_users_job_but_an_admin_can(team: Team) -> 
     assert status["state"] in ("queued", "starting", "preprocessing", "training")
 
     assert team.run(ADMIN, "logs", job_id).returncode == 0
+    pinned = team.run(ADMIN, "pin", job_id)
+    assert pinned.returncode == 0 and f"job {job_id} on gpu1 pinned" in pinned.stdout
+    assert team.agent.store.is_pinned(job_id)
+    assert team.run(ALICE, "unpin", job_id).returncode == 0
+    assert not team.agent.store.is_pinned(job_id)
     admin_view = json.loads(team.run(ADMIN, "status", job_id, "--json").stdout)
     assert admin_view["run_dir"].endswith(f"/jobs/{job_id}/run")
+    run_dir = admin_view["run_dir"]
+    poll(lambda: Path(run_dir).is_dir(), 60, "the job's run dir")
+    wrote = run_as(ALICE, "sh", "-c", 'echo result > "$0/result.txt"', run_dir)
+    assert wrote.returncode == 0, wrote.stderr
+    with sftp_as(team.sshd, BOB) as sftp:
+        for attempt in (lambda: sftp.listdir(run_dir), lambda: sftp.open(f"{run_dir}/result.txt")):
+            with pytest.raises(PermissionError):
+                attempt()
+    for reader in (ALICE, ADMIN):
+        with sftp_as(team.sshd, reader) as sftp, sftp.open(f"{run_dir}/result.txt") as fh:
+            assert fh.read() == b"result\n", reader
+    teammate = run_as(CAROL, "cat", f"{run_dir}/result.txt")
+    assert teammate.stdout == "result\n", "alice's teammate reads it with her own login too"
+    fetched = team.run(ADMIN, "fetch", job_id, str(team.project / "by-admin"))
+    assert fetched.returncode == 0, fetched.stderr
+    assert (team.project / "by-admin" / "result.txt").read_text() == "result\n"
     cancelled = team.run(ADMIN, "cancel", job_id, "--wait")
     assert cancelled.returncode == 130, cancelled.stderr
 
@@ -306,8 +354,6 @@ class HostileSftp:
         self.names = names
 
     def listdir_attr(self, path: str) -> list[Any]:
-        import paramiko
-
         entries = []
         for name in self.names:
             attr = paramiko.SFTPAttributes()

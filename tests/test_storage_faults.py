@@ -71,8 +71,13 @@ def test_disk_full_during_a_job(
     """The disk fills while a job prints: the job ends `failed: disk full` within a bounded
     time and its watcher ends; every event acknowledged before is still there and the database
     passes its integrity check; submits are refused with RESOURCE_EXHAUSTED while the disk is
-    full; once space is freed, new jobs run."""
-    config = {**agent_config, "data_root": str(small_disk / "data")}
+    full; once space is freed, new jobs run. (The free-space watermarks are set below what a
+    64 MiB disk has, so that the job starts and the disk fills while it runs.)"""
+    config = {
+        **agent_config,
+        "data_root": str(small_disk / "data"),
+        "retention": {"hold_starts_below": "1MiB", "refuse_uploads_below": "2MiB"},
+    }
     stub, _ = start_agent(config)
     plan = {"hatrain_standin": {"lines": 1_000_000, "line_delay": 0.002, "line_bytes": 200}}
     job = stub.SubmitJob(pb.SubmitJobRequest(spec=spec(plan))).job

@@ -89,8 +89,8 @@ def test_a_schema_1_file_is_upgraded_with_every_event(tmp_path: Path) -> None:
     conn.close()
 
     store = Store(path)
-    assert store.schema_version() == SCHEMA_VERSION == 4
-    assert store.get("old").stop_reason == ""
+    assert store.schema_version() == SCHEMA_VERSION == 6
+    assert store.get("old").stop_reason is None
     store.append("old", [_log("third"), _log("fourth")])
     events = store.events("old", 0)
     assert [(e.seq, e.kind.value, e.line) for e in events] == [
@@ -191,7 +191,7 @@ def test_a_schema_3_file_gets_the_usage_of_jobs_that_ended_before(tmp_path: Path
     conn.close()
 
     store = Store(path)
-    assert store.schema_version() == 4
+    assert store.schema_version() == SCHEMA_VERSION
     assert [
         (r.user, r.team, r.gpus, r.started_at, r.finished_at) for _, r in store.usage_after(0)
     ] == [("ann", "nlp", 2, 100.0, 3700.0)]

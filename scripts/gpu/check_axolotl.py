@@ -12,6 +12,9 @@ Phases (each one command; a later one reuses what an earlier one left in the wor
             samples of both GPUs during the run, metrics once per step, samples/s against 1 GPU.
   overhead-sequential  as overhead, but one after the other on the same GPU: by hand first,
             then through the agent (no difference between two GPUs in the ratio).
+  overhead-swapped  overhead again with the two GPUs swapped (the agent is given only the GPU
+            the hand run had), and the ratios of both rounds together, so that neither way of
+            starting keeps the faster GPU.
 
 Writes a JSON report per phase to the work directory and to $OUT, with each job's raw logs.
 
@@ -79,6 +82,7 @@ GEMMA3 = Run("gemma3-270m", "gemma3-270m", "gemma3")
 PHASES = {
     "overhead": [GEMMA3],
     "overhead-sequential": [GEMMA3],
+    "overhead-swapped": [GEMMA3],
     "pair": [
         Run("functiongemma-270m", "functiongemma-270m", "functiongemma"),
         Run("gemma3-270m-lora", "gemma3-270m", "gemma3", adapter="lora"),
@@ -265,7 +269,7 @@ def check_job(
         during = [e for e in gpu_events if first <= e["time"] <= last]
         per_gpu: dict[str, dict[str, Any]] = {}
         for uuid in report["assigned_gpus"]:
-            readings = [g for e in during for g in e["gpu_usage"] if g["uuid"] == uuid]
+            readings = [g for e in during for g in e["usage"] if g["uuid"] == uuid]
             util = [g.get("utilization_percent", 0) for g in readings]
             per_gpu[uuid] = {
                 "samples": len(readings),
@@ -327,6 +331,7 @@ def hand_run(work: Path, gpu: str, run: Run, started: threading.Event) -> dict[s
     started.set()
     report: dict[str, Any] = {"gpu": gpu, "start": t0}
     first_step = None
+    loss_times: list[float] = []
     for step in ("preprocess", "train"):
         args = [str(venv / "bin" / "axolotl"), step, str(hand / "config.yml")]
         args += ["--debug"] if step == "preprocess" else []
@@ -337,8 +342,9 @@ def hand_run(work: Path, gpu: str, run: Run, started: threading.Event) -> dict[s
             assert proc.stdout is not None
             for line in proc.stdout:
                 out.write(line)
-                if first_step is None and "{'loss'" in line:
-                    first_step = time.time()
+                if "{'loss'" in line:
+                    loss_times.append(time.time())
+                    first_step = first_step or loss_times[0]
             report[f"{step}_exit"] = proc.wait()
             report[f"{step}_s"] = time.time() - t0
     text = (hand / "train.log").read_text(errors="replace")
@@ -350,7 +356,31 @@ def hand_run(work: Path, gpu: str, run: Run, started: threading.Event) -> dict[s
             report[key] = float(values[key])
     report["start_to_first_step_s"] = first_step - t0 if first_step else None
     report["loss_lines"] = text.count("{'loss'")
+    span = loss_times[-1] - loss_times[0] if len(loss_times) > 1 else 0.0
+    report["steps_per_s_between_loss_events"] = (len(loss_times) - 1) / span if span else None
     return report
+
+
+def both_rounds(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """The two side-by-side rounds, each way of starting once on each GPU: each round's ratio
+    and their geometric mean, from the Trainer's steps/s and from the steady rate between the
+    first and last loss lines (which leaves out the first step's warm-up)."""
+    out: dict[str, Any] = {}
+    for key, name in (
+        ("steps_per_s_ratio_agent_to_hand", "trainer"),
+        ("steady_steps_per_s_ratio_agent_to_hand", "steady"),
+    ):
+        ratios = [r.get(key) for r in (first, second)]
+        if all(ratios):
+            out[name] = {
+                "rounds": ratios,
+                "geometric_mean": math.sqrt(ratios[0] * ratios[1]),  # type: ignore[operator]
+            }
+    out["gpus"] = {
+        "round_1": {"agent": first["jobs"][0]["assigned_gpus"], "hand": first["hand_run"]["gpu"]},
+        "round_2": {"agent": second["jobs"][0]["assigned_gpus"], "hand": second["hand_run"]["gpu"]},
+    }
+    return out
 
 
 def collect_logs(agent_root: Path, work: Path, job_ids: list[str], out: Path, phase: str) -> None:
@@ -379,7 +409,12 @@ def main() -> int:
     prepare_inputs(args.bundle, work, args.rehearse)
     venv = axolotl_venv(work)
     sshd = start_sshd(args.bundle, work / "sshd")
-    agent = start_agent(work, venv, SAMPLE_SECONDS, args.rehearse)
+    only_gpu, only_gpus, report_first = None, None, {}
+    if args.phase == "overhead-swapped":
+        report_first = json.loads((work / "overhead.json").read_text())
+        only_gpu = report_first["hand_run"]["gpu"]  # the agent gets the GPU the hand run had
+        only_gpus = [g for g in report_first["hosts"][0]["gpus"] if g["uuid"] == only_gpu]
+    agent = start_agent(work, venv, SAMPLE_SECONDS, args.rehearse, only_gpus=only_gpus)
     client = Client(work, sshd, agent)
     report: dict[str, Any] = {"phase": args.phase, "max_steps": MAX_STEPS}
     try:
@@ -408,13 +443,15 @@ def main() -> int:
             jobs.append(job)
             submitted.append(t0)
         hand_thread = None
-        if args.phase == "overhead":
+        if args.phase in ("overhead", "overhead-swapped"):
             placed = None
             while placed is None:
                 status = client.json("status", jobs[0]["id"])
                 placed = status.get("gpu_uuids") or None
                 time.sleep(0.2)
-            others = [g["uuid"] for g in report["hosts"][0]["gpus"] if g["uuid"] not in placed]
+            every = [g["uuid"] for g in report_first["hosts"][0]["gpus"]] if only_gpu else []
+            every = every or [g["uuid"] for g in report["hosts"][0]["gpus"]]
+            others = [g for g in every if g not in placed]
             started = threading.Event()
             hand_thread = threading.Thread(
                 target=lambda: hand.update(hand_run(work, others[0], GEMMA3, started)), daemon=True
@@ -441,6 +478,12 @@ def main() -> int:
                 report["steps_per_s_ratio_agent_to_hand"] = (
                     agent_run["train_steps_per_second"] / hand["train_steps_per_second"]
                 )
+            between = "steps_per_s_between_loss_events"
+            if agent_run.get(between) and hand.get(between):
+                steady = agent_run[between] / hand[between]
+                report["steady_steps_per_s_ratio_agent_to_hand"] = steady
+        if only_gpu:
+            report["both_rounds"] = both_rounds(report_first, report)
         if args.phase == "pair":
             a, b = results
             report["side_by_side"] = {
@@ -462,15 +505,15 @@ def main() -> int:
                     "ratio_to_one_gpu_agent": two / single if two and single else None,
                 }
     finally:
-        agent.stop()
+        report["agent_stop"] = agent.stop()
         sshd.stop()
         collect_logs(
             agent.data_root, work, [j["id"] for j in locals().get("jobs", [])], out, args.phase
         )
-    text = json.dumps(report, indent=2, default=str)
-    (work / f"{args.phase}.json").write_text(text)
-    (out / f"{args.phase}.json").write_text(text)
-    print(text)
+        text = json.dumps(report, indent=2, default=str)
+        (work / f"{args.phase}.json").write_text(text)
+        (out / f"{args.phase}.json").write_text(text)
+        print(text)
     return 0
 
 

@@ -163,14 +163,30 @@ class Agent:
     data_root: Path
     log: Path
 
-    def stop(self) -> None:
+    def stop(self) -> str:
+        """SIGTERM, as systemd stops it; SIGKILL after 30 s. Says which it took, and how long."""
+        t0 = time.monotonic()
         self.proc.terminate()
-        self.proc.wait(timeout=30)
+        try:
+            self.proc.wait(timeout=30)
+            return f"exited {self.proc.returncode} {time.monotonic() - t0:.1f} s after SIGTERM"
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return "still running 30 s after SIGTERM: killed"
 
 
-def start_agent(work: Path, venv: Path, sample_seconds: float, rehearse: bool = False) -> Agent:
+def start_agent(
+    work: Path,
+    venv: Path,
+    sample_seconds: float,
+    rehearse: bool = False,
+    only_gpus: list[dict[str, Any]] | None = None,
+) -> Agent:
     """The agent as an admin would set it up here; `rehearse`: two stand-in GPUs from a static
-    list (no NVML), and torchrun, which also starts processes on a machine without GPU."""
+    list (no NVML), and torchrun, which also starts processes on a machine without GPU.
+    `only_gpus`: these GPUs (as `hosts --json` lists them) from a static list, the others left
+    to the caller."""
     sock = work / "run" / "agent.sock"
     data_root = work / "agent-data"
     config: dict[str, Any] = {
@@ -185,6 +201,9 @@ def start_agent(work: Path, venv: Path, sample_seconds: float, rehearse: bool = 
         stand_ins = [{"uuid": f"GPU-rehearsal-{i}", "name": "CPU stand-in"} for i in range(2)]
         config["gpus"] = {"source": "static", "static": stand_ins}
         config["multi_gpu"] = {"launcher": "torchrun"}
+    if only_gpus:
+        static = [{k: g[k] for k in ("uuid", "name", "memory_mb") if k in g} for g in only_gpus]
+        config["gpus"] = {"source": "static", "static": static}
     (work / "agent.yml").write_text(yaml.safe_dump(config))
     log = work / "agent.log"
     proc = subprocess.Popen(

@@ -19,6 +19,9 @@ from hatrain.rpc.v1 import agent_pb2 as pb
 from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
+# Who the tests submit as unless they say otherwise: a real, ordinary account (jobs run as their
+# user), which tests/support/users.py creates.
+TEST_USER = "hatrain-alice"
 TERMINAL = {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
 # The states of a job that runs to success, in order.
 SUCCESSFUL_RUN = [

@@ -80,6 +80,18 @@ def bridge(socket: str) -> None:
 
 
 @main.command()
+@click.argument("job_ids", nargs=-1)
+@click.option("--mine", is_flag=True, help="Also every job of your own.")
+@click.option("--socket", default="/run/hatrain/agent.sock", help="The agent's socket.")
+def tensorboard(job_ids: tuple[str, ...], mine: bool, socket: str) -> None:
+    """Serve TensorBoard, as you, over the run dirs of jobs you may read, on a Unix socket of
+    your own, until stdin ends (what `hatrain-client tensorboard` runs over SSH)."""
+    from .tensorboard_runner import main as run
+
+    raise SystemExit(run(socket, list(job_ids), mine))
+
+
+@main.command()
 @_with_options
 def doctor(config: Path | None, data_root: Path | None, listen: str | None) -> None:
     """Check Docker, the NVIDIA runtime, GPUs, the data root and the socket; a running agent
@@ -92,7 +104,65 @@ def doctor(config: Path | None, data_root: Path | None, listen: str | None) -> N
     checks = run_checks(_load(config, data_root, listen))
     table = Table("check", "", "detail")
     for check in checks:
-        table.add_row(check.name, "[green]ok[/]" if check.ok else "[red]FAIL[/]", check.detail)
+        verdict = "[green]ok[/]" if check.ok else "[red]FAIL[/]"
+        if check.ok and check.warn:
+            verdict = "[yellow]warn[/]"
+        table.add_row(check.name, verdict, check.detail)
     Console().print(table)
     if not all(c.ok for c in checks):
         raise SystemExit(1)
+
+
+# -- retention -----------------------------------------------------------------------------------
+
+
+def _become_owner_of(path: Path) -> None:
+    """Run as the data root's owner (the agent's user) when started as root, so that nothing
+    the store writes (its WAL files) ends up owned by root."""
+    owner = path.stat()
+    if os.geteuid() == 0 and owner.st_uid != 0:
+        os.setgid(owner.st_gid)
+        os.setuid(owner.st_uid)
+
+
+@main.command()
+@_with_options
+@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
+def gc(config: Path | None, data_root: Path | None, listen: str | None, dry_run: bool) -> None:
+    """Remove what retention says has expired (what the agent's periodic sweep removes)."""
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .disk import human_bytes
+    from .store import Store
+    from .sweep import Sweeper
+
+    settings = _load(config, data_root, listen)
+    root: Path = settings.data_root
+    if not (root / "hatrain.db").is_file():
+        raise click.ClickException(f"no agent data at {root} (no hatrain.db): check data_root")
+    _become_owner_of(root)
+    store = Store(root / "hatrain.db")
+    try:
+        report = Sweeper(store, root, settings.retention.policy()).sweep(dry_run=dry_run)
+    finally:
+        store.close()
+    now = time.time()
+    table = Table("kind", "of", "unused for", "size", "where")
+    for item in report.removed:
+        table.add_row(
+            item.kind.value,
+            item.key,
+            f"{(now - item.last_used) / 86400:.1f} d",
+            human_bytes(item.size),
+            item.where,
+        )
+    console = Console(highlight=False)
+    if report.removed:
+        console.print(table)
+    verb = "would remove" if dry_run else "removed"
+    console.print(
+        f"{verb} {len(report.removed)} items, freeing {human_bytes(report.freed)}", markup=False
+    )

@@ -6,15 +6,18 @@ from typing import Literal
 from hatrain.rpc.config_yaml import ConfigYamlError, load_yaml_mapping
 from pydantic import (
     BaseModel,
+    ByteSize,
     ConfigDict,
     Field,
     NonNegativeInt,
     PositiveFloat,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from .errors import ConfigError
+from .retention import ItemKind, RetentionPolicy
 from .scheduler import Policy
 
 DEFAULT_IMAGE = "axolotlai/axolotl-cloud:main-py3.11-cu128-2.8.0"
@@ -57,13 +60,34 @@ class HostMount(_Strict):
     read_only: bool = True
 
 
+# Docker's size notation (512m, 16g) or, for memory, a share of the host's RAM (90%).
+_SIZE = r"^[0-9]+(\.[0-9]+)?[bkmgBKMG]?$"
+_SIZE_OR_SHARE = r"^([0-9]+(\.[0-9]+)?[bkmgBKMG]?|[1-9][0-9]?%|100%)$"
+
+
+class ContainerLimits(_Strict):
+    """What one job's container may use; past these, the kernel stops the job, not the host."""
+
+    # RAM, swap included (none is added on top). A share of the host's RAM keeps room for the
+    # agent, sshd and the page cache when a job runs away.
+    memory: str = Field(default="90%", pattern=_SIZE_OR_SHARE)
+    # Processes and threads: a fork bomb ends here. Data-parallel training with DataLoader
+    # workers uses a few thousand threads on a large host.
+    pids: int = Field(default=32768, gt=0)
+    # /dev/shm, where NCCL and DataLoader workers pass tensors (Docker's own default, 64m, is too
+    # small for NCCL). It takes memory only as it is used, counted in `memory`.
+    shm_size: str = Field(default="16g", pattern=_SIZE)
+
+
 class DockerConfig(_Strict):
     # The engine's address, e.g. unix:///run/docker.sock; empty: $DOCKER_HOST, else the default.
     host: str = ""
     allowed_images: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_IMAGES))
     default_image: str = DEFAULT_IMAGE
-    ipc_host: bool = True
-    shm_size: str | None = None
+    # Share the host's IPC namespace (its /dev/shm and SysV IPC) with every job: an admin's
+    # opt-in, in place of limits.shm_size; jobs then see each other's shared memory.
+    ipc_host: bool = False
+    limits: ContainerLimits = ContainerLimits()
     extra_mounts: list[HostMount] = []
     env: dict[str, str] = {}
     stop_grace_seconds: float = Field(default=30.0, gt=0)
@@ -77,6 +101,16 @@ class LocalConfig(_Strict):
     venv: Path = Path("/opt/axolotl-venv")
     env: dict[str, str] = {}
     stop_grace_seconds: float = Field(default=30.0, gt=0)
+
+
+class CacheConfig(_Strict):
+    """Each user's Hugging Face cache (HF_HOME, with the tokenized datasets under prepared/) and
+    HOME are theirs alone: <data_root>/cache/<user>/, which no other user's job can reach."""
+
+    # A Hugging Face hub cache the admin fills (e.g. `hf download` as root), shared by every
+    # job read-only as its HF_HUB_CACHE; a model missing from it cannot be downloaded.
+    # None: each user's jobs download into their own cache.
+    shared_hub: Path | None = None
 
 
 class SchedulerConfig(_Strict):
@@ -119,6 +153,49 @@ class LimitsConfig(_Strict):
     staging_max_age_seconds: int = Field(default=86400, gt=0)
 
 
+class RetentionConfig(_Strict):
+    """How long what finished jobs leave behind is kept, and the free space the data root keeps.
+
+    Ages count from the last use: a job's run dir and events from when it ended, an uploaded
+    object or a prepared dataset cache from the last job (or upload) that named it. null keeps
+    that kind for good. Nothing of a queued, running or pinned job is ever removed."""
+
+    # <data_root>/jobs/<id>/: the run dir (checkpoints, adapters, TensorBoard events), config,
+    # dataset links and step logs.
+    run_dirs_days: float | None = Field(default=30.0, ge=0)
+    # The job's log lines, metrics and progress in the database (its states are kept).
+    logs_days: float | None = Field(default=90.0, ge=0)
+    # Uploaded files (objects/sha256/) that no kept job names.
+    objects_days: float | None = Field(default=14.0, ge=0)
+    # Tokenized datasets under cache/huggingface/prepared/.
+    prepared_days: float | None = Field(default=14.0, ge=0)
+    sweep_interval_minutes: float = Field(default=60.0, gt=0)
+    # The low watermark: with less free space than this on the data root's filesystem, queued
+    # jobs wait (their pending reason says so) and sweeps run every minute.
+    hold_starts_below: ByteSize = ByteSize(5 * 1024**3)
+    # The high watermark: with less free space than this, uploads are refused.
+    refuse_uploads_below: ByteSize = ByteSize(10 * 1024**3)
+
+    @model_validator(mode="after")
+    def _watermarks_in_order(self) -> "RetentionConfig":
+        if self.refuse_uploads_below < self.hold_starts_below:
+            raise ValueError(
+                f"refuse_uploads_below ({self.refuse_uploads_below.human_readable()}) must be "
+                f"at least hold_starts_below ({self.hold_starts_below.human_readable()}): "
+                "uploads stop before starts do"
+            )
+        return self
+
+    def policy(self) -> RetentionPolicy:
+        days = {
+            ItemKind.RUN_DIR: self.run_dirs_days,
+            ItemKind.EVENTS: self.logs_days,
+            ItemKind.OBJECT: self.objects_days,
+            ItemKind.PREPARED: self.prepared_days,
+        }
+        return RetentionPolicy({k: d * 86400 for k, d in days.items() if d is not None})
+
+
 class TeamConfig(_Strict):
     """A team of logins: they may read each other's jobs, and ask for priorities up to
     max_priority."""
@@ -148,6 +225,35 @@ class TeamQueueConfig(_Strict):
     retry_seconds: float = Field(default=30.0, gt=0)
 
 
+# -- observability: TensorBoard and metrics --------------------------------------------------
+
+
+class TensorBoardConfig(_Strict):
+    """`hatrain-client tensorboard`: TensorBoard, run as the user over their jobs' run dirs."""
+
+    # A virtualenv with tensorboard installed (its bin/python runs it). Unset: the `local`
+    # runtime's Axolotl venv when it has TensorBoard (Axolotl installs it), else none.
+    venv: Path | None = None
+
+
+class MetricsConfig(_Strict):
+    """Prometheus metrics on an optional HTTP listener (off unless `listen` is set)."""
+
+    # host:port, e.g. 127.0.0.1:9464; empty: no listener.
+    listen: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        host, colon, port = value.rpartition(":")
+        if value and not (colon and port.isdigit() and 0 < int(port) < 65536 and " " not in host):
+            raise ValueError(
+                "host:port, e.g. 127.0.0.1:9464 (anyone who reaches it reads job ids, users and "
+                "GPU use: keep it on loopback or a monitoring network), or empty for none"
+            )
+        return value
+
+
 class AgentConfig(_Strict):
     data_root: Path = Path("/var/lib/hatrain")
     # The agent's Unix socket; its directory must belong to the agent's user.
@@ -159,10 +265,14 @@ class AgentConfig(_Strict):
     multi_gpu: MultiGpuConfig = MultiGpuConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     limits: LimitsConfig = LimitsConfig()
+    caches: CacheConfig = CacheConfig()
+    retention: RetentionConfig = RetentionConfig()
     admins: list[str] = []
     teams: dict[str, TeamConfig] = {}
     # The team queue across hosts; without it this host keeps its own queue (SQLite).
     team: TeamQueueConfig | None = None
+    tensorboard: TensorBoardConfig = TensorBoardConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @field_validator("listen")
     @classmethod

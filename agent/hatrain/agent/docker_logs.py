@@ -10,6 +10,7 @@ than everything else the agent does with the line. Here the socket is read as mu
 at once, and the chunk and frame headers are taken apart in one pass over the bytes.
 """
 
+import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 READ_SIZE = 256 * 1024
 GATHER_SECONDS = 0.005
 GATHER_BELOW = 4096  # a piece this small is a trickle of lines: wait for more before reading
+_HEADER = struct.Struct(">B3xI")  # a frame's stream, and the length of the bytes after it
 
 
 def gathered(read: Callable[[int], bytes]) -> Iterator[bytes]:
@@ -102,32 +104,38 @@ class StreamReader:
         self._partial = [b"", b""]
         self._buffer = b""
 
-    def cursor(self) -> list[int]:
-        return list(self._given)
+    def cursor(self) -> tuple[int, int]:
+        return (self._given[0], self._given[1])
 
     def feed(self, data: bytes) -> str:
         buffer = self._buffer + data if self._buffer else data
         out: list[bytes] = []
         bodies: list[bytes] = []  # consecutive frames of one stream, taken together
+        append = bodies.append
+        header = _HEADER.unpack_from
+        skip = self._skip
         current = 0
         pos, end = 0, len(buffer)
+        # One pass, as little as can be done per frame: a job printing line by line sends a
+        # frame per line.
         while end - pos >= 8:
-            length = int.from_bytes(buffer[pos + 4 : pos + 8], "big")
+            kind, length = header(buffer, pos)
             start = pos + 8
             if end - start < length:
                 break
-            stream = 1 if buffer[pos] == 2 else 0  # 1 stdout (0 stdin, never sent), 2 stderr
             pos = start + length
-            body = buffer[start:pos]
-            if self._skip[stream]:
-                cut = min(self._skip[stream], len(body))
-                body = body[cut:]
-                self._skip[stream] -= cut
-            if stream != current and bodies:
-                self._take(current, b"".join(bodies), out)
-                bodies = []
-            current = stream
-            bodies.append(body)
+            stream = 1 if kind == 2 else 0  # 1 stdout (0 stdin, never sent), 2 stderr
+            if stream != current:
+                if bodies:
+                    self._take(current, b"".join(bodies), out)
+                    bodies = []
+                    append = bodies.append
+                current = stream
+            if skip[stream]:
+                cut = min(skip[stream], length)
+                skip[stream] -= cut
+                start += cut
+            append(buffer[start:pos])
         if bodies:
             self._take(current, b"".join(bodies), out)
         self._buffer = buffer[pos:]

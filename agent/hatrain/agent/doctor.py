@@ -1,5 +1,6 @@
 """`hatrain-agent doctor`: is this host ready to run jobs? One line per check, with the fix."""
 
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -7,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import AgentConfig
-from .errors import ConfigError
+from .disk import human_bytes
+from .errors import ConfigError, FailedPrecondition
 from .gpus import discover
 from .listener import prepare_runtime_dir
 
@@ -17,6 +19,8 @@ class Check:
     name: str
     ok: bool
     detail: str
+    # Not a failure, but something the admin should change.
+    warn: bool = False
 
 
 def _docker(config: AgentConfig) -> list[Check]:
@@ -98,8 +102,44 @@ def _data_root(config: AgentConfig) -> Check:
             pass
     except OSError as exc:
         return Check("data root", False, f"{root} is not writable: {exc.strerror}")
-    free = shutil.disk_usage(root).free / 2**30
-    return Check("data root", free > 5, f"{root}, {free:.1f} GiB free")
+    free = shutil.disk_usage(root).free
+    high = config.retention.refuse_uploads_below
+    detail = f"{root}, {human_bytes(free)} free"
+    if free < high:
+        return Check(
+            "data root",
+            False,
+            f"{detail}: below retention.refuse_uploads_below ({human_bytes(high)}), so uploads "
+            "are refused (and starts held below hold_starts_below); `hatrain-agent gc --dry-run` "
+            "lists what has expired",
+        )
+    return Check("data root", True, f"{detail} (uploads refused below {human_bytes(high)})")
+
+
+def _data_root_mount(config: AgentConfig) -> Check:
+    """Jobs write their run directories under the data root as their users. On a filesystem
+    that honours setuid bits and device nodes, a file a job left there is one step from being
+    used on the host; nosuid,nodev takes that step away whatever a job manages to write."""
+    try:
+        flags = os.statvfs(config.data_root).f_flag
+    except OSError as exc:
+        return Check("data root mount", False, f"{config.data_root}: {exc.strerror}")
+    missing = [
+        name
+        for name, flag in (("nosuid", os.ST_NOSUID), ("nodev", os.ST_NODEV))
+        if not flags & flag
+    ]
+    if not missing:
+        return Check("data root mount", True, "nosuid,nodev")
+    return Check(
+        "data root mount",
+        True,
+        f"{config.data_root} is on a filesystem mounted without {','.join(missing)}: a setuid "
+        "file or device node a job leaves in its run directory would work on this host; mount "
+        "the data root with nosuid,nodev (e.g. its own filesystem, or a bind mount in fstab: "
+        f"{config.data_root} {config.data_root} none bind,nosuid,nodev 0 0)",
+        warn=True,
+    )
 
 
 def _socket(config: AgentConfig) -> Check:
@@ -217,6 +257,19 @@ def _team(config: AgentConfig) -> Check | None:
     )
 
 
+def tensorboard_check(config: AgentConfig) -> Check:
+    """`hatrain-client tensorboard` needs a Python with TensorBoard; a venv the admin named
+    that has none is a failure, no venv at all only leaves the command unavailable."""
+    from .tensorboard_plan import tensorboard_python, tensorboard_version
+
+    try:
+        python = tensorboard_python(config)
+        version = tensorboard_version(python)
+    except FailedPrecondition as exc:
+        return Check("tensorboard", config.tensorboard.venv is None, f"unavailable: {exc}")
+    return Check("tensorboard", True, f"TensorBoard {version} from {python}")
+
+
 def run_checks(config: AgentConfig) -> list[Check]:
     checks: list[Check] = []
     checks += _docker(config)
@@ -227,8 +280,10 @@ def run_checks(config: AgentConfig) -> list[Check]:
     except Exception as exc:
         checks.append(Check("gpus", False, str(exc)))
     checks.append(_data_root(config))
+    checks.append(_data_root_mount(config))
     checks.append(_socket(config))
     team = _team(config)
     if team is not None:
         checks.append(team)
+    checks.append(tensorboard_check(config))
     return checks

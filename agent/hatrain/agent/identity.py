@@ -4,7 +4,7 @@
   submit, and upload.
 - A job's config, logs, events and outputs are for its owner, the members of the owner's teams,
   and admins. Others get the job with those left out, and PERMISSION_DENIED for its events.
-- Only the owner and admins may cancel a job.
+- Only the owner and admins may cancel a job, or pin it (keep its data from retention).
 - A job's priority above the default is for admins, or up to a team's `max_priority` for its
   members; a job may name only a team its user belongs to.
 - root is an admin, and so is every login listed in `admins`.
@@ -49,6 +49,11 @@ class Identities:
     def teams_of(self, user: str) -> frozenset[str]:
         return frozenset(name for name, team in self.teams.items() if user in team.members)
 
+    def readers_of(self, user: str) -> frozenset[str]:
+        """The logins besides user who may read user's jobs: admins and user's teammates."""
+        mates = (m for t in self.teams_of(user) for m in self.teams[t].members)
+        return (self.admins | frozenset(mates)) - {user}
+
     def caller(self, peer: str) -> Caller:
         """The caller of a call whose gRPC peer is `peer`; Unauthenticated unless the front
         door relayed it (a direct connection to the private socket is not possible for
@@ -78,6 +83,13 @@ class Identities:
         if not (caller.admin or caller.user == job.user):
             raise PermissionDenied(
                 f"job {job.id} belongs to {job.user}; only its owner or an admin may cancel it"
+            )
+
+    def check_pin(self, caller: Caller, job: Job) -> None:
+        if not (caller.admin or caller.user == job.user):
+            raise PermissionDenied(
+                f"job {job.id} belongs to {job.user}; only its owner or an admin may pin or "
+                "unpin it"
             )
 
     def check_submit(self, caller: Caller, spec: JobSpec) -> None:

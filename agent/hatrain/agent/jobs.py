@@ -1,14 +1,23 @@
 """What the agent knows of a job: its spec (as submitted) and its current record."""
 
-__all__ = ["Job", "JobFile", "JobSpec"]
+__all__ = ["Job", "JobFile", "JobSpec", "TeamAttempt"]
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from hatrain.rpc.spec import JobFile, JobSpec
 
 from .events import Progress
-from .states import JobState
+from .states import JobState, StopReason
+from .steps import StepRecord
+
+
+@dataclass(frozen=True)
+class TeamAttempt:
+    """A job of the team queue that this host runs: which attempt of it (the team counts a
+    claim as one), claimed under which of this host's epochs (see team/hosts.py)."""
+
+    attempt: int
+    epoch: int
 
 
 @dataclass(frozen=True)
@@ -28,8 +37,15 @@ class Job:
     last_metrics: dict[str, float] = field(default_factory=dict)
     last_seq: int = 0
     secret_names: tuple[str, ...] = ()
-    # What the runtime needs to find the job's processes again after a restart.
-    runtime: dict[str, Any] = field(default_factory=dict)
+    # Its steps so far, by name: what the runtime needs to reach them again after a restart, and
+    # how each one ended.
+    steps: dict[str, StepRecord] = field(default_factory=dict)
     queue_position: int = 0
-    # Why the job was asked to stop while running ("cancel" or "timeout"); empty if it was not.
-    stop_reason: str = ""
+    # Why the job was asked to stop while running; None if it was not.
+    stop_reason: StopReason | None = None
+    # Set for a job of the team queue that this host runs; None for its own queue's jobs.
+    team_attempt: TeamAttempt | None = None
+
+    def step(self, name: str) -> StepRecord:
+        """The record of one of its steps; an empty one if the step never started."""
+        return self.steps.get(name) or StepRecord(name)

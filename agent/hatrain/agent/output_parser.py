@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hatrain.rpc.config_yaml import ConfigYamlError, load_config_yaml
+
 from .events import Event, EventKind, Metric, Progress
 from .states import FailureReason
 
@@ -108,7 +110,7 @@ SIGNATURES = (
         ),
         FailureReason.SHARED_MEMORY,
         ("unable to write to file", "No space left on device", "Bus error", "shared memory"),
-        "out of shared memory: the agent's docker.ipc_host or docker.shm_size is too small",
+        "out of shared memory: the agent's docker.limits.shm_size is too small",
     ),
     Signature(
         re.compile(
@@ -130,6 +132,40 @@ SIGNATURES = (
 
 _SIGNATURE_KEYWORDS = tuple(dict.fromkeys(k for sig in SIGNATURES for k in sig.keywords))
 
+# Characters of log text, the most frequent first; any other character (punctuation, say) is
+# rarer than all of them.
+_FREQUENT = " etaoinsrlhdcumpfgwy0123456789.:-_/=,bvkxjqzETAOINSRLHDCUMPFGWYBVKXJQZ"
+
+
+def _rarest(needle: str) -> str:
+    return max(needle, key=lambda c: _FREQUENT.find(c) % (len(_FREQUENT) + 1))
+
+
+class _Finder:
+    """Whether a piece of output holds any of some strings. A search for one character is a
+    memchr, many times faster than a search for a short string; each string's rarest character
+    is looked for first, and the string itself only in pieces that hold that character."""
+
+    def __init__(self, *needles: str) -> None:
+        self._by_probe: dict[str, list[str]] = {}
+        for needle in needles:
+            self._by_probe.setdefault(_rarest(needle), []).append(needle)
+
+    def __call__(self, text: str) -> bool:
+        return any(
+            probe in text and any(n in text for n in needles)
+            for probe, needles in self._by_probe.items()
+        )
+
+
+_METRICS = _Finder("{'")
+_EVAL = _Finder(_EVAL_START)
+_RANKS = _Finder("[rank", "[default")
+_SUCCESS = _Finder(PREPROCESS_SUCCESS)
+_ERRORS = _Finder("Error", "Exception")
+_SIGNATURE = _Finder(*_SIGNATURE_KEYWORDS)
+_BAR_OR_BLANKED = _Finder("\r", "%|", _BLANKED)
+
 
 @dataclass(frozen=True)
 class _Screen:
@@ -150,12 +186,12 @@ class _Screen:
 
     @classmethod
     def of(cls, text: str) -> "_Screen":
-        metrics = "{'" in text
-        eval_start = _EVAL_START in text
-        rank_prefix = "[rank" in text or "[default" in text
-        success = PREPROCESS_SUCCESS in text
-        error_line = "Error" in text or "Exception" in text
-        signature = any(k in text for k in _SIGNATURE_KEYWORDS)
+        metrics = _METRICS(text)
+        eval_start = _EVAL(text)
+        rank_prefix = _RANKS(text)
+        success = _SUCCESS(text)
+        error_line = _ERRORS(text)
+        signature = _SIGNATURE(text)
         plain = not (
             metrics
             or eval_start
@@ -163,9 +199,7 @@ class _Screen:
             or success
             or error_line
             or signature
-            or "\r" in text
-            or "%|" in text
-            or _BLANKED in text
+            or _BAR_OR_BLANKED(text)
         )
         return cls(metrics, eval_start, rank_prefix, success, error_line, signature, plain)
 
@@ -197,11 +231,9 @@ def _seconds(clock: str) -> float:
 
 def models_of(config_yaml: str) -> tuple[str, ...]:
     """The models a job's config names, to say which one could not be had."""
-    import yaml
-
     try:
-        config = yaml.safe_load(config_yaml)
-    except yaml.YAMLError:
+        config = load_config_yaml(config_yaml)
+    except ConfigYamlError:
         return ()
     if not isinstance(config, dict):
         return ()

@@ -21,6 +21,8 @@ class WaitKind(Enum):
     GPUS = "gpus"
     # Backfill is off: nothing starts past the first job in line.
     BEHIND = "behind"
+    # Every host it may run on holds new starts (free disk below the low watermark).
+    HELD = "held"
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,7 @@
 """What every job becomes when the agent starts again (after a crash, SIGKILL or an upgrade)."""
 
+from dataclasses import replace
+
 import structlog
 
 from .errors import NotFound
@@ -42,11 +44,11 @@ def reconcile(store: Store, runtime: Runtime) -> list[Job]:
             resume.append(job)
             continue
         step = STEP_OF_STATE[job.state]
-        info = job.runtime.get(step, {})
-        if "exit_code" in info:
+        record = job.step(step)
+        if record.end is not None:
             resume.append(job)
             continue
-        handle = info.get("handle") or runtime.find(job, step)
+        handle = record.handle or runtime.find(job, step)
         if handle is None:
             resume.append(job)
             continue
@@ -62,7 +64,7 @@ def reconcile(store: Store, runtime: Runtime) -> list[Job]:
                 hint=f"the {step} container disappeared while the agent was down",
             )
             continue
-        if "handle" not in info:
-            store.update_runtime(job.id, **{step: {**info, "handle": handle}})
+        if record.handle is None:
+            store.update_step(job.id, replace(record, handle=handle))
         resume.append(store.get(job.id))
     return resume

@@ -3,8 +3,8 @@
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 import structlog
 
@@ -13,8 +13,9 @@ from .errors import StorageFault
 from .events import Event, EventKind, Progress
 from .jobs import Job
 from .output_parser import PREPROCESS_SUCCESS, OutputParser, models_of
-from .runtime import STEPS, ExitStatus, Handle, Runtime, RuntimeFailure
-from .states import FailureReason, JobState
+from .runtime import STEPS, ExitStatus, Handle, LogCursor, Runtime, RuntimeFailure
+from .states import FailureReason, JobState, StopReason
+from .steps import StepEnd, StepRecord
 from .store import Store
 from .workspace import Workspace
 
@@ -34,7 +35,7 @@ class RunControl:
     """Shared between a job's runner and the supervisor (which may ask it to stop)."""
 
     job_id: str
-    stop_reason: str = ""  # "cancel" or "timeout"
+    stop_reason: StopReason | None = None
     handle: Handle | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -47,19 +48,30 @@ class Verdict:
     exit_code: int | None = None
 
 
-def classify(step: str, status: ExitStatus, parser: OutputParser) -> tuple[FailureReason, str]:
-    if parser.failure is not None:
-        return parser.failure
-    if status.oom_killed:
+def classify(step: str, end: StepEnd) -> tuple[FailureReason, str]:
+    """Why a step that exited with an error failed, and the hint the user gets."""
+    if end.failure is not None:
+        return end.failure
+    if end.oom_killed:
         return FailureReason.HOST_OUT_OF_MEMORY, (
             "the kernel's out-of-memory killer stopped the container: the host ran out of RAM"
         )
-    if status.code == 137:
+    if end.exit_code == 137:
         return FailureReason.HOST_OUT_OF_MEMORY, (
             "killed by SIGKILL (exit 137), most often the host's out-of-memory killer"
         )
     return FailureReason.EXIT_CODE, (
-        parser.last_error_line or f"axolotl {step} exited with code {status.code}"
+        end.last_error_line or f"axolotl {step} exited with code {end.exit_code}"
+    )
+
+
+def step_end(status: ExitStatus, parser: OutputParser) -> StepEnd:
+    return StepEnd(
+        exit_code=status.code,
+        oom_killed=status.oom_killed,
+        failure=parser.failure,
+        last_error_line=parser.last_error_line,
+        preprocess_succeeded=parser.preprocess_succeeded,
     )
 
 
@@ -153,9 +165,9 @@ class JobRunner:
 
     @staticmethod
     def _stopped(control: RunControl, exit_code: int | None) -> "Verdict | None":
-        if control.stop_reason == "cancel":
+        if control.stop_reason is StopReason.CANCEL:
             return Verdict(JobState.CANCELLED, hint="cancelled", exit_code=exit_code)
-        if control.stop_reason == "timeout":
+        if control.stop_reason is StopReason.TIMEOUT:
             return Verdict(
                 JobState.FAILED, FailureReason.TIMEOUT, "the job ran past its time limit", exit_code
             )
@@ -172,9 +184,9 @@ class JobRunner:
         dirs = self.workspace.materialize(job)
         for step in STEPS:
             job = self.store.get(job.id)
-            info: dict[str, Any] = dict(job.runtime.get(step, {}))
-            if "exit_code" not in info:
-                handle = info.get("handle")
+            record = job.step(step)
+            if record.end is None:
+                handle = record.handle
                 if handle is None:
                     # Asked to stop: a step not started yet is not started. One that is
                     # (found again after a restart) is stopped below and its end collected.
@@ -186,38 +198,30 @@ class JobRunner:
                     ):
                         job = self.store.transition(job.id, STATE_OF_STEP[step], step=step)
                     handle = self.runtime.start(job, step, dirs)
-                    info["handle"] = handle
-                    self.store.update_runtime(job.id, **{step: info})
+                    record = replace(record, handle=handle)
+                    self.store.update_step(job.id, record)
                 handles.append(handle)
                 with control.lock:
                     control.handle = handle
                     stop_now = bool(control.stop_reason)
                 if stop_now:  # asked to stop before the step could be signalled
                     self.runtime.stop(handle, self.grace_seconds)
-                status, parser = self._follow(job, step, handle, info)
-                info["exit_code"] = status.code
-                info["oom_killed"] = status.oom_killed
-                info["failure"] = list(parser.failure) if parser.failure else None
-                info["last_error_line"] = parser.last_error_line
-                info["preprocess_succeeded"] = parser.preprocess_succeeded
-                self.store.update_runtime(job.id, **{step: info})
+                status, parser, record = self._follow(job, handle, record)
+                end = step_end(status, parser)
+                self.store.update_step(job.id, replace(record, end=end))
             else:
-                handles.append(info["handle"])
-            status = ExitStatus(info["exit_code"], info.get("oom_killed", False))
-            if status.code == 0 and step != STEPS[-1]:
+                end = record.end
+                if record.handle is not None:
+                    handles.append(record.handle)
+            if end.exit_code == 0 and step != STEPS[-1]:
                 pass  # the next step answers a stop request, with its own exit code
-            elif stopped := self._stopped(control, status.code):
+            elif stopped := self._stopped(control, end.exit_code):
                 return stopped
-            if status.code != 0:
-                parser = OutputParser(step)
-                failure = info.get("failure")
-                parser.failure = (FailureReason(failure[0]), failure[1]) if failure else None
-                parser.last_error_line = info.get("last_error_line", "")
-                reason, hint = classify(step, status, parser)
-                return Verdict(JobState.FAILED, reason, hint, status.code)
+            if end.exit_code != 0:
+                reason, hint = classify(step, end)
+                return Verdict(JobState.FAILED, reason, hint, end.exit_code)
             if step == "preprocess" and not (
-                info.get("preprocess_succeeded")
-                or self.store.has_line(job.id, step, PREPROCESS_SUCCESS)
+                end.preprocess_succeeded or self.store.has_line(job.id, step, PREPROCESS_SUCCESS)
             ):
                 return Verdict(
                     JobState.FAILED,
@@ -227,7 +231,7 @@ class JobRunner:
                 )
         return Verdict(JobState.SUCCEEDED, exit_code=0)
 
-    def _pull_progress(self, job_id: str) -> Any:
+    def _pull_progress(self, job_id: str) -> Callable[[Progress], None]:
         last = [0.0]
 
         def report(progress: Progress) -> None:
@@ -241,20 +245,22 @@ class JobRunner:
         return report
 
     def _follow(
-        self, job: Job, step: str, handle: Handle, info: dict[str, Any]
-    ) -> tuple[ExitStatus, OutputParser]:
-        """Stream the step's output into events until it ends; returns its exit status."""
+        self, job: Job, handle: Handle, record: StepRecord
+    ) -> tuple[ExitStatus, OutputParser, StepRecord]:
+        """Stream the step's output into events until it ends; returns its exit status, the
+        parser that read its output, and its record as last stored."""
+        step = record.step
         parser = OutputParser(
             step,
-            train_total=info.get("train_total"),
-            train_position=info.get("train_position", 0),
+            train_total=record.train_total,
+            train_position=record.train_position,
             models=models_of(job.spec.config_yaml),
         )
-        chunks: queue.Queue[Any] = queue.Queue(maxsize=10_000)
+        chunks: queue.Queue[tuple[str, LogCursor] | object] = queue.Queue(maxsize=10_000)
 
         def read() -> None:
             try:
-                for item in self.runtime.logs(handle, info.get("cursor")):
+                for item in self.runtime.logs(handle, record.cursor):
                     chunks.put(item)
             finally:
                 chunks.put(_DONE)
@@ -263,17 +269,22 @@ class JobRunner:
         lost: StorageFault | None = None
         pending: list[Event] = []
         pending_lines = 0
-        cursor = info.get("cursor")
+        cursor = record.cursor
         first_pending = 0.0
         done = False
         while not done:
+            # Idle (nothing read and not stored yet), it sleeps until the step prints or ends.
+            if pending:
+                wait: float | None = max(0.0, first_pending + _FLUSH_SECONDS - time.monotonic())
+            else:
+                wait = _FLUSH_SECONDS if cursor != record.cursor else None
             try:
-                item = chunks.get(timeout=_FLUSH_SECONDS)
+                item = chunks.get(timeout=wait)
             except queue.Empty:
                 item = None
             if item is _DONE:
                 done = True
-            elif item is not None:
+            elif isinstance(item, tuple):
                 text, cursor = item
                 new = parser.feed(text)
                 if new and not pending:
@@ -283,15 +294,18 @@ class JobRunner:
             due = pending and (
                 pending_lines >= _FLUSH_LINES or time.monotonic() - first_pending >= _FLUSH_SECONDS
             )
-            if done or due or (item is None and cursor != info.get("cursor")):
+            if done or due or (item is None and cursor != record.cursor):
                 if done:
                     pending += parser.flush()
-                info["cursor"] = cursor
-                info["train_total"] = parser.train_total
-                info["train_position"] = parser.train_position
+                record = replace(
+                    record,
+                    cursor=cursor,
+                    train_total=parser.train_total,
+                    train_position=parser.train_position,
+                )
                 if lost is None:
                     try:
-                        self.store.append(job.id, pending, runtime={step: dict(info)})
+                        self.store.append(job.id, pending, step=record)
                     except StorageFault as fault:
                         # Its output can no longer be recorded: stop the step, and read what
                         # is left of it without keeping it.
@@ -303,4 +317,4 @@ class JobRunner:
                 pending, pending_lines = [], 0
         if lost is not None:
             raise _StepOutputLost(lost)
-        return self.runtime.wait(handle), parser
+        return self.runtime.wait(handle), parser, record

@@ -1,8 +1,7 @@
 """What a runtime (Docker, or a local virtualenv) must do to run one step of a job."""
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from hatrain.rpc.contract import CONFIGS, HF_CACHE, PYTHON_MODULES, SECRETS
 
@@ -10,9 +9,29 @@ from .config import MultiGpuConfig
 from .events import Progress
 from .jobs import Job
 from .states import FailureReason
+from .steps import STEPS, ContainerHandle, ExitStatus, Handle, LogCursor, ProcessHandle
 from .workspace import JobDirs
 
-STEPS = ("preprocess", "train")
+__all__ = [
+    "BASE_ENV",
+    "LABEL_JOB",
+    "LABEL_STEP",
+    "LABEL_USER",
+    "SECRET_SHIM",
+    "STEPS",
+    "ContainerHandle",
+    "ExitStatus",
+    "Handle",
+    "LogCursor",
+    "Probe",
+    "ProcessHandle",
+    "Runtime",
+    "RuntimeFailure",
+    "axolotl_args",
+    "foreign_handle",
+    "launcher_args",
+    "step_command",
+]
 LABEL_JOB = "hatrain.job"
 LABEL_STEP = "hatrain.step"
 LABEL_USER = "hatrain.user"
@@ -36,14 +55,7 @@ BASE_ENV = {
     "PYTHONPATH": PYTHON_MODULES,
 }
 
-Handle = dict[str, Any]
 Probe = Literal["running", "exited", "missing"]
-
-
-@dataclass(frozen=True)
-class ExitStatus:
-    code: int
-    oom_killed: bool = False
 
 
 class RuntimeFailure(Exception):
@@ -53,6 +65,15 @@ class RuntimeFailure(Exception):
         super().__init__(hint)
         self.reason = reason
         self.hint = hint
+
+
+def foreign_handle(runtime: str, handle: Handle) -> RuntimeFailure:
+    """A step recorded by another runtime (the agent's runtime was changed while it ran)."""
+    return RuntimeFailure(
+        FailureReason.RUNTIME_ERROR,
+        f"the step was started by another runtime ({type(handle).__name__}); this agent runs "
+        f"the {runtime} runtime: set `runtime` in agent.yml back to finish it",
+    )
 
 
 def axolotl_args(step: str, config_name: str, configs_dir: str = CONFIGS) -> list[str]:
@@ -97,8 +118,9 @@ class Runtime(Protocol):
     def find(self, job: Job, step: str) -> Handle | None:
         """The step's process or container, after an agent restart."""
 
-    def logs(self, handle: Handle, cursor: Any) -> Iterator[tuple[str, Any]]:
-        """Output after cursor as (text, cursor after it), until the step ends."""
+    def logs(self, handle: Handle, cursor: LogCursor | None) -> Iterator[tuple[str, LogCursor]]:
+        """Output after cursor (None: from the start) as (text, cursor after it), until the
+        step ends."""
 
     def wait(self, handle: Handle) -> ExitStatus: ...
 

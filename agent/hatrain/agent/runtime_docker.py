@@ -22,6 +22,7 @@ import structlog
 from docker.types import DeviceRequest, Mount
 
 from .config import DockerConfig, MultiGpuConfig
+from .confinement import container_options, user_env
 from .docker_logs import StreamReader, body_pieces, gathered
 from .events import Progress
 from .jobs import Job
@@ -31,14 +32,26 @@ from .runtime import (
     LABEL_STEP,
     LABEL_USER,
     SECRET_SHIM_ONE_PIPE,
+    ContainerHandle,
     ExitStatus,
     Handle,
+    LogCursor,
     Probe,
     RuntimeFailure,
+    foreign_handle,
     step_command,
 )
 from .states import FailureReason
-from .workspace import CONFIGS, DATASETS, HF_CACHE, RUNS, SECRETS, JobDirs
+from .workspace import (
+    CONFIGS,
+    DATASETS,
+    HF_CACHE,
+    RUNS,
+    SECRETS,
+    SHARED_HUB,
+    USER_HOME,
+    JobDirs,
+)
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -48,10 +61,16 @@ _ENGINE_MAX_DELAY = 5.0
 _ENGINE_GONE = (requests.exceptions.ConnectionError, ConnectionError)
 
 
-def _read(reader: StreamReader, pieces: Iterator[bytes]) -> Iterator[tuple[str, list[int]]]:
+def _read(reader: StreamReader, pieces: Iterator[bytes]) -> Iterator[tuple[str, tuple[int, int]]]:
     for data in pieces:
         if text := reader.feed(data):
             yield text, reader.cursor()
+
+
+def _container_id(handle: Handle) -> str:
+    if not isinstance(handle, ContainerHandle):
+        raise foreign_handle(DockerRuntime.name, handle)
+    return handle.container
 
 
 def _socket_pieces(sock: Any) -> Iterator[bytes]:
@@ -180,7 +199,10 @@ class DockerRuntime:
             Mount(CONFIGS, str(dirs.configs), type="bind", read_only=True),
             Mount(HF_CACHE, str(dirs.hf_cache), type="bind"),
             Mount(SECRETS, str(dirs.secrets), type="bind", read_only=True),
+            Mount(USER_HOME, str(dirs.home), type="bind"),
         ]
+        if dirs.shared_hub is not None:
+            mounts.append(Mount(SHARED_HUB, str(dirs.shared_hub), type="bind", read_only=True))
         mounts += [
             Mount(m.target, str(m.source), type="bind", read_only=m.read_only)
             for m in self.config.extra_mounts
@@ -196,10 +218,8 @@ class DockerRuntime:
                     driver="nvidia", device_ids=list(job.gpu_uuids), capabilities=[["gpu"]]
                 )
             ]
-        if self.config.ipc_host:
-            kwargs["ipc_mode"] = "host"
-        elif self.config.shm_size:
-            kwargs["shm_size"] = self.config.shm_size
+        kwargs.update(container_options(self.config, dirs.owner))
+        hub = SHARED_HUB if dirs.shared_hub is not None else None
         args, launch_env = step_command(step, job, self.multi_gpu)
         create = functools.partial(
             self._engine_call,
@@ -222,6 +242,7 @@ class DockerRuntime:
             environment={
                 **BASE_ENV,
                 "TINI_KILL_PROCESS_GROUP": "1",
+                **user_env(dirs.owner, USER_HOME, hub),
                 **self.config.env,
                 **launch_env,
             },
@@ -247,7 +268,7 @@ class DockerRuntime:
             if "nvidia" in text or "device driver" in text:
                 reason = FailureReason.GPU_UNAVAILABLE
             raise RuntimeFailure(reason, f"docker: {text}") from exc
-        return {"container": container.id, "name": name}
+        return ContainerHandle(container.id, name)
 
     def _remove_unstarted(self, name: str) -> None:
         with contextlib.suppress(docker.errors.NotFound):
@@ -257,11 +278,13 @@ class DockerRuntime:
 
     def find(self, job: Job, step: str) -> Handle | None:
         found = self.client.containers.list(
-            all=True, filters={"label": [f"{LABEL_JOB}={job.id}", f"{LABEL_STEP}={step}"]}
+            all=True,
+            filters={"label": [f"{LABEL_JOB}={job.id}", f"{LABEL_STEP}={step}"]},
+            ignore_removed=True,
         )
         if not found:
             return None
-        return {"container": found[0].id, "name": found[0].name}
+        return ContainerHandle(found[0].id, found[0].name)
 
     def _attach(self, container_id: str) -> None:
         """Open the live output stream; before start, so that it holds every byte."""
@@ -281,7 +304,7 @@ class DockerRuntime:
         with self._attached_lock:
             return self._attached.pop(container_id, None)
 
-    def logs(self, handle: Handle, cursor: Any) -> Iterator[tuple[str, Any]]:
+    def logs(self, handle: Handle, cursor: LogCursor | None) -> Iterator[tuple[str, LogCursor]]:
         """Output after cursor (bytes of stdout and of stderr already read), until the step ends.
 
         Live from the attach stream opened at start. After a restart of the agent, or if the
@@ -289,9 +312,12 @@ class DockerRuntime:
         endpoint, which replays the log file from the start (skipping what was read) and then
         follows.
         """
-        sock = self._detach(handle["container"])
-        self._outages_at_follow.setdefault(handle["container"], self._outages)
-        if sock is not None and not cursor:
+        container_id = _container_id(handle)
+        # (An int is no cursor of this runtime's: then from the start.)
+        position = cursor if isinstance(cursor, tuple) else None
+        sock = self._detach(container_id)
+        self._outages_at_follow.setdefault(container_id, self._outages)
+        if sock is not None and not position:
             reader = StreamReader(None)
             with contextlib.suppress(OSError), contextlib.closing(sock):
                 yield from _read(reader, _socket_pieces(sock))
@@ -301,14 +327,14 @@ class DockerRuntime:
                 if text := reader.finish():
                     yield text, reader.cursor()
                 return
-            cursor = reader.cursor()  # a partial line is read again from the log file
+            position = reader.cursor()  # a partial line is read again from the log file
         elif sock is not None:
             sock.close()
         while True:
-            reader = StreamReader(cursor)
+            reader = StreamReader(position)
             try:
-                for text, cursor in _read(reader, self._log_pieces(handle)):
-                    yield text, cursor
+                for text, position in _read(reader, self._log_pieces(handle)):
+                    yield text, position
             except _ENGINE_GONE:
                 pass
             if not self._engine_answers():
@@ -324,7 +350,7 @@ class DockerRuntime:
     def _log_pieces(self, handle: Handle) -> Iterator[bytes]:
         api = self.client.api
         params = {"stdout": 1, "stderr": 1, "follow": 1}
-        url = f"{api.base_url}/v{api.api_version}/containers/{handle['container']}/logs"
+        url = f"{api.base_url}/v{api.api_version}/containers/{_container_id(handle)}/logs"
         response = self._engine_call(api.get, url, params=params, stream=True, timeout=None)
         with contextlib.closing(response):
             if response.status_code in (404, 409):  # gone, or being removed
@@ -333,11 +359,11 @@ class DockerRuntime:
             yield from body_pieces(response)
 
     def wait(self, handle: Handle) -> ExitStatus:
-        container_id = handle["container"]
+        container_id = _container_id(handle)
         try:
-            container = self._engine_call(self.client.containers.get, container_id)
-            result = self._engine_call(container.wait)
-            self._engine_call(container.reload)
+            # Docker's own wait: the engine answers when the container exits.
+            result = self._engine_call(self.client.api.wait, container_id)
+            state = self._engine_call(self.client.api.inspect_container, container_id)["State"]
         except docker.errors.NotFound as exc:
             raise RuntimeFailure(
                 FailureReason.CONTAINER_LOST, "the container disappeared while it ran"
@@ -349,28 +375,34 @@ class DockerRuntime:
                 f'(it exited {result["StatusCode"]}); set "live-restore": true in '
                 "/etc/docker/daemon.json to keep jobs running across engine restarts",
             )
-        return ExitStatus(int(result["StatusCode"]), bool(container.attrs["State"]["OOMKilled"]))
+        return ExitStatus(int(result["StatusCode"]), bool(state["OOMKilled"]))
 
     def probe(self, handle: Handle) -> Probe:
         try:
-            container = self._engine_call(self.client.containers.get, handle["container"])
+            container = self._engine_call(self.client.containers.get, _container_id(handle))
         except docker.errors.NotFound:
             return "missing"
         return "running" if container.status in ("running", "created", "restarting") else "exited"
 
     def stop(self, handle: Handle, grace_seconds: float) -> None:
         with contextlib.suppress(docker.errors.NotFound):
-            container = self._engine_call(self.client.containers.get, handle["container"])
+            container = self._engine_call(self.client.containers.get, _container_id(handle))
             self._engine_call(container.stop, timeout=int(grace_seconds))
 
     def remove(self, handle: Handle) -> None:
-        self._outages_at_follow.pop(handle["container"], None)
-        if (sock := self._detach(handle["container"])) is not None:
+        container_id = _container_id(handle)
+        self._outages_at_follow.pop(container_id, None)
+        if (sock := self._detach(container_id)) is not None:
             sock.close()
         with contextlib.suppress(docker.errors.NotFound):
-            container = self._engine_call(self.client.containers.get, handle["container"])
+            container = self._engine_call(self.client.containers.get, container_id)
             self._engine_call(container.remove, force=True)
 
     def leftovers(self) -> Iterator[tuple[str, Handle]]:
-        for container in self.client.containers.list(all=True, filters={"label": LABEL_JOB}):
-            yield container.labels[LABEL_JOB], {"container": container.id, "name": container.name}
+        # ignore_removed: a container removed between the listing and its inspection (another
+        # agent's, on a shared engine) is simply not there, not an error.
+        listed = self.client.containers.list(
+            all=True, filters={"label": LABEL_JOB}, ignore_removed=True
+        )
+        for container in listed:
+            yield container.labels[LABEL_JOB], ContainerHandle(container.id, container.name)

@@ -15,6 +15,9 @@ before the reservation begins, so a big job is never starved by a stream of smal
 of its GPUs sit free for it, the next pass keeps the reservation for the same job (the caller
 passes Plan.reserved back), whatever fair share says of newcomers.
 
+A host may hold starts (Host.hold: its disk is below the low watermark); a job that may run only
+on holding hosts waits with that reason.
+
 Every job left waiting gets a reason (pending.py) true of this pass: the planner states what
 stopped it, and numbers the waiting jobs in the order it served them.
 """
@@ -48,6 +51,8 @@ class Host:
 
     name: str
     gpus: tuple[GpuSlot, ...] = ()
+    # Why no job may start there now (e.g. its disk is below the low watermark); empty: none.
+    hold: str = ""
 
 
 @dataclass(frozen=True)
@@ -154,8 +159,21 @@ class _Cluster:
                 self.releases[host_of[held[0].uuid]].append((ends, held))
 
     def eligible(self, job: QueuedJob) -> list[str]:
-        """The hosts job may run on."""
+        """The hosts job may start on now."""
+        return [n for n in self.named(job) if not self.hosts[n].hold]
+
+    def named(self, job: QueuedJob) -> list[str]:
+        """The hosts job may run on, holding starts or not."""
         return [name for name in self.hosts if not job.host or name == job.host]
+
+    def hold(self, job: QueuedJob) -> str:
+        """Why job cannot start on any host it may run on; empty unless every one holds."""
+        if self.eligible(job):
+            return ""
+        held = [(n, self.hosts[n].hold) for n in self.named(job)]
+        if len(self.hosts) == 1:
+            return held[0][1]
+        return "; ".join(f"{name}: {why}" for name, why in held)
 
     def ever_fits(self, job: QueuedJob) -> bool:
         """Whether an eligible host has GPUs enough for job, all free or not (by request:
@@ -164,7 +182,7 @@ class _Cluster:
         if shape not in self._fits:
             self._fits[shape] = any(
                 sum(1 for g in self.hosts[name].gpus if job.accepts(g)) >= job.gpus
-                for name in self.eligible(job)
+                for name in self.named(job)
             )
         return self._fits[shape]
 
@@ -333,6 +351,10 @@ class _Pass:
     def serve(self, job: QueuedJob) -> None:
         if job.host and job.host not in self.cluster.hosts:
             self._record(job, WaitKind.NO_FIT, f"no host named {job.host}")
+        elif job.gpus and not self.cluster.ever_fits(job):
+            self._record(job, WaitKind.NO_FIT, self._no_fit(job))
+        elif held := self.cluster.hold(job):
+            self._record(job, WaitKind.HELD, held)
         elif job.gpus == 0:
             self._cpu_job(job)
         else:
@@ -353,9 +375,6 @@ class _Pass:
         self._record(job, WaitKind.CPU_SLOTS, text)
 
     def _gpu_job(self, job: QueuedJob) -> None:
-        if not self.cluster.ever_fits(job):
-            self._record(job, WaitKind.NO_FIT, self._no_fit(job))
-            return
         capped = _cap_reason(job, self.policy, self.held_by_user, self.held_by_team)
         if capped is not None:
             self._record(job, capped.kind, capped.text)

@@ -5,11 +5,12 @@ import gc
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
+from pathlib import Path
 
 import grpc
 import structlog
@@ -24,13 +25,17 @@ from .gpu_usage import GpuReader, GpuUsageSampler, NvmlReader
 from .gpus import discover
 from .identity import Identities
 from .listener import FrontDoor, prepare_runtime_dir
+from .metrics import AgentMetrics
 from .objects import ObjectStore
 from .runtime import Runtime
 from .service import AgentService, JobWaiters
 from .store import Store
 from .supervisor import Supervisor
+from .sweep import Sweeper
+from .systemd import Notifier
 from .team.front import TeamFront
 from .team.member import TeamMember
+from .watermarks import Watermarks
 from .workspace import Workspace
 
 log = structlog.get_logger(__name__)
@@ -55,18 +60,6 @@ def configure_logging(fmt: str) -> None:
     )
 
 
-def notify_systemd(message: str) -> None:
-    """sd_notify(3): tell systemd we are ready (Type=notify); a no-op outside systemd."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.connect(address)
-        sock.sendall(message.encode())
-
-
 def make_runtime(config: AgentConfig, workspace: Workspace) -> Runtime:
     if config.runtime == "local":
         from .runtime_local import LocalRuntime
@@ -84,16 +77,29 @@ class Agent:
     thread pool, watch streams are coroutines on the loop."""
 
     def __init__(
-        self, config: AgentConfig, gpu_reader: Callable[[], GpuReader] | None = None
+        self,
+        config: AgentConfig,
+        gpu_reader: Callable[[], GpuReader] | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
-        """gpu_reader: what reads the GPUs' usage; NVML when the GPUs came from NVML."""
+        """gpu_reader: what reads the GPUs' usage; NVML when the GPUs came from NVML.
+        notifier: systemd's, whose keepalives the supervisor's loop sends."""
         self.config = config
         root = config.data_root
         root.mkdir(parents=True, exist_ok=True)
         self.store = Store(root / "hatrain.db")
         self.objects = ObjectStore(root)
         self.reserve = DiskReserve(root)
-        self.workspace = Workspace(root, self.objects)
+        self.socket = config.listen
+        self.address = f"unix:{self.socket}"
+        self._private = self.socket.parent / "private"
+        self.identities = Identities(self._private, config.admins, config.teams)
+        self.workspace = Workspace(root, self.objects, config.caches, self.identities.readers_of)
+        retention = config.retention
+        self.watermarks = Watermarks(
+            root, retention.hold_starts_below, retention.refuse_uploads_below
+        )
+        self.sweeper = Sweeper(self.store, root, retention.policy())
         self.runtime = make_runtime(config, self.workspace)
         self.gpus, self.gpu_source = discover(config.gpus)
         if gpu_reader is None and self.gpu_source == "nvml":
@@ -103,6 +109,7 @@ class Agent:
             if gpu_reader is not None and config.gpus.sample_seconds > 0
             else None
         )
+        self.metrics = AgentMetrics(self.store, self.gpus, root, gpu_usage=lambda: self.gpu_usage)
         policy = config.scheduler.policy()
         grace = (
             config.local.stop_grace_seconds
@@ -119,6 +126,11 @@ class Agent:
             reserve=self.reserve,
             objects=self.objects,
             staging_max_age_seconds=config.limits.staging_max_age_seconds,
+            watermarks=self.watermarks,
+            sweeper=self.sweeper,
+            sweep_interval_seconds=retention.sweep_interval_minutes * 60,
+            heartbeat=notifier.keepalive if notifier is not None else None,
+            max_idle_seconds=_idle_pass_seconds(notifier),
         )
         self.team: TeamMember | None = None
         self.team_front: TeamFront | None = None
@@ -142,11 +154,7 @@ class Agent:
                 config.scheduler,
                 self.team,
             )
-        self.socket = config.listen
-        self.address = f"unix:{self.socket}"
-        self._private = self.socket.parent / "private"
         self.front_door = FrontDoor(self.socket, self._private / "grpc.sock", self._private)
-        self.identities = Identities(self._private, config.admins, config.teams)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="grpc", daemon=True)
         self._calls = futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="grpc")
@@ -188,7 +196,9 @@ class Agent:
                 self._reads,
                 self.identities,
                 self.gpu_usage,
-                self.team_front,
+                self.watermarks,
+                self.metrics,
+                team=self.team_front,
             ),
             self.server,
         )
@@ -220,6 +230,8 @@ class Agent:
         if self.gpu_usage is not None:
             self.gpu_usage.start()
         self._run(self._serve())
+        if self.config.metrics.listen:
+            self.metrics.listen(self.config.metrics.listen)
         log.info(
             "agent serving",
             listen=str(self.socket),
@@ -247,22 +259,52 @@ class Agent:
         self.supervisor.stop()
         if self.gpu_usage is not None:
             self.gpu_usage.stop()
+        self.metrics.stop()
         self._calls.shutdown(wait=False)
         self._reads.shutdown(wait=False)
 
 
+def _idle_pass_seconds(notifier: Notifier | None) -> float:
+    """How long the supervisor's loop may sleep when idle: under half the watchdog period, so
+    that an idle agent still sends its keepalives."""
+    if notifier is None or notifier.watchdog_seconds is None:
+        return 1.0
+    return min(1.0, notifier.watchdog_seconds / 2)
+
+
+def wait_until_answering(socket_path: Path, timeout: float = 60.0) -> None:
+    """Return once a health check through the agent's own socket answers SERVING."""
+    with grpc.insecure_channel(f"unix:{socket_path}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                answer = stub.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)
+
+
 def serve(config: AgentConfig) -> None:
     configure_logging(config.log_format)
-    agent = Agent(config)
-    agent.start()
+    notifier = Notifier()
+    # Jobs' processes must not talk to systemd as the agent.
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        os.environ.pop(name, None)
+    agent = Agent(config, notifier=notifier)
+    agent.start()  # recovery (re-attaching to running jobs) is done when this returns
     # What start-up made lives as long as the agent: keep the collector from walking it again
     # every time a job's output makes many short-lived objects.
     gc.freeze()
-    notify_systemd("READY=1")
+    wait_until_answering(agent.socket)
+    notifier.ready(f"serving on {agent.socket}")
     stopped = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopped.set())
     stopped.wait()
-    notify_systemd("STOPPING=1")
+    notifier.stopping()
     log.info("agent stopping; running jobs keep running and are re-attached on start")
     agent.stop()

@@ -23,6 +23,7 @@ from hatrain.rpc.v1 import agent_pb2 as pb
 from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
 
 from . import wire
+from .accounts import Account, of_uid
 from .config import AgentConfig
 from .disk import DiskReserve, storage_fault
 from .errors import (
@@ -39,6 +40,7 @@ from .events import GpuUsage
 from .gpu_usage import GpuUsageSampler
 from .identity import Caller, Identities
 from .jobs import Job
+from .metrics import AgentMetrics
 from .objects import ObjectStore, check_sha256
 from .queue_caps import queue_cap_check
 from .scheduler import GpuSlot
@@ -49,6 +51,7 @@ from .supervisor import Supervisor
 from .team.front import TeamFront
 from .team.member import team_of
 from .team.queue import TeamJob
+from .watermarks import Watermarks
 from .workspace import Workspace
 
 log = structlog.get_logger(__name__)
@@ -118,7 +121,10 @@ class JobWaiters:
         self._events: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
 
     def notify(self, job_id: str) -> None:
-        self._loop.call_soon_threadsafe(self._wake, job_id)
+        # Most commits concern a job nobody watches: no hand-over to the loop for those. A
+        # watcher registers before it reads, so a commit it has not read still finds it here.
+        if self._events.get(job_id) if job_id else self._events:
+            self._loop.call_soon_threadsafe(self._wake, job_id)
 
     def _wake(self, job_id: str) -> None:
         targets = self._events.get(job_id, set()) if job_id else set().union(*self._events.values())
@@ -153,6 +159,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
         reads: ThreadPoolExecutor,
         identities: Identities,
         gpu_usage: GpuUsageSampler | None = None,
+        watermarks: Watermarks | None = None,
+        metrics: AgentMetrics | None = None,
         team: TeamFront | None = None,
     ) -> None:
         self.config = config
@@ -169,6 +177,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self._streams: Counter[str] = Counter()
         self.identities = identities
         self.gpu_usage = gpu_usage
+        self.watermarks = watermarks
+        self.metrics = metrics
         self.team = team
         self._queue_cap_check = queue_cap_check(config.scheduler, store.queued_by)
 
@@ -176,8 +186,14 @@ class AgentService(pb_grpc.AgentServiceServicer):
         """Who calls: the uid the front door learnt from the kernel (see listener.py)."""
         return self.identities.caller(context.peer())
 
+    def account(self, context: Any) -> Account:
+        """The caller's login on this host, from the same uid: what their uploads are staged
+        as and their jobs run as. NoAccount (PERMISSION_DENIED) for a uid without one."""
+        return of_uid(self.caller(context).uid)
+
     @translate_errors
     def GetAgentInfo(self, request: pb.GetAgentInfoRequest, context: Any) -> pb.AgentInfo:
+        caller = self.caller(context)
         holders = {u: j.id for j in self.store.jobs_in(RUNNING) for u in j.gpu_uuids}
         counts = self.store.counts()
         return pb.AgentInfo(
@@ -196,8 +212,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
             ),
             allowed_images=self.config.docker.allowed_images,
             default_image=self.config.docker.default_image,
-            upload_dir=str(self.objects.staging),
-            user=self.caller(context).user,
+            upload_dir=str(self.objects.staging / caller.user),
+            user=caller.user,
             team_host=self.team.host if self.team else "",
             team=self._team_hosts(),
         )
@@ -223,19 +239,22 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self, request: pb.PrepareUploadRequest, context: Any
     ) -> pb.PrepareUploadResponse:
         check_count(request.sha256, "sha256", self.config.limits.max_files)
-        self.caller(context)
+        owner = self.account(context)
         self.reserve.check_room()
         response = pb.PrepareUploadResponse()
         for i, sha in enumerate(dict.fromkeys(request.sha256)):
             check_sha256(sha, f"sha256[{i}]")
             if self.objects.has(sha):
+                self.objects.mark_used(sha)
                 response.present.append(sha)
             else:
+                if self.watermarks is not None:
+                    self.watermarks.check_upload()
                 response.missing.append(
                     pb.StagedUpload(
                         sha256=sha,
-                        staging_path=str(self.objects.staging_path(sha)),
-                        bytes_present=self.objects.staged_bytes(sha),
+                        staging_path=str(self.objects.staging_path(sha, owner)),
+                        bytes_present=self.objects.staged_bytes(sha, owner),
                     )
                 )
         return response
@@ -244,8 +263,10 @@ class AgentService(pb_grpc.AgentServiceServicer):
     def CommitUpload(
         self, request: pb.CommitUploadRequest, context: Any
     ) -> pb.CommitUploadResponse:
-        self.caller(context)
-        size = self.objects.commit(request.sha256, request.size)
+        new = not self.objects.has(request.sha256)
+        size = self.objects.commit(request.sha256, request.size, self.account(context))
+        if new and self.metrics is not None:
+            self.metrics.upload_committed(size)
         return pb.CommitUploadResponse(sha256=request.sha256, size=size)
 
     def _job(self, job: Job, caller: Caller) -> pb.Job:
@@ -261,39 +282,42 @@ class AgentService(pb_grpc.AgentServiceServicer):
 
     @translate_errors
     def SubmitJob(self, request: pb.SubmitJobRequest, context: Any) -> pb.SubmitJobResponse:
+        for file in request.spec.files[: self.config.limits.max_files]:
+            self.objects.mark_used(file.sha256)  # before they are checked: see sweep.py
         spec, secrets = check_submission(request, self.config, self.gpus, self.objects)
         caller = self.caller(context)
         self.identities.check_submit(caller, spec)
         if spec.retry_of:
             self.identities.check_read(caller, self._any_job(spec.retry_of))
+        owner = of_uid(caller.uid)  # the job runs as this account: the kernel's uid, no name
         self.reserve.check_room()
         if request.team_queue:
-            return self._submit_to_team(spec, secrets, caller, request.client_request_id)
+            return self._submit_to_team(spec, secrets, owner.name, request.client_request_id)
         job, created = self.store.submit(
             spec,
-            caller.user,
+            owner.name,
             client_request_id=request.client_request_id,
             secret_names=secrets.keys(),
             admit=lambda: self._queue_cap_check(caller.user, spec.team),
         )
         if created:
             if secrets:
-                self.workspace.write_secrets(job.id, secrets, caller.uid)
+                self.workspace.write_secrets(job.id, secrets, owner.uid)
             log.info("job queued", job_id=job.id, user=job.user, gpus=spec.gpus)
             self.supervisor.wake()
         # The job as submitted (queued, with its position), even if it has started since.
         return pb.SubmitJobResponse(job=wire.job_to_wire(job, str(self.workspace.dirs(job.id).run)))
 
     def _submit_to_team(
-        self, spec: Any, secrets: dict[str, str], caller: Caller, request_id: str
+        self, spec: Any, secrets: dict[str, str], user: str, request_id: str
     ) -> pb.SubmitJobResponse:
         if self.team is None:
             raise FailedPrecondition(
                 "this host is in no team queue (no `team:` in its agent.yml); submit without "
-                "--team, or to a host of the team"
+                "--team-queue, or to a host of the team"
             )
         self.team.check_fits(spec)
-        job, created = self.team.submit(spec, caller.user, request_id, secrets)
+        job, created = self.team.submit(spec, user, request_id, secrets)
         if created:
             log.info("job queued in the team queue", job_id=job.id, user=job.user, gpus=spec.gpus)
         return pb.SubmitJobResponse(job=wire.team_job_to_wire(job, True))
@@ -322,7 +346,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         record = self.team.find(job_id)
         if record is None or local is None:
             return record
-        attempt = (team_of(local) or {}).get("attempt")
+        attempt = local.team_attempt.attempt if local.team_attempt else None
         here = record.host == self.team.host and record.attempt == attempt
         return None if here else record
 
@@ -396,6 +420,25 @@ class AgentService(pb_grpc.AgentServiceServicer):
         outcome = self.supervisor.cancel(job.id)
         log.info("cancel", job_id=job.id, user=caller.user, outcome=outcome.message)
         return self._job(self.store.get(job.id), caller)
+
+    @translate_errors
+    def PinJob(self, request: pb.PinJobRequest, context: Any) -> pb.PinJobResponse:
+        caller = self.caller(context)
+        job = self.store.get(check_job_id(request.job_id))
+        self.identities.check_pin(caller, job)
+        was = self.store.set_pinned(job.id, request.pinned, caller.user)
+        if was != request.pinned:
+            log.info("pin" if request.pinned else "unpin", job_id=job.id, user=caller.user)
+        return pb.PinJobResponse(job_id=job.id, pinned=request.pinned, was_pinned=was)
+
+    @translate_errors
+    def PlanTensorBoard(
+        self, request: pb.PlanTensorBoardRequest, context: Any
+    ) -> pb.TensorBoardPlan:
+        from .tensorboard_plan import plan
+
+        caller = self.caller(context)
+        return plan(request, caller, self.config, self.store, self.identities, self.workspace)
 
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext[Any, Any]

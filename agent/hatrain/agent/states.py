@@ -6,7 +6,7 @@ from hatrain.rpc.contract import RUNNING_STATES as RUNNING
 from hatrain.rpc.contract import TERMINAL_STATES as TERMINAL
 from hatrain.rpc.contract import JobState
 
-__all__ = ["RUNNING", "TERMINAL", "FailureReason", "JobState", "can_transition"]
+__all__ = ["RUNNING", "TERMINAL", "FailureReason", "JobState", "StopReason", "can_transition"]
 _RANK = {
     JobState.QUEUED: 0,
     JobState.STARTING: 1,
@@ -41,4 +41,13 @@ class FailureReason(StrEnum):
     DISK_FULL = "disk full"
     STORAGE_ERROR = "storage error"
     RUNTIME_ERROR = "runtime error"
+    NO_ACCOUNT = "no account"
     EXIT_CODE = "exit code"
+
+
+class StopReason(StrEnum):
+    """Why a running job was asked to stop; kept with the job, so that it ends as asked even
+    across an agent restart or a step killed during its grace period."""
+
+    CANCEL = "cancel"
+    TIMEOUT = "timeout"

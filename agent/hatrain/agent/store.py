@@ -9,10 +9,12 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import re
 import sqlite3
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -23,11 +25,12 @@ from .disk import storage_fault
 from .errors import FailedPrecondition, InvalidArgument, NotFound
 from .events import Event, EventKind, Progress, progress_record
 from .fair_share import UsageRecord
-from .jobs import Job, JobFile, JobSpec
+from .jobs import Job, JobFile, JobSpec, TeamAttempt
 from .scheduler import QueuedJob
-from .states import TERMINAL, JobState, can_transition
+from .states import RUNNING, TERMINAL, FailureReason, JobState, StopReason, can_transition
+from .steps import ContainerHandle, Handle, LogCursor, ProcessHandle, StepEnd, StepRecord
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 6
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -96,6 +99,18 @@ _MIGRATIONS: dict[int, str] = {
               AND json_array_length(gpu_uuids) > 0
         ORDER BY finished_at
     """,
+    # Jobs their owner (or an admin) pinned: retention keeps everything of theirs.
+    5: """
+    CREATE TABLE pins (
+        job_id TEXT PRIMARY KEY,
+        by_user TEXT NOT NULL,
+        at REAL NOT NULL
+    ) WITHOUT ROWID
+    """,
+    # A job of the team queue that this host runs: its attempt and this host's epoch then.
+    6: """
+    ALTER TABLE jobs ADD COLUMN team_attempt TEXT NOT NULL DEFAULT ''
+    """,
 }
 
 # The spec's fields the planner reads, with their SQL defaults for records that lack them.
@@ -109,8 +124,29 @@ _PLANNER_FIELDS = {
 
 _JOB_COLUMNS = (
     "id, user, state, spec, created_at, started_at, finished_at, failure_reason, hint, "
-    "exit_code, gpu_uuids, progress, last_metrics, last_seq, secret_names, runtime, stop_reason"
+    "exit_code, gpu_uuids, progress, last_metrics, last_seq, secret_names, runtime, stop_reason, "
+    "team_attempt"
 )
+
+
+_PREPARED = re.compile(r"^dataset_prepared_path:\s*['\"]?([^'\"\s#]+)", re.MULTILINE)
+
+
+def prepared_path(config_yaml: str) -> str:
+    """The config's dataset_prepared_path (the client pins it; see workspace.py), or ""."""
+    found = _PREPARED.search(config_yaml)
+    return found.group(1) if found else ""
+
+
+@dataclasses.dataclass(frozen=True)
+class RetentionRecord:
+    job_id: str
+    state: JobState
+    created_at: float
+    finished_at: float
+    pinned: bool
+    objects: frozenset[str]
+    prepared_path: str
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -126,6 +162,97 @@ def _connect(path: Path) -> sqlite3.Connection:
 def _spec_from_record(rec: dict[str, Any]) -> JobSpec:
     files = tuple(JobFile(**f) for f in rec.get("files", ()))
     return JobSpec(**{**rec, "files": files})
+
+
+# -- step records as JSON: the runtime column holds {step: record}, keys as agents always wrote
+# them (a record's end is spread over its own keys), so that every data root reads alike.
+
+
+def _handle_to_json(handle: Handle) -> dict[str, Any]:
+    return dataclasses.asdict(handle)
+
+
+def _handle_from_json(value: dict[str, Any]) -> Handle:
+    if "container" in value:
+        return ContainerHandle(container=str(value["container"]), name=str(value.get("name", "")))
+    if "pid" in value:
+        start = value.get("start_time")
+        return ProcessHandle(
+            pid=int(value["pid"]),
+            start_time=None if start is None else str(start),
+            log=str(value["log"]),
+            exit=str(value["exit"]),
+        )
+    raise ValueError(f"not a step handle: {sorted(value)}")
+
+
+def encode_handle(handle: Handle) -> str:
+    """A handle as text, as the store keeps it (a runtime may keep a copy beside the step)."""
+    return json.dumps(_handle_to_json(handle))
+
+
+def decode_handle(text: str) -> Handle:
+    """The handle encode_handle() wrote; ValueError if the text holds none."""
+    try:
+        value = json.loads(text)
+        return _handle_from_json(value)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not a step handle: {text[:100]!r}") from exc
+
+
+def _cursor_from_json(value: Any) -> LogCursor | None:
+    if value is None or isinstance(value, int):
+        return value
+    out, err = value
+    return (int(out), int(err))
+
+
+def _step_to_json(record: StepRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if record.handle is not None:
+        out["handle"] = _handle_to_json(record.handle)
+    if record.cursor is not None:
+        out["cursor"] = list(record.cursor) if isinstance(record.cursor, tuple) else record.cursor
+    out["train_total"] = record.train_total
+    out["train_position"] = record.train_position
+    if (end := record.end) is not None:
+        out["exit_code"] = end.exit_code
+        out["oom_killed"] = end.oom_killed
+        out["failure"] = [end.failure[0].value, end.failure[1]] if end.failure else None
+        out["last_error_line"] = end.last_error_line
+        out["preprocess_succeeded"] = end.preprocess_succeeded
+    return out
+
+
+def _step_from_json(step: str, value: dict[str, Any]) -> StepRecord:
+    end = None
+    if value.get("exit_code") is not None:
+        failure = value.get("failure")
+        end = StepEnd(
+            exit_code=int(value["exit_code"]),
+            oom_killed=bool(value.get("oom_killed", False)),
+            failure=(FailureReason(failure[0]), str(failure[1])) if failure else None,
+            last_error_line=str(value.get("last_error_line") or ""),
+            preprocess_succeeded=bool(value.get("preprocess_succeeded", False)),
+        )
+    handle = value.get("handle")
+    return StepRecord(
+        step=step,
+        handle=_handle_from_json(handle) if handle else None,
+        cursor=_cursor_from_json(value.get("cursor")),
+        train_total=value.get("train_total"),
+        train_position=int(value.get("train_position") or 0),
+        end=end,
+    )
+
+
+def _steps_from_json(text: str) -> dict[str, StepRecord]:
+    return {step: _step_from_json(step, value) for step, value in json.loads(text).items()}
+
+
+def _with_step(text: str, record: StepRecord) -> str:
+    """The runtime column with one step's record replaced."""
+    return json.dumps({**json.loads(text), record.step: _step_to_json(record)})
 
 
 def _job_from_row(row: Sequence[Any]) -> Job:
@@ -146,8 +273,9 @@ def _job_from_row(row: Sequence[Any]) -> Job:
         last_metrics=json.loads(row[12]),
         last_seq=row[13],
         secret_names=tuple(json.loads(row[14])),
-        runtime=json.loads(row[15]),
-        stop_reason=row[16],
+        steps=_steps_from_json(row[15]),
+        stop_reason=StopReason(row[16]) if row[16] else None,
+        team_attempt=TeamAttempt(**json.loads(row[17])) if row[17] else None,
     )
 
 
@@ -176,6 +304,31 @@ def _log_row(
     return (job_id, last_seq, now, _LOG, json.dumps(record), lines, "\n".join(run))
 
 
+class _QueueTally:
+    """How many jobs are queued, by priority and by the GPUs they ask for. Kept by the store's
+    one writer beside the table, and changed only once a transaction that queues or dequeues a
+    job has committed, so that a new job's place in the queue, and whether anything queued could
+    start at all, cost no scan of the queue however long it grows."""
+
+    def __init__(self, rows: Iterable[tuple[int, int]]) -> None:
+        self.by_priority: Counter[int] = Counter()
+        self.by_gpus: Counter[int] = Counter()
+        for priority, gpus in rows:
+            self.add(priority, gpus, 1)
+
+    def add(self, priority: int, gpus: int, count: int) -> None:
+        self.by_priority[priority] += count
+        self.by_gpus[gpus] += count
+        if not self.by_priority[priority]:
+            del self.by_priority[priority]
+        if not self.by_gpus[gpus]:
+            del self.by_gpus[gpus]
+
+    def place_of_new(self, priority: int) -> int:
+        """The place a job queued now takes: after every queued job of its priority or higher."""
+        return 1 + sum(n for p, n in self.by_priority.items() if p >= priority)
+
+
 class Store:
     """Jobs and their events. Thread-safe: one writer connection, one reader per thread."""
 
@@ -188,7 +341,17 @@ class Store:
         self._changed = threading.Condition()
         self._generation = 0
         self._listeners: list[Callable[[str], None]] = []
+        # What the transaction in progress changes in the tally once it has committed.
+        self._tally_changes: list[tuple[int, int, int]] = []
+        self._transition_listeners: list[Callable[[Job, Job], None]] = []
+        self._event_listeners: list[Callable[[int], None]] = []
         self._migrate()
+        self._tally = _QueueTally(
+            (priority, int(gpus or 0))
+            for priority, gpus in self._writer.execute(
+                "SELECT priority, json_extract(spec, '$.gpus') FROM jobs WHERE state='queued'"
+            )
+        )
 
     # -- schema ----------------------------------------------------------------------------
 
@@ -238,10 +401,13 @@ class Store:
         rollback must not hide the real error."""
         with self._write_lock:
             conn = self._writer
+            self._tally_changes = []
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 yield conn
                 conn.execute("COMMIT")
+                for priority, gpus, count in self._tally_changes:
+                    self._tally.add(priority, gpus, count)
             except BaseException as exc:
                 if conn.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
@@ -255,6 +421,16 @@ class Store:
             self._changed.notify_all()
         for listener in self._listeners:
             listener(job_id)
+
+    def on_transition(self, listener: Callable[[Job, Job], None]) -> None:
+        """Call listener(before, after) after every committed state change (for metrics);
+        it runs on the writer's thread, so it must be quick."""
+        self._transition_listeners.append(listener)
+
+    def on_events(self, listener: Callable[[int], None]) -> None:
+        """Call listener(count) after every commit that recorded events (each log line counts
+        as the one event it is on the wire); quick, like on_transition."""
+        self._event_listeners.append(listener)
 
     def on_change(self, listener: Callable[[str], None]) -> None:
         """Call listener(job_id) after every commit that changed that job (an empty id: any
@@ -336,7 +512,9 @@ class Store:
             self._insert_events(
                 conn, job_id, 1, [Event(EventKind.STATE, state=JobState.QUEUED.value)]
             )
-            return self._with_position(self._load(conn, job_id), conn), True
+            self._tally_changes.append((spec.priority, spec.gpus, 1))
+            job = self._load(conn, job_id)
+            return replace(job, queue_position=self._tally.place_of_new(spec.priority)), True
 
     def adopt(
         self,
@@ -346,7 +524,7 @@ class Store:
         *,
         created_at: float,
         gpu_uuids: Sequence[str],
-        runtime: dict[str, Any],
+        team_attempt: TeamAttempt,
         secret_names: Iterable[str] = (),
     ) -> Job:
         """Record a job that was queued elsewhere (the team queue) and placed here, and start
@@ -362,7 +540,7 @@ class Store:
                 conn.execute("DELETE FROM jobs WHERE id=?", (job_id,))
             conn.execute(
                 "INSERT INTO jobs (id, user, state, priority, spec, created_at, secret_names, "
-                "runtime, last_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                "team_attempt, last_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
                 (
                     job_id,
                     user,
@@ -371,13 +549,16 @@ class Store:
                     json.dumps(dataclasses.asdict(spec)),
                     created_at,
                     json.dumps(sorted(secret_names)),
-                    json.dumps(runtime),
+                    json.dumps(dataclasses.asdict(team_attempt)),
                 ),
             )
             self._insert_events(
                 conn, job_id, 1, [Event(EventKind.STATE, state=JobState.QUEUED.value)]
             )
-            return self._transition(conn, job_id, JobState.STARTING, gpu_uuids=gpu_uuids)
+            self._tally_changes.append((spec.priority, spec.gpus, 1))
+            before, after = self._transition(conn, job_id, JobState.STARTING, gpu_uuids=gpu_uuids)
+        self._transitioned(before, after)
+        return after
 
     def transition(
         self,
@@ -393,7 +574,7 @@ class Store:
     ) -> Job:
         """Move a job to a new state (forward only) and append its STATE event, atomically."""
         with self._transaction(job_id) as conn:
-            return self._transition(
+            before, after = self._transition(
                 conn,
                 job_id,
                 new,
@@ -404,6 +585,15 @@ class Store:
                 gpu_uuids=gpu_uuids,
                 step=step,
             )
+        self._transitioned(before, after)
+        return after
+
+    def _transitioned(self, before: Job, after: Job) -> None:
+        """Tell the listeners of a committed transition."""
+        for listener in self._transition_listeners:
+            listener(before, after)
+        for count_listener in self._event_listeners:
+            count_listener(1)
 
     def _transition(
         self,
@@ -417,7 +607,8 @@ class Store:
         exit_code: int | None = None,
         gpu_uuids: Sequence[str] | None = None,
         step: str = "",
-    ) -> Job:
+    ) -> tuple[Job, Job]:
+        """The transition inside a transaction; returns the job before and after it."""
         job = self._load(conn, job_id)
         if not can_transition(job.state, new):
             raise FailedPrecondition(
@@ -442,6 +633,8 @@ class Store:
         sets.append("last_seq=?")
         args.append(seq)
         conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", [*args, job_id])
+        if job.state == JobState.QUEUED:
+            self._tally_changes.append((job.spec.priority, job.spec.gpus, -1))
         event = Event(
             EventKind.STATE,
             step=step,
@@ -458,24 +651,24 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (job.id, job.user, job.spec.team, len(job.gpu_uuids), job.started_at, now),
             )
-        return self._load(conn, job_id)
+        return job, self._load(conn, job_id)
 
     def append(
         self,
         job_id: str,
         events: Sequence[Event],
         *,
-        runtime: dict[str, Any] | None = None,
+        step: StepRecord | None = None,
         while_running: bool = False,
     ) -> int:
         """Append log, metric and progress events; returns the last seq written.
 
-        `runtime` (e.g. the log cursor these events were read up to) is merged into the job's
-        runtime record in the same transaction, so a restart neither repeats nor skips output.
+        `step` (e.g. with the log cursor these events were read up to) replaces that step's
+        record in the same transaction, so a restart neither repeats nor skips output.
         `while_running` drops the events if the job has ended meanwhile (nothing may follow
         its terminal state).
         """
-        if not events and runtime is None:
+        if not events and step is None:
             return 0
         if any(ev.kind == EventKind.STATE for ev in events):
             raise ValueError("state events are written by transition() only")
@@ -494,9 +687,9 @@ class Store:
                 return int(row[0])
             last = self._insert_events(conn, job_id, row[0] + 1, events) if events else row[0]
             sets, args = ["last_seq=?"], [last]
-            if runtime is not None:
+            if step is not None:
                 sets.append("runtime=?")
-                args.append(json.dumps({**json.loads(row[2]), **runtime}))
+                args.append(_with_step(row[2], step))
             if progress is not None:
                 sets.append("progress=?")
                 args.append(json.dumps(progress_record(progress)))
@@ -505,23 +698,29 @@ class Store:
                 sets.append("last_metrics=?")
                 args.append(json.dumps(merged))
             conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", [*args, job_id])
-            return last
+        if last > row[0]:
+            for listener in self._event_listeners:
+                listener(last - row[0])
+        return int(last)
 
-    def update_runtime(self, job_id: str, **values: Any) -> None:
-        """Record what the runtime needs to re-attach to the job (container ids, log cursors)."""
+    def update_step(self, job_id: str, record: StepRecord) -> None:
+        """Record one of the job's steps: what the runtime needs to re-attach to it, how far its
+        output was read, how it ended."""
         with self._transaction(job_id) as conn:
             row = conn.execute("SELECT runtime FROM jobs WHERE id=?", (job_id,)).fetchone()
             if row is None:
                 raise NotFound(f"no job {job_id!r} on this host")
-            merged = {**json.loads(row[0]), **values}
-            conn.execute("UPDATE jobs SET runtime=? WHERE id=?", (json.dumps(merged), job_id))
+            conn.execute(
+                "UPDATE jobs SET runtime=? WHERE id=?", (_with_step(row[0], record), job_id)
+            )
 
-    def request_stop(self, job_id: str, reason: str) -> Job:
-        """Record that a running job must stop and why ("cancel", "timeout"); the first reason
-        stands. Returns the job as it is now."""
+    def request_stop(self, job_id: str, reason: StopReason) -> Job:
+        """Record that a running job must stop and why; the first reason stands. Returns the
+        job as it is now."""
         with self._transaction(job_id) as conn:
             conn.execute(
-                "UPDATE jobs SET stop_reason=? WHERE id=? AND stop_reason=''", (reason, job_id)
+                "UPDATE jobs SET stop_reason=? WHERE id=? AND stop_reason=''",
+                (reason.value, job_id),
             )
             return self._load(conn, job_id)
 
@@ -604,6 +803,23 @@ class Store:
         token = base64.urlsafe_b64encode(str(rows[-1][0]).encode()).decode() if more else ""
         return jobs, token, total
 
+    def queued_by_gpus(self) -> dict[int, int]:
+        """How many queued jobs ask for each number of GPUs (0: no GPU), from the tally."""
+        with self._write_lock:
+            return dict(self._tally.by_gpus)
+
+    def past_time_limit(self, now: float) -> list[str]:
+        """Running jobs past their time limit at `now` and not asked to stop yet."""
+        running = [s.value for s in RUNNING]
+        rows = self._reader().execute(
+            "SELECT id FROM jobs WHERE state IN "
+            f"({', '.join('?' * len(running))}) AND stop_reason='' "
+            "AND json_extract(spec, '$.time_limit_seconds') > 0 "
+            "AND ? - started_at > json_extract(spec, '$.time_limit_seconds') ORDER BY n",
+            [*running, now],
+        )
+        return [job_id for (job_id,) in rows]
+
     def with_id_prefix(self, prefix: str, limit: int) -> list[Job]:
         """Jobs whose id starts with prefix, by id, at most limit of them (a range scan of the
         primary key: no pattern characters to escape)."""
@@ -678,6 +894,66 @@ class Store:
             .fetchone()
         )
         return int(row[0]), int(row[1])
+
+    # -- retention -------------------------------------------------------------------------
+
+    def set_pinned(self, job_id: str, pinned: bool, by_user: str) -> bool:
+        """Pin (or unpin) a job; returns whether it was pinned before."""
+        with self._transaction(job_id) as conn:
+            self._load(conn, job_id)
+            was = conn.execute("SELECT 1 FROM pins WHERE job_id=?", (job_id,)).fetchone()
+            if pinned:
+                conn.execute(
+                    "INSERT OR IGNORE INTO pins VALUES (?, ?, ?)", (job_id, by_user, time.time())
+                )
+            else:
+                conn.execute("DELETE FROM pins WHERE job_id=?", (job_id,))
+            return was is not None
+
+    def is_pinned(self, job_id: str) -> bool:
+        row = self._reader().execute("SELECT 1 FROM pins WHERE job_id=?", (job_id,)).fetchone()
+        return row is not None
+
+    def retention_records(self) -> list[RetentionRecord]:
+        """Every job as retention sees it: state, times, pin, the objects and the prepared
+        dataset path it names."""
+        rows = self._reader().execute(
+            "SELECT j.id, j.state, j.created_at, j.finished_at, p.job_id IS NOT NULL, "
+            "j.spec ->> '$.config_yaml', "
+            "(SELECT json_group_array(f.value ->> '$.sha256') FROM json_each(j.spec, '$.files') f)"
+            " FROM jobs j LEFT JOIN pins p ON p.job_id = j.id ORDER BY j.n"
+        )
+        return [
+            RetentionRecord(
+                job_id,
+                JobState(state),
+                created_at,
+                finished_at,
+                bool(pinned),
+                frozenset(json.loads(shas or "[]")),
+                prepared_path(config_yaml or ""),
+            )
+            for job_id, state, created_at, finished_at, pinned, config_yaml, shas in rows
+        ]
+
+    def event_bytes(self) -> dict[str, int]:
+        """Per job, the bytes its log, metric and progress events take (its states aside)."""
+        rows = self._reader().execute(
+            "SELECT job_id, sum(length(data) + coalesce(length(text), 0)) FROM events "
+            "WHERE kind != 'state' GROUP BY job_id"
+        )
+        return {job_id: int(size) for job_id, size in rows}
+
+    def drop_events(self, job_id: str) -> int:
+        """Remove an ended job's log, metric and progress events (its states stay); returns how
+        many rows went. A job not ended keeps them."""
+        with self._transaction(job_id) as conn:
+            if not self._load(conn, job_id).state.terminal:
+                return 0
+            cursor = conn.execute(
+                "DELETE FROM events WHERE job_id=? AND kind != 'state'", (job_id,)
+            )
+            return cursor.rowcount
 
     def counts(self) -> dict[JobState, int]:
         rows = self._reader().execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")

@@ -1,11 +1,13 @@
 """Checks a submission before anything is stored: every problem names its field."""
 
+import hashlib
 import posixpath
 import re
 from collections.abc import Sized
 from dataclasses import replace
 from typing import Any
 
+import yaml
 from hatrain.rpc import limits
 from hatrain.rpc.config_yaml import ConfigYamlError, load_config_yaml
 from hatrain.rpc.contract import gpu_accepts
@@ -16,11 +18,22 @@ from .errors import InvalidArgument, ResourceExhausted
 from .jobs import JobFile, JobSpec
 from .objects import ObjectStore, check_sha256
 from .scheduler import GpuSlot
-from .workspace import RUNS
+from .workspace import CONFIGS, DATASETS, HF_CACHE, RUNS, SHARED_HUB
 
 _CONFIG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.ya?ml$")
 _SECRET_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+# Strings under these keys are text for the model, not paths (a system prompt may begin with /).
+_TEXT_KEYS = frozenset(
+    {
+        "system_prompt",
+        "default_system_message",
+        "special_tokens",
+        "tokens",
+        "added_tokens_overrides",
+        "eot_tokens",
+    }
+)
 
 
 def check_text(value: str, field: str, limit: int) -> str:
@@ -72,6 +85,58 @@ def _check_output_dir(config: dict[str, Any]) -> None:
         )
 
 
+def job_mounts(config: AgentConfig) -> tuple[str, ...]:
+    """The container paths a job's config may point into: its own directories, the shared
+    hub cache and the admin's extra mounts."""
+    mounts = [CONFIGS, DATASETS, RUNS, HF_CACHE]
+    if config.caches.shared_hub is not None:
+        mounts.append(SHARED_HUB)
+    if config.runtime == "docker":
+        mounts += [m.target for m in config.docker.extra_mounts]
+    return tuple(mounts)
+
+
+def _inside(path: str, mounts: tuple[str, ...]) -> bool:
+    normal = posixpath.normpath(path)
+    return any(normal == m or normal.startswith(m.rstrip("/") + "/") for m in mounts)
+
+
+def _check_paths(value: Any, field: str, mounts: tuple[str, ...]) -> None:
+    """Every path in the config stays inside the job's mounts: an absolute path (or file: URL)
+    under one of them, a relative one without climbing out with `..`."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if str(key) not in _TEXT_KEYS:
+                _check_paths(item, f"{field}.{key}" if field else str(key), mounts)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_paths(item, f"{field}[{i}]", mounts)
+    elif isinstance(value, str) and "\n" not in value:
+        path = value
+        if path.startswith("file:"):
+            path = path.removeprefix("file:")
+            path = "/" + path.lstrip("/") if path.startswith("//") else path
+        if path.startswith("/") and not _inside(path, mounts):
+            raise InvalidArgument(
+                f"spec.config_yaml: {field}",
+                f"a path inside the job's mounts ({', '.join(mounts)}), got {value!r}",
+            )
+        if not path.startswith("/") and posixpath.normpath(path).split("/")[0] == "..":
+            raise InvalidArgument(
+                f"spec.config_yaml: {field}",
+                f"a path that stays inside the job's directories (no leading ..), got {value!r}",
+            )
+
+
+def prepared_path(files: tuple[JobFile, ...]) -> str:
+    """Where Axolotl keeps the job's tokenized data: in its user's own cache, under a key of
+    the content, so that a changed dataset never reuses a stale tokenization."""
+    key = hashlib.sha256()
+    for f in sorted(files, key=lambda f: f.path):
+        key.update(f"{f.path}\0{f.sha256}\n".encode())
+    return f"{HF_CACHE}/prepared/{key.hexdigest()[:24]}"
+
+
 def _check_files(files: Any, objects: ObjectStore, max_files: int) -> tuple[JobFile, ...]:
     if len(files) > max_files:
         raise ResourceExhausted(f"spec.files: at most {max_files} files, got {len(files)}")
@@ -120,6 +185,8 @@ def check_submission(
         spec.config_yaml, config.limits.max_config_bytes, config.limits.max_config_nodes
     )
     _check_output_dir(parsed)
+    parsed.pop("dataset_prepared_path", None)  # the agent's to choose, below
+    _check_paths(parsed, "", job_mounts(config))
     image = spec.image or config.docker.default_image
     if config.runtime == "docker" and image not in config.docker.allowed_images:
         raise InvalidArgument(
@@ -156,7 +223,12 @@ def check_submission(
             raise InvalidArgument(f"secrets[{name}]", f"at most {limits.SECRET_BYTES} bytes")
     files = _check_files(spec.files, objects, config.limits.max_files)
     time_limit = spec.time_limit_seconds or config.default_time_limit_seconds or 0
+    parsed["dataset_prepared_path"] = prepared_path(files)
     checked = replace(
-        JobSpec.from_wire(spec), image=image, files=files, time_limit_seconds=time_limit
+        JobSpec.from_wire(spec),
+        config_yaml=yaml.safe_dump(parsed, sort_keys=False, allow_unicode=True),
+        image=image,
+        files=files,
+        time_limit_seconds=time_limit,
     )
     return checked, dict(request.secrets)

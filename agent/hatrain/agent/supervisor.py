@@ -1,10 +1,13 @@
 """Places queued jobs on GPUs (through the scheduler) and runs, cancels and times out jobs.
 
 Its loop also keeps the host in order: a running job whose runner thread has died is resumed
-(as after a restart), the disk reserve is taken again once there is room, and abandoned upload
-staging files are removed.
+(as after a restart), the disk reserve is taken again once there is room, abandoned upload
+staging files are removed, and the retention sweep is started when due (on a thread of its
+own: walking a large data root must not hold up scheduling, nor the watchdog's keepalives).
+While the data root's free space is below the low watermark no job starts.
 """
 
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,15 +25,25 @@ from .recovery import reconcile
 from .runner import JobRunner, RunControl
 from .runtime import Runtime
 from .scheduler import GpuSlot, Host, Policy, RunningJob, plan
-from .states import RUNNING, JobState
+from .states import RUNNING, JobState, StopReason
 from .store import Store
+from .sweep import Sweeper
+from .watermarks import Watermarks
 from .workspace import Workspace
 
 log = structlog.get_logger(__name__)
-_MIN_PASS_INTERVAL = 0.05
+# A pass runs on every wake-up (a submit, a job's end, a cancel); without one, at least this
+# often, for time limits and housekeeping.
+_IDLE_PASS_SECONDS = 1.0
 _HOUSEKEEPING_SECONDS = 5.0
-# While nothing can start, the reasons jobs wait are worked out again at most this often.
+# While nothing can start, the reasons jobs wait are worked out again at most this often; a job
+# queued since (which has no reason yet) gets one sooner, as planning's cost allows.
 _REASONS_REFRESH_SECONDS = 2.0
+# Planning, while nothing can start, takes at most this share of the scheduler's time.
+_PLANNING_SHARE = 1 / 20
+TEST_HOOK_WEDGE_ENV = "HATRAIN_TEST_HOOK_WEDGE_SUPERVISOR"
+# Below the high watermark, retention sweeps at least this often.
+_PRESSED_SWEEP_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -66,7 +79,16 @@ class Supervisor:
         reserve: DiskReserve | None = None,
         objects: ObjectStore | None = None,
         staging_max_age_seconds: float = 86400.0,
+        watermarks: Watermarks | None = None,
+        sweeper: Sweeper | None = None,
+        sweep_interval_seconds: float = 3600.0,
+        heartbeat: Callable[[], None] | None = None,
+        max_idle_seconds: float = 1.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """heartbeat: called after every pass of the loop (the watchdog's keepalive); the loop
+        passes at least every max_idle_seconds, busy or idle. clock: the wall clock that time
+        limits and reservations are judged by."""
         self.store = store
         self.runtime = runtime
         self.workspace = workspace
@@ -76,6 +98,15 @@ class Supervisor:
         self.reserve = reserve or DiskReserve(workspace.root)
         self.objects = objects
         self.staging_max_age_seconds = staging_max_age_seconds
+        self.clock = clock
+        self.watermarks = watermarks
+        self.sweeper = sweeper
+        self.sweep_interval_seconds = sweep_interval_seconds
+        self._last_sweep = time.monotonic()
+        self._sweeping: threading.Thread | None = None
+        self.heartbeat = heartbeat
+        self.max_idle_seconds = min(max_idle_seconds, 1.0)
+        self._wedge_file = os.environ.get(TEST_HOOK_WEDGE_ENV, "")
         self._runner = JobRunner(store, runtime, workspace, self.reserve, grace_seconds)
         self._controls: dict[str, RunControl] = {}
         self._threads: dict[str, threading.Thread] = {}
@@ -84,7 +115,9 @@ class Supervisor:
         # Why each queued job waits, as of the last scheduling pass.
         self._waiting: dict[str, Waiting] = {}
         self._waiting_at = -_REASONS_REFRESH_SECONDS
-        self._refresh_after = _REASONS_REFRESH_SECONDS
+        self._plan_seconds = 0.0
+        # When the reasons are next due, if a pass was spared before they were.
+        self._refresh_due: float | None = None
         # The job the last pass reserved GPUs for: it keeps them until it starts.
         self._reserved: str | None = None
         self._lock = threading.Lock()
@@ -110,48 +143,83 @@ class Supervisor:
         self._wake.set()
 
     def _loop(self) -> None:
+        self._wake.set()  # a first pass at once, for jobs queued while the agent was down
         while not self._stopping.is_set():
-            self._wake.wait(timeout=1.0)
+            self._wake.wait(timeout=min(self._next_pass_in(), self.max_idle_seconds))
+            # Cleared before the pass: whatever happens during it wakes the next one, and a
+            # burst of wake-ups meanwhile makes one pass, not one each.
             self._wake.clear()
             if self._stopping.is_set():
                 return
             try:
                 self.schedule_once()
-                self._enforce_time_limits()
+                self.enforce_time_limits()
                 self._housekeeping()
             except Exception:
                 log.exception("scheduling pass failed")
-            # A burst of submissions is scheduled in one pass rather than one pass each.
-            self._stopping.wait(_MIN_PASS_INTERVAL)
+            self._test_hook_wedge()
+            if self.heartbeat is not None:
+                self.heartbeat()
+
+    def _next_pass_in(self) -> float:
+        """Seconds until a pass is due with no wake-up: the idle interval, or sooner when a
+        spared pass left reasons to work out."""
+        due = self._refresh_due
+        if due is None:
+            return _IDLE_PASS_SECONDS
+        return max(0.0, min(_IDLE_PASS_SECONDS, due - time.monotonic()))
+
+    def _test_hook_wedge(self) -> None:
+        """Test hook: while the file named by $HATRAIN_TEST_HOOK_WEDGE_SUPERVISOR exists, the
+        loop is stuck here, as a wedged pass would be (the watchdog test stops it on purpose)."""
+        if not self._wedge_file:
+            return
+        while os.path.exists(self._wedge_file) and not self._stopping.is_set():
+            time.sleep(0.05)
 
     def schedule_once(self) -> None:
         with self._lock:
-            now = time.time()
+            now = self.clock()
+            self._refresh_due = None
+            needs = self.store.queued_by_gpus()
+            if not needs:
+                self._waiting = {}
+                return
             active = self.store.jobs_in(RUNNING)
             busy = {u for j in active for u in j.gpu_uuids}
             cpu_jobs = sum(1 for j in active if not j.gpu_uuids)
-            full = len(busy) >= len(self.gpus) and cpu_jobs >= self.policy.max_cpu_jobs
-            if full and time.monotonic() < self._waiting_at + self._refresh_after:
-                return  # nothing could start: spare reading the whole queue, reasons are fresh
+            free = sum(1 for g in self.gpus if g.uuid not in busy)
+            could_start = any(0 < n <= free for n in needs) or (
+                0 in needs and cpu_jobs < self.policy.max_cpu_jobs
+            )
+            if not could_start:
+                # Every queued job has its reason (none queued or gone since the last plan)?
+                covered = len(self._waiting) == sum(needs.values())
+                due = self._waiting_at + max(
+                    _REASONS_REFRESH_SECONDS if covered else 0.0,
+                    self._plan_seconds / _PLANNING_SHARE,
+                )
+                if time.monotonic() < due:
+                    self._refresh_due = due
+                    return  # nothing queued could start: spare reading the whole queue
             began = time.monotonic()
             queued = self.store.queued_for_planner()
             if not queued:
                 self._waiting = {}
                 return
             self.usage.add(self.store.usage_after(self.usage.last_seen), now)
+            hold = self.watermarks.start_hold() if self.watermarks is not None else ""
             result = plan(
                 queued,
                 [_running(j) for j in active],
-                [Host("", tuple(self.gpus))],
+                [Host("", tuple(self.gpus), hold)],
                 self.policy,
                 self.usage.at(now),
                 now,
                 self._reserved,
             )
             self._waiting, self._waiting_at = result.waiting, time.monotonic()
-            # A long queue takes a while to plan: refreshing its reasons then costs at most a
-            # twentieth of the time.
-            self._refresh_after = max(_REASONS_REFRESH_SECONDS, 20 * (self._waiting_at - began))
+            self._plan_seconds = self._waiting_at - began
             self._reserved = result.reserved
             for placement in result.placements:
                 job = self.store.transition(
@@ -194,13 +262,11 @@ class Supervisor:
         self._threads[job.id] = thread
         thread.start()
 
-    def _enforce_time_limits(self) -> None:
-        now = time.time()
-        for job in self.store.jobs_in(RUNNING):
-            limit = job.spec.time_limit_seconds
-            if limit and now - job.started_at > limit and not job.stop_reason:
-                self.store.request_stop(job.id, "timeout")
-                self._stop(job.id, "timeout")
+    def enforce_time_limits(self) -> None:
+        """Ask every running job past its time limit to stop (each pass does this)."""
+        for job_id in self.store.past_time_limit(self.clock()):
+            self.store.request_stop(job_id, StopReason.TIMEOUT)
+            self._stop(job_id, StopReason.TIMEOUT)
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
@@ -212,6 +278,31 @@ class Supervisor:
         self.reserve.take()
         if self.objects is not None:
             self.objects.remove_stale_staging(self.staging_max_age_seconds)
+        self._sweep_when_due(now)
+
+    def _sweep_when_due(self, now: float) -> None:
+        if self.sweeper is None or (self._sweeping is not None and self._sweeping.is_alive()):
+            return
+        pressed = self.watermarks is not None and self.watermarks.below_high()
+        interval = (
+            min(_PRESSED_SWEEP_SECONDS, self.sweep_interval_seconds)
+            if pressed
+            else (self.sweep_interval_seconds)
+        )
+        if now - self._last_sweep < interval:
+            return
+        self._last_sweep = now
+        sweeper = self.sweeper
+
+        def run() -> None:
+            try:
+                sweeper.sweep()
+            except Exception:
+                log.exception("retention sweep failed")
+            self.wake()  # room may have been made for a job held by the low watermark
+
+        self._sweeping = threading.Thread(target=run, name="retention-sweep", daemon=True)
+        self._sweeping.start()
 
     def drop_ended_secrets(self) -> None:
         """Secrets go when their job ends, however it ends (a path that did not drop them, a
@@ -241,7 +332,7 @@ class Supervisor:
                 resumed.append(job.id)
         return resumed
 
-    def _stop(self, job_id: str, reason: str) -> None:
+    def _stop(self, job_id: str, reason: StopReason) -> None:
         control = self._controls.get(job_id)
         if control is None:
             return  # its runner reads the stored reason when it starts
@@ -267,8 +358,8 @@ class Supervisor:
                 return CancelOutcome(job, "cancelled while queued; it never ran")
             if job.state.terminal:
                 return CancelOutcome(job, f"not cancelled: it had already {job.state.value}")
-            job = self.store.request_stop(job_id, "cancel")
-        self._stop(job_id, "cancel")
+            job = self.store.request_stop(job_id, StopReason.CANCEL)
+        self._stop(job_id, StopReason.CANCEL)
         return CancelOutcome(
             job,
             f"cancel requested: stopping it (SIGTERM, then SIGKILL after {self.grace_seconds:g} s)",

@@ -72,7 +72,7 @@ def job_to_wire(
         last_metrics=job.last_metrics,
         last_seq=job.last_seq,
         secret_names=list(job.secret_names),
-        stop_reason=job.stop_reason,
+        stop_reason=job.stop_reason.value if job.stop_reason else "",
         gpu_usage=gpu_usage_to_wire(gpu_usage),
     )
     if job.progress is not None:
@@ -108,7 +108,7 @@ def job_summary_to_wire(job: Job, waiting: Waiting | None = None) -> pb.Job:
         started_at=job.started_at,
         finished_at=job.finished_at,
         queue_position=job.queue_position,
-        stop_reason=job.stop_reason,
+        stop_reason=job.stop_reason.value if job.stop_reason else "",
     )
     if job.progress is not None:
         msg.progress.CopyFrom(progress_to_wire(job.progress))

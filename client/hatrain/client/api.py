@@ -47,6 +47,7 @@ from .records import (
     event_from_wire,
 )
 from .settings import ClientSettings, load_settings
+from .tensorboard import TensorBoardSession
 from .transport import HostConnection, open_host, open_shared
 
 T = TypeVar("T")
@@ -630,6 +631,24 @@ class Client:
             message = f"job {after.id}: {after.state.value}"
         return CancelResult(after, message)
 
+    def pin(self, job_id: str, pinned: bool, *, host: str | None = None) -> str:
+        """Keep a job's data from the host's retention sweeps (or let it expire again); returns
+        one line saying what changed."""
+        connection, wire = self._locate(job_id, host)
+        job_id = wire.id  # a prefix names the whole id
+        answer = connection.pin_job(job_id, pinned)
+        if answer.pinned == answer.was_pinned:
+            return f"job {job_id} on {connection.alias} was already {'un' * (not pinned)}pinned"
+        if pinned:
+            return (
+                f"job {job_id} on {connection.alias} pinned: its run dir, logs and files are kept "
+                "until you unpin it"
+            )
+        return (
+            f"job {job_id} on {connection.alias} unpinned: its data expires as the host's "
+            "retention settings say"
+        )
+
     def retry(self, job_id: str, *, host: str | None = None) -> Job:
         """Submit an ended job again, with the same config and files, on its host; your own
         HF_TOKEN, if set, goes with it."""
@@ -705,6 +724,36 @@ class Client:
                 count += 1
         partial.replace(log_path)
         return replace(report, log_file=str(log_path), log_lines=count)
+
+    def tensorboard(
+        self,
+        job_ids: Sequence[str] = (),
+        *,
+        mine: bool = False,
+        host: str | None = None,
+        port: int = 0,
+    ) -> TensorBoardSession:
+        """TensorBoard over these jobs' run dirs (and, with mine, all of your own), served on
+        their host as you and forwarded to a loopback port here (`.url`) until `.close()`.
+        Jobs you may not read are refused, naming the job. The jobs must share a host: the
+        first job's, else `host`, else the default host."""
+        if not job_ids and not mine:
+            raise BadInput("name at least one job, or ask for your own (--mine)")
+        full_ids: list[str] = []
+        connection = self.connection(host) if host is not None or not job_ids else None
+        for job_id in job_ids:  # ids in full (a unique prefix is taken), on one host
+            found, wire = self._locate(job_id, connection.alias if connection else None)
+            connection = connection or found
+            full_ids.append(wire.id)
+        assert connection is not None
+        return TensorBoardSession(
+            connection.alias,
+            connection.entry,
+            connection.ssh_connection(),
+            full_ids,
+            mine,
+            port,
+        )
 
     def curves(self, job_id: str, *, host: str | None = None) -> Curves:
         """Train and eval loss by step."""

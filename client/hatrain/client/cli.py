@@ -788,6 +788,38 @@ def cancel(app: App, job_id: str, host: str | None, wait_end: bool, as_json: boo
         sys.exit(result.job.exit_status)
 
 
+# -- retention ---------------------------------------------------------------------------------
+
+
+@main.command(short_help="Keep a job's data from the host's retention sweeps.")
+@job_argument
+@host_option
+@pass_app
+def pin(app: App, job_id: str, host: str | None) -> None:
+    """Keep a job's run dir, logs and files from the host's retention sweeps (yours, unless
+    you are an admin), until `unpin`.
+
+    \b
+    Examples:
+      hatrain-client pin 5a37
+    """
+    app.out.print(app.client.pin(job_id, True, host=host), markup=False)
+
+
+@main.command(short_help="Let a pinned job's data expire again.")
+@job_argument
+@host_option
+@pass_app
+def unpin(app: App, job_id: str, host: str | None) -> None:
+    """Let a pinned job's data expire again, as the host's retention settings say.
+
+    \b
+    Examples:
+      hatrain-client unpin 5a37
+    """
+    app.out.print(app.client.pin(job_id, False, host=host), markup=False)
+
+
 @main.command(short_help="Run an ended job again with the same config and files.")
 @job_argument
 @host_option
@@ -942,6 +974,63 @@ def plot(app: App, job_id: str, host: str | None, output: Path | None, terminal:
         data = app.client.curves(job.id, host=job.host)
         click.echo(terminal_chart(data, f"{job.name} ({job.id})"))
     app.say(f"wrote {path}")
+
+
+@main.command(short_help="TensorBoard over jobs' run dirs, in your browser.")
+@click.argument("job_ids", nargs=-1)
+@click.option("--mine", is_flag=True, help="Also every job of your own on the host.")
+@host_option
+@click.option(
+    "--port",
+    "-p",
+    default=0,
+    type=click.IntRange(0, 65535),
+    help="Local port (default: a free one).",
+)
+@click.option("--open", "open_browser", is_flag=True, help="Open it in the browser.")
+@json_option
+@pass_app
+def tensorboard(
+    app: App,
+    job_ids: tuple[str, ...],
+    mine: bool,
+    host: str | None,
+    port: int,
+    open_browser: bool,
+    as_json: bool,
+) -> None:
+    """TensorBoard over the jobs' run dirs, served on their host as you, forwarded here; it
+    stops when this command ends (Ctrl-C)."""
+    session = app.client.tensorboard(job_ids, mine=mine, host=host, port=port)
+    try:
+        if as_json:
+            runs = [to_json(r) for r in session.runs]
+            print_json(
+                {
+                    "url": session.url,
+                    "host": session.alias,
+                    "host_socket": session.host_socket,
+                    "runs": runs,
+                }
+            )
+            sys.stdout.flush()
+        else:
+            from .text import safe
+
+            names = ", ".join(
+                safe(f"{r.job_id} ({r.name})" if r.name else r.job_id) for r in session.runs
+            )
+            app.say(f"TensorBoard for {names} on {session.alias}")
+            app.say(f"  {session.url}   (Ctrl-C stops it)")
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(session.url)
+        session.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        session.close()
 
 
 @main.command("check-dataset", short_help="Check chat datasets as Axolotl reads them.")

@@ -51,6 +51,11 @@ class HostEntry:
         """What runs over SSH: the login's shell execs the bridge (no shell stays behind)."""
         return f"exec {self.bridge} --socket {shlex.quote(self.agent)}"
 
+    def agent_command(self, *args: str) -> str:
+        """`hatrain-agent ARGS…` over SSH: the bridge's command with another verb."""
+        program = self.bridge.rsplit(" bridge", 1)[0] if " bridge" in self.bridge else self.bridge
+        return f"exec {program} {shlex.join(args)}"
+
     @classmethod
     def parse(cls, raw: Any, where: str) -> "HostEntry":
         if isinstance(raw, str):

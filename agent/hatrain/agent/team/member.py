@@ -29,7 +29,7 @@ import structlog
 
 from ..config import TeamQueueConfig
 from ..errors import HatrainError
-from ..jobs import Job
+from ..jobs import Job, TeamAttempt
 from ..objects import ObjectStore
 from ..runtime import STEPS, Runtime
 from ..scheduler import GpuSlot, Policy, RunningJob
@@ -49,10 +49,9 @@ _ORPHANS_EVERY = 20
 _ORPHAN_AFTER_SECONDS = 60.0
 
 
-def team_of(job: Job) -> dict[str, Any] | None:
+def team_of(job: Job) -> TeamAttempt | None:
     """The team queue's attempt of a job this host runs (None: a job of its own queue)."""
-    team = job.runtime.get("team")
-    return team if isinstance(team, dict) else None
+    return job.team_attempt
 
 
 def local_running(job: Job, host: str) -> RunningJob:
@@ -255,7 +254,7 @@ class TeamMember:
                 claimed.user,
                 created_at=claimed.created_at,
                 gpu_uuids=claimed.gpu_uuids,
-                runtime={"team": {"attempt": claimed.attempt, "epoch": epoch}},
+                team_attempt=TeamAttempt(claimed.attempt, epoch),
                 secret_names=claimed.secrets.keys(),
             ),
         )
@@ -282,7 +281,7 @@ class TeamMember:
             claimed.user,
             created_at=claimed.created_at,
             gpu_uuids=(),
-            runtime={"team": {"attempt": claimed.attempt, "epoch": epoch}},
+            team_attempt=TeamAttempt(claimed.attempt, epoch),
         )
         self.store.transition(job.id, JobState.FAILED, reason=FailureReason.STORAGE_ERROR, hint=why)
         return False
@@ -320,10 +319,10 @@ class TeamMember:
         team = team_of(job)
         if team is None or self._reported.get(job_id) == job.state:
             return
-        if team["epoch"] != self.epoch:
+        if team.epoch != self.epoch:
             return  # an attempt of an earlier epoch: dropped by _reconcile
         ok = self.db.run(
-            lambda cur: placement.report(cur, job, self.name, team["epoch"], team["attempt"])
+            lambda cur: placement.report(cur, job, self.name, team.epoch, team.attempt)
         )
         if ok:
             self._reported[job_id] = job.state
@@ -331,7 +330,7 @@ class TeamMember:
                 self._reported.pop(job_id, None)
         else:
             log.warning("team write fenced: this host was marked down", job_id=job_id)
-            self._register(team["epoch"])
+            self._register(team.epoch)
 
     # -- heartbeat -------------------------------------------------------------------------
 
@@ -436,7 +435,7 @@ class TeamMember:
                 and row.state == queue.RUNNING
                 and row.host == self.name
                 and row.epoch == epoch
-                and row.attempt == team["attempt"]
+                and row.attempt == team.attempt
             )
             if not current:
                 self._drop(job, row)
@@ -454,7 +453,7 @@ class TeamMember:
     def _drop(self, job: Job, row: queue.TeamJob | None) -> None:
         """This host lost the job to the team: stop what runs of it here, and end it here."""
         for step in STEPS:
-            handle = job.runtime.get(step, {}).get("handle") or self.runtime.find(job, step)
+            handle = job.step(step).handle or self.runtime.find(job, step)
             if handle is not None and self.runtime.probe(handle) == "running":
                 self.runtime.stop(handle, self.grace_seconds)
         if row is None:

@@ -9,12 +9,11 @@ host has not fetched them yet, and a running job that asked to be requeued (it m
 again). `team.max_object_bytes` bounds what the database holds; a submit past it is refused.
 """
 
-import contextlib
 from collections.abc import Sequence
 
 import structlog
 
-from ..errors import NotFound, ResourceExhausted
+from ..errors import InvalidArgument, NotFound, ResourceExhausted
 from ..jobs import JobFile
 from ..objects import ObjectStore
 from .db import Cursor
@@ -78,21 +77,19 @@ def _write(cur: Cursor, sha: str, size: int, objects: ObjectStore) -> None:
 
 def fetch(cur: Cursor, sha: str, objects: ObjectStore) -> int:
     """Read an object from the database into the local store, verified; returns its size.
-    Raises NotFound/InvalidArgument (from the store) if it is missing or does not hash right."""
+    Raises NotFound if it is missing, InvalidArgument (from the store) if it hashes wrong or
+    its size is not the one recorded."""
     if objects.has(sha):
         return objects.path_of(sha).stat().st_size
-    staging = objects.staging_path(sha)
-    with contextlib.suppress(FileNotFoundError):
-        staging.unlink()
     cur.execute("SELECT size FROM team_objects WHERE sha256 = %s", (sha,))
     row = cur.fetchone()
     if row is None:
         raise NotFound(f"object {sha} is not in the team database")
-    with staging.open("wb") as out:
-        cur.execute("SELECT data FROM team_object_chunks WHERE sha256 = %s ORDER BY n", (sha,))
-        for (data,) in cur:
-            out.write(data)
-    return objects.commit(sha, int(row[0]))
+    cur.execute("SELECT data FROM team_object_chunks WHERE sha256 = %s ORDER BY n", (sha,))
+    size = objects.add(sha, (bytes(data) for (data,) in cur))
+    if size != int(row[0]):
+        raise InvalidArgument("size", f"{row[0]} bytes of object {sha}, got {size}")
+    return size
 
 
 def collect(cur: Cursor) -> int:

@@ -147,6 +147,10 @@ class HostConnection:
         request = pb.CancelJobRequest(job_id=job_id)
         return self._call(self._rpc().CancelJob, request)  # type: ignore[no-any-return]
 
+    def pin_job(self, job_id: str, pinned: bool) -> pb.PinJobResponse:
+        request = pb.PinJobRequest(job_id=job_id, pinned=pinned)
+        return self._call(self._rpc().PinJob, request)  # type: ignore[no-any-return]
+
     def watch_job(self, request: pb.WatchJobRequest) -> Iterator[pb.Event]:
         """The job's events, read by a helper thread.
 
@@ -217,9 +221,14 @@ class HostConnection:
     def sftp(self) -> "paramiko.SFTPClient":
         """SFTP on this host (over a connection of this command's own when calls go through the
         shared one)."""
+        return self.ssh_connection().sftp()
+
+    def ssh_connection(self) -> "SshConnection":
+        """This host's SSH connection: this command's own (opened now when calls go through
+        the shared one)."""
         if self.ssh is None:
             self.ssh = open_ssh(self.entry.ssh, self.settings)
-        return self.ssh.sftp()
+        return self.ssh
 
     def close(self) -> None:
         if self._channel is not None:

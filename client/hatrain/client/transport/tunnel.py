@@ -11,7 +11,6 @@ of the SSH login's own, so that the agent knows who calls from the kernel:
 """
 
 import contextlib
-import select
 import shutil
 import socket
 import tempfile
@@ -25,6 +24,10 @@ from ..errors import AgentUnavailable
 from .ssh import open_socket_channel
 
 _CHUNK = 256 * 1024
+# How long an ended bridge is given to report its exit status.
+_STATUS_WAIT = 5.0
+# How long close() waits for the relays it ended.
+_CLOSE_WAIT = 2.0
 
 
 class Tunnel:
@@ -36,11 +39,13 @@ class Tunnel:
         host: str,
         path: Path | None = None,
         keep_spare: bool = False,
+        listener: socket.socket | None = None,
     ) -> None:
         """agent_socket: the agent's socket on the host; bridge: the command that reaches it
         where forwarding is refused. path: where to listen (its directory must be private);
         default a new temp dir. keep_spare: keep a bridge started ahead of the next connection
-        (for the shared connection: a bridge takes a moment to start)."""
+        (for the shared connection: a bridge takes a moment to start). listener: a listening
+        socket to accept from instead (e.g. a loopback TCP port for a browser)."""
         self.transport = transport
         self.agent_socket = agent_socket
         self.bridge = bridge
@@ -54,19 +59,26 @@ class Tunnel:
         # Why the last channel could not be opened at all.
         self.refused: AgentUnavailable | None = None
         self.host = host
-        self._dir = None if path else Path(tempfile.mkdtemp(prefix="hatrain-"))
-        self.path = path or self._dir / "agent.sock"  # type: ignore[operator]
-        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._server.bind(str(self.path))
-        self._server.listen(16)
+        self._dir = None if path or listener else Path(tempfile.mkdtemp(prefix="hatrain-"))
+        self.path = path or (self._dir / "agent.sock" if self._dir else None)
+        if listener is not None:
+            self._server = listener
+        else:
+            self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._server.bind(str(self.path))
+            self._server.listen(16)
         self._closed = threading.Event()
         self._lock = threading.Lock()
+        self._relay_ended = threading.Condition(self._lock)
         self.relays = 0
+        # The local ends of the relays running, so that close() can end them first.
+        self._relaying: set[socket.socket] = set()
         self.last_activity = time.monotonic()
         threading.Thread(target=self._accept, name="hatrain-tunnel", daemon=True).start()
 
     @property
     def target(self) -> str:
+        assert self.path is not None, "listening on a socket given"
         return f"unix:{self.path}"
 
     def open_channel(self) -> paramiko.Channel:
@@ -145,12 +157,21 @@ class Tunnel:
                 self.refused = exc
                 conn.close()
                 continue
-            except paramiko.SSHException:
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                # The SSH connection is gone (paramiko re-raises what ended it, of any kind).
+                self.refused = AgentUnavailable(
+                    f"the SSH connection to {self.host} was lost ({exc or type(exc).__name__})",
+                    fix="run the command again",
+                )
                 conn.close()
                 continue
             with self._lock:
                 self.relays += 1
-            threading.Thread(target=self._relay, args=(conn, channel), daemon=True).start()
+                self._relaying.add(conn)
+            bridged = self.forwarding is False
+            threading.Thread(
+                target=self._relay, args=(conn, channel, bridged), name="hatrain-relay", daemon=True
+            ).start()
             if self.keep_spare and self.forwarding is False:
                 threading.Thread(target=self._open_spare, daemon=True).start()
 
@@ -178,13 +199,15 @@ class Tunnel:
             return None
         return spare
 
-    def _relay(self, conn: socket.socket, channel: paramiko.Channel) -> None:
+    def _relay(self, conn: socket.socket, channel: paramiko.Channel, bridged: bool) -> None:
         try:
-            if failure := _relay(conn, channel):
+            if failure := _relay(conn, channel, bridged):
                 self.last_failure = failure
         finally:
             with self._lock:
                 self.relays -= 1
+                self._relaying.discard(conn)
+                self._relay_ended.notify_all()
                 self.last_activity = time.monotonic()
 
     def idle_for(self) -> float:
@@ -193,43 +216,86 @@ class Tunnel:
             return 0.0 if self.relays else time.monotonic() - self.last_activity
 
     def close(self) -> None:
+        """Stop accepting and end the relays, each closing its channel while the SSH
+        connection is still there (the caller closes that next)."""
         self._closed.set()
         with self._lock:
             spare, self._spare = self._spare, None
+            relaying = list(self._relaying)
         if spare is not None:
-            spare.close()
+            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                spare.close()
+        for conn in relaying:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        with self._relay_ended:
+            self._relay_ended.wait_for(lambda: not self.relays, _CLOSE_WAIT)
         with contextlib.suppress(OSError):
             self._server.close()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
-        else:
+        elif self.path is not None:
             self.path.unlink(missing_ok=True)
 
 
-def _relay(conn: socket.socket, channel: paramiko.Channel) -> str:
+def _relay(conn: socket.socket, channel: paramiko.Channel, bridged: bool) -> str:
     """Copy bytes both ways until a side ends; returns the bridge's complaint if it was the
-    bridge that ended, with a failure status ("" otherwise)."""
-    remote_ended = False
+    bridge that ended, with a failure status ("" otherwise). Never raises: a connection that
+    went away, on either side or under SSH, is how every relay ends.
+
+    One thread per direction, in blocking reads. Not select(): a paramiko channel's fileno()
+    makes a pipe that close() then closes while the SSH reader thread may be writing to it,
+    and the EBADF that raises there ends the whole SSH connection."""
+    local_ended = threading.Event()
+    upstream = threading.Thread(
+        target=_copy_up, args=(conn, channel, local_ended), name="hatrain-relay-up", daemon=True
+    )
+    upstream.start()
     try:
-        while True:
-            readable, _, _ = select.select([conn, channel], [], [], 30)  # type: ignore[type-var]
-            if conn in readable:
-                data = conn.recv(_CHUNK)
-                if not data:
-                    break
-                channel.sendall(data)
-            if channel in readable:
-                data = channel.recv(_CHUNK)
-                if not data:
-                    remote_ended = True
-                    break
-                conn.sendall(data)
-        if remote_ended and channel.recv_exit_status() not in (0, -1):
-            said = channel.recv_stderr(4096).decode(errors="replace").strip()
-            return said.splitlines()[-1] if said else "the bridge on the host failed"
+        _copy_down(channel, conn)
+        remote_ended = not local_ended.is_set()
+        return _bridge_complaint(channel) if remote_ended and bridged else ""
     except (OSError, EOFError, paramiko.SSHException):
-        pass  # either side went away (paramiko raises EOFError once the SSH connection is gone)
+        return ""  # either side went away (paramiko raises EOFError once SSH is gone)
     finally:
-        channel.close()
+        _end(conn, channel)
+        upstream.join(_CLOSE_WAIT)
         conn.close()
-    return ""
+
+
+def _copy_up(conn: socket.socket, channel: paramiko.Channel, ended: threading.Event) -> None:
+    """The local side to the host's, until the local side ends; then end both."""
+    try:
+        while data := conn.recv(_CHUNK):
+            channel.sendall(data)
+        ended.set()
+    except (OSError, EOFError, paramiko.SSHException):
+        ended.set()
+    finally:
+        _end(conn, channel)
+
+
+def _copy_down(channel: paramiko.Channel, conn: socket.socket) -> None:
+    """The host's side to the local one, until the host's side ends (or is closed)."""
+    while data := channel.recv(_CHUNK):
+        conn.sendall(data)
+
+
+def _end(conn: socket.socket, channel: paramiko.Channel) -> None:
+    """Wake both copiers: a shut-down socket ends its reads, a closed channel its receives.
+    Closing tells the host over SSH; when the SSH connection is already gone (or going,
+    closed by another thread), there is nobody left to tell."""
+    with contextlib.suppress(OSError):
+        conn.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+        channel.close()
+
+
+def _bridge_complaint(channel: paramiko.Channel) -> str:
+    """What a bridge that ended with a failure status said. A forwarded socket has no status
+    (waiting for one would hang until the host closes the channel), hence bridges only, and
+    only as long as the bridge takes to report."""
+    if not channel.status_event.wait(_STATUS_WAIT) or channel.exit_status in (0, -1):
+        return ""
+    said = channel.recv_stderr(4096).decode(errors="replace").strip()
+    return said.splitlines()[-1] if said else "the bridge on the host failed"

@@ -426,3 +426,49 @@ class WatchJobResponse(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[Event]
     state: JobState
     def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., state: _Optional[_Union[JobState, str]] = ...) -> None: ...
+
+class PinJobRequest(_message.Message):
+    __slots__ = ("job_id", "pinned")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    pinned: bool
+    def __init__(self, job_id: _Optional[str] = ..., pinned: _Optional[bool] = ...) -> None: ...
+
+class PinJobResponse(_message.Message):
+    __slots__ = ("job_id", "pinned", "was_pinned")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    WAS_PINNED_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    pinned: bool
+    was_pinned: bool
+    def __init__(self, job_id: _Optional[str] = ..., pinned: _Optional[bool] = ..., was_pinned: _Optional[bool] = ...) -> None: ...
+
+class PlanTensorBoardRequest(_message.Message):
+    __slots__ = ("job_ids", "mine")
+    JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    MINE_FIELD_NUMBER: _ClassVar[int]
+    job_ids: _containers.RepeatedScalarFieldContainer[str]
+    mine: bool
+    def __init__(self, job_ids: _Optional[_Iterable[str]] = ..., mine: _Optional[bool] = ...) -> None: ...
+
+class TensorBoardRun(_message.Message):
+    __slots__ = ("job_id", "name", "run_dir", "state")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RUN_DIR_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    name: str
+    run_dir: str
+    state: JobState
+    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., run_dir: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ...) -> None: ...
+
+class TensorBoardPlan(_message.Message):
+    __slots__ = ("runs", "python")
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    PYTHON_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[TensorBoardRun]
+    python: str
+    def __init__(self, runs: _Optional[_Iterable[_Union[TensorBoardRun, _Mapping]]] = ..., python: _Optional[str] = ...) -> None: ...

@@ -74,6 +74,16 @@ class AgentServiceStub:
                 request_serializer=hatrain_dot_rpc_dot_v1_dot_agent__pb2.WatchJobRequest.SerializeToString,
                 response_deserializer=hatrain_dot_rpc_dot_v1_dot_agent__pb2.WatchJobResponse.FromString,
                 _registered_method=True)
+        self.PinJob = channel.unary_unary(
+                '/hatrain.rpc.v1.AgentService/PinJob',
+                request_serializer=hatrain_dot_rpc_dot_v1_dot_agent__pb2.PinJobRequest.SerializeToString,
+                response_deserializer=hatrain_dot_rpc_dot_v1_dot_agent__pb2.PinJobResponse.FromString,
+                _registered_method=True)
+        self.PlanTensorBoard = channel.unary_unary(
+                '/hatrain.rpc.v1.AgentService/PlanTensorBoard',
+                request_serializer=hatrain_dot_rpc_dot_v1_dot_agent__pb2.PlanTensorBoardRequest.SerializeToString,
+                response_deserializer=hatrain_dot_rpc_dot_v1_dot_agent__pb2.TensorBoardPlan.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -131,6 +141,23 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PinJob(self, request, context):
+        """Keep a job's data from retention's sweeps (pinned), or let it expire again: for its owner
+        and admins.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PlanTensorBoard(self, request, context):
+        """TensorBoard: the run directories of the jobs named (or all the caller's own) that the caller
+        may read, and the Python that has TensorBoard. `hatrain-agent tensorboard`, run as the user,
+        asks this and serves them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -173,6 +200,16 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.WatchJob,
                     request_deserializer=hatrain_dot_rpc_dot_v1_dot_agent__pb2.WatchJobRequest.FromString,
                     response_serializer=hatrain_dot_rpc_dot_v1_dot_agent__pb2.WatchJobResponse.SerializeToString,
+            ),
+            'PinJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.PinJob,
+                    request_deserializer=hatrain_dot_rpc_dot_v1_dot_agent__pb2.PinJobRequest.FromString,
+                    response_serializer=hatrain_dot_rpc_dot_v1_dot_agent__pb2.PinJobResponse.SerializeToString,
+            ),
+            'PlanTensorBoard': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlanTensorBoard,
+                    request_deserializer=hatrain_dot_rpc_dot_v1_dot_agent__pb2.PlanTensorBoardRequest.FromString,
+                    response_serializer=hatrain_dot_rpc_dot_v1_dot_agent__pb2.TensorBoardPlan.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -391,6 +428,60 @@ class AgentService:
             '/hatrain.rpc.v1.AgentService/WatchJob',
             hatrain_dot_rpc_dot_v1_dot_agent__pb2.WatchJobRequest.SerializeToString,
             hatrain_dot_rpc_dot_v1_dot_agent__pb2.WatchJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PinJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hatrain.rpc.v1.AgentService/PinJob',
+            hatrain_dot_rpc_dot_v1_dot_agent__pb2.PinJobRequest.SerializeToString,
+            hatrain_dot_rpc_dot_v1_dot_agent__pb2.PinJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlanTensorBoard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hatrain.rpc.v1.AgentService/PlanTensorBoard',
+            hatrain_dot_rpc_dot_v1_dot_agent__pb2.PlanTensorBoardRequest.SerializeToString,
+            hatrain_dot_rpc_dot_v1_dot_agent__pb2.TensorBoardPlan.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,67 @@
+"""The host account a job runs as and an upload is staged for: its user's own login.
+
+A caller's account comes from the uid the kernel gave the front door (of_uid); a stored job's
+from its user's login name, looked up when the job starts (lookup), so that an account removed
+or changed meanwhile is seen as it is now.
+"""
+
+import os
+import pwd
+import re
+from dataclasses import dataclass
+
+from .errors import PermissionDenied
+
+# Login names as useradd takes them; nothing that could be read as a path.
+_LOGIN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,31}$")
+
+
+class NoAccount(PermissionDenied):
+    """The user has no login on this host: nothing can run or be stored as them."""
+
+    def __init__(self, user: str) -> None:
+        super().__init__(
+            f"{user!r} has no account on this host: jobs run as their user's own login, "
+            "so an admin must create it (useradd) first"
+        )
+        self.user = user
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    uid: int
+    gid: int
+    # Every group the login is in (its primary group included), as a login session gets them.
+    groups: tuple[int, ...]
+
+    @property
+    def docker_user(self) -> str:
+        return f"{self.uid}:{self.gid}"
+
+
+def _account(entry: pwd.struct_passwd) -> Account:
+    groups = tuple(dict.fromkeys([entry.pw_gid, *os.getgrouplist(entry.pw_name, entry.pw_gid)]))
+    return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, groups)
+
+
+def of_uid(uid: int) -> Account:
+    """The login of uid; NoAccount if the host has none (nothing is taken from a name)."""
+    try:
+        entry = pwd.getpwuid(uid)
+    except KeyError:
+        raise NoAccount(f"uid {uid}") from None
+    if not _LOGIN.match(entry.pw_name):
+        raise NoAccount(entry.pw_name)
+    return _account(entry)
+
+
+def lookup(user: str) -> Account:
+    """The account named user; NoAccount if there is none."""
+    if user in (".", "..") or not _LOGIN.match(user):
+        raise NoAccount(user)
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise NoAccount(user) from None
+    return _account(entry)
