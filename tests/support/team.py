@@ -91,7 +91,9 @@ class Team:
         workdir.mkdir(parents=True)
         config = {
             **base,
-            "data_root": str(workdir / "data"),
+            # Beside the base config's data root, which the jobs' users can reach (they run as
+            # those users); the agent's own files stay in workdir.
+            "data_root": str(Path(base["data_root"]).parent / name / "data"),
             "listen": str(socket_path()),
             "gpus": {
                 "source": "static",
