@@ -2,24 +2,26 @@
 # Install the hatrain agent on this host, or remove it. Run as root; running it again changes
 # nothing that is already as it should be.
 #
-#   deploy/install.sh [--wheelhouse DIR] [--package WHEEL] [--user NAME] [--data-root DIR]
-#   deploy/install.sh --uninstall [--purge]
+#   deploy/install.sh [--wheelhouse DIR] [--package WHEEL] [--data-root DIR]
+#   deploy/install.sh --uninstall [--purge] [--data-root DIR]
 #
 # It runs from a clone (after `make dist`) or from a directory holding it, the wheel, agent.yml
 # and hatrain-agent.service side by side.
 #
 # Installs: the wheel into /opt/hatrain/venv (its dependencies from PyPI, or offline from
-# --wheelhouse), a link
-# /usr/local/bin/hatrain-agent (the bridge users' SSH logins run), the service account (default
-# `hatrain`, in group docker when there is one), the data root (owned by it, 0755: logins write
-# their uploads to its objects/staging and read their run dirs), the runtime dir /run/hatrain
-# (owned by it, 0755: the agent refuses to listen in one that anybody else may write),
-# /etc/hatrain/agent.yml (only when absent: an edited config is kept) and the systemd unit; then
-# enables and (re)starts the unit where systemd runs, and runs `hatrain-agent doctor` as the
-# service account.
+# --wheelhouse), a link /usr/local/bin/hatrain-agent (the bridge users' SSH logins run), the data
+# root (root's, 0711: users pass through it to what the agent gives them, and list or change
+# nothing), the runtime dir /run/hatrain (root's, 0755: the agent refuses to listen in one that
+# anybody else owns or may write), /etc/hatrain/agent.yml (only when absent: an edited config is
+# kept) and the systemd unit; then enables and (re)starts the unit where systemd runs, and runs
+# `hatrain-agent doctor`.
 #
-# --uninstall removes all of that except the data root and the account that owns it (so that a
-# later install finds its queue and jobs again); --purge removes those too.
+# The agent runs as root, as slurmd does: it starts each job as the account of the uid the
+# kernel named, which takes root; the jobs themselves get no capabilities. There is no service
+# account.
+#
+# --uninstall removes all of that except the data root (so that a later install finds its queue
+# and jobs again); --purge removes the data root too.
 # Exit status: 0 done, 1 failed, 2 bad usage, 3 installed but doctor reports problems.
 set -euo pipefail
 
@@ -31,7 +33,6 @@ ETC=/etc/hatrain
 UNIT=/etc/systemd/system/hatrain-agent.service
 LINK=/usr/local/bin/hatrain-agent
 RUN_DIR=/run/hatrain
-SERVICE_USER=hatrain
 DATA_ROOT=/var/lib/hatrain
 PACKAGE=""
 WHEELHOUSE=""
@@ -39,7 +40,7 @@ MODE=install
 PURGE=0
 
 usage() {
-  sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '4,6p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -47,7 +48,10 @@ while [ $# -gt 0 ]; do
   case $1 in
     --wheelhouse) WHEELHOUSE=${2:?--wheelhouse needs a directory}; shift 2 ;;
     --package) PACKAGE=${2:?--package needs a wheel}; shift 2 ;;
-    --user) SERVICE_USER=${2:?--user needs a name}; shift 2 ;;
+    --user)
+      echo "install.sh: --user: there is no service account to name: the agent runs as root" \
+        "and starts each job as its user's account (README: Set up a GPU host)" >&2
+      exit 2 ;;
     --data-root) DATA_ROOT=${2:?--data-root needs a directory}; shift 2 ;;
     --uninstall) MODE=uninstall; shift ;;
     --purge) PURGE=1; shift ;;
@@ -57,11 +61,11 @@ while [ $# -gt 0 ]; do
 done
 [ "$(id -u)" = 0 ] || { echo "install.sh: run it as root" >&2; exit 1; }
 [ $PURGE = 0 ] || [ $MODE = uninstall ] || { echo "install.sh: --purge goes with --uninstall" >&2; exit 2; }
-case $DATA_ROOT in /*) ;; *) echo "install.sh: --data-root must be absolute" >&2; exit 2 ;; esac
-if [ "$SERVICE_USER" = root ]; then
-  echo "install.sh: --user root: the agent would run as root; use a service account" >&2
-  exit 2
-fi
+case $DATA_ROOT in
+  /*/*|/[!/]*) DATA_ROOT=$(realpath -m "$DATA_ROOT") ;;
+  *) echo "install.sh: --data-root must be an absolute path other than /" >&2; exit 2 ;;
+esac
+[ "$DATA_ROOT" != / ] || { echo "install.sh: --data-root must be an absolute path other than /" >&2; exit 2; }
 
 say() { echo "hatrain: $*"; }
 
@@ -95,26 +99,28 @@ install_package() {
   ln -sfn "$VENV/bin/hatrain-agent" "$LINK"
 }
 
-create_account() {
-  if ! getent passwd "$SERVICE_USER" >/dev/null; then
-    say "creating the service account $SERVICE_USER"
-    useradd --system --user-group --home-dir "$DATA_ROOT" --no-create-home \
-      --shell /usr/sbin/nologin "$SERVICE_USER"
-  fi
-  if getent group docker >/dev/null && ! id -nG "$SERVICE_USER" | tr ' ' '\n' | grep -qx docker; then
-    usermod -a -G docker "$SERVICE_USER"
-  fi
+# The data root's parent and those above it must be root's and writable by nobody else: the
+# agent lays out users' directories on the rule that nobody but root can swap what it acts on.
+check_data_root_parents() {
+  local dir
+  dir=$(dirname "$DATA_ROOT")
+  while :; do
+    if [ -e "$dir" ]; then
+      if [ "$(stat -c %u "$dir")" != 0 ] || [ $(( 0$(stat -c %a "$dir") & 022 )) != 0 ]; then
+        echo "install.sh: --data-root $DATA_ROOT: $dir is not root's alone (owner" \
+          "$(stat -c %U "$dir"), mode $(stat -c %a "$dir")): pick a data root whose parents" \
+          "only root can write" >&2
+        exit 2
+      fi
+    fi
+    [ "$dir" = / ] && break
+    dir=$(dirname "$dir")
+  done
 }
 
 make_dirs() {
-  if [ -d "$DATA_ROOT" ] && [ "$(stat -c %u "$DATA_ROOT")" = 0 ]; then
-    # An agent that ran as root kept it: its files become the account's; the users' own files
-    # (their jobs' secrets, their staged uploads) stay theirs.
-    say "handing $DATA_ROOT, kept by an agent running as root, to $SERVICE_USER"
-    find "$DATA_ROOT" -user root -exec chown -h "$SERVICE_USER:$SERVICE_USER" {} +
-  fi
-  install -d -m 0755 -o "$SERVICE_USER" -g "$SERVICE_USER" "$DATA_ROOT" "$RUN_DIR"
-  install -d -m 0755 "$ETC"
+  install -d -m 0711 -o root -g root "$DATA_ROOT"
+  install -d -m 0755 -o root -g root "$RUN_DIR" "$ETC"
 }
 
 install_config() {
@@ -128,11 +134,7 @@ install_config() {
 }
 
 render_unit() {
-  local groups=""
-  getent group docker >/dev/null && groups=docker
-  sed -e "s|^User=.*|User=$SERVICE_USER|" -e "s|^Group=.*|Group=$SERVICE_USER|" \
-      -e "s|^SupplementaryGroups=.*|SupplementaryGroups=$groups|" \
-      -e "s|^ReadWritePaths=.*|ReadWritePaths=$DATA_ROOT|" \
+  sed -e "s|^ReadWritePaths=.*|ReadWritePaths=$DATA_ROOT|" \
       "$(shipped hatrain-agent.service deploy/hatrain-agent.service)"
 }
 
@@ -155,8 +157,8 @@ install_unit() {
 }
 
 doctor() {
-  say "hatrain-agent doctor (as $SERVICE_USER)"
-  if runuser -u "$SERVICE_USER" -- "$VENV/bin/hatrain-agent" doctor --config "$ETC/agent.yml"; then
+  say "hatrain-agent doctor"
+  if "$VENV/bin/hatrain-agent" doctor --config "$ETC/agent.yml"; then
     say "installed"
   else
     say "installed, but doctor reports problems (above): fix them, then" \
@@ -175,12 +177,10 @@ uninstall() {
   rm -rf "$VENV" "$ETC" "$RUN_DIR"
   rmdir "$PREFIX" 2>/dev/null || true
   if [ $PURGE = 1 ]; then
-    say "removing the data root $DATA_ROOT and the account $SERVICE_USER"
+    say "removing the data root $DATA_ROOT"
     rm -rf "$DATA_ROOT"
-    getent passwd "$SERVICE_USER" >/dev/null && userdel "$SERVICE_USER"
-    getent group "$SERVICE_USER" >/dev/null && groupdel "$SERVICE_USER"
   else
-    say "kept the data root $DATA_ROOT and its owner $SERVICE_USER (--purge removes them)"
+    say "kept the data root $DATA_ROOT (--purge removes it)"
   fi
   say "uninstalled"
 }
@@ -189,8 +189,8 @@ if [ $MODE = uninstall ]; then
   uninstall
   exit 0
 fi
+check_data_root_parents
 install_package
-create_account
 make_dirs
 install_config
 install_unit

@@ -64,7 +64,7 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "dockerd did not start; see $CACHE/dockerd.log" >&2; exit 1; }
 fi
 
-# A fresh Debian 12 root for deploy/install.sh's test (tests/test_install.py), made once.
+# A fresh Debian 12 root for deploy/install.sh's test (tests/test_deploy_install.py), made once.
 if ! docker image inspect hatrain-test/debian:12 >/dev/null 2>&1; then
   echo "making a Debian 12 root for the install test (mmdebstrap, a few minutes, once)"
   $SUDO mmdebstrap --quiet --variant=minbase --include=python3,python3-venv bookworm - \

@@ -33,7 +33,7 @@ from tests.support.harness import TERMINAL, poll, spec, stub_for, wait_state
 from tests.support.users import ALICE, BOB, channel_as, reachable_dir, run_as, stub_as
 
 PYTHON = "/usr/bin/python3"  # a Python every account can run
-NO_CAPABILITIES = "0000000000000000"
+NO_CAPABILITIES = dict.fromkeys(("CapEff", "CapPrm", "CapInh", "CapAmb"), "0000000000000000")
 
 
 @pytest.fixture
@@ -109,7 +109,8 @@ def _owners(run: Path) -> set[int]:
 def test_a_docker_job_runs_as_its_user_with_no_way_to_root(
     shared_agent_config: dict[str, Any], start_agent: Any, docker_client: docker.DockerClient
 ) -> None:
-    """The container runs as the submitter's uid:gid with every capability dropped,
+    """The container runs as the submitter's uid:gid with every capability dropped (none
+    effective, permitted, inheritable or ambient inside),
     no-new-privileges, the memory, pids and /dev/shm limits of agent.yml, and its own IPC. From
     inside, device nodes and chown to root fail; a setuid bit it sets is on a file owned by the
     user (so it grants nothing), which no other user can even reach. Inputs are read-only, HOME
@@ -148,7 +149,7 @@ def test_a_docker_job_runs_as_its_user_with_no_way_to_root(
 
     seen = _probe(run)
     assert (seen["uid"], seen["gid"]) == (alice, _gid(ALICE))
-    assert seen["cap_eff"] == NO_CAPABILITIES and seen["no_new_privs"] == "1"
+    assert seen["capabilities"] == NO_CAPABILITIES and seen["no_new_privs"] == "1"
     assert seen["mknod"] == "EPERM" and not (run / "null-preprocess").exists()
     assert seen["chown_root"] == "EPERM"
     assert seen["setuid"] == "ok"  # allowed on one's own file, and harmless:
@@ -170,7 +171,8 @@ def test_a_local_job_runs_as_its_user_with_no_way_to_root(
     local_agent_config: dict[str, Any], start_agent: Any
 ) -> None:
     """The `local` runtime runs each step as the submitter (setpriv), not as root: no
-    capabilities, no_new_privs, mknod and chown to root fail, its config and datasets cannot be
+    capabilities (effective, permitted, inheritable or ambient; the agent is root, as under its
+    unit), no_new_privs, mknod and chown to root fail, its config and datasets cannot be
     written, and its outputs belong to it. The step's log and exit file stay the agent's, in a
     directory the user cannot write, so the job cannot forge how it ended."""
     stub, agent = start_agent(local_agent_config, ALICE)
@@ -181,7 +183,7 @@ def test_a_local_job_runs_as_its_user_with_no_way_to_root(
     for step in ("preprocess", "train"):
         seen = _probe(run, step)
         assert (seen["uid"], seen["gid"]) == (alice, _gid(ALICE)), step
-        assert seen["cap_eff"] == NO_CAPABILITIES and seen["no_new_privs"] == "1"
+        assert seen["capabilities"] == NO_CAPABILITIES and seen["no_new_privs"] == "1"
         assert seen["mknod"] == "EPERM" and seen["chown_root"] == "EPERM"
         assert seen["home"] == "ok"
         assert seen["config_write"] == "EACCES" and seen["config_dir_write"] == "EACCES"

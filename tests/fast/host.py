@@ -2,6 +2,7 @@
 supervisor and recovery, over the InMemoryRuntime test double instead of Docker."""
 
 import os
+import pwd
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,8 @@ from tests.fast.memory_runtime import InMemoryRuntime
 T = TypeVar("T")
 GRACE_SECONDS = 0.05
 WAIT_SECONDS = 3.0
-USER = "ann"
+# Jobs run as their user's account: the fast tier's jobs are the login running the tests.
+USER = pwd.getpwuid(os.getuid()).pw_name
 
 
 class FastHost:

@@ -128,8 +128,12 @@ def spec(config: dict[str, Any], *, gpus: int = 0, name: str = "job.yml", **kwar
 class AgentProcess:
     """`hatrain-agent serve` as a real process (for SIGKILL and restart tests)."""
 
-    def __init__(self, config: dict[str, Any], workdir: Path) -> None:
+    def __init__(
+        self, config: dict[str, Any], workdir: Path, env: dict[str, str] | None = None
+    ) -> None:
+        """env: variables set for the agent on top of the test's own."""
         self.config_path = workdir / "agent.yml"
+        self.env = env or {}
         self.config_path.write_text(yaml.safe_dump(config))
         self.log = workdir / "agent.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -140,7 +144,7 @@ class AgentProcess:
             [str(agent), "serve", "--config", str(self.config_path)],
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
         )
 
     def kill(self) -> None:

@@ -68,7 +68,9 @@ def probe(step: str, config: dict[str, Any], config_path: Path, run_dir: Path) -
         "uid": os.getuid(),
         "gid": os.getgid(),
         "groups": sorted(os.getgroups()),
-        "cap_eff": _status_field("CapEff"),
+        "capabilities": {
+            name: _status_field(name) for name in ("CapEff", "CapPrm", "CapInh", "CapAmb")
+        },
         "no_new_privs": _status_field("NoNewPrivs"),
         "home_path": str(home),
         "home": _attempt(lambda: (home / f"probe-{step}").write_text("home")),

@@ -90,7 +90,11 @@ class GpuUsageSampler:
     def stop(self) -> None:
         self._stopping.set()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=2)
+            if self._thread.is_alive():
+                # Stuck in a read: closing NVML under it could wait on that read too.
+                log.warning("GPU usage sampler still reading; leaving it behind")
+                return
         if self._reader is not None:
             self._reader.close()
             self._reader = None

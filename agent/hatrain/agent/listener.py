@@ -63,15 +63,19 @@ class _Relay(asyncio.Protocol):
     """One side of a relayed connection, with flow control both ways; `on_made` is called once
     the connection is there."""
 
-    def __init__(self, on_made: Callable[["_Relay"], None] | None = None) -> None:
+    def __init__(
+        self, open_relays: set["_Relay"], on_made: Callable[["_Relay"], None] | None = None
+    ) -> None:
         self.transport: asyncio.Transport | None = None
         self.peer: _Relay | None = None
         self._early: list[bytes] = []
+        self._open = open_relays
         self._on_made = on_made
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self._open.add(self)
         if self._on_made is not None:
             self._on_made(self)
 
@@ -90,6 +94,7 @@ class _Relay(asyncio.Protocol):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._open.discard(self)
         if self.peer is not None and self.peer.transport is not None:
             self.peer.transport.close()
 
@@ -119,6 +124,7 @@ class FrontDoor:
         self._server: asyncio.base_events.Server | None = None
         self._numbers = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._relays: set[_Relay] = set()
 
     async def start(self) -> None:
         prepare_runtime_dir(self.public.parent)
@@ -134,7 +140,8 @@ class FrontDoor:
     def _accepted(self) -> asyncio.Protocol:
         loop = asyncio.get_running_loop()
         return _Relay(
-            on_made=lambda caller: self._tasks.add(loop.create_task(self._connect(caller)))
+            self._relays,
+            on_made=lambda caller: self._tasks.add(loop.create_task(self._connect(caller))),
         )
 
     async def _connect(self, caller: _Relay) -> None:
@@ -159,15 +166,31 @@ class FrontDoor:
                 await asyncio.get_running_loop().sock_connect(inside, str(self.internal))
             finally:
                 name.unlink(missing_ok=True)  # the bound name lives on in the socket itself
-            server = _Relay()
+            server = _Relay(self._relays)
             await asyncio.get_running_loop().create_connection(lambda: server, sock=inside)
             caller.join(server)
         except OSError as exc:
             log.warning("could not relay a connection", error=str(exc))
             caller.transport.close()
 
-    async def stop(self) -> None:
+    def close(self) -> None:
+        """Take no more connections; those relayed already carry on (calls in flight end)."""
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
         self.public.unlink(missing_ok=True)
+
+    async def stop(self, timeout: float = 2.0) -> None:
+        """Close, and cut every relayed connection still open: a caller may hold one for as
+        long as it likes (a client idle or gone silent behind its SSH forward), and the
+        listener counts as closed only once none is left. Waits at most `timeout` for that."""
+        self.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for relay in list(self._relays):
+            if relay.transport is not None:
+                relay.transport.abort()
+        if self._server is not None:
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), timeout)
+            except TimeoutError:
+                log.warning("front door: connections still open after stop", open=len(self._relays))

@@ -1,6 +1,7 @@
 """`hatrain-agent serve`: wire the parts together and serve gRPC until SIGTERM."""
 
 import asyncio
+import faulthandler
 import gc
 import logging
 import os
@@ -8,9 +9,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 import structlog
@@ -39,6 +41,11 @@ from .watermarks import Watermarks
 from .workspace import Workspace
 
 log = structlog.get_logger(__name__)
+# SIGUSR1 writes every thread's stack to the agent's log (stderr): what a hung agent is doing.
+DUMP_STACKS_SIGNAL = signal.SIGUSR1
+# A stop taking longer than this (systemd's TimeoutStopSec is 30 s) is a hang: the stacks go to
+# the log and the agent exits with code 1, rather than wait for SIGKILL.
+STOP_DEADLINE_SECONDS = 20
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentService"].full_name
 
 
@@ -166,9 +173,15 @@ class Agent:
             self._loop.call_soon_threadsafe(self._loop.stop)
             raise
 
-    def _run(self, coroutine: "asyncio.Future[object] | object") -> object:
-        """Run a coroutine on the server's loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()  # type: ignore[arg-type]
+    def _run(self, coroutine: Coroutine[Any, Any, object], timeout: float | None = None) -> object:
+        """Run a coroutine on the server's loop and wait for its result (TimeoutError after
+        `timeout` seconds, the coroutine cancelled)."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result(timeout)
+        except futures.TimeoutError:
+            future.cancel()
+            raise
 
     async def _build(self) -> None:
         config = self.config
@@ -242,15 +255,21 @@ class Agent:
         )
 
     async def _shutdown(self, grace: float) -> None:
-        await self.front_door.stop()
+        self.front_door.close()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        # Only now: calls in flight had their grace through the connections they came on.
+        await self.front_door.stop()
 
     def stop(self, grace: float = 2.0) -> None:
-        """Stop serving (running jobs keep running); stopping a stopped agent does nothing."""
+        """Stop serving (running jobs keep running); stopping a stopped agent does nothing.
+        Returns within about grace + 10 seconds whatever callers still hold open."""
         if not self._loop.is_running():
             return
-        self._run(self._shutdown(grace))
+        try:
+            self._run(self._shutdown(grace), timeout=grace + 5)
+        except futures.TimeoutError:
+            log.warning("the gRPC server did not stop in time; stopping regardless")
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         # The store stays open: runner threads of still-running jobs may write until exit.
@@ -260,8 +279,10 @@ class Agent:
         if self.gpu_usage is not None:
             self.gpu_usage.stop()
         self.metrics.stop()
-        self._calls.shutdown(wait=False)
-        self._reads.shutdown(wait=False)
+        # Workers are joined at exit: queued work must not start (a call or a watch read
+        # left when the loop stopped); what runs is a store read or a unary call, both short.
+        self._calls.shutdown(wait=False, cancel_futures=True)
+        self._reads.shutdown(wait=False, cancel_futures=True)
 
 
 def _idle_pass_seconds(notifier: Notifier | None) -> float:
@@ -290,6 +311,7 @@ def wait_until_answering(socket_path: Path, timeout: float = 60.0) -> None:
 
 def serve(config: AgentConfig) -> None:
     configure_logging(config.log_format)
+    faulthandler.register(DUMP_STACKS_SIGNAL, file=sys.stderr, all_threads=True)
     notifier = Notifier()
     # Jobs' processes must not talk to systemd as the agent.
     for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
@@ -307,4 +329,6 @@ def serve(config: AgentConfig) -> None:
     stopped.wait()
     notifier.stopping()
     log.info("agent stopping; running jobs keep running and are re-attached on start")
+    faulthandler.dump_traceback_later(STOP_DEADLINE_SECONDS, exit=True, file=sys.stderr)
     agent.stop()
+    log.info("agent stopped")
