@@ -43,6 +43,7 @@ from .schema import CHANNEL, PLANNER_LOCK, migrate
 
 log = structlog.get_logger(__name__)
 _BACKOFF_MAX = 2.0
+_STOP_SECONDS = 3.0
 # How often (in heartbeats) claims that were never started are looked for, and how old one
 # must be to count as such.
 _ORPHANS_EVERY = 20
@@ -128,10 +129,13 @@ class TeamMember:
             self._threads.append(thread)
 
     def stop(self) -> None:
+        """Stop taking part, within a few seconds: a thread still waiting on the database (a
+        failover) is left behind, daemonic."""
         self._stopping.set()
         self._report_wake.set()
+        deadline = time.monotonic() + _STOP_SECONDS
         for thread in self._threads:
-            thread.join(timeout=5)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self.db.close()
 
     def _register(self, fenced_at: int | None = None) -> None:
