@@ -203,7 +203,7 @@ def check_submission(
     ]
     if not request.team_queue and (spec.host or spec.requeue):
         field = "spec.host" if spec.host else "spec.requeue"
-        raise InvalidArgument(field, "only for a job of the team queue (submit --team)")
+        raise InvalidArgument(field, "only for a job of the team queue (submit --team-queue)")
     check_text(spec.host, "spec.host", limits.NAME_CHARS)
     # A team job is checked against the team's hosts (team/front.py), not this one's.
     if not request.team_queue and resources.gpus > len(fitting):
