@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepare this machine to run hatrain's tests and demo: system packages, a running Docker engine,
-# sshd binaries, and the CPU Axolotl virtualenv (cached outside the repository and reused).
+# sshd binaries, PostgreSQL 15 (the team queue's tests), and the CPU Axolotl virtualenv (cached outside the repository and reused).
 #   --test-gpu-hook  start dockerd with the stand-in hook of tests/support/bin (copied to
 #                    $CACHE/test-gpu-hook) on PATH, so that its NVIDIA device driver calls it
 #                    (CI has no GPU; see tests/support/bin).
@@ -22,6 +22,8 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v rsync >/dev/null || need+=(rsync)          # a peer in bench/
 [ -x /usr/bin/docker-registry ] || need+=(docker-registry)   # image pulls in the tests
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
+# The team queue's tests start servers of their own from Debian's PostgreSQL 15 binaries.
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 command -v setpriv >/dev/null || need+=(util-linux)   # local-runtime steps run as their user
 # The tests' stand-in `axolotl` for local-runtime jobs, which run as ordinary test accounts that
 # cannot enter /root (where the tests' own Python may live): the system's Python and PyYAML.

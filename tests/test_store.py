@@ -89,7 +89,7 @@ def test_a_schema_1_file_is_upgraded_with_every_event(tmp_path: Path) -> None:
     conn.close()
 
     store = Store(path)
-    assert store.schema_version() == SCHEMA_VERSION == 5
+    assert store.schema_version() == SCHEMA_VERSION == 6
     assert store.get("old").stop_reason is None
     store.append("old", [_log("third"), _log("fourth")])
     events = store.events("old", 0)

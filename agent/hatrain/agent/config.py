@@ -204,6 +204,27 @@ class TeamConfig(_Strict):
     max_priority: int = Field(default=0, ge=0, le=1000)
 
 
+class TeamQueueConfig(_Strict):
+    """One queue for the hosts of a team, in PostgreSQL: jobs are bound to a host only when
+    they can start there (see agent/hatrain/agent/team/)."""
+
+    # A libpq connection string. Several hosts for failover, the writable one found by libpq:
+    # "host=db1,db2 port=5432,5432 dbname=hatrain user=hatrain target_session_attrs=read-write"
+    database: str = Field(min_length=1)
+    # This host's name in the team: what `submit --host` names and `hosts` shows.
+    host: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    # Agents write a heartbeat this often; a host silent for down_after_seconds is marked down.
+    heartbeat_seconds: float = Field(default=2.0, gt=0)
+    down_after_seconds: float = Field(default=30.0, gt=0)
+    # The queue is looked at this often even without a notification (LISTEN/NOTIFY).
+    poll_seconds: float = Field(default=2.0, gt=0)
+    # Bytes of uploaded objects the database may hold for jobs not started yet; a submit that
+    # would pass it is refused.
+    max_object_bytes: int = Field(default=4 * 1024**3, ge=0)
+    # How long a call waits for the database (a failover) before it is refused as unavailable.
+    retry_seconds: float = Field(default=30.0, gt=0)
+
+
 # -- observability: TensorBoard and metrics --------------------------------------------------
 
 
@@ -248,6 +269,8 @@ class AgentConfig(_Strict):
     retention: RetentionConfig = RetentionConfig()
     admins: list[str] = []
     teams: dict[str, TeamConfig] = {}
+    # The team queue across hosts; without it this host keeps its own queue (SQLite).
+    team: TeamQueueConfig | None = None
     tensorboard: TensorBoardConfig = TensorBoardConfig()
     metrics: MetricsConfig = MetricsConfig()
 

@@ -204,6 +204,59 @@ def _ask_agent(path: Path) -> Check | None:
     )
 
 
+def _team(config: AgentConfig) -> Check | None:
+    """The team queue's database: reachable, writable, its schema, and this host in it."""
+    if config.team is None:
+        return None
+    import psycopg
+
+    name = config.team.host
+    try:
+        with psycopg.connect(config.team.database, connect_timeout=5, autocommit=True) as conn:
+            where = f"{conn.info.host}:{conn.info.port}"
+            recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+            if recovery and recovery[0]:
+                return Check(
+                    "team queue",
+                    False,
+                    f"the team database at {where} is a standby (read-only): add "
+                    "target_session_attrs=read-write to team.database, with every server listed",
+                )
+            schema = conn.execute("SELECT to_regclass('team_meta') IS NOT NULL").fetchone()
+            if not (schema and schema[0]):
+                return Check(
+                    "team queue",
+                    True,
+                    f"database at {where} writable; no tables yet (the first agent creates them)",
+                )
+            version = conn.execute(
+                "SELECT value FROM team_meta WHERE key = 'schema_version'"
+            ).fetchone()
+            me = conn.execute(
+                "SELECT state, epoch, extract(epoch FROM now() - heartbeat_at) FROM team_hosts "
+                "WHERE name = %s",
+                (name,),
+            ).fetchone()
+            up = conn.execute("SELECT count(*) FROM team_hosts WHERE state = 'up'").fetchone()
+    except psycopg.Error as exc:
+        return Check(
+            "team queue",
+            False,
+            f"cannot use the team database (team.database): {str(exc).strip()[:200]}; check "
+            "the connection string and that the server lets this host in",
+        )
+    schema_text = f"schema {version[0] if version else '?'}"
+    if me is None:
+        host = f"{name} not registered yet (it joins when the agent starts)"
+    else:
+        host = f"{name} {me[0]}, heartbeat {float(me[2]):.1f} s ago, epoch {me[1]}"
+    return Check(
+        "team queue",
+        True,
+        f"database at {where} writable, {schema_text}; {host}; {up[0] if up else 0} host(s) up",
+    )
+
+
 def tensorboard_check(config: AgentConfig) -> Check:
     """`hatrain-client tensorboard` needs a Python with TensorBoard; a venv the admin named
     that has none is a failure, no venv at all only leaves the command unavailable."""
@@ -229,5 +282,8 @@ def run_checks(config: AgentConfig) -> list[Check]:
     checks.append(_data_root(config))
     checks.append(_data_root_mount(config))
     checks.append(_socket(config))
+    team = _team(config)
+    if team is not None:
+        checks.append(team)
     checks.append(tensorboard_check(config))
     return checks

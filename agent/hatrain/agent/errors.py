@@ -6,8 +6,9 @@ HatrainError
 ├── Unauthenticated      the call did not come through the agent's socket
 ├── PermissionDenied     acting on somebody else's job
 ├── FailedPrecondition   the request is valid but the job's state does not allow it
-└── ResourceExhausted    over a size limit
-    └── StorageFault     the data root cannot take a write (disk full, I/O error, read-only)
+├── ResourceExhausted    over a size limit
+│   └── StorageFault     the data root cannot take a write (disk full, I/O error, read-only)
+└── Unavailable          a service the call needs (the team database) did not answer in time
 """
 
 
@@ -47,6 +48,10 @@ class StorageFault(ResourceExhausted):
     def __init__(self, message: str, *, full: bool = True) -> None:
         super().__init__(message)
         self.full = full
+
+
+class Unavailable(HatrainError):
+    pass
 
 
 class ConfigError(Exception):

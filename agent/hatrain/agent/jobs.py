@@ -1,6 +1,6 @@
 """What the agent knows of a job: its spec (as submitted) and its current record."""
 
-__all__ = ["Job", "JobFile", "JobSpec"]
+__all__ = ["Job", "JobFile", "JobSpec", "TeamAttempt"]
 
 from dataclasses import dataclass, field
 
@@ -9,6 +9,15 @@ from hatrain.rpc.spec import JobFile, JobSpec
 from .events import Progress
 from .states import JobState, StopReason
 from .steps import StepRecord
+
+
+@dataclass(frozen=True)
+class TeamAttempt:
+    """A job of the team queue that this host runs: which attempt of it (the team counts a
+    claim as one), claimed under which of this host's epochs (see team/hosts.py)."""
+
+    attempt: int
+    epoch: int
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,8 @@ class Job:
     queue_position: int = 0
     # Why the job was asked to stop while running; None if it was not.
     stop_reason: StopReason | None = None
+    # Set for a job of the team queue that this host runs; None for its own queue's jobs.
+    team_attempt: TeamAttempt | None = None
 
     def step(self, name: str) -> StepRecord:
         """The record of one of its steps; an empty one if the step never started."""

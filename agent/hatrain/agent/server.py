@@ -35,6 +35,8 @@ from .store import Store
 from .supervisor import Supervisor
 from .sweep import Sweeper
 from .systemd import Notifier
+from .team.front import TeamFront
+from .team.member import TeamMember
 from .watermarks import Watermarks
 from .workspace import Workspace
 
@@ -137,6 +139,28 @@ class Agent:
             heartbeat=notifier.keepalive if notifier is not None else None,
             max_idle_seconds=_idle_pass_seconds(notifier),
         )
+        self.team: TeamMember | None = None
+        self.team_front: TeamFront | None = None
+        if config.team is not None:
+            self.team = TeamMember(
+                config.team,
+                self.store,
+                self.objects,
+                self.workspace,
+                self.supervisor,
+                self.runtime,
+                self.gpus,
+                policy,
+                grace,
+            )
+            self.team_front = TeamFront(
+                self.team.db,
+                config.team.host,
+                self.objects,
+                config.team.max_object_bytes,
+                config.scheduler,
+                self.team,
+            )
         self.front_door = FrontDoor(self.socket, self._private / "grpc.sock", self._private)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="grpc", daemon=True)
@@ -187,6 +211,7 @@ class Agent:
                 self.gpu_usage,
                 self.watermarks,
                 self.metrics,
+                team=self.team_front,
             ),
             self.server,
         )
@@ -210,6 +235,10 @@ class Agent:
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
 
     def start(self) -> None:
+        if self.team is not None:
+            # First: the jobs the team gave up on while this host was away end here before the
+            # supervisor would resume them.
+            self.team.start()
         self.supervisor.start()
         if self.gpu_usage is not None:
             self.gpu_usage.start()
@@ -244,6 +273,8 @@ class Agent:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         # The store stays open: runner threads of still-running jobs may write until exit.
+        if self.team is not None:
+            self.team.stop()
         self.supervisor.stop()
         if self.gpu_usage is not None:
             self.gpu_usage.stop()

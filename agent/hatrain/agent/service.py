@@ -34,6 +34,7 @@ from .errors import (
     PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
+    Unavailable,
 )
 from .events import GpuUsage
 from .gpu_usage import GpuUsageSampler
@@ -47,6 +48,9 @@ from .states import RUNNING, JobState
 from .store import Store
 from .submission import check_count, check_job_id, check_submission, check_text
 from .supervisor import Supervisor
+from .team.front import TeamFront
+from .team.member import team_of
+from .team.queue import TeamJob
 from .watermarks import Watermarks
 from .workspace import Workspace
 
@@ -59,6 +63,7 @@ _STATUS = {
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 _COLLECT_BEFORE_BYTES = 1024 * 1024
 _WATCH_BATCH = 10_000
@@ -156,6 +161,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         gpu_usage: GpuUsageSampler | None = None,
         watermarks: Watermarks | None = None,
         metrics: AgentMetrics | None = None,
+        team: TeamFront | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -173,6 +179,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self.gpu_usage = gpu_usage
         self.watermarks = watermarks
         self.metrics = metrics
+        self.team = team
         self._queue_cap_check = queue_cap_check(config.scheduler, store.queued_by)
 
     def caller(self, context: Any) -> Caller:
@@ -207,7 +214,25 @@ class AgentService(pb_grpc.AgentServiceServicer):
             default_image=self.config.docker.default_image,
             upload_dir=str(self.objects.staging / caller.user),
             user=caller.user,
+            team_host=self.team.host if self.team else "",
+            team=self._team_hosts(),
         )
+
+    def _team_hosts(self) -> list[pb.TeamHost]:
+        if self.team is None:
+            return []
+        used = self.team.gpus_used()
+        return [
+            pb.TeamHost(
+                name=h.name,
+                state=h.state,
+                heartbeat_age_seconds=h.heartbeat_age_seconds,
+                gpus=len(h.gpus),
+                gpus_used=used.get(h.name, 0) + sum(len(r.gpu_uuids) for r in h.local_running),
+                epoch=h.epoch,
+            )
+            for h in self.team.hosts()
+        ]
 
     @translate_errors
     def PrepareUpload(
@@ -263,9 +288,11 @@ class AgentService(pb_grpc.AgentServiceServicer):
         caller = self.caller(context)
         self.identities.check_submit(caller, spec)
         if spec.retry_of:
-            self.identities.check_read(caller, self.store.get(spec.retry_of))
+            self.identities.check_read(caller, self._any_job(spec.retry_of))
         owner = of_uid(caller.uid)  # the job runs as this account: the kernel's uid, no name
         self.reserve.check_room()
+        if request.team_queue:
+            return self._submit_to_team(spec, secrets, owner.name, request.client_request_id)
         job, created = self.store.submit(
             spec,
             owner.name,
@@ -281,9 +308,62 @@ class AgentService(pb_grpc.AgentServiceServicer):
         # The job as submitted (queued, with its position), even if it has started since.
         return pb.SubmitJobResponse(job=wire.job_to_wire(job, str(self.workspace.dirs(job.id).run)))
 
+    def _submit_to_team(
+        self, spec: Any, secrets: dict[str, str], user: str, request_id: str
+    ) -> pb.SubmitJobResponse:
+        if self.team is None:
+            raise FailedPrecondition(
+                "this host is in no team queue (no `team:` in its agent.yml); submit without "
+                "--team-queue, or to a host of the team"
+            )
+        self.team.check_fits(spec)
+        job, created = self.team.submit(spec, user, request_id, secrets)
+        if created:
+            log.info("job queued in the team queue", job_id=job.id, user=job.user, gpus=spec.gpus)
+        return pb.SubmitJobResponse(job=wire.team_job_to_wire(job, True))
+
+    def _local(self, job_id: str) -> Job | None:
+        try:
+            return self.store.get(job_id)
+        except NotFound:
+            return None
+
+    def _any_job(self, job_id: str) -> Job:
+        """The job from this host's store, else from the team queue."""
+        local = self._local(job_id)
+        if local is not None:
+            return local
+        if self.team is None:
+            raise NotFound(f"no job {job_id!r} on this host")
+        return self.team.get(job_id).as_job()
+
+    def _team_record(self, local: Job | None, job_id: str) -> TeamJob | None:
+        """The team queue's record of a job when it, rather than this host's store, has the
+        job as it is now: the job runs elsewhere, waits, or ran here in an attempt that the
+        team has since given to another host."""
+        if self.team is None or (local is not None and team_of(local) is None):
+            return None
+        record = self.team.find(job_id)
+        if record is None or local is None:
+            return record
+        attempt = local.team_attempt.attempt if local.team_attempt else None
+        here = record.host == self.team.host and record.attempt == attempt
+        return None if here else record
+
     @translate_errors
     def GetJob(self, request: pb.GetJobRequest, context: Any) -> pb.Job:
-        return self._job(self.store.get(check_job_id(request.job_id)), self.caller(context))
+        job_id = check_job_id(request.job_id)
+        caller = self.caller(context)
+        local = self._local(job_id)
+        record = self._team_record(local, job_id)
+        if record is not None:
+            return wire.team_job_to_wire(record, self.identities.may_read(caller, record.as_job()))
+        if local is None:
+            raise NotFound(f"no job {job_id!r} on this host")
+        msg = self._job(local, caller)
+        if self.team is not None and team_of(local) is not None:
+            msg.team_host = self.team.host
+        return msg
 
     @translate_errors
     def ListJobs(self, request: pb.ListJobsRequest, context: Any) -> pb.ListJobsResponse:
@@ -295,8 +375,23 @@ class AgentService(pb_grpc.AgentServiceServicer):
             prefix = check_job_id(request.id_prefix, "id_prefix")
             found = self.store.with_id_prefix(prefix, min(request.page_size or 50, 1000))
             return pb.ListJobsResponse(jobs=[self._job(j, caller) for j in found], total=len(found))
+        states = [wire.STATE_FROM_WIRE[s] for s in request.states if s in wire.STATE_FROM_WIRE]
+        if request.team_queue:
+            if self.team is None:
+                raise FailedPrecondition("this host is in no team queue (no `team:` in agent.yml)")
+            listed, token, total = self.team.listing(
+                states, request.user, request.page_size or 50, request.page_token
+            )
+            return pb.ListJobsResponse(
+                jobs=[
+                    wire.team_job_to_wire(j, self.identities.may_read(caller, j.as_job()))
+                    for j in listed
+                ],
+                next_page_token=token,
+                total=total,
+            )
         jobs, token, total = self.store.list_jobs(
-            states=[wire.STATE_FROM_WIRE[s] for s in request.states if s in wire.STATE_FROM_WIRE],
+            states=states,
             user=request.user,
             page_size=request.page_size or 50,
             page_token=request.page_token,
@@ -310,7 +405,17 @@ class AgentService(pb_grpc.AgentServiceServicer):
     @translate_errors
     def CancelJob(self, request: pb.CancelJobRequest, context: Any) -> pb.Job:
         caller = self.caller(context)
-        job = self.store.get(check_job_id(request.job_id))
+        job_id = check_job_id(request.job_id)
+        local = self._local(job_id)
+        if local is None or self._team_record(local, job_id) is not None:
+            if self.team is None:
+                raise NotFound(f"no job {job_id!r} on this host")
+            record = self.team.get(job_id)
+            self.identities.check_cancel(caller, record.as_job())
+            record = self.team.cancel(job_id)
+            log.info("cancel in the team queue", job_id=job_id, user=caller.user)
+            return wire.team_job_to_wire(record, True)
+        job = local
         self.identities.check_cancel(caller, job)
         outcome = self.supervisor.cancel(job.id)
         log.info("cancel", job_id=job.id, user=caller.user, outcome=outcome.message)
@@ -371,7 +476,17 @@ class AgentService(pb_grpc.AgentServiceServicer):
         check_count(request.kinds, "kinds", limits.KINDS)
         if not 0 <= request.tail <= limits.TAIL:
             raise InvalidArgument("tail", f"0 (all) to {limits.TAIL}")
-        job = await self._read(self.store.get, job_id)  # NotFound before anything is sent
+        try:
+            job = await self._read(self.store.get, job_id)  # NotFound before anything is sent
+        except NotFound:
+            record = await self._read(self._team_record, None, job_id)
+            if record is None:
+                raise
+            where = f"it runs on {record.host}" if record.host else "it waits in the team queue"
+            raise FailedPrecondition(
+                f"job {job_id} is not on this host: {where}; its events are kept by the host "
+                "that runs it"
+            ) from None
         self.identities.check_read(caller, job)
         kinds = [wire.KIND_FROM_WIRE[k] for k in request.kinds if k in wire.KIND_FROM_WIRE]
         after = max(request.from_seq, 0)

@@ -25,12 +25,12 @@ from .disk import storage_fault
 from .errors import FailedPrecondition, InvalidArgument, NotFound
 from .events import Event, EventKind, Progress, progress_record
 from .fair_share import UsageRecord
-from .jobs import Job, JobFile, JobSpec
+from .jobs import Job, JobFile, JobSpec, TeamAttempt
 from .scheduler import QueuedJob
 from .states import RUNNING, TERMINAL, FailureReason, JobState, StopReason, can_transition
 from .steps import ContainerHandle, Handle, LogCursor, ProcessHandle, StepEnd, StepRecord
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -107,6 +107,10 @@ _MIGRATIONS: dict[int, str] = {
         at REAL NOT NULL
     ) WITHOUT ROWID
     """,
+    # A job of the team queue that this host runs: its attempt and this host's epoch then.
+    6: """
+    ALTER TABLE jobs ADD COLUMN team_attempt TEXT NOT NULL DEFAULT ''
+    """,
 }
 
 # The spec's fields the planner reads, with their SQL defaults for records that lack them.
@@ -120,7 +124,8 @@ _PLANNER_FIELDS = {
 
 _JOB_COLUMNS = (
     "id, user, state, spec, created_at, started_at, finished_at, failure_reason, hint, "
-    "exit_code, gpu_uuids, progress, last_metrics, last_seq, secret_names, runtime, stop_reason"
+    "exit_code, gpu_uuids, progress, last_metrics, last_seq, secret_names, runtime, stop_reason, "
+    "team_attempt"
 )
 
 
@@ -270,6 +275,7 @@ def _job_from_row(row: Sequence[Any]) -> Job:
         secret_names=tuple(json.loads(row[14])),
         steps=_steps_from_json(row[15]),
         stop_reason=StopReason(row[16]) if row[16] else None,
+        team_attempt=TeamAttempt(**json.loads(row[17])) if row[17] else None,
     )
 
 
@@ -510,6 +516,50 @@ class Store:
             job = self._load(conn, job_id)
             return replace(job, queue_position=self._tally.place_of_new(spec.priority)), True
 
+    def adopt(
+        self,
+        job_id: str,
+        spec: JobSpec,
+        user: str,
+        *,
+        created_at: float,
+        gpu_uuids: Sequence[str],
+        team_attempt: TeamAttempt,
+        secret_names: Iterable[str] = (),
+    ) -> Job:
+        """Record a job that was queued elsewhere (the team queue) and placed here, and start
+        it on gpu_uuids: queued and starting in one transaction, so that this host's own
+        scheduler never sees it queued. The record of an earlier attempt of it that ended here
+        (before the team requeued it) gives way to this one."""
+        with self._transaction(job_id) as conn:
+            row = conn.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is not None:
+                if not JobState(row[0]).terminal:
+                    raise FailedPrecondition(f"job {job_id} is {row[0]} on this host already")
+                conn.execute("DELETE FROM events WHERE job_id=?", (job_id,))
+                conn.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+            conn.execute(
+                "INSERT INTO jobs (id, user, state, priority, spec, created_at, secret_names, "
+                "team_attempt, last_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                (
+                    job_id,
+                    user,
+                    JobState.QUEUED.value,
+                    spec.priority,
+                    json.dumps(dataclasses.asdict(spec)),
+                    created_at,
+                    json.dumps(sorted(secret_names)),
+                    json.dumps(dataclasses.asdict(team_attempt)),
+                ),
+            )
+            self._insert_events(
+                conn, job_id, 1, [Event(EventKind.STATE, state=JobState.QUEUED.value)]
+            )
+            self._tally_changes.append((spec.priority, spec.gpus, 1))
+            before, after = self._transition(conn, job_id, JobState.STARTING, gpu_uuids=gpu_uuids)
+        self._transitioned(before, after)
+        return after
+
     def transition(
         self,
         job_id: str,
@@ -524,53 +574,84 @@ class Store:
     ) -> Job:
         """Move a job to a new state (forward only) and append its STATE event, atomically."""
         with self._transaction(job_id) as conn:
-            job = self._load(conn, job_id)
-            if not can_transition(job.state, new):
-                raise FailedPrecondition(
-                    f"job {job_id} is {job.state.value}; it cannot become {new.value}"
-                )
-            now = time.time()
-            sets = ["state=?"]
-            args: list[Any] = [new.value]
-            if new == JobState.STARTING:
-                sets.append("started_at=?")
-                args.append(now)
-            if new in TERMINAL:
-                sets += ["finished_at=?", "failure_reason=?", "hint=?"]
-                args += [now, reason, hint]
-            if exit_code is not None:
-                sets.append("exit_code=?")
-                args.append(exit_code)
-            if gpu_uuids is not None:
-                sets.append("gpu_uuids=?")
-                args.append(json.dumps(list(gpu_uuids)))
-            seq = job.last_seq + 1
-            sets.append("last_seq=?")
-            args.append(seq)
-            conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", [*args, job_id])
-            if job.state == JobState.QUEUED:
-                self._tally_changes.append((job.spec.priority, job.spec.gpus, -1))
-            event = Event(
-                EventKind.STATE,
-                step=step,
-                state=new.value,
+            before, after = self._transition(
+                conn,
+                job_id,
+                new,
                 reason=reason,
-                message=message or hint,
+                hint=hint,
+                message=message,
                 exit_code=exit_code,
+                gpu_uuids=gpu_uuids,
+                step=step,
             )
-            self._insert_events(conn, job_id, seq, [event])
-            if new in TERMINAL and job.started_at and job.gpu_uuids:
-                conn.execute(
-                    "INSERT INTO usage (job_id, user, team, gpus, started_at, finished_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (job.id, job.user, job.spec.team, len(job.gpu_uuids), job.started_at, now),
-                )
-            after = self._load(conn, job_id)
+        self._transitioned(before, after)
+        return after
+
+    def _transitioned(self, before: Job, after: Job) -> None:
+        """Tell the listeners of a committed transition."""
         for listener in self._transition_listeners:
-            listener(job, after)
+            listener(before, after)
         for count_listener in self._event_listeners:
             count_listener(1)
-        return after
+
+    def _transition(
+        self,
+        conn: sqlite3.Connection,
+        job_id: str,
+        new: JobState,
+        *,
+        reason: str = "",
+        hint: str = "",
+        message: str = "",
+        exit_code: int | None = None,
+        gpu_uuids: Sequence[str] | None = None,
+        step: str = "",
+    ) -> tuple[Job, Job]:
+        """The transition inside a transaction; returns the job before and after it."""
+        job = self._load(conn, job_id)
+        if not can_transition(job.state, new):
+            raise FailedPrecondition(
+                f"job {job_id} is {job.state.value}; it cannot become {new.value}"
+            )
+        now = time.time()
+        sets = ["state=?"]
+        args: list[Any] = [new.value]
+        if new == JobState.STARTING:
+            sets.append("started_at=?")
+            args.append(now)
+        if new in TERMINAL:
+            sets += ["finished_at=?", "failure_reason=?", "hint=?"]
+            args += [now, reason, hint]
+        if exit_code is not None:
+            sets.append("exit_code=?")
+            args.append(exit_code)
+        if gpu_uuids is not None:
+            sets.append("gpu_uuids=?")
+            args.append(json.dumps(list(gpu_uuids)))
+        seq = job.last_seq + 1
+        sets.append("last_seq=?")
+        args.append(seq)
+        conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", [*args, job_id])
+        if job.state == JobState.QUEUED:
+            self._tally_changes.append((job.spec.priority, job.spec.gpus, -1))
+        event = Event(
+            EventKind.STATE,
+            step=step,
+            state=new.value,
+            reason=reason,
+            message=message or hint,
+            exit_code=exit_code,
+        )
+        self._insert_events(conn, job_id, seq, [event])
+        if new in TERMINAL and job.started_at and job.gpu_uuids:
+            conn.execute(
+                # OR IGNORE: a team job may run here again after an attempt that was lost.
+                "INSERT OR IGNORE INTO usage (job_id, user, team, gpus, started_at, finished_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (job.id, job.user, job.spec.team, len(job.gpu_uuids), job.started_at, now),
+            )
+        return job, self._load(conn, job_id)
 
     def append(
         self,

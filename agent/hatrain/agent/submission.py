@@ -201,7 +201,12 @@ def check_submission(
         for g in gpus
         if gpu_accepts(g.name, g.memory_mb, resources.min_gpu_memory_mb, resources.gpu_type)
     ]
-    if resources.gpus > len(fitting):
+    if not request.team_queue and (spec.host or spec.requeue):
+        field = "spec.host" if spec.host else "spec.requeue"
+        raise InvalidArgument(field, "only for a job of the team queue (submit --team-queue)")
+    check_text(spec.host, "spec.host", limits.NAME_CHARS)
+    # A team job is checked against the team's hosts (team/front.py), not this one's.
+    if not request.team_queue and resources.gpus > len(fitting):
         raise InvalidArgument(
             "spec.resources.gpus",
             f"at most {len(fitting)} (GPUs on this host matching the request), "

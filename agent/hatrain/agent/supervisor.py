@@ -10,7 +10,7 @@ While the data root's free space is below the low watermark no job starts.
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -227,6 +227,20 @@ class Supervisor:
                 )
                 log.info("job placed", job_id=job.id, gpus=list(placement.gpu_uuids))
                 self._spawn(job)
+
+    def start_placed(self, gpu_uuids: Sequence[str], adopt: Callable[[], Job]) -> Job | None:
+        """Start a job placed on this host from elsewhere (the team queue): adopt() records it
+        here, started on gpu_uuids. None, and nothing recorded, if those GPUs (or, for a job
+        without GPUs, every CPU job slot) were taken here meanwhile."""
+        with self._lock:
+            active = self.store.jobs_in(RUNNING)
+            busy = {u for j in active for u in j.gpu_uuids}
+            cpu_jobs = sum(1 for j in active if not j.gpu_uuids)
+            if busy & set(gpu_uuids) or (not gpu_uuids and cpu_jobs >= self.policy.max_cpu_jobs):
+                return None
+            job = adopt()
+            self._spawn(job)
+            return job
 
     def waiting(self, job_id: str) -> Waiting | None:
         """Why a queued job waits, as of the last scheduling pass (None: not known yet)."""

@@ -1,7 +1,7 @@
 """Conversions between the agent's domain objects and the wire format (hatrain.rpc.v1)."""
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hatrain.rpc.v1 import agent_pb2 as pb
 
@@ -10,6 +10,9 @@ from .jobs import Job
 from .pending import Waiting
 from .scheduler import GpuSlot
 from .states import JobState
+
+if TYPE_CHECKING:
+    from .team.queue import TeamJob
 
 STATE_TO_WIRE: dict[JobState, Any] = {s: s.to_wire() for s in JobState}
 STATE_FROM_WIRE = {v: k for k, v in STATE_TO_WIRE.items()}
@@ -191,3 +194,17 @@ def gpu_to_wire(gpu: GpuSlot, job_id: str) -> pb.Gpu:
     return pb.Gpu(
         index=gpu.index, uuid=gpu.uuid, name=gpu.name, memory_mb=gpu.memory_mb, job_id=job_id
     )
+
+
+def team_job_to_wire(job: "TeamJob", readable: bool) -> pb.Job:
+    """A job as the team queue knows it (this host does not run it): readable, its whole record
+    there; otherwise what anyone may see."""
+    as_job = job.as_job()
+    msg = job_to_wire(as_job) if readable else job_summary_to_wire(as_job)
+    msg.team_host = job.host
+    msg.from_team_queue = True
+    msg.team_note = job.note
+    if as_job.state == JobState.QUEUED:
+        msg.pending_reason = job.pending_reason
+        msg.queue_position = job.queue_position
+    return msg

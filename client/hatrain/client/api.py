@@ -57,6 +57,9 @@ _PREFIX_MATCHES = 20
 _PREFIX_SHOWN = 5
 _RECONNECT_FIRST_DELAY = 0.5
 _RECONNECT_MAX_DELAY = 5.0
+# How often a job waiting in the team queue is looked at, to be watched once it starts.
+_TEAM_WAIT_SECONDS = 1.0
+_ENDED = {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,8 @@ class Client:
         self._only_shared = only_shared
         self._connections: dict[str, HostConnection] = {}
         self._lock = threading.Lock()
+        # Team host name -> alias of the client config, as the agents said.
+        self._team_aliases: dict[str, str] = {}
 
     def __enter__(self) -> "Client":
         return self
@@ -222,15 +227,22 @@ class Client:
         team: str = "",
         secrets: Iterable[str] = (),
         on_upload: Callable[[int], None] | None = None,
+        team_queue: bool | None = None,
+        requeue: bool = False,
     ) -> Job:
         """Check an Axolotl config and its files, upload what the host lacks, and queue it.
 
-        host: an alias, "auto" (where it starts soonest) or None (the default host).
+        host: an alias, "auto" (where it starts soonest) or None (the default host). In the
+        team queue, the only team host it may run on (None or "auto": any), and the files go
+        to the default host, which puts them in the team's database with the job.
         gpus: None asks for 1 GPU when the config can only run on a GPU (bf16, flash attention,
         a bitsandbytes optimizer, ...) and the host has GPUs, else 0; either way it is said in
         job.submission (notes, warnings).
         datasets: container dataset names (as in /workspace/data/datasets/NAME) to local files;
         a name that no dataset of the config uses is a warning.
+        team_queue: queue it for the first host of the team with GPUs that fit (default: the
+        client config's team_queue). requeue: (team queue) run it again elsewhere if its host
+        is lost while it runs.
         secrets: environment variables to pass as secrets (HF_TOKEN always, when set).
         on_upload: called with each number of bytes sent.
         Raises BadInput naming every problem before anything is sent."""
@@ -251,6 +263,12 @@ class Client:
             time_limit_seconds=time_limit_seconds,
             team=team,
         )
+        in_team = self.settings.team_queue if team_queue is None else team_queue
+        if requeue and not in_team:
+            raise BadInput("--requeue is for the team queue only", fix="add --team-queue")
+        if in_team:
+            pinned = "" if host in (None, "auto") else str(host)
+            wanted = replace(wanted, requeue=requeue, host=self._team_name(pinned))
         request = SubmitRequest(
             config=Path(config),
             spec=wanted,
@@ -267,13 +285,25 @@ class Client:
             if key not in prepared.analysis.datasets_used
         ]
         needs = gpu_only_settings(prepared.analysis.config)
-        if host == "auto":
-            host = self.soonest_host(gpus if gpus is not None else int(bool(needs)))
-        connection = self.connection(host)
-        chosen = self._gpus_for(connection, request.spec, gpus, needs, notes, warnings)
+        if in_team:
+            # The team's hosts check the fit (any of them, or the one named), not this one.
+            connection = self.connection(None)
+            chosen = gpus if gpus is not None else int(bool(needs))
+            if gpus is None and chosen:
+                notes.append(
+                    f"gpus: 1, as the config can only run on a GPU ({', '.join(needs)}); "
+                    "--gpus N to choose"
+                )
+        else:
+            if host == "auto":
+                host = self.soonest_host(gpus if gpus is not None else int(bool(needs)))
+            connection = self.connection(host)
+            chosen = self._gpus_for(connection, request.spec, gpus, needs, notes, warnings)
         request.spec = replace(request.spec, gpus=chosen)
-        wire, report = send(connection, request, prepared, on_upload or (lambda n: None))
-        job = Job.from_wire(wire, connection.alias)
+        wire, report = send(
+            connection, request, prepared, on_upload or (lambda n: None), team_queue=in_team
+        )
+        job = self._job(wire, connection.alias)
         return replace(job, submission=Submission(report, tuple(notes), tuple(warnings)))
 
     @staticmethod
@@ -324,13 +354,65 @@ class Client:
             )
         return gpus
 
+    # -- the team queue --------------------------------------------------------------------
+
+    def _team_name(self, alias: str) -> str:
+        """The team's name of a host given by its alias (the same, unless its agent says
+        otherwise); "" stays "" (any host)."""
+        if not alias:
+            return ""
+        if alias in self.settings.hosts:
+            try:
+                named = self.connection(alias).agent_info().team_host
+            except ClientError:
+                return alias
+            return named or alias
+        return alias
+
+    def _team_alias(self, team_host: str) -> str | None:
+        """The alias of the client config for a host of the team, by its name in the team."""
+        if not team_host:
+            return None
+        if team_host in self.settings.hosts:
+            return team_host
+        with self._lock:
+            known = dict(self._team_aliases)
+        if team_host in known:
+            return known[team_host]
+        for alias, result in self.each_host(lambda c: c.agent_info().team_host):
+            if isinstance(result, str) and result:
+                known[result] = alias
+        with self._lock:
+            self._team_aliases.update(known)
+        return known.get(team_host)
+
+    def _job(self, wire: pb.Job, alias: str) -> Job:
+        """A job record; one from the team queue is shown as on the host that runs it."""
+        if wire.from_team_queue and wire.team_host:
+            alias = self._team_alias(wire.team_host) or alias
+        return Job.from_wire(wire, alias)
+
     def job(self, job_id: str, *, host: str | None = None) -> Job:
-        """The job, from its host (found among all hosts when host is None). job_id may be a
-        unique prefix of the id, as docker and git take them."""
+        """The job, from its host (found among all hosts when host is None; a job of the team
+        queue from the host that runs it). job_id may be a unique prefix of the id, as docker
+        and git take them."""
         connection, wire = self._locate(job_id, host)
-        return Job.from_wire(wire, connection.alias)
+        return self._job(wire, connection.alias)
 
     def _locate(self, job_id: str, host: str | None) -> tuple[HostConnection, pb.Job]:
+        connection, wire = self._find(job_id, host)
+        if wire.from_team_queue and wire.team_host:
+            # The team queue's record: the host that runs (or ran) it has the whole job.
+            alias = self._team_alias(wire.team_host)
+            if alias is not None and alias != connection.alias:
+                try:
+                    there = self.connection(alias)
+                    return there, there.get_job(job_id)
+                except ClientError:
+                    pass  # that host does not answer: the team's record is what there is
+        return connection, wire
+
+    def _find(self, job_id: str, host: str | None) -> tuple[HostConnection, pb.Job]:
         """The job's host and the job: by its id, else by a unique prefix of it, on the given
         host or on every host at once."""
         if host is not None:
@@ -352,7 +434,9 @@ class Client:
 
         results = self.each_host(find, aliases)
         errors = [(a, r) for a, r in results if isinstance(r, ClientError)]
-        found = [(r[0], j) for _, r in results if not isinstance(r, ClientError) for j in r[1]]
+        found = self._one_per_job(
+            [(r[0], j) for _, r in results if not isinstance(r, ClientError) for j in r[1]]
+        )
         exact = [(c, j) for c, j in found if j.id == job_id]
         if len(exact) == 1:
             return exact[0]
@@ -379,6 +463,24 @@ class Client:
             commands=("hatrain-client queue --all",),
         )
 
+    def _one_per_job(
+        self, found: list[tuple[HostConnection, pb.Job]]
+    ) -> list[tuple[HostConnection, pb.Job]]:
+        """One record per job id: a team job is known to the team queue (through any host) and
+        to the hosts that ran it; the record of the host the team says runs it wins, then any
+        host's own record, then the team's."""
+        by_id: dict[str, list[tuple[HostConnection, pb.Job]]] = {}
+        for connection, job in found:
+            by_id.setdefault(job.id, []).append((connection, job))
+        chosen = []
+        for records in by_id.values():
+            team = next((j for _, j in records if j.from_team_queue), None)
+            runner = self._team_alias(team.team_host) if team is not None else None
+            own = [(c, j) for c, j in records if not j.from_team_queue]
+            best = next(((c, j) for c, j in own if c.alias == runner), None)
+            chosen.append(best or (own[0] if own else records[0]))
+        return chosen
+
     def jobs(
         self,
         *,
@@ -388,16 +490,19 @@ class Client:
         mine: bool = False,
         limit: int | None = None,
         on_host_error: Callable[[str, ClientError], None] | None = None,
+        team_queue: bool = False,
     ) -> list[Job]:
         """Jobs of every host (or one), oldest first per host; paging is done here.
 
         states: default the active ones (queued and running); user: only theirs; mine: only
-        the caller's. A host that fails is passed to on_host_error and skipped; if every host
-        fails, its error is raised."""
+        the caller's. team_queue: the team queue's jobs too (from the default host), merged
+        with every host's: a job appears once, as the host that runs it has it. A host that
+        fails is passed to on_host_error and skipped; if every host fails, its error is
+        raised."""
         wanted = [JobState.parse(s) if isinstance(s, str) else s for s in states or ()]
         wire_states = [s.to_wire() for s in (wanted or ACTIVE_STATES)]
 
-        def listing(connection: HostConnection) -> list[Job]:
+        def listing(connection: HostConnection, team: bool = False) -> list[Job]:
             found: list[Job] = []
             token = ""
             while limit is None or len(found) < limit:
@@ -407,9 +512,10 @@ class Client:
                         user=connection.user if mine else user,
                         page_size=_PAGE if limit is None else min(_PAGE, limit - len(found)),
                         page_token=token,
+                        team_queue=team,
                     )
                 )
-                found += [Job.from_wire(j, connection.alias) for j in page.jobs]
+                found += [self._job(j, connection.alias) for j in page.jobs]
                 token = page.next_page_token
                 if not token:
                     break
@@ -422,7 +528,16 @@ class Client:
         for alias, error in failed:
             if on_host_error is not None:
                 on_host_error(alias, error)
-        return [job for _, r in results if not isinstance(r, ClientError) for job in r]
+        found = [job for _, r in results if not isinstance(r, ClientError) for job in r]
+        if not team_queue:
+            return found
+        merged = {job.id: job for job in listing(self.connection(None), team=True)}
+        for job in found:
+            team_record = merged.get(job.id)
+            # A host's own record wins where it runs the job (not a stale one of a lost host).
+            if team_record is None or team_record.host == job.host:
+                merged[job.id] = job
+        return list(merged.values())
 
     def watch(
         self,
@@ -437,9 +552,22 @@ class Client:
         """The job's events after from_seq, in order; with follow, live until the job ends.
 
         A dropped connection is reopened (for up to reconnect_seconds) and the events go on
-        from the last one received, with no gap and no duplicate."""
-        connection, found = self._locate(job_id, host)
-        alias, job_id = connection.alias, found.id
+        from the last one received, with no gap and no duplicate. A job waiting in the team
+        queue is watched from the host it starts on, once it has started."""
+        connection, located = self._locate(job_id, host)
+        job_id = located.id
+        while located.from_team_queue and located.state not in _ENDED:
+            if not follow:
+                return
+            if located.team_host and self._team_alias(located.team_host) is None:
+                raise ClientError(
+                    f"job {job_id} runs on {located.team_host}, a host of the team that is not "
+                    "in your client config",
+                    fix=f"add {located.team_host} under 'hosts:' in the client config",
+                )
+            time.sleep(_TEAM_WAIT_SECONDS)
+            connection, located = self._locate(job_id, None)
+        alias = connection.alias
         wire_kinds = [_KIND[k] for k in kinds]
         after = from_seq
         deadline: float | None = None
@@ -540,8 +668,13 @@ class Client:
                 fix="wait for it to end, or cancel it first:",
                 commands=(f"hatrain-client wait {old.id}", f"hatrain-client cancel {old.id}"),
             )
-        new = submit_spec(connection, old.spec.retried(old.id), secrets_from_env(()))
-        return Job.from_wire(new, connection.alias)
+        new = submit_spec(
+            connection,
+            old.spec.retried(old.id),
+            secrets_from_env(()),
+            team_queue=bool(old.team_host or old.from_team_queue),
+        )
+        return self._job(new, connection.alias)
 
     def fetch(
         self,

@@ -365,6 +365,18 @@ follow_option = click.option(
     "members may read it, and the team's max_priority applies. Default: none.",
 )
 @click.option(
+    "--team-queue/--own-queue",
+    default=None,
+    help="Queue it for the first host of the team with GPUs that fit, or on one host's own "
+    "queue. Default: team_queue in the client config. With --team-queue, --host names the "
+    "only host it may run on.",
+)
+@click.option(
+    "--requeue",
+    is_flag=True,
+    help="Team queue: run it again on another host if its host is lost while it runs.",
+)
+@click.option(
     "--secret",
     multiple=True,
     metavar="VAR",
@@ -387,6 +399,8 @@ def submit(
     name: str,
     time_limit: int,
     team: str,
+    team_queue: bool | None,
+    requeue: bool,
     secret: tuple[str, ...],
     follow: bool | None,
     as_json: bool,
@@ -419,6 +433,8 @@ def submit(
             team=team,
             secrets=secret,
             on_upload=on_bytes,
+            team_queue=team_queue,
+            requeue=requeue,
         )
     assert job.submission is not None
     report, notes = job.submission.upload, job.submission.notes
@@ -429,7 +445,9 @@ def submit(
         as_json,
         lambda: "\n".join(
             [
-                f"job {job.id} queued on {job.host}: position {job.queue_position}, "
+                f"job {job.id} queued "
+                f"{'in the team queue' if job.from_team_queue else 'on ' + job.host}: "
+                f"position {job.queue_position}, "
                 f"{job.spec.gpus} GPU{'' if job.spec.gpus == 1 else 's'}",
                 f"  files: {report.files_sent} sent ({report.bytes_sent:,} bytes), "
                 f"{report.files_present} already there",
@@ -515,6 +533,9 @@ def hosts(app: App, host: str | None, as_json: bool) -> None:
                 (s.host, s.error) if isinstance(s, HostDown) else s for s in statuses
             )
         )
+        team = next((s.team for s in statuses if not isinstance(s, HostDown) and s.team), ())
+        if team:
+            app.table(render.team_table(team))
     if down:
         sys.exit(down[0].error.exit_code)
 
@@ -547,6 +568,12 @@ def hosts(app: App, host: str | None, as_json: bool) -> None:
     metavar="N",
     help="At most this many jobs per host.",
 )
+@click.option(
+    "--team-queue",
+    is_flag=True,
+    help="The team queue's jobs too, merged with every host's: each job once, as the host "
+    "that runs it has it. Default: team_queue in the client config.",
+)
 @json_option
 @pass_app
 def queue(
@@ -557,6 +584,7 @@ def queue(
     states: tuple[str, ...],
     all_states: bool,
     limit: int,
+    team_queue: bool,
     as_json: bool,
 ) -> None:
     """Jobs on every host (or one), queued and running first, with how long each has run.
@@ -582,7 +610,13 @@ def queue(
         app.warn_down(alias, error)
 
     jobs = app.client.jobs(
-        host=host, states=wanted, user=user, mine=mine, limit=limit, on_host_error=failed
+        host=host,
+        states=wanted,
+        user=user,
+        mine=mine,
+        limit=limit,
+        on_host_error=failed,
+        team_queue=team_queue or app.client.settings.team_queue,
     )
     jobs.sort(key=lambda job: (job.ended, job.created_at))
     app.remember(jobs)

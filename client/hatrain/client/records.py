@@ -88,6 +88,12 @@ class Job:
     gpu_usage: tuple[GpuUsage, ...] = ()
     # Why a queued job waits, as the host's scheduler last saw it.
     pending_reason: str = ""
+    # Team queue: the team host it is placed on, runs or ran on (its name in the team).
+    team_host: str = ""
+    # The team queue's record of it, from a host that does not run it.
+    from_team_queue: bool = False
+    # Team queue: what happened to it besides its state (e.g. requeued after a lost host).
+    team_note: str = ""
     # Set on the job `Client.submit` returns.
     submission: Submission | None = None
 
@@ -157,6 +163,9 @@ class Job:
             stop_reason=job.stop_reason,
             gpu_usage=_gpu_usage(job.gpu_usage),
             pending_reason=job.pending_reason,
+            team_host=job.team_host,
+            from_team_queue=job.from_team_queue,
+            team_note=job.team_note,
         )
 
 
@@ -257,6 +266,18 @@ class Gpu:
 
 
 @dataclass(frozen=True)
+class TeamHostStatus:
+    """A host of the team queue as the team's database knows it."""
+
+    name: str
+    state: str
+    heartbeat_age_seconds: float
+    gpus: int
+    gpus_used: int
+    epoch: int
+
+
+@dataclass(frozen=True)
 class HostStatus:
     """A host as its agent describes itself."""
 
@@ -272,6 +293,9 @@ class HostStatus:
     default_image: str
     upload_dir: str
     user: str
+    # Its name in the team queue ("" if it keeps its own queue only), and the team's hosts.
+    team_host: str = ""
+    team: tuple[TeamHostStatus, ...] = ()
 
     @property
     def free_gpus(self) -> int:
@@ -293,6 +317,13 @@ class HostStatus:
             default_image=info.default_image,
             upload_dir=info.upload_dir,
             user=info.user,
+            team_host=info.team_host,
+            team=tuple(
+                TeamHostStatus(
+                    t.name, t.state, t.heartbeat_age_seconds, t.gpus, t.gpus_used, t.epoch
+                )
+                for t in info.team
+            ),
         )
 
 

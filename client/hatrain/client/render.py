@@ -28,10 +28,11 @@ from .records import (
     JobState,
     Metrics,
     StateChange,
+    TeamHostStatus,
 )
 from .text import clock, local_time, safe
 
-__all__ = ["Follower", "describe", "hosts_table", "jobs_table", "logs_hint", "safe"]
+__all__ = ["Follower", "describe", "hosts_table", "jobs_table", "logs_hint", "safe", "team_table"]
 
 _STYLE = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "queued": "dim"}
 
@@ -116,8 +117,11 @@ def gpu_usage_text(usage: Iterable[GpuUsage]) -> str:
 def describe(job: Job, now: float | None = None) -> str:
     """The job for people: what it is, when it ran, where it is, how it ended."""
     now = time.time() if now is None else now
+    where = job.host
+    if job.from_team_queue:
+        where = f"{job.team_host} (team queue)" if job.team_host else "the team queue"
     lines = [
-        f"job {job.id} on {job.host}: {job.state.value}",
+        f"job {job.id} on {where}: {job.state.value}",
         f"  name      {job.name}   user {job.user}   image {job.spec.image}",
         f"  gpus      {job.spec.gpus} {' '.join(job.gpu_uuids)}".rstrip(),
         f"  submitted {local_time(job.created_at)} ({_ago(job.created_at, now)})",
@@ -150,7 +154,10 @@ def describe(job: Job, now: float | None = None) -> str:
         lines.append(f"  failed    {job.failure_reason}: {job.hint}")
     if job.exit_code is not None:
         lines.append(f"  exit code {job.exit_code}")
-    lines.append(f"  run dir   {job.run_dir}")
+    if job.team_note:
+        lines.append(f"  team      {job.team_note}")
+    if job.run_dir:
+        lines.append(f"  run dir   {job.run_dir}")
     if job.state == JobState.FAILED:
         lines.append(f"  {logs_hint(job.id)}")
     return "\n".join(safe(line) for line in lines)
@@ -349,6 +356,22 @@ def hosts_table(statuses: Iterable[HostStatus | tuple[str, ClientError]]) -> Tab
             str(info.queue.queued),
             str(info.queue.running),
             Text("up", "green"),
+        )
+    return table
+
+
+def team_table(hosts: Iterable[TeamHostStatus]) -> Table:
+    """The team queue's hosts as its database knows them, with each one's heartbeat age."""
+    table = Table(box=None, header_style="bold", title="team queue", title_justify="left")
+    for column in ("TEAM HOST", "STATE", "HEARTBEAT", "GPUS USED"):
+        table.add_column(column)
+    for host in hosts:
+        state = Text(host.state, "green" if host.state == "up" else "red")
+        table.add_row(
+            Text(safe(host.name)),
+            state,
+            f"{host.heartbeat_age_seconds:.1f} s ago",
+            f"{host.gpus_used}/{host.gpus}",
         )
     return table
 

@@ -89,6 +89,8 @@ class ClientSettings:
     connect_timeout_seconds: float = 10.0
     # Keep a host's SSH connection open this long after the last command (0: never).
     keep_connection_seconds: float = 600.0
+    # Submit to the team queue by default (submit --team-queue / --own-queue decides per job).
+    team_queue: bool = False
     cache_dir: Path = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "hatrain"
     source: Path | None = None  # the file these settings came from
 
@@ -123,6 +125,10 @@ class ClientSettings:
                 if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
                     raise _Invalid(name, f"a number of seconds >= {low}")
                 values[name] = value
+        if "team_queue" in raw:
+            if not isinstance(raw["team_queue"], bool):
+                raise _Invalid("team_queue", "true or false")
+            values["team_queue"] = raw["team_queue"]
         settings = cls(**values)
         if settings.default_host and settings.default_host not in hosts:
             raise _Invalid("default_host", f"one of the hosts, got {settings.default_host!r}")

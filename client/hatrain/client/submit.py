@@ -81,6 +81,7 @@ def submit(
     request: SubmitRequest,
     prepared: Prepared,
     on_bytes: Callable[[int], None] = lambda n: None,
+    team_queue: bool = False,
 ) -> tuple[pb.Job, UploadReport]:
     """Upload what the host lacks, then submit the rewritten config; nothing is submitted if an
     upload fails."""
@@ -94,14 +95,20 @@ def submit(
         config_yaml=finalize(analysis, hashes, name),
         files=tuple(JobFile(f.name, hashes[f.path], f.path.stat().st_size) for f in analysis.files),
     )
-    job = submit_spec(session, spec, secrets_from_env(request.secret_names))
+    job = submit_spec(session, spec, secrets_from_env(request.secret_names), team_queue)
     return job, report
 
 
-def submit_spec(session: HostConnection, spec: JobSpec, secrets: dict[str, str]) -> pb.Job:
-    """Queue a job of this spec; the request id makes a repeated send return the same job."""
+def submit_spec(
+    session: HostConnection, spec: JobSpec, secrets: dict[str, str], team_queue: bool = False
+) -> pb.Job:
+    """Queue a job of this spec (in the team queue, if asked); the request id makes a repeated
+    send return the same job."""
     return session.submit_job(
         pb.SubmitJobRequest(
-            spec=spec.to_wire(), secrets=secrets, client_request_id=uuid.uuid4().hex
+            spec=spec.to_wire(),
+            secrets=secrets,
+            client_request_id=uuid.uuid4().hex,
+            team_queue=team_queue,
         )
     )

@@ -30,6 +30,9 @@ class JobSpec:
     time_limit_seconds: int = 0
     team: str = ""
     retry_of: str = ""
+    # Team queue: requeued if its host is lost while it runs; the only host it may run on.
+    requeue: bool = False
+    host: str = ""
 
     def to_wire(self) -> pb.JobSpec:
         return pb.JobSpec(
@@ -45,6 +48,8 @@ class JobSpec:
             time_limit_seconds=self.time_limit_seconds,
             team=self.team,
             retry_of=self.retry_of,
+            requeue=self.requeue,
+            host=self.host,
         )
 
     @classmethod
@@ -63,6 +68,8 @@ class JobSpec:
             time_limit_seconds=spec.time_limit_seconds,
             team=spec.team,
             retry_of=spec.retry_of,
+            requeue=spec.requeue,
+            host=spec.host,
         )
 
     def retried(self, job_id: str) -> "JobSpec":

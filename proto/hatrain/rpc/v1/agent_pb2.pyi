@@ -74,7 +74,7 @@ class GetAgentInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class AgentInfo(_message.Message):
-    __slots__ = ("agent_version", "wire_version", "hostname", "runtime", "gpu_source", "gpus", "queue", "allowed_images", "default_image", "upload_dir", "user")
+    __slots__ = ("agent_version", "wire_version", "hostname", "runtime", "gpu_source", "gpus", "queue", "allowed_images", "default_image", "upload_dir", "user", "team_host", "team")
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     WIRE_VERSION_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,8 @@ class AgentInfo(_message.Message):
     DEFAULT_IMAGE_FIELD_NUMBER: _ClassVar[int]
     UPLOAD_DIR_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
+    TEAM_HOST_FIELD_NUMBER: _ClassVar[int]
+    TEAM_FIELD_NUMBER: _ClassVar[int]
     agent_version: str
     wire_version: str
     hostname: str
@@ -97,7 +99,25 @@ class AgentInfo(_message.Message):
     default_image: str
     upload_dir: str
     user: str
-    def __init__(self, agent_version: _Optional[str] = ..., wire_version: _Optional[str] = ..., hostname: _Optional[str] = ..., runtime: _Optional[str] = ..., gpu_source: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., queue: _Optional[_Union[QueueSummary, _Mapping]] = ..., allowed_images: _Optional[_Iterable[str]] = ..., default_image: _Optional[str] = ..., upload_dir: _Optional[str] = ..., user: _Optional[str] = ...) -> None: ...
+    team_host: str
+    team: _containers.RepeatedCompositeFieldContainer[TeamHost]
+    def __init__(self, agent_version: _Optional[str] = ..., wire_version: _Optional[str] = ..., hostname: _Optional[str] = ..., runtime: _Optional[str] = ..., gpu_source: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., queue: _Optional[_Union[QueueSummary, _Mapping]] = ..., allowed_images: _Optional[_Iterable[str]] = ..., default_image: _Optional[str] = ..., upload_dir: _Optional[str] = ..., user: _Optional[str] = ..., team_host: _Optional[str] = ..., team: _Optional[_Iterable[_Union[TeamHost, _Mapping]]] = ...) -> None: ...
+
+class TeamHost(_message.Message):
+    __slots__ = ("name", "state", "heartbeat_age_seconds", "gpus", "gpus_used", "epoch")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    GPUS_USED_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: str
+    heartbeat_age_seconds: float
+    gpus: int
+    gpus_used: int
+    epoch: int
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., heartbeat_age_seconds: _Optional[float] = ..., gpus: _Optional[int] = ..., gpus_used: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class PrepareUploadRequest(_message.Message):
     __slots__ = ("sha256",)
@@ -160,7 +180,7 @@ class Resources(_message.Message):
     def __init__(self, gpus: _Optional[int] = ..., min_gpu_memory_mb: _Optional[int] = ..., gpu_type: _Optional[str] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "config_name", "config_yaml", "files", "image", "resources", "priority", "time_limit_seconds", "team", "retry_of")
+    __slots__ = ("name", "config_name", "config_yaml", "files", "image", "resources", "priority", "time_limit_seconds", "team", "retry_of", "requeue", "host")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CONFIG_NAME_FIELD_NUMBER: _ClassVar[int]
     CONFIG_YAML_FIELD_NUMBER: _ClassVar[int]
@@ -171,6 +191,8 @@ class JobSpec(_message.Message):
     TIME_LIMIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     TEAM_FIELD_NUMBER: _ClassVar[int]
     RETRY_OF_FIELD_NUMBER: _ClassVar[int]
+    REQUEUE_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
     name: str
     config_name: str
     config_yaml: bytes
@@ -181,10 +203,12 @@ class JobSpec(_message.Message):
     time_limit_seconds: int
     team: str
     retry_of: str
-    def __init__(self, name: _Optional[str] = ..., config_name: _Optional[str] = ..., config_yaml: _Optional[bytes] = ..., files: _Optional[_Iterable[_Union[JobFile, _Mapping]]] = ..., image: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., priority: _Optional[int] = ..., time_limit_seconds: _Optional[int] = ..., team: _Optional[str] = ..., retry_of: _Optional[str] = ...) -> None: ...
+    requeue: bool
+    host: str
+    def __init__(self, name: _Optional[str] = ..., config_name: _Optional[str] = ..., config_yaml: _Optional[bytes] = ..., files: _Optional[_Iterable[_Union[JobFile, _Mapping]]] = ..., image: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., priority: _Optional[int] = ..., time_limit_seconds: _Optional[int] = ..., team: _Optional[str] = ..., retry_of: _Optional[str] = ..., requeue: _Optional[bool] = ..., host: _Optional[str] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("spec", "secrets", "client_request_id")
+    __slots__ = ("spec", "secrets", "client_request_id", "team_queue")
     class SecretsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -195,10 +219,12 @@ class SubmitJobRequest(_message.Message):
     SPEC_FIELD_NUMBER: _ClassVar[int]
     SECRETS_FIELD_NUMBER: _ClassVar[int]
     CLIENT_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TEAM_QUEUE_FIELD_NUMBER: _ClassVar[int]
     spec: JobSpec
     secrets: _containers.ScalarMap[str, str]
     client_request_id: str
-    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., secrets: _Optional[_Mapping[str, str]] = ..., client_request_id: _Optional[str] = ...) -> None: ...
+    team_queue: bool
+    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., secrets: _Optional[_Mapping[str, str]] = ..., client_request_id: _Optional[str] = ..., team_queue: _Optional[bool] = ...) -> None: ...
 
 class SubmitJobResponse(_message.Message):
     __slots__ = ("job",)
@@ -237,7 +263,7 @@ class GpuUsage(_message.Message):
     def __init__(self, uuid: _Optional[str] = ..., memory_used_mb: _Optional[int] = ..., memory_total_mb: _Optional[int] = ..., utilization_percent: _Optional[int] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "spec", "user", "state", "failure_reason", "hint", "exit_code", "has_exit_code", "gpu_uuids", "created_at", "started_at", "finished_at", "queue_position", "run_dir", "output_dir", "progress", "last_metrics", "last_seq", "secret_names", "stop_reason", "gpu_usage", "pending_reason")
+    __slots__ = ("id", "spec", "user", "state", "failure_reason", "hint", "exit_code", "has_exit_code", "gpu_uuids", "created_at", "started_at", "finished_at", "queue_position", "run_dir", "output_dir", "progress", "last_metrics", "last_seq", "secret_names", "stop_reason", "gpu_usage", "pending_reason", "team_host", "from_team_queue", "team_note")
     class LastMetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -267,6 +293,9 @@ class Job(_message.Message):
     STOP_REASON_FIELD_NUMBER: _ClassVar[int]
     GPU_USAGE_FIELD_NUMBER: _ClassVar[int]
     PENDING_REASON_FIELD_NUMBER: _ClassVar[int]
+    TEAM_HOST_FIELD_NUMBER: _ClassVar[int]
+    FROM_TEAM_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    TEAM_NOTE_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: JobSpec
     user: str
@@ -289,7 +318,10 @@ class Job(_message.Message):
     stop_reason: str
     gpu_usage: _containers.RepeatedCompositeFieldContainer[GpuUsage]
     pending_reason: str
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., user: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., failure_reason: _Optional[str] = ..., hint: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., gpu_uuids: _Optional[_Iterable[str]] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., queue_position: _Optional[int] = ..., run_dir: _Optional[str] = ..., output_dir: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., last_metrics: _Optional[_Mapping[str, float]] = ..., last_seq: _Optional[int] = ..., secret_names: _Optional[_Iterable[str]] = ..., stop_reason: _Optional[str] = ..., gpu_usage: _Optional[_Iterable[_Union[GpuUsage, _Mapping]]] = ..., pending_reason: _Optional[str] = ...) -> None: ...
+    team_host: str
+    from_team_queue: bool
+    team_note: str
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., user: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., failure_reason: _Optional[str] = ..., hint: _Optional[str] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., gpu_uuids: _Optional[_Iterable[str]] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., queue_position: _Optional[int] = ..., run_dir: _Optional[str] = ..., output_dir: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., last_metrics: _Optional[_Mapping[str, float]] = ..., last_seq: _Optional[int] = ..., secret_names: _Optional[_Iterable[str]] = ..., stop_reason: _Optional[str] = ..., gpu_usage: _Optional[_Iterable[_Union[GpuUsage, _Mapping]]] = ..., pending_reason: _Optional[str] = ..., team_host: _Optional[str] = ..., from_team_queue: _Optional[bool] = ..., team_note: _Optional[str] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -298,18 +330,20 @@ class GetJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
-    __slots__ = ("states", "user", "page_size", "page_token", "id_prefix")
+    __slots__ = ("states", "user", "page_size", "page_token", "id_prefix", "team_queue")
     STATES_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ID_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    TEAM_QUEUE_FIELD_NUMBER: _ClassVar[int]
     states: _containers.RepeatedScalarFieldContainer[JobState]
     user: str
     page_size: int
     page_token: str
     id_prefix: str
-    def __init__(self, states: _Optional[_Iterable[_Union[JobState, str]]] = ..., user: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., id_prefix: _Optional[str] = ...) -> None: ...
+    team_queue: bool
+    def __init__(self, states: _Optional[_Iterable[_Union[JobState, str]]] = ..., user: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., id_prefix: _Optional[str] = ..., team_queue: _Optional[bool] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
     __slots__ = ("jobs", "next_page_token", "total")
