@@ -578,7 +578,7 @@ def test_completion_offers_job_ids_and_host_aliases(
     """Completing a JOB offers the ids this client saw (its local record), and with a shared
     connection open, also those running on the host that it never saw; --host offers the
     client config's aliases (and `auto` for submit). Completion never opens an SSH login."""
-    stub, agent = start_agent(agent_config)
+    stub, agent = start_agent(agent_config, user="root")  # as the client, which logs in as root
     client = client_for(agent.socket)
     set_hosts(
         client,
