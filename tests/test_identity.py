@@ -130,7 +130,9 @@ def test_a_user_cannot_act_on_another_users_job_but_an_admin_can(team: Team) -> 
     through the client; he sees it in the queue (name, user, state) but not its config or run
     dir, and his own SFTP session can neither list the run dir nor read a file alice put there.
     The agent knows each of them as who the kernel says. The admin can do all of it: read the
-    logs and the run dir (through their own SFTP login, and `fetch`), pin, and cancel."""
+    logs and the run dir (through their own SFTP login, and `fetch`), pin, cancel, and retry
+    it once it has ended (bob still may not: the refusal is about whose it is, not its state);
+    the retry is the admin's own job."""
     job = submitted(team, ALICE)
     assert job["user"] == ALICE
     job_id = job["id"]
@@ -175,6 +177,13 @@ def test_a_user_cannot_act_on_another_users_job_but_an_admin_can(team: Team) -> 
     assert (team.project / "by-admin" / "result.txt").read_text() == "result\n"
     cancelled = team.run(ADMIN, "cancel", job_id, "--wait")
     assert cancelled.returncode == 130, cancelled.stderr
+    denied = team.run(BOB, "retry", job_id)
+    assert denied.returncode == 65 and f"belongs to {ALICE}" in denied.stderr, "ended, still hers"
+    retried = team.run(ADMIN, "retry", job_id, "--detach", "--json")
+    assert retried.returncode == 0, retried.stderr
+    again = json.loads(retried.stdout)
+    assert again["user"] == ADMIN and team.agent.store.get(again["id"]).spec.retry_of == job_id
+    assert team.run(ADMIN, "cancel", again["id"]).returncode == 0
 
 
 def test_where_the_host_forwards_nothing_the_bridge_carries_the_calls(
@@ -201,7 +210,10 @@ def test_where_the_host_forwards_nothing_the_bridge_carries_the_calls(
 
 def test_a_stock_grpc_call_is_who_the_kernel_says(team: Team) -> None:
     """A gRPC call of bob's own through the agent's socket, claiming to be alice in every way a
-    client could (the old metadata included), is still bob's: denied on alice's job."""
+    client could (the old metadata included), is still bob's: denied on alice's job (cancel,
+    retry, events; its summary without config or run dir). The admin's own stock calls get
+    all of it: the full spec and run dir, the events, the cancel, and a retry once it has
+    ended, which is the admin's job; bob's retry of the ended job is still denied."""
     job_id = submitted(team, ALICE)["id"]
     forged = [("x-hatrain-user", ALICE)]
     with channel_as(BOB, team.agent.socket) as channel:
@@ -222,6 +234,25 @@ def test_a_stock_grpc_call_is_who_the_kernel_says(team: Team) -> None:
     with channel_as(ALICE, team.agent.socket) as channel:
         mine = stub_as(channel).GetJob(pb.GetJobRequest(job_id=job_id))
         assert b"hatrain_standin" in mine.spec.config_yaml
+
+    with channel_as(ADMIN, team.agent.socket) as channel:
+        admin = stub_as(channel)
+        assert admin.GetAgentInfo(pb.GetAgentInfoRequest()).user == ADMIN
+        full = admin.GetJob(pb.GetJobRequest(job_id=job_id))
+        assert full.spec == mine.spec and full.run_dir == mine.run_dir != ""
+        assert all_events(admin, job_id), "the job's events, read by the admin"
+        admin.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=30)
+        assert wait_state(admin, job_id, TERMINAL).state == pb.JOB_STATE_CANCELLED
+        retry = pb.JobSpec()
+        retry.CopyFrom(full.spec)
+        retry.retry_of = job_id
+        with channel_as(BOB, team.agent.socket) as bobs:
+            with pytest.raises(grpc.RpcError) as denied:
+                stub_as(bobs).SubmitJob(pb.SubmitJobRequest(spec=retry), timeout=30)
+            assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        again = admin.SubmitJob(pb.SubmitJobRequest(spec=retry), timeout=30).job
+        assert (again.user, again.spec.retry_of) == (ADMIN, job_id)
+        admin.CancelJob(pb.CancelJobRequest(job_id=again.id), timeout=30)
 
 
 def test_the_private_socket_is_out_of_reach(team: Team) -> None:
