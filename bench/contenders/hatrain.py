@@ -206,11 +206,15 @@ class Hatrain:
         agent = self.agent
         mark = self.kit.file("hatrain-start")
         began = time.time()
-        job = agent.submit_raw({"bench_preprocess": "start", "bench_file": str(mark)}, gpus=1)
+        job = agent.submit_raw(
+            {"bench_preprocess": "start", "bench_file": Kit.config_name(mark)}, gpus=1
+        )
         raw = started_at(mark) - began
         agent.wait_done([job])
         mark = self.kit.file("hatrain-client-start")
-        name = agent.client_config({"bench_preprocess": "start", "bench_file": str(mark)})
+        name = agent.client_config(
+            {"bench_preprocess": "start", "bench_file": Kit.config_name(mark)}
+        )
         began = time.time()
         job = agent.submit_client(name, gpus=1)
         client = started_at(mark) - began
@@ -221,13 +225,15 @@ class Hatrain:
         agent = self.agent
         marks = [self.kit.file("hatrain-burst") for _ in range(size)]
         jobs = [
-            agent.submit_raw({"bench_preprocess": "start", "bench_file": str(m)}) for m in marks
+            agent.submit_raw({"bench_preprocess": "start", "bench_file": Kit.config_name(m)})
+            for m in marks
         ]
         raw = gap(marks)
         agent.wait_done(jobs)
         marks = [self.kit.file("hatrain-client-burst") for _ in range(size)]
         names = [
-            agent.client_config({"bench_preprocess": "start", "bench_file": str(m)}) for m in marks
+            agent.client_config({"bench_preprocess": "start", "bench_file": Kit.config_name(m)})
+            for m in marks
         ]
         with ThreadPoolExecutor(size) as pool:
             jobs = list(pool.map(agent.submit_client, names))
@@ -238,14 +244,16 @@ class Hatrain:
     def cancel(self) -> dict[str, Cancel]:
         agent = self.agent
         pid_file = self.kit.file("hatrain-hold")
-        job = agent.submit_raw({"bench_train": "hold", "bench_file": str(pid_file)}, gpus=1)
+        job = agent.submit_raw(
+            {"bench_train": "hold", "bench_file": Kit.config_name(pid_file)}, gpus=1
+        )
         raw = cancel_latency(
             pid_file,
             lambda: agent.stub.CancelJob(pb.CancelJobRequest(job_id=job)),
             lambda: agent.state(job) == pb.JOB_STATE_CANCELLED,
         )
         pid_file = self.kit.file("hatrain-client-hold")
-        name = agent.client_config({"bench_train": "hold", "bench_file": str(pid_file)})
+        name = agent.client_config({"bench_train": "hold", "bench_file": Kit.config_name(pid_file)})
         job = agent.submit_client(name, gpus=1)
         client = cancel_latency(
             pid_file,
@@ -257,7 +265,7 @@ class Hatrain:
     def stream(self) -> dict[str, Stream]:
         agent = self.agent
         go = self.kit.file("hatrain-go")
-        job = agent.submit_raw({"bench_train": "print", "bench_file": str(go)})
+        job = agent.submit_raw({"bench_train": "print", "bench_file": Kit.config_name(go)})
         raw = Stream()
         waiting = True
         request = pb.WatchJobRequest(job_id=job, follow=True)
@@ -271,7 +279,7 @@ class Hatrain:
             raw.got(lines)
         go = self.kit.file("hatrain-client-go")
         job = agent.submit_client(
-            agent.client_config({"bench_train": "print", "bench_file": str(go)})
+            agent.client_config({"bench_train": "print", "bench_file": Kit.config_name(go)})
         )
         client = Stream()
         follower = agent.client_process("logs", job, "--follow")

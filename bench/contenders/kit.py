@@ -45,13 +45,14 @@ for i in range({lines}):
 # `axolotl STEP CONFIG [--debug]` for hatrain's local runtime: the step runs job.sh in the mode
 # the job's config names for it (bench_preprocess, bench_train) on the config's bench_file, with
 # shell built-ins only, so that no extra process runs before the job; preprocess then reports
-# success as Axolotl does.
+# success as Axolotl does. bench_file names a file of the kit (`kit:NAME`): the agent refuses a
+# config naming a path outside the job's mounts.
 AXOLOTL = """#!/bin/sh
 mode= file=
 while IFS=': ' read -r key value; do
   case $key in
   bench_$1) mode=$value ;;
-  bench_file) file=$value ;;
+  bench_file) file={files}/${{value#kit:}} ;;
   esac
 done <"$2"
 if [ "$1" = preprocess ]; then
@@ -82,11 +83,16 @@ class Kit:
         self.axolotl_venv = root / "axolotl-venv"
         (self.axolotl_venv / "bin").mkdir(parents=True)
         axolotl = self.axolotl_venv / "bin" / "axolotl"
-        axolotl.write_text(AXOLOTL.format(job=self.job))
+        axolotl.write_text(AXOLOTL.format(job=self.job, files=self.files))
         axolotl.chmod(0o755)
         os.chmod(root, 0o755)
         self._count = 0
         self._lock = threading.Lock()
+
+    @staticmethod
+    def config_name(path: Path) -> str:
+        """How a hatrain job's config names a kit file (bench_file)."""
+        return f"kit:{path.name}"
 
     def file(self, label: str) -> Path:
         with self._lock:
