@@ -67,9 +67,12 @@ class UsageBook:
             self._as_of = now
 
     def add(self, rows: Iterable[tuple[int, UsageRecord]], now: float) -> None:
-        """Add (number, record) rows in the store's order."""
+        """Add (number, record) rows in the store's order; rows it has already (a read that
+        overlapped another) are passed over."""
         self._decay_to(now)
         for n, r in rows:
+            if n <= self.last_seen:
+                continue
             hours = decayed_gpu_hours(
                 r.gpus, r.started_at, r.finished_at, self._as_of, self.half_life_seconds
             )

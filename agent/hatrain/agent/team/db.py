@@ -4,6 +4,7 @@ itself after a failover (libpq's multi-host connection strings), and retries wit
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import TypeVar
 
 import psycopg
@@ -60,12 +61,32 @@ class TeamDb:
         (or of the server, e.g. while a standby is promoted) repeats the whole transaction with
         backoff until retry_seconds have passed: work must be safe to repeat (the submit is,
         by its request id)."""
+        return self._attempts(partial(self._once, work), retry)
+
+    def run_pipelined(self, work: Callable[[Cursor], Callable[[], T]], *, retry: bool = True) -> T:
+        """As run, in libpq's pipeline mode: statements are sent without waiting, and their
+        answers come back together when one is read (BEGIN goes with the first statement).
+        work returns how to read the answers it has not read yet, called once the transaction
+        has committed: those come back with the commit's, in the same round trip. (A
+        cursor's rowcount is known only once its answer is read.)"""
+        return self._attempts(partial(self._once_pipelined, work), retry)
+
+    def _once(self, work: Callable[[Cursor], T]) -> T:
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            return work(cur)
+
+    def _once_pipelined(self, work: Callable[[Cursor], Callable[[], T]]) -> T:
+        with self.pool.connection() as conn, conn.pipeline():
+            with conn.transaction(), conn.cursor() as cur:
+                read = work(cur)
+            return read()
+
+    def _attempts(self, once: Callable[[], T], retry: bool) -> T:
         deadline = time.monotonic() + self.retry_seconds
         delay = _FIRST_DELAY
         while True:
             try:
-                with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                    return work(cur)
+                return once()
             except _TRANSIENT as exc:
                 if not retry or time.monotonic() > deadline:
                     raise TeamUnavailable(

@@ -4,9 +4,9 @@ failover: a submit by its request id, which the client sends with every submit).
 
 import base64
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from hatrain.rpc.contract import gpu_accepts
 
@@ -20,6 +20,7 @@ from ..states import JobState
 from . import hosts, queue
 from .db import Cursor, TeamDb
 from .hosts import TeamHost
+from .placement import Claimed, PassReads
 from .queue import TeamJob
 
 if TYPE_CHECKING:
@@ -95,7 +96,11 @@ class TeamFront:
             spec.team and cap_for(self.scheduler.team_queued_caps, spec.team) is not None
         )
 
-        def work(cur: Cursor) -> tuple[TeamJob, bool, Any]:
+        member = self.member
+        Placed = tuple[list[Claimed], int]
+
+        def work(cur: Cursor) -> Callable[[], tuple[TeamJob, bool, Placed | None]]:
+            reads: list[PassReads] = []
             job, created = queue.submit(
                 cur,
                 spec,
@@ -106,14 +111,19 @@ class TeamFront:
                 client_request_id=client_request_id,
                 secrets=secrets,
                 admit=admit if capped else None,
-                notify=self.member is None,
+                notify=member is None,
+                alongside=(lambda: reads.append(member.send_submit_pass(cur))) if member else None,
             )
-            placed = self.member.plan_now(cur) if created and self.member else None
-            return job, created, placed
+            if not (created and member and reads):
+                return lambda: (job, created, None)
+            read_claims = member.plan_now(cur, reads[0])
+            return lambda: (job, created, read_claims())
 
-        job, created, placed = self.db.run(work)
-        if placed is not None and self.member is not None:
-            self.member.start_soon(placed)
+        # Pipelined: the insert goes with the planning pass's reads in one round trip, the
+        # pass's writes and this host's claim with the commit in the next.
+        job, created, placed = self.db.run_pipelined(work)
+        if placed is not None and member is not None:
+            member.start_now(placed)
         return job, created
 
     def _queue_cap_check_in(self, cur: Cursor, user: str, team: str) -> None:

@@ -196,28 +196,42 @@ class TeamMember:
 
         self._start_all(self.db.run(plan_and_claim), epoch)
 
-    def plan_now(self, cur: Any) -> tuple[list[placement.Claimed], int]:
+    def send_submit_pass(self, cur: Any) -> placement.PassReads:
+        """Send the reads of a planning pass inside a submit's own transaction, with a try of
+        the planner's lock, in the same round trip as the job's insert (the transaction is
+        pipelined); plan_now finishes the pass."""
+        return self.planner.send_reads(cur, try_lock=True)
+
+    def plan_now(
+        self, cur: Any, reads: placement.PassReads
+    ) -> Callable[[], tuple[list[placement.Claimed], int]]:
         """A planning pass inside a submit's own transaction, when no other pass is running
         (else it notifies the hosts, whose passes will see the job): a job that can start at
-        once is placed, and claimed if here, as it is queued. Returns the claims and their
-        epoch."""
+        once is placed, and claimed if here, as it is queued. Returns how to read the claims
+        and their epoch once the transaction has committed (the claim's answer comes back with
+        the commit's). Marking silent hosts down is left to the other passes."""
         epoch = self.epoch
-        cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (PLANNER_LOCK,))
-        row = cur.fetchone()
-        if not (row and row[0]):
+        locked = reads.locked.fetchone() if reads.locked is not None else None
+        if not (locked and locked[0]):
             cur.execute("SELECT pg_notify(%s, 'submit')", (CHANNEL,))
-            return [], epoch
-        self.planner.run(cur, in_submit=True)
-        return placement.claim(cur, self.name, epoch), epoch
+            return lambda: ([], epoch)
+        if self.name not in self.planner.finish(cur, reads):
+            return lambda: ([], epoch)  # placements made here by other passes: _listen claims
+        read_claims = placement.send_claim(cur, self.name, epoch)
+        return lambda: (read_claims(), epoch)
 
-    def start_soon(self, placed: tuple[list[placement.Claimed], int]) -> None:
-        """Start claims made by plan_now, once their transaction has committed, off the
-        caller's thread."""
+    def start_now(self, placed: tuple[list[placement.Claimed], int]) -> None:
+        """Start claims made by plan_now, once their transaction has committed, on the
+        caller's thread (no hand-over to another thread before the job starts). The submit
+        stands whatever happens here: a claim that could not be started is given back to the
+        queue by the heartbeat's sweep of claims never started."""
         claimed, epoch = placed
-        if claimed:
-            threading.Thread(
-                target=self._start_all, args=(claimed, epoch), name="team-start", daemon=True
-            ).start()
+        if not claimed:
+            return
+        try:
+            self._start_all(claimed, epoch)
+        except Exception:
+            log.exception("starting a job claimed at submit failed", jobs=[c.id for c in claimed])
 
     def claim(self) -> list[str]:
         """Claim and start this host's placements; returns the ids started."""

@@ -60,10 +60,11 @@ def store_objects(
 
 def _write(cur: Cursor, sha: str, size: int, objects: ObjectStore) -> None:
     cur.execute(
-        "INSERT INTO team_objects (sha256, size) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+        "INSERT INTO team_objects (sha256, size) VALUES (%s, %s) ON CONFLICT DO NOTHING "
+        "RETURNING sha256",
         (sha, size),
     )
-    if not cur.rowcount:
+    if cur.fetchone() is None:
         return  # written by a submit committed meanwhile
     with objects.path_of(sha).open("rb") as fh:
         n = 0

@@ -20,7 +20,7 @@ was marked down meanwhile claims nothing.
 import math
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,7 @@ from ..fair_share import UsageBook, UsageRecord
 from ..jobs import Job, JobSpec
 from ..scheduler import Policy, QueuedJob, RunningJob, plan
 from .db import Cursor
-from .hosts import hosts, mark_down
+from .hosts import mark_down, read_hosts, send_hosts
 from .queue import spec_from_record
 from .schema import CHANNEL, PLANNER_LOCK
 
@@ -51,14 +51,24 @@ class Claimed:
     secrets: dict[str, str]
 
 
-def _active(cur: Cursor) -> list[RunningJob]:
+_ACTIVE = (
+    "SELECT id, user_name, gpu_uuids, host, started_at, placed_at, time_limit_seconds, team "
+    "FROM team_jobs WHERE state IN ('placed', 'running')"
+)
+_QUEUED = (
+    "SELECT id, user_name, gpus, priority, min_gpu_memory_mb, gpu_type, time_limit_seconds, "
+    "team, pinned_host, n FROM team_jobs WHERE state = 'queued' ORDER BY n"
+)
+# A pass reads the queue's head with the rest of its reads, in the same round trip: the whole
+# queue when it is this short (a submit to an idle team), else it reads the rest only if some
+# job could start (a busy team's submits do not read a long queue each).
+_QUEUE_HEAD = 16
+
+
+def _active(rows: Iterable[Sequence[Any]]) -> list[RunningJob]:
     """Team jobs placed or running: their GPUs are taken."""
-    cur.execute(
-        "SELECT id, user_name, gpu_uuids, host, started_at, placed_at, time_limit_seconds, team "
-        "FROM team_jobs WHERE state IN ('placed', 'running')"
-    )
     running = []
-    for job_id, user, gpus, host, started, placed, limit, team in cur.fetchall():
+    for job_id, user, gpus, host, started, placed, limit, team in rows:
         since = started or placed
         running.append(
             RunningJob(
@@ -74,11 +84,7 @@ def _active(cur: Cursor) -> list[RunningJob]:
     return running
 
 
-def _queued(cur: Cursor) -> list[QueuedJob]:
-    cur.execute(
-        "SELECT id, user_name, gpus, priority, min_gpu_memory_mb, gpu_type, time_limit_seconds, "
-        "team, pinned_host, n FROM team_jobs WHERE state = 'queued' ORDER BY n"
-    )
+def _queued(rows: Iterable[Sequence[Any]]) -> list[QueuedJob]:
     return [
         QueuedJob(
             job_id,
@@ -92,8 +98,22 @@ def _queued(cur: Cursor) -> list[QueuedJob]:
             team=team,
             host=pinned,
         )
-        for job_id, user, gpus, priority, memory, gpu_type, limit, team, pinned, n in cur
+        for job_id, user, gpus, priority, memory, gpu_type, limit, team, pinned, n in rows
     ]
+
+
+@dataclass
+class PassReads:
+    """What a planning pass reads, sent to the server at once (one round trip in a pipeline)
+    and fetched when the pass needs it. locked: the cursor of a pg_try_advisory_xact_lock."""
+
+    locked: Cursor | None
+    hosts: Cursor
+    active: Cursor
+    queue_head: Cursor
+    usage: Cursor
+    reserved: Cursor
+    cpu_job_waits: Cursor
 
 
 class TeamPlanner:
@@ -116,32 +136,58 @@ class TeamPlanner:
         self.usage = UsageBook(policy.usage_half_life_seconds)
         self._reasons_at = -math.inf
 
-    def run(self, cur: Cursor, *, in_submit: bool = False) -> set[str]:
-        """One pass; returns the hosts given placements. in_submit: a pass in a submit's own
-        transaction, which holds the planner's lock already and leaves marking silent hosts
-        down to the other passes."""
-        if not in_submit:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (PLANNER_LOCK,))
-        if not in_submit and self.may_mark_down():
-            mark_down(cur, self.down_after_seconds)
-        up = hosts(cur, up_only=True)
-        running = _active(cur) + [r for h in up for r in h.local_running]
-        if self._full(cur, up, running) and time.monotonic() < self._reasons_at + (
-            _REASONS_REFRESH_SECONDS
-        ):
-            return set()  # nothing could start: spare reading the queue, reasons are fresh
-        queued = _queued(cur)
-        if not queued:
-            return set()
-        now = time.time()
-        cur.execute(
+    def send_reads(self, cur: Cursor, *, try_lock: bool = False) -> PassReads:
+        """Send a pass's reads (after its try of the planner's lock when try_lock) without
+        waiting for their results."""
+        conn = cur.connection
+        locked = None
+        if try_lock:
+            locked = conn.cursor()
+            locked.execute("SELECT pg_try_advisory_xact_lock(%s)", (PLANNER_LOCK,))
+        reads = PassReads(locked, *(conn.cursor() for _ in range(6)))
+        send_hosts(reads.hosts, up_only=True)
+        reads.active.execute(_ACTIVE)
+        reads.queue_head.execute(f"{_QUEUED} LIMIT %s", (_QUEUE_HEAD,))
+        reads.usage.execute(
             "SELECT n, user_name, team, gpus, started_at, finished_at FROM team_usage "
             "WHERE n > %s ORDER BY n",
             (self.usage.last_seen,),
         )
-        self.usage.add(((row[0], UsageRecord(*row[1:])) for row in cur.fetchall()), now)
-        cur.execute("SELECT reserved FROM team_planner WHERE id = 1")
-        reserved_row = cur.fetchone()
+        reads.reserved.execute("SELECT reserved FROM team_planner WHERE id = 1")
+        reads.cpu_job_waits.execute(
+            "SELECT EXISTS (SELECT 1 FROM team_jobs WHERE state = 'queued' AND gpus = 0)"
+        )
+        return reads
+
+    def run(self, cur: Cursor) -> set[str]:
+        """One pass, under the planner's lock; returns the hosts given placements."""
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (PLANNER_LOCK,))
+        if self.may_mark_down():
+            mark_down(cur, self.down_after_seconds)
+        return self.finish(cur, self.send_reads(cur))
+
+    def finish(self, cur: Cursor, reads: PassReads) -> set[str]:
+        """The pass on what reads brought (the planner's lock held); returns the hosts given
+        placements."""
+        up = read_hosts(reads.hosts)
+        running = _active(reads.active.fetchall()) + [r for h in up for r in h.local_running]
+        head = reads.queue_head.fetchall()
+        self.usage.add(((row[0], UsageRecord(*row[1:])) for row in reads.usage), time.time())
+        reserved_row = reads.reserved.fetchone()
+        whole_queue = len(head) < _QUEUE_HEAD
+        cpu_job_waits = reads.cpu_job_waits.fetchone()
+        if self._full(up, running, bool(cpu_job_waits and cpu_job_waits[0])) and (
+            time.monotonic() < self._reasons_at + _REASONS_REFRESH_SECONDS
+        ):
+            return set()  # nothing could start: spare reading the queue, reasons are fresh
+        if whole_queue:
+            queued = _queued(head)
+        else:
+            cur.execute(_QUEUED)
+            queued = _queued(cur.fetchall())
+        if not queued:
+            return set()
+        now = time.time()
         reserved = reserved_row[0] if reserved_row else None
         result = plan(
             queued,
@@ -180,20 +226,14 @@ class TeamPlanner:
             cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{PLACED_ON}{host}"))
         return placed_on
 
-    def _full(self, cur: Cursor, up: list[Any], running: list[RunningJob]) -> bool:
+    def _full(self, up: list[Any], running: list[RunningJob], cpu_job_waits: bool) -> bool:
         """Whether no queued job could start: every GPU is held, and every CPU job slot too or
         no job without GPUs waits."""
         busy = {u for r in running for u in r.gpu_uuids}
         if len(busy) < sum(len(h.gpus) for h in up):
             return False
         cpu_jobs = Counter(r.host for r in running if not r.gpu_uuids)
-        if all(cpu_jobs[h.name] >= self.policy.max_cpu_jobs for h in up):
-            return True
-        cur.execute(
-            "SELECT NOT EXISTS (SELECT 1 FROM team_jobs WHERE state = 'queued' AND gpus = 0)"
-        )
-        row = cur.fetchone()
-        return bool(row and row[0])
+        return not cpu_job_waits or all(cpu_jobs[h.name] >= self.policy.max_cpu_jobs for h in up)
 
 
 _FENCE = (
@@ -205,7 +245,14 @@ _FENCE = (
 def claim(cur: Cursor, host: str, epoch: int) -> list[Claimed]:
     """Claim every placement made for this host at its epoch, with the jobs' secrets (which
     leave the database here)."""
-    cur.execute(
+    return send_claim(cur, host, epoch)()
+
+
+def send_claim(cur: Cursor, host: str, epoch: int) -> Callable[[], list[Claimed]]:
+    """The claim of claim(), sent on a cursor of its own; returns how to read what it claimed
+    (in a pipelined transaction, once it has committed)."""
+    claiming = cur.connection.cursor()
+    claiming.execute(
         "WITH claimed AS ("
         " UPDATE team_jobs j SET state = 'running', attempt = j.attempt + 1,"
         " local_state = 'starting', started_at = %(now)s, pending_reason = '', queue_position = 0"
@@ -217,18 +264,22 @@ def claim(cur: Cursor, host: str, epoch: int) -> list[Claimed]:
         "FROM claimed c LEFT JOIN secrets s ON s.job_id = c.id",
         {"host": host, "epoch": epoch, "now": time.time()},
     )
-    return [
-        Claimed(
-            job_id,
-            user,
-            spec_from_record(spec),
-            tuple(gpus),
-            attempt,
-            created,
-            secrets or {},
-        )
-        for job_id, user, spec, gpus, attempt, created, secrets in cur.fetchall()
-    ]
+
+    def read() -> list[Claimed]:
+        return [
+            Claimed(
+                job_id,
+                user,
+                spec_from_record(spec),
+                tuple(gpus),
+                attempt,
+                created,
+                secrets or {},
+            )
+            for job_id, user, spec, gpus, attempt, created, secrets in claiming.fetchall()
+        ]
+
+    return read
 
 
 def give_back(cur: Cursor, job_id: str, host: str, epoch: int) -> bool:

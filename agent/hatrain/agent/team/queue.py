@@ -124,10 +124,13 @@ def submit(
     secrets: dict[str, str] | None = None,
     admit: Callable[[Cursor], None] | None = None,
     notify: bool = True,
+    alongside: Callable[[], None] | None = None,
 ) -> tuple[TeamJob, bool]:
     """Queue a job in the team queue, its objects with it; returns (job, created). A repeated
     client_request_id returns the first job (a submit retried across a failover included).
-    notify: wake the hosts' planners (not needed when the caller plans in this transaction)."""
+    notify: wake the hosts' planners (not needed when the caller plans in this transaction).
+    alongside: sends more statements after the insert, before its answer is waited for (in a
+    pipelined transaction they travel together)."""
     if client_request_id and admit is not None:
         found = _by_request_id(cur, client_request_id)
         if found is not None:
@@ -158,6 +161,8 @@ def submit(
             client_request_id or None,
         ),
     )
+    if alongside is not None:
+        alongside()
     inserted = cur.fetchone()
     if inserted is None:  # a repeated request id (checked here when no cap asked first)
         found = _by_request_id(cur, client_request_id)
