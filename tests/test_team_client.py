@@ -22,7 +22,9 @@ def test_client_submits_to_the_team_and_finds_the_job_by_id(
 ) -> None:
     """gpu1 (the default host) is busy: `submit --team-queue` uploads there and the job starts
     on another host with its data; status, queue, logs and cancel find it without --host;
-    `hosts` shows every team host's heartbeat age."""
+    `hosts` shows every team host's heartbeat age. Jobs still waiting in the team queue (in no
+    host's store yet) are found by a unique prefix of their id; an ambiguous prefix is refused
+    listing the jobs it begins, an unknown one saying no job has it."""
     team = make_team()
     gpu1 = team["gpu1"]
     blocker = gpu1.submit(held(gpus=2, host="gpu1"))
@@ -63,3 +65,37 @@ def test_client_submits_to_the_team_and_finds_the_job_by_id(
     assert cancelled.returncode == 130, cancelled.stderr  # the exit status of a cancelled job
     assert cancelled.stdout.strip() == f"job {job['id']}: cancelled"
     poll(lambda: team.row(job["id"])["state"] == "cancelled", 60, "the team to see it cancelled")
+
+    # Seventeen jobs wait for gpu1: two of them at least share a first character.
+    waiting = [gpu1.submit(held(host="gpu1")).id for _ in range(17)]
+    for job_id in waiting:
+        team.wait_row(job_id, "queued", state="queued")
+    ids = [row[0] for row in team.sql("SELECT id FROM team_jobs")]
+
+    def unique_prefix(job_id: str) -> str:
+        return next(
+            job_id[:n]
+            for n in range(4, len(job_id) + 1)
+            if [i for i in ids if i.startswith(job_id[:n])] == [job_id]
+        )
+
+    first = waiting[0]
+    status = client.json("status", unique_prefix(first))
+    assert (status["id"], status["state"]) == (first, "queued")
+    cancelled = client.run("cancel", unique_prefix(first))
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert first in cancelled.stdout
+    assert team.row(first)["state"] == "cancelled"
+
+    shared = next(c for c in "0123456789abcdef" if sum(i.startswith(c) for i in waiting) >= 2)
+    ambiguous = client.run("status", shared)
+    assert ambiguous.returncode != 0
+    assert f"job id '{shared}' is ambiguous" in ambiguous.stderr, ambiguous.stderr
+    assert sum(i in ambiguous.stderr for i in ids if i.startswith(shared)) >= 2, ambiguous.stderr
+
+    unknown = next(
+        p for p in (f"{n:04x}" for n in range(65536)) if not any(i.startswith(p) for i in ids)
+    )
+    missing = client.run("status", unknown)
+    assert missing.returncode != 0
+    assert f"no job '{unknown}'" in missing.stderr, missing.stderr

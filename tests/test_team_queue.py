@@ -17,10 +17,13 @@ from typing import Any
 
 import grpc
 import pytest
+from hatrain.agent.config import SchedulerConfig
+from hatrain.agent.errors import ResourceExhausted
 from hatrain.agent.jobs import JobSpec
 from hatrain.agent.objects import ObjectStore
 from hatrain.agent.team import queue
 from hatrain.agent.team.db import TeamDb
+from hatrain.agent.team.front import TeamFront
 from hatrain.agent.team.schema import migrate
 from hatrain.rpc.v1 import agent_pb2 as pb
 
@@ -191,6 +194,68 @@ def test_racing_hosts_never_claim_one_job_twice(tmp_path: Path) -> None:
     assert max(claims.values()) == 1
     assert all(n > 0 for n in per_racer), per_racer  # they really raced
     assert states == {("succeeded", 1): jobs}
+
+
+def test_racing_submits_never_pass_a_queued_jobs_cap(tmp_path: Path) -> None:
+    """Submits race for the last slots under a cap on queued jobs, through two hosts' own
+    team fronts (each with its connections) from 16 threads at once: 64 submits by one user
+    capped at 5, then 64 by 16 users of a team capped at 4. Exactly the cap is queued each
+    time, and every other submit is refused with RESOURCE_EXHAUSTED naming the cap."""
+    with cluster() as pg:
+        scheduler = SchedulerConfig(user_queued_caps={"alice": 5}, team_queued_caps={"nlp": 4})
+        fronts = []
+        for name in ("gpu1", "gpu2"):
+            db = TeamDb(pg.primary.conninfo, retry_seconds=30)
+            db.open()
+            migrate(db)
+            objects = ObjectStore(tmp_path / name)
+            fronts.append(TeamFront(db, name, objects, 0, scheduler))
+        threads, each = 16, 4
+        start = threading.Barrier(threads)
+
+        def race(user_of: Callable[[int], str], team: str) -> tuple[int, list[str]]:
+            queued, refused = [], []
+
+            def submit_some(i: int) -> None:
+                job_spec = JobSpec(config_name="job.yml", config_yaml="{}", gpus=1, team=team)
+                start.wait()
+                for _ in range(each):
+                    try:
+                        job, _ = fronts[i % 2].submit(
+                            job_spec, user_of(i), uuid.uuid4().hex, secrets={}
+                        )
+                        queued.append(job.id)
+                    except ResourceExhausted as exc:
+                        refused.append(str(exc))
+
+            workers = [threading.Thread(target=submit_some, args=(i,)) for i in range(threads)]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join(timeout=120)
+            return len(queued), refused
+
+        try:
+            queued, refused = race(lambda i: "alice", "")
+            assert queued == 5 and len(refused) == threads * each - 5, (queued, len(refused))
+            assert set(refused) == {
+                "user cap: alice has 5 jobs queued of 5 (scheduler.user_queued_caps); submit "
+                "again once some have started"
+            }
+            queued, refused = race(lambda i: f"user{i}", "nlp")
+            assert queued == 4 and len(refused) == threads * each - 4, (queued, len(refused))
+            assert set(refused) == {
+                "team cap: team nlp has 4 jobs queued of 4 (scheduler.team_queued_caps); "
+                "submit again once some have started"
+            }
+            with pg_connect(pg) as conn:
+                rows = conn.execute(
+                    "SELECT user_name = 'alice', team, count(*) FROM team_jobs GROUP BY 1, 2"
+                ).fetchall()
+            assert sorted(rows) == [(False, "nlp", 4), (True, "", 5)]
+        finally:
+            for front in fronts:
+                front.db.close()
 
 
 def pg_connect(pg: Cluster) -> Any:
@@ -472,7 +537,7 @@ def test_doctor_reports_the_team_database(make_team: Callable[..., Team]) -> Non
         env={**os.environ, "COLUMNS": "400"},  # one line per check
     )  # fmt: skip
     row = next(line for line in doctor.stdout.splitlines() if "team queue" in line)
-    assert "writable, schema 1" in row and "gpu2 up, heartbeat" in row, row
+    assert "writable, schema 2" in row and "gpu2 up, heartbeat" in row, row
     assert "3 host(s) up" in row, row
 
 

@@ -373,8 +373,20 @@ class AgentService(pb_grpc.AgentServiceServicer):
         caller = self.caller(context)
         if request.id_prefix:
             prefix = check_job_id(request.id_prefix, "id_prefix")
-            found = self.store.with_id_prefix(prefix, min(request.page_size or 50, 1000))
-            return pb.ListJobsResponse(jobs=[self._job(j, caller) for j in found], total=len(found))
+            limit = min(request.page_size or 50, 1000)
+            found = self.store.with_id_prefix(prefix, limit)
+            matches = [self._job(j, caller) for j in found]
+            if self.team is not None:
+                # The team queue's jobs too: one still waiting is in no host's store yet.
+                here = {j.id for j in found}
+                matches += [
+                    wire.team_job_to_wire(t, self.identities.may_read(caller, t.as_job()))
+                    for t in self.team.with_id_prefix(prefix, limit)
+                    if t.id not in here
+                ]
+                matches.sort(key=lambda j: j.id)
+                del matches[limit:]
+            return pb.ListJobsResponse(jobs=matches, total=len(matches))
         states = [wire.STATE_FROM_WIRE[s] for s in request.states if s in wire.STATE_FROM_WIRE]
         if request.team_queue:
             if self.team is None:

@@ -407,7 +407,7 @@ class Client:
             if alias is not None and alias != connection.alias:
                 try:
                     there = self.connection(alias)
-                    return there, there.get_job(job_id)
+                    return there, there.get_job(wire.id)  # the whole id, if job_id was a prefix
                 except ClientError:
                     pass  # that host does not answer: the team's record is what there is
         return connection, wire

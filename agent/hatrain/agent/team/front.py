@@ -88,13 +88,19 @@ class TeamFront:
     def submit(
         self, spec: JobSpec, user: str, client_request_id: str, secrets: dict[str, str]
     ) -> tuple[TeamJob, bool]:
-        def admit(cur: Cursor) -> None:
-            # Counted in the submit's own transaction, so that racing submits see each other.
-            self._queue_cap_check_in(cur, user, spec.team)
-
-        capped = cap_for(self.scheduler.user_queued_caps, user) is not None or bool(
+        user_capped = cap_for(self.scheduler.user_queued_caps, user) is not None
+        team_capped = bool(
             spec.team and cap_for(self.scheduler.team_queued_caps, spec.team) is not None
         )
+        capped = user_capped or team_capped
+
+        def admit(cur: Cursor) -> None:
+            # Counted in the submit's own transaction, under locks held to its commit, so that
+            # racing submits count one after another.
+            queue.lock_queue_counts(
+                cur, user if user_capped else "", spec.team if team_capped else ""
+            )
+            self._queue_cap_check_in(cur, user, spec.team)
 
         member = self.member
         Placed = tuple[list[Claimed], int]
@@ -137,6 +143,9 @@ class TeamFront:
 
     def find(self, job_id: str) -> TeamJob | None:
         return self.db.run(partial(queue.get, job_id=job_id))
+
+    def with_id_prefix(self, prefix: str, limit: int) -> list[TeamJob]:
+        return self.db.run(partial(queue.with_id_prefix, prefix=prefix, limit=limit))
 
     def cancel(self, job_id: str) -> TeamJob:
         return self.db.run(partial(queue.cancel, job_id=job_id))

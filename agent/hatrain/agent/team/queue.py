@@ -18,7 +18,7 @@ from ..objects import ObjectStore
 from ..states import JobState
 from .db import Cursor
 from .objects import store_objects
-from .schema import CHANNEL
+from .schema import CHANNEL, TEAM_QUEUE_LOCK, USER_QUEUE_LOCK
 
 # The team queue's states besides JobState's: placed on a host, not claimed by it yet.
 QUEUED, PLACED, RUNNING = "queued", "placed", "running"
@@ -189,6 +189,25 @@ def get(cur: Cursor, job_id: str) -> TeamJob | None:
     cur.execute(f"SELECT {COLUMNS} FROM team_jobs WHERE id = %s", (job_id,))
     row = cur.fetchone()
     return TeamJob.from_row(row) if row else None
+
+
+def lock_queue_counts(cur: Cursor, user: str, team: str) -> None:
+    """Hold, until this transaction ends, the right to count and add to the queued jobs of
+    user and of team (either one left empty: not that one). Submits that check a cap on
+    queued jobs take these first, user before team, so that two of them racing for the last
+    slot count one after the other, each seeing the other's job once it has committed."""
+    for key, name in ((USER_QUEUE_LOCK, user), (TEAM_QUEUE_LOCK, team)):
+        if name:
+            cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (key, name))
+
+
+def with_id_prefix(cur: Cursor, prefix: str, limit: int) -> list[TeamJob]:
+    """Team jobs whose id starts with prefix, by id, at most limit of them."""
+    cur.execute(
+        f"SELECT {COLUMNS} FROM team_jobs WHERE starts_with(id, %s) ORDER BY id LIMIT %s",
+        (prefix, limit),
+    )
+    return [TeamJob.from_row(row) for row in cur.fetchall()]
 
 
 def queued_by(cur: Cursor, user: str, team: str) -> tuple[int, int]:

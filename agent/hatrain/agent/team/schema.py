@@ -13,11 +13,15 @@ team_planner  the job the last planning pass reserved GPUs for
 
 from .db import Cursor, TeamDb
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # pg_advisory_xact_lock keys: one planner at a time; migrations.
 PLANNER_LOCK = 0x68617472_0001
 MIGRATION_LOCK = 0x68617472_0002
 OBJECTS_LOCK = 0x68617472_0003
+# pg_advisory_xact_lock(class, hashtext(name)) keys, held by a submit from its count of a
+# capped user's (team's) queued jobs to its commit: racing submits count one after another.
+USER_QUEUE_LOCK = 0x6874_0001
+TEAM_QUEUE_LOCK = 0x6874_0002
 CHANNEL = "hatrain_team"
 
 _MIGRATIONS: dict[int, str] = {
@@ -105,6 +109,12 @@ _MIGRATIONS: dict[int, str] = {
         reserved text
     );
     INSERT INTO team_planner VALUES (1, NULL)
+    """,
+    # Whether a job without GPUs waits, asked by every planning pass, without a scan of the
+    # queue.
+    2: """
+    CREATE INDEX team_jobs_queued_without_gpus ON team_jobs (n)
+        WHERE state = 'queued' AND gpus = 0
     """,
 }
 
