@@ -14,6 +14,7 @@ jobs.
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +48,7 @@ def running_record(jobs: list[RunningJob]) -> str:
     )
 
 
-def _host_from_row(row: tuple[Any, ...]) -> TeamHost:
+def host_from_row(row: Sequence[Any]) -> TeamHost:
     name, state, epoch, age, gpus, running = row
     return TeamHost(
         name=name,
@@ -89,21 +90,12 @@ def heartbeat(cur: Cursor, name: str, epoch: int, local_running: list[RunningJob
 
 
 def hosts(cur: Cursor, *, up_only: bool = False) -> list[TeamHost]:
-    send_hosts(cur, up_only=up_only)
-    return read_hosts(cur)
-
-
-def send_hosts(cur: Cursor, *, up_only: bool = False) -> None:
-    """The query of hosts(), sent; read_hosts(cur) reads its answer."""
     cur.execute(
         "SELECT name, state, epoch, extract(epoch FROM now() - heartbeat_at), gpus, "
         f"local_running FROM team_hosts {'WHERE state = %s' if up_only else ''} ORDER BY name",
         ("up",) if up_only else None,
     )
-
-
-def read_hosts(cur: Cursor) -> list[TeamHost]:
-    return [_host_from_row(row) for row in cur.fetchall()]
+    return [host_from_row(row) for row in cur.fetchall()]
 
 
 def mark_down(cur: Cursor, down_after_seconds: float) -> list[str]:

@@ -264,6 +264,9 @@ class TeamMember:
             if uid is None:
                 return self._fail_claimed(claimed, epoch, f"{claimed.user} has no login here")
             self.workspace.write_secrets(claimed.id, claimed.secrets, uid)
+        # The claim wrote `starting` to the team's row: no write of it again (a transaction
+        # that would compete with the job's start for this host's CPU).
+        self._reported[claimed.id] = JobState.STARTING
         job = self.supervisor.start_placed(
             claimed.gpu_uuids,
             lambda: self.store.adopt(
@@ -278,6 +281,7 @@ class TeamMember:
         )
         if job is None:
             log.info("placement taken meanwhile; back to the team queue", job_id=claimed.id)
+            self._reported.pop(claimed.id, None)
             self.workspace.drop_secrets(claimed.id)
 
             def give_back(cur: Any) -> None:

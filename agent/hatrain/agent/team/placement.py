@@ -28,7 +28,7 @@ from ..fair_share import UsageBook, UsageRecord
 from ..jobs import Job, JobSpec
 from ..scheduler import Policy, QueuedJob, RunningJob, plan
 from .db import Cursor
-from .hosts import mark_down, read_hosts, send_hosts
+from .hosts import host_from_row, mark_down
 from .queue import spec_from_record
 from .schema import CHANNEL, PLANNER_LOCK
 
@@ -51,18 +51,39 @@ class Claimed:
     secrets: dict[str, str]
 
 
-_ACTIVE = (
-    "SELECT id, user_name, gpu_uuids, host, started_at, placed_at, time_limit_seconds, team "
-    "FROM team_jobs WHERE state IN ('placed', 'running')"
-)
 _QUEUED = (
     "SELECT id, user_name, gpus, priority, min_gpu_memory_mb, gpu_type, time_limit_seconds, "
     "team, pinned_host, n FROM team_jobs WHERE state = 'queued' ORDER BY n"
 )
-# A pass reads the queue's head with the rest of its reads, in the same round trip: the whole
+# A pass reads the queue's head with the rest of its input, in the same statement: the whole
 # queue when it is this short (a submit to an idle team), else it reads the rest only if some
 # job could start (a busy team's submits do not read a long queue each).
 _QUEUE_HEAD = 16
+# All a pass reads, in one statement (one snapshot, one answer to decode): the hosts up, the
+# team jobs placed or running, the queue's head, usage records not seen yet, the job GPUs are
+# reserved for, and whether a job without GPUs waits. Rows as JSON arrays, in the columns'
+# order below. Read only by the planner's lock holder: the lock is taken again here (a session
+# holds it any number of times) and nothing is read without it; the pass takes it in a
+# statement before, so that this statement's snapshot follows every earlier pass's commit.
+_PASS_INPUT = """
+SELECT json_build_array(
+  (SELECT coalesce(json_agg(json_build_array(name, state, epoch,
+       extract(epoch FROM now() - heartbeat_at), gpus, local_running) ORDER BY name), '[]')
+     FROM team_hosts WHERE state = 'up'),
+  (SELECT coalesce(json_agg(json_build_array(id, user_name, gpu_uuids, host, started_at,
+       placed_at, time_limit_seconds, team)), '[]')
+     FROM team_jobs WHERE state IN ('placed', 'running')),
+  (SELECT coalesce(json_agg(json_build_array(id, user_name, gpus, priority, min_gpu_memory_mb,
+       gpu_type, time_limit_seconds, team, pinned_host, n) ORDER BY n), '[]')
+     FROM (SELECT * FROM team_jobs WHERE state = 'queued' ORDER BY n LIMIT %(head)s) q),
+  (SELECT coalesce(json_agg(json_build_array(n, user_name, team, gpus, started_at,
+       finished_at) ORDER BY n), '[]')
+     FROM team_usage WHERE n > %(usage_after)s),
+  (SELECT reserved FROM team_planner WHERE id = 1),
+  EXISTS (SELECT 1 FROM team_jobs WHERE state = 'queued' AND gpus = 0)
+)
+WHERE pg_try_advisory_xact_lock(%(lock)s)
+"""
 
 
 def _active(rows: Iterable[Sequence[Any]]) -> list[RunningJob]:
@@ -105,15 +126,11 @@ def _queued(rows: Iterable[Sequence[Any]]) -> list[QueuedJob]:
 @dataclass
 class PassReads:
     """What a planning pass reads, sent to the server at once (one round trip in a pipeline)
-    and fetched when the pass needs it. locked: the cursor of a pg_try_advisory_xact_lock."""
+    and fetched when the pass needs it. locked: the cursor of a pg_try_advisory_xact_lock,
+    sent before (its own statement: the reads' snapshot must be taken once the lock is held)."""
 
     locked: Cursor | None
-    hosts: Cursor
-    active: Cursor
-    queue_head: Cursor
-    usage: Cursor
-    reserved: Cursor
-    cpu_job_waits: Cursor
+    pass_input: Cursor
 
 
 class TeamPlanner:
@@ -144,18 +161,10 @@ class TeamPlanner:
         if try_lock:
             locked = conn.cursor()
             locked.execute("SELECT pg_try_advisory_xact_lock(%s)", (PLANNER_LOCK,))
-        reads = PassReads(locked, *(conn.cursor() for _ in range(6)))
-        send_hosts(reads.hosts, up_only=True)
-        reads.active.execute(_ACTIVE)
-        reads.queue_head.execute(f"{_QUEUED} LIMIT %s", (_QUEUE_HEAD,))
-        reads.usage.execute(
-            "SELECT n, user_name, team, gpus, started_at, finished_at FROM team_usage "
-            "WHERE n > %s ORDER BY n",
-            (self.usage.last_seen,),
-        )
-        reads.reserved.execute("SELECT reserved FROM team_planner WHERE id = 1")
-        reads.cpu_job_waits.execute(
-            "SELECT EXISTS (SELECT 1 FROM team_jobs WHERE state = 'queued' AND gpus = 0)"
+        reads = PassReads(locked, conn.cursor())
+        reads.pass_input.execute(
+            _PASS_INPUT,
+            {"head": _QUEUE_HEAD, "usage_after": self.usage.last_seen, "lock": PLANNER_LOCK},
         )
         return reads
 
@@ -169,14 +178,14 @@ class TeamPlanner:
     def finish(self, cur: Cursor, reads: PassReads) -> set[str]:
         """The pass on what reads brought (the planner's lock held); returns the hosts given
         placements."""
-        up = read_hosts(reads.hosts)
-        running = _active(reads.active.fetchall()) + [r for h in up for r in h.local_running]
-        head = reads.queue_head.fetchall()
-        self.usage.add(((row[0], UsageRecord(*row[1:])) for row in reads.usage), time.time())
-        reserved_row = reads.reserved.fetchone()
+        row = reads.pass_input.fetchone()
+        assert row is not None
+        hosts_up, active, head, usage, reserved, cpu_job_waits = row[0]
+        up = [host_from_row(h) for h in hosts_up]
+        running = _active(active) + [r for h in up for r in h.local_running]
+        self.usage.add(((n, UsageRecord(*rest)) for n, *rest in usage), time.time())
         whole_queue = len(head) < _QUEUE_HEAD
-        cpu_job_waits = reads.cpu_job_waits.fetchone()
-        if self._full(up, running, bool(cpu_job_waits and cpu_job_waits[0])) and (
+        if self._full(up, running, cpu_job_waits) and (
             time.monotonic() < self._reasons_at + _REASONS_REFRESH_SECONDS
         ):
             return set()  # nothing could start: spare reading the queue, reasons are fresh
@@ -188,7 +197,6 @@ class TeamPlanner:
         if not queued:
             return set()
         now = time.time()
-        reserved = reserved_row[0] if reserved_row else None
         result = plan(
             queued,
             running,
