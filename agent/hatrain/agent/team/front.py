@@ -20,7 +20,7 @@ from ..states import JobState
 from . import hosts, queue
 from .db import Cursor, TeamDb
 from .hosts import TeamHost
-from .placement import Claimed, PassReads
+from .placement import PassReads
 from .queue import TeamJob
 
 if TYPE_CHECKING:
@@ -103,9 +103,8 @@ class TeamFront:
             self._queue_cap_check_in(cur, user, spec.team)
 
         member = self.member
-        Placed = tuple[list[Claimed], int]
 
-        def work(cur: Cursor) -> Callable[[], tuple[TeamJob, bool, Placed | None]]:
+        def work(cur: Cursor) -> Callable[[], tuple[TeamJob, bool]]:
             reads: list[PassReads] = []
             job, created = queue.submit(
                 cur,
@@ -121,16 +120,20 @@ class TeamFront:
                 alongside=(lambda: reads.append(member.send_submit_pass(cur))) if member else None,
             )
             if not (created and member and reads):
-                return lambda: (job, created, None)
-            read_claims = member.plan_now(cur, reads[0])
-            return lambda: (job, created, read_claims())
+                return lambda: (job, created)
+            read_claims = member.plan_now(cur, reads[0], spec, job.id)
+
+            def committed() -> tuple[TeamJob, bool]:
+                assert member is not None
+                member.start_now(read_claims())
+                return job, created
+
+            return committed
 
         # Pipelined: the insert goes with the planning pass's reads in one round trip, the
-        # pass's writes and this host's claim with the commit in the next.
-        job, created, placed = self.db.run_pipelined(work)
-        if placed is not None and member is not None:
-            member.start_now(placed)
-        return job, created
+        # pass's writes and this host's claim with the commit in the next; a job claimed here
+        # starts as soon as the commit returns.
+        return self.db.run_pipelined(work)
 
     def _queue_cap_check_in(self, cur: Cursor, user: str, team: str) -> None:
         queue_cap_check(self.scheduler, partial(queue.queued_by, cur))(user, team)

@@ -29,7 +29,7 @@ import structlog
 
 from ..config import TeamQueueConfig
 from ..errors import HatrainError
-from ..jobs import Job, TeamAttempt
+from ..jobs import Job, JobSpec, TeamAttempt
 from ..objects import ObjectStore
 from ..runtime import STEPS, Runtime
 from ..scheduler import GpuSlot, Policy, RunningJob
@@ -44,6 +44,10 @@ from .schema import CHANNEL, PLANNER_LOCK, migrate
 log = structlog.get_logger(__name__)
 _BACKOFF_MAX = 2.0
 _STOP_SECONDS = 3.0
+# Once woken, the report thread gathers changes this long before it writes: a job starting
+# here makes several commits in its first milliseconds, and reading each back as it comes
+# would compete with the start for this host's CPU.
+_REPORT_GATHER_SECONDS = 0.05
 # How often (in heartbeats) claims that were never started are looked for, and how old one
 # must be to count as such.
 _ORPHANS_EVERY = 20
@@ -203,13 +207,15 @@ class TeamMember:
         return self.planner.send_reads(cur, try_lock=True)
 
     def plan_now(
-        self, cur: Any, reads: placement.PassReads
+        self, cur: Any, reads: placement.PassReads, submitted: JobSpec, job_id: str
     ) -> Callable[[], tuple[list[placement.Claimed], int]]:
         """A planning pass inside a submit's own transaction, when no other pass is running
         (else it notifies the hosts, whose passes will see the job): a job that can start at
         once is placed, and claimed if here, as it is queued. Returns how to read the claims
         and their epoch once the transaction has committed (the claim's answer comes back with
-        the commit's). Marking silent hosts down is left to the other passes."""
+        the commit's). Marking silent hosts down is left to the other passes. The job
+        submitted, if claimed here, needs no fetch of its objects: they are in this host's store
+        (uploaded here, and checked by the submit)."""
         epoch = self.epoch
         locked = reads.locked.fetchone() if reads.locked is not None else None
         if not (locked and locked[0]):
@@ -217,7 +223,8 @@ class TeamMember:
             return lambda: ([], epoch)
         if self.name not in self.planner.finish(cur, reads):
             return lambda: ([], epoch)  # placements made here by other passes: _listen claims
-        read_claims = placement.send_claim(cur, self.name, epoch)
+        held = all(self.objects.has(f.sha256) for f in submitted.files)
+        read_claims = placement.send_claim(cur, self.name, epoch, job_id if held else "")
         return lambda: (read_claims(), epoch)
 
     def start_now(self, placed: tuple[list[placement.Claimed], int]) -> None:
@@ -252,7 +259,7 @@ class TeamMember:
         return started
 
     def _start(self, claimed: placement.Claimed, epoch: int) -> bool:
-        if claimed.spec.files:
+        if claimed.spec.files and not claimed.objects_held:
             try:
                 for sha in sorted({f.sha256 for f in claimed.spec.files}):
                     self.db.run(partial(objects.fetch, sha=sha, objects=self.objects))
@@ -323,7 +330,8 @@ class TeamMember:
 
     def _report_due(self) -> None:
         while not self._stopping.is_set():
-            self._report_wake.wait(1.0)
+            if self._report_wake.wait(1.0):
+                self._stopping.wait(_REPORT_GATHER_SECONDS)
             self._report_wake.clear()
             with self._dirty_lock:
                 due, self._dirty = self._dirty, set()

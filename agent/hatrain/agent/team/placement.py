@@ -49,6 +49,9 @@ class Claimed:
     attempt: int
     created_at: float
     secrets: dict[str, str]
+    # This host's store holds the job's objects already (it took their upload), as the claim
+    # recorded: nothing to fetch or to mark fetched.
+    objects_held: bool = False
 
 
 _QUEUED = (
@@ -256,21 +259,27 @@ def claim(cur: Cursor, host: str, epoch: int) -> list[Claimed]:
     return send_claim(cur, host, epoch)()
 
 
-def send_claim(cur: Cursor, host: str, epoch: int) -> Callable[[], list[Claimed]]:
+def send_claim(
+    cur: Cursor, host: str, epoch: int, objects_held: str = ""
+) -> Callable[[], list[Claimed]]:
     """The claim of claim(), sent on a cursor of its own; returns how to read what it claimed
-    (in a pipelined transaction, once it has committed)."""
+    (in a pipelined transaction, once it has committed). objects_held: the job whose objects
+    this host's store holds (the one it is queuing): recorded as fetched in the claim. Every
+    other claimed job starts a new attempt that has fetched nothing yet."""
     claiming = cur.connection.cursor()
     claiming.execute(
         "WITH claimed AS ("
         " UPDATE team_jobs j SET state = 'running', attempt = j.attempt + 1,"
-        " local_state = 'starting', started_at = %(now)s, pending_reason = '', queue_position = 0"
+        " local_state = 'starting', started_at = %(now)s, pending_reason = '', queue_position = 0,"
+        " objects_fetched = (j.id = %(held)s)"
         f" {_FENCE} AND j.state = 'placed'"
-        " RETURNING j.id, j.user_name, j.spec, j.gpu_uuids, j.attempt, j.created_at),"
+        " RETURNING j.id, j.user_name, j.spec, j.gpu_uuids, j.attempt, j.created_at,"
+        " j.objects_fetched),"
         " secrets AS (DELETE FROM team_secrets s USING claimed c WHERE s.job_id = c.id"
         " RETURNING s.job_id, s.secrets) "
-        "SELECT c.id, c.user_name, c.spec, c.gpu_uuids, c.attempt, c.created_at, s.secrets "
-        "FROM claimed c LEFT JOIN secrets s ON s.job_id = c.id",
-        {"host": host, "epoch": epoch, "now": time.time()},
+        "SELECT c.id, c.user_name, c.spec, c.gpu_uuids, c.attempt, c.created_at, s.secrets,"
+        " c.objects_fetched FROM claimed c LEFT JOIN secrets s ON s.job_id = c.id",
+        {"host": host, "epoch": epoch, "now": time.time(), "held": objects_held},
     )
 
     def read() -> list[Claimed]:
@@ -283,8 +292,9 @@ def send_claim(cur: Cursor, host: str, epoch: int) -> Callable[[], list[Claimed]
                 attempt,
                 created,
                 secrets or {},
+                held,
             )
-            for job_id, user, spec, gpus, attempt, created, secrets in claiming.fetchall()
+            for job_id, user, spec, gpus, attempt, created, secrets, held in claiming.fetchall()
         ]
 
     return read
