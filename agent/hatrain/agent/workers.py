@@ -47,6 +47,7 @@ class Workers:
                 task()
             except Exception:
                 log.exception("a worker's task failed", task=me.name)
+            del task  # an idle thread holds nothing of its last job
             me.name = idle_name
             with self._lock:
                 self._idle += 1
