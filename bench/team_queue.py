@@ -121,14 +121,22 @@ def one_start(stub: Any, hosts: dict[str, Any] | None) -> tuple[tuple[float, flo
     return started_after(runner, job.id, t0), runner, job.id
 
 
-def stop_job(stub: Any, job_id: str) -> None:
+def stop_job(stub: Any, job_id: str, settled_on: Any = None) -> None:
+    """Cancel the job and wait until it has ended on its host and, with settled_on (another
+    host of the team, which reads the team queue's record), until the team queue has it ended
+    too: what the team does after a job's end must not fall in the next round's measure."""
     stub.CancelJob(pb.CancelJobRequest(job_id=job_id))
-    poll(
-        lambda: stub.GetJob(pb.GetJobRequest(job_id=job_id)).state == pb.JOB_STATE_CANCELLED,
-        60,
-        f"job {job_id} cancelled",
-        every=0.02,
-    )
+
+    def ended(where: Any) -> bool:
+        return bool(where.GetJob(pb.GetJobRequest(job_id=job_id)).state == pb.JOB_STATE_CANCELLED)
+
+    for where in (stub, settled_on) if settled_on is not None else (stub,):
+        poll(partial(ended, where), 60, f"job {job_id} cancelled", every=0.02)
+
+
+def elsewhere(runner: Any, hosts: dict[str, Any]) -> Any:
+    """A host of the team other than runner."""
+    return next(stub for stub in hosts.values() if stub is not runner)
 
 
 def throughput(stub: Any, jobs: int, threads: int, team: bool) -> float:
@@ -187,7 +195,7 @@ def main() -> None:
             # Start-up passes done: one job through each path first, not counted.
             for stub, where in ((single_stub, None), (team_stub, hosts)):
                 _, runner, job_id = one_start(stub, where)
-                stop_job(runner, job_id)
+                stop_job(runner, job_id, elsewhere(runner, hosts) if where else None)
             starts: dict[str, list[float]] = {"single": [], "team": []}
             processes: dict[str, list[float]] = {"single": [], "team": []}
             for _ in range(args.rounds):
@@ -195,7 +203,7 @@ def main() -> None:
                     (took, to_process), runner, job_id = one_start(stub, where)
                     starts[key].append(took)
                     processes[key].append(to_process)
-                    stop_job(runner, job_id)
+                    stop_job(runner, job_id, elsewhere(runner, hosts) if where else None)
             print(f"submit -> start on an idle host ({args.rounds} rounds, interleaved)")
             for what, figures in (
                 ("recorded as starting", starts),
