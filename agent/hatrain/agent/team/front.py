@@ -20,7 +20,7 @@ from ..states import JobState
 from . import hosts, queue
 from .db import Cursor, TeamDb
 from .hosts import TeamHost
-from .placement import PassReads
+from .placement import Claimed, PassReads
 from .queue import TeamJob
 
 if TYPE_CHECKING:
@@ -104,7 +104,9 @@ class TeamFront:
 
         member = self.member
 
-        def work(cur: Cursor) -> Callable[[], tuple[TeamJob, bool]]:
+        Placed = tuple[list[Claimed], int]
+
+        def work(cur: Cursor) -> Callable[[], tuple[TeamJob, bool, Placed | None]]:
             reads: list[PassReads] = []
             job, created = queue.submit(
                 cur,
@@ -120,20 +122,18 @@ class TeamFront:
                 alongside=(lambda: reads.append(member.send_submit_pass(cur))) if member else None,
             )
             if not (created and member and reads):
-                return lambda: (job, created)
+                return lambda: (job, created, None)
             read_claims = member.plan_now(cur, reads[0], spec, job.id)
-
-            def committed() -> tuple[TeamJob, bool]:
-                assert member is not None
-                member.start_now(read_claims())
-                return job, created
-
-            return committed
+            return lambda: (job, created, read_claims())
 
         # Pipelined: the insert goes with the planning pass's reads in one round trip, the
-        # pass's writes and this host's claim with the commit in the next; a job claimed here
-        # starts as soon as the commit returns.
-        return self.db.run_pipelined(work)
+        # pass's writes and this host's claim with the commit in the next. A job claimed here
+        # starts as soon as that returns (with the connection back in the pool: a start may
+        # need one, to fetch the files of another job claimed with it).
+        job, created, placed = self.db.run_pipelined(work)
+        if placed is not None and member is not None:
+            member.start_now(placed)
+        return job, created
 
     def _queue_cap_check_in(self, cur: Cursor, user: str, team: str) -> None:
         queue_cap_check(self.scheduler, partial(queue.queued_by, cur))(user, team)
