@@ -50,7 +50,7 @@ bench: venv
 	bash scripts/setup-host.sh
 	$(PY) bench/run_all.py
 	$(PY) bench/client_bench.py
-	$(PY) bench/faults.py --watchers 0,1000 --calls 100 --cancels 3
+	$(PY) bench/faults.py
 	$(PY) bench/schedule_trace.py
 	$(MAKE) bench-peers
 

@@ -42,7 +42,10 @@ def hatrain_burst(agent: Agent, kit: Kit) -> tuple[float, float]:
     """The gap between starts of a raw burst, and the mean time between its submits."""
     marks = [kit.file("hatrain-burst") for _ in range(BURST)]
     began = time.monotonic()
-    jobs = [agent.submit_raw({"bench_preprocess": "start", "bench_file": str(m)}) for m in marks]
+    jobs = [
+        agent.submit_raw({"bench_preprocess": "start", "bench_file": Kit.config_name(m)})
+        for m in marks
+    ]
     pace = (time.monotonic() - began) / BURST
     result = gap(marks)
     agent.wait_done(jobs)
@@ -56,7 +59,7 @@ def floor_burst(kit: Kit, work: Path, every: float) -> float:
     for i in range(BURST):
         mark = kit.file("floor")
         config = work / f"{mark.name}.yml"
-        config.write_text(f"bench_preprocess: start\nbench_file: {mark}\n")
+        config.write_text(f"bench_preprocess: start\nbench_file: {Kit.config_name(mark)}\n")
         env = {
             "PATH": "/usr/bin:/bin",
             "HATRAIN_EXIT": str(work / f"{mark.name}.exit"),

@@ -1,6 +1,6 @@
 """Calls while watchers are held, and cancel against `docker stop`, in one run on this machine.
 
-    python bench/faults.py [--watchers 0,100,1000] [--calls 200] [--cancels 5]
+    python bench/faults.py [--watchers 0,1000] [--calls 100] [--cancels 3]
 
 1. submit and health-check latency while N watch streams are held open on a running job
    peer: the same agent with no stream open
@@ -186,9 +186,9 @@ def bench_cancel(image: str, bindir: Path, runs: int) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--watchers", default="0,100,1000")
-    parser.add_argument("--calls", type=int, default=200)
-    parser.add_argument("--cancels", type=int, default=5)
+    parser.add_argument("--watchers", default="0,1000")
+    parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--cancels", type=int, default=3)
     args = parser.parse_args()
     image = ensure_test_image(docker.from_env())
     with tempfile.TemporaryDirectory() as tmp:

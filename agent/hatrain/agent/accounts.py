@@ -8,6 +8,8 @@ or changed meanwhile is seen as it is now.
 import os
 import pwd
 import re
+import threading
+import time
 from dataclasses import dataclass
 
 from .errors import PermissionDenied
@@ -45,15 +47,53 @@ def _account(entry: pwd.struct_passwd) -> Account:
     return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, groups)
 
 
+class _ByUid:
+    """Accounts by uid as NSS gives them, kept for a few seconds, as nscd would: every call asks
+    for its caller's account, and NSS reads and parses the files each time it is asked. A
+    change to an account is seen within _FRESH_SECONDS."""
+
+    _FRESH_SECONDS = 5.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[int, tuple[float, tuple[pwd.struct_passwd, Account] | None]] = {}
+
+    def get(self, uid: int) -> tuple[pwd.struct_passwd, Account] | None:
+        now = time.monotonic()
+        with self._lock:
+            kept = self._entries.get(uid)
+        if kept is not None and now - kept[0] < self._FRESH_SECONDS:
+            return kept[1]
+        try:
+            entry = pwd.getpwuid(uid)
+            found: tuple[pwd.struct_passwd, Account] | None = (entry, _account(entry))
+        except KeyError:
+            found = None
+        with self._lock:
+            if len(self._entries) > 4096:
+                self._entries.clear()
+            self._entries[uid] = (now, found)
+        return found
+
+
+_BY_UID = _ByUid()
+
+
+def login_of(uid: int) -> str | None:
+    """uid's login name; None if the host has no account with that uid."""
+    found = _BY_UID.get(uid)
+    return found[0].pw_name if found else None
+
+
 def of_uid(uid: int) -> Account:
     """The login of uid; NoAccount if the host has none (nothing is taken from a name)."""
-    try:
-        entry = pwd.getpwuid(uid)
-    except KeyError:
-        raise NoAccount(f"uid {uid}") from None
+    found = _BY_UID.get(uid)
+    if found is None:
+        raise NoAccount(f"uid {uid}")
+    entry, account = found
     if not _LOGIN.match(entry.pw_name):
         raise NoAccount(entry.pw_name)
-    return _account(entry)
+    return account
 
 
 def lookup(user: str) -> Account:

@@ -10,12 +10,11 @@
 - root is an admin, and so is every login listed in `admins`.
 """
 
-import pwd
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
+from .accounts import login_of
 from .config import TeamConfig
 from .errors import PermissionDenied, Unauthenticated
 from .jobs import Job, JobSpec
@@ -30,12 +29,8 @@ class Caller:
     teams: frozenset[str]
 
 
-@lru_cache(maxsize=1024)
 def _login(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid-{uid}"
+    return login_of(uid) or f"uid-{uid}"
 
 
 class Identities:

@@ -17,9 +17,11 @@ from .runtime import STEPS, ExitStatus, Handle, LogCursor, Runtime, RuntimeFailu
 from .states import FailureReason, JobState, StopReason
 from .steps import StepEnd, StepRecord
 from .store import Store
+from .workers import Workers
 from .workspace import Workspace
 
 log = structlog.get_logger(__name__)
+READERS = Workers("reader")
 
 STATE_OF_STEP = {"preprocess": JobState.PREPROCESSING, "train": JobState.TRAINING}
 STEP_OF_STATE = {state: step for step, state in STATE_OF_STEP.items()}
@@ -270,7 +272,7 @@ class JobRunner:
             finally:
                 chunks.put(_DONE)
 
-        threading.Thread(target=read, name=f"logs-{job.id}-{step}", daemon=True).start()
+        READERS.run(f"logs-{job.id}-{step}", read)
         lost: StorageFault | None = None
         pending: list[Event] = []
         pending_lines = 0

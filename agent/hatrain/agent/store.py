@@ -486,6 +486,7 @@ class Store:
         (caps on queued jobs): no other submit can come between its count and the insert."""
         job_id = uuid.uuid4().hex[:12]
         now = time.time()
+        secrets = tuple(sorted(secret_names))
         with self._transaction(job_id) as conn:
             if client_request_id:
                 row = conn.execute(
@@ -505,7 +506,7 @@ class Store:
                     spec.priority,
                     json.dumps(dataclasses.asdict(spec)),
                     now,
-                    json.dumps(sorted(secret_names)),
+                    json.dumps(secrets),
                     client_request_id or None,
                 ),
             )
@@ -513,8 +514,17 @@ class Store:
                 conn, job_id, 1, [Event(EventKind.STATE, state=JobState.QUEUED.value)]
             )
             self._tally_changes.append((spec.priority, spec.gpus, 1))
-            job = self._load(conn, job_id)
-            return replace(job, queue_position=self._tally.place_of_new(spec.priority)), True
+            job = Job(
+                id=job_id,
+                spec=spec,
+                user=user,
+                state=JobState.QUEUED,
+                created_at=now,
+                last_seq=1,
+                secret_names=secrets,
+                queue_position=self._tally.place_of_new(spec.priority),
+            )
+            return job, True
 
     def adopt(
         self,

@@ -20,6 +20,8 @@ from .objects import ObjectStore, check_sha256
 from .scheduler import GpuSlot
 from .workspace import CONFIGS, DATASETS, HF_CACHE, RUNS, SHARED_HUB
 
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml: else a submit's largest cost
+
 _CONFIG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.ya?ml$")
 _SECRET_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -226,7 +228,7 @@ def check_submission(
     parsed["dataset_prepared_path"] = prepared_path(files)
     checked = replace(
         JobSpec.from_wire(spec),
-        config_yaml=yaml.safe_dump(parsed, sort_keys=False, allow_unicode=True),
+        config_yaml=yaml.dump(parsed, Dumper=_DUMPER, sort_keys=False, allow_unicode=True),
         image=image,
         files=files,
         time_limit_seconds=time_limit,

@@ -29,9 +29,11 @@ from .states import RUNNING, JobState, StopReason
 from .store import Store
 from .sweep import Sweeper
 from .watermarks import Watermarks
+from .workers import Workers
 from .workspace import Workspace
 
 log = structlog.get_logger(__name__)
+RUNNERS = Workers("runner")
 # A pass runs on every wake-up (a submit, a job's end, a cancel); without one, at least this
 # often, for time limits and housekeeping.
 _IDLE_PASS_SECONDS = 1.0
@@ -109,7 +111,7 @@ class Supervisor:
         self._wedge_file = os.environ.get(TEST_HOOK_WEDGE_ENV, "")
         self._runner = JobRunner(store, runtime, workspace, self.reserve, grace_seconds)
         self._controls: dict[str, RunControl] = {}
-        self._threads: dict[str, threading.Thread] = {}
+        self._runners: set[str] = set()  # jobs whose runner is running
         self._last_housekeeping = 0.0
         self.usage = UsageBook(policy.usage_half_life_seconds)
         # Why each queued job waits, as of the last scheduling pass.
@@ -255,12 +257,11 @@ class Supervisor:
                 self._runner.run(job, control)
             finally:
                 self._controls.pop(job.id, None)
-                self._threads.pop(job.id, None)
+                self._runners.discard(job.id)
                 self.wake()
 
-        thread = threading.Thread(target=run, name=f"job-{job.id}", daemon=True)
-        self._threads[job.id] = thread
-        thread.start()
+        self._runners.add(job.id)
+        RUNNERS.run(f"job-{job.id}", run)
 
     def enforce_time_limits(self) -> None:
         """Ask every running job past its time limit to stop (each pass does this)."""
@@ -321,8 +322,7 @@ class Supervisor:
         resumed = []
         with self._lock:
             for job in self.store.jobs_in(RUNNING):
-                thread = self._threads.get(job.id)
-                if thread is not None and thread.is_alive():
+                if job.id in self._runners:
                     continue
                 current = self.store.get(job.id)  # it may have ended since the listing
                 if current.state.terminal:
