@@ -224,8 +224,11 @@ def agent_watch(config: dict[str, Any], image: str, rate: float) -> Stream:
     job = stub.SubmitJob(pb.SubmitJobRequest(spec=spec(image, rate))).job
     stream = Stream()
     log = pb.EVENT_KIND_LOG
-    for response in stub.WatchJob(pb.WatchJobRequest(job_id=job.id, follow=True)):
-        stream.got([e.line for e in response.events if e.kind == log and e.step == "train"])
+    request = pb.WatchJobRequest(job_id=job.id, follow=True, packed_lines=True)  # as the client
+    for response in stub.WatchJob(request):
+        for e in response.events:
+            if e.kind == log and e.step == "train":
+                stream.got(e.lines)
     channel.close()
     return stream
 
@@ -251,9 +254,14 @@ def bench_stream(image: str, bindir: Path, lines: int, rate: float, runs: int) -
             timeout=60
         )
         for label, paced in (("as fast as it can", 0.0), (f"at {rate:,.0f} lines/s", rate)):
-            agent_runs = [agent_watch(config, image, paced) for _ in range(runs)]
-            attach = [peer_attach(image, bindir, lines, paced) for _ in range(runs)]
-            follow = [peer_logs(image, bindir, lines, paced) for _ in range(runs)]
+            # Interleaved rounds: a change in the shared machine's load falls on all three.
+            agent_runs: list[Stream] = []
+            attach: list[Stream] = []
+            follow: list[Stream] = []
+            for _ in range(runs):
+                agent_runs.append(agent_watch(config, image, paced))
+                attach.append(peer_attach(image, bindir, lines, paced))
+                follow.append(peer_logs(image, bindir, lines, paced))
             median = [
                 sorted(s.rate() for s in group)[runs // 2] for group in (agent_runs, attach, follow)
             ]

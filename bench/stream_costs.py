@@ -7,10 +7,13 @@ over the same lines (printed one per write, as the streaming bench's job prints 
 
   read Docker's frames      docker_logs.StreamReader over the attach stream's bytes
   parse                     output_parser.OutputParser.feed
-  store                     Store.append, in the runner's batches
-  read back and encode      what WatchJob does per page: Store.event_runs, wire.add_runs (one
-                            protobuf Event per line) and the response's serialisation
-  watcher: decode           a watcher parsing the responses and reading each line
+  store                     Store.append, in batches of at most the runner's _FLUSH_LINES
+  read back and encode      what WatchJob does per page for a watcher that asks for packed
+                            lines (as the client does): Store.event_runs, wire.add_runs (one
+                            protobuf Event per run of lines) and the response's serialisation
+  watcher: decode           that watcher parsing the responses and reading each line
+  (a message a line)        the same read-back and encoding for an older watcher that does not
+                            ask for packed lines: one Event per line (not in the sum)
 
 It explains the streaming figures of bench/run_all.py: the agent's share of the CPU is the sum
 of its stages, and a peer such as `docker attach` pays only for reading the frames. Each stage is
@@ -40,9 +43,11 @@ from hatrain.rpc.v1 import agent_pb2 as pb  # noqa: E402
 T = TypeVar("T")
 _PAGE_LINES = 10_000  # as WatchJob reads them
 _PAGE_BYTES = 1024 * 1024
-_STORE_BATCH = 8  # parsed events per append, about what the runner stores at once
+_STORE_LINES = 8192  # lines per append, at most: as the runner stores them (its _FLUSH_LINES)
 _READ = "read Docker's frames"
 _DECODE = "watcher: decode"
+_UNPACKED = "(a message a line)"
+_NOT_THE_AGENTS = (_DECODE, _UNPACKED)
 
 
 class Stages:
@@ -89,31 +94,43 @@ def main() -> None:
         job, _ = store.submit(JobSpec("a.yml", "x: 1", "img"), "bench")
 
         def append() -> None:
-            for i in range(0, len(events), _STORE_BATCH):
-                store.append(job.id, events[i : i + _STORE_BATCH])
+            batch: list[Event] = []
+            lines = 0
+            for event in events:
+                batch.append(event)
+                lines += event.line_count()
+                if lines >= _STORE_LINES:
+                    store.append(job.id, batch)
+                    batch, lines = [], 0
+            if batch:
+                store.append(job.id, batch)
 
-        def serve() -> list[bytes]:
+        def serve(packed: bool) -> list[bytes]:
             pages, after = [], 0
             while runs := store.event_runs(job.id, after, limit=_PAGE_LINES):
                 response = pb.WatchJobResponse(state=pb.JOB_STATE_TRAINING)
-                wire.add_runs(response.events, runs, _PAGE_BYTES)
-                after = response.events[-1].seq
+                wire.add_runs(response.events, runs, _PAGE_BYTES, packed=packed)
+                after = wire.last_seq(response.events[-1])
                 pages.append(response.SerializeToString())
             return pages
 
         timed("store", append)
-        pages = timed("read back and encode", serve)
+        pages = timed("read back and encode", lambda: serve(True))
+
+        def decode() -> int:
+            got = 0
+            for page in pages:
+                response = pb.WatchJobResponse.FromString(page)
+                for e in response.events:
+                    if e.kind == pb.EVENT_KIND_LOG:
+                        got += sum(1 for line in e.lines if line)
+            return got
+
+        assert timed(_DECODE, decode) == count
+        timed(_UNPACKED, lambda: serve(False))
         store.close()
 
-    def decode() -> int:
-        got = 0
-        for page in pages:
-            response = pb.WatchJobResponse.FromString(page)
-            got += sum(1 for e in response.events if e.kind == pb.EVENT_KIND_LOG and e.line)
-        return got
-
-    assert timed(_DECODE, decode) == count
-    agent = sum(cost for label, cost in stages.costs.items() if label != _DECODE)
+    agent = sum(cost for label, cost in stages.costs.items() if label not in _NOT_THE_AGENTS)
     print(
         f"the agent's stages together: {agent:.2f} µs a line, "
         f"{agent / stages.costs[_READ]:.2f}x reading the frames alone (`docker attach`'s work)"

@@ -268,10 +268,13 @@ class Hatrain:
         job = agent.submit_raw({"bench_train": "print", "bench_file": Kit.config_name(go)})
         raw = Stream()
         waiting = True
-        request = pb.WatchJobRequest(job_id=job, follow=True)
+        request = pb.WatchJobRequest(job_id=job, follow=True, packed_lines=True)  # as the client
         for response in agent.stub.WatchJob(request):
             lines = [
-                e.line for e in response.events if e.kind == pb.EVENT_KIND_LOG and e.step == "train"
+                line
+                for e in response.events
+                if e.kind == pb.EVENT_KIND_LOG and e.step == "train"
+                for line in e.lines
             ]
             if waiting and "ready" in lines:
                 waiting = False

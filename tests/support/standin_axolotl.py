@@ -143,9 +143,10 @@ def main() -> int:
                 time.sleep(delay)
     width = int(plan.get("line_bytes", 0))  # pad each numbered line to this many bytes
     line_delay = float(plan.get("line_delay", 0))  # seconds between numbered lines
+    burst = int(plan.get("burst", 1))  # or between bursts of this many, written at once
     for i in range(int(plan.get("lines", 0)) if step == "train" else 0):
         out.write(f"line {i} {time.time():.6f} ".ljust(width, "x").encode() + b"\n")
-        if line_delay:
+        if line_delay and (i + 1) % burst == 0:
             out.flush()
             time.sleep(line_delay)
     out.flush()

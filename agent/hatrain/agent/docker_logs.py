@@ -114,28 +114,33 @@ class StreamReader:
         append = bodies.append
         header = _HEADER.unpack_from
         skip = self._skip
+        skipping = skip[0] or skip[1]
         current = 0
+        kind_now = 1
         pos, end = 0, len(buffer)
         # One pass, as little as can be done per frame: a job printing line by line sends a
-        # frame per line.
+        # frame per line, and most frames are of the same stream as the one before.
         while end - pos >= 8:
             kind, length = header(buffer, pos)
             start = pos + 8
-            if end - start < length:
+            following = start + length
+            if following > end:
                 break
-            pos = start + length
-            stream = 1 if kind == 2 else 0  # 1 stdout (0 stdin, never sent), 2 stderr
-            if stream != current:
-                if bodies:
-                    self._take(current, b"".join(bodies), out)
-                    bodies = []
-                    append = bodies.append
-                current = stream
-            if skip[stream]:
-                cut = min(skip[stream], length)
-                skip[stream] -= cut
+            if kind != kind_now:
+                kind_now = kind
+                stream = 1 if kind == 2 else 0  # 1 stdout (0 stdin, never sent), 2 stderr
+                if stream != current:
+                    if bodies:
+                        self._take(current, b"".join(bodies), out)
+                        bodies = []
+                        append = bodies.append
+                    current = stream
+            if skipping and skip[current]:
+                cut = min(skip[current], length)
+                skip[current] -= cut
                 start += cut
-            append(buffer[start:pos])
+            append(buffer[start:following])
+            pos = following
         if bodies:
             self._take(current, b"".join(bodies), out)
         self._buffer = buffer[pos:]

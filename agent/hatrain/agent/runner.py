@@ -26,7 +26,12 @@ READERS = Workers("reader")
 STATE_OF_STEP = {"preprocess": JobState.PREPROCESSING, "train": JobState.TRAINING}
 STEP_OF_STATE = {state: step for step, state in STATE_OF_STEP.items()}
 _FLUSH_LINES = 8192  # a LOG event holds a run of lines: count lines, not events
-_FLUSH_SECONDS = 0.02
+_FLUSH_SECONDS = 0.02  # the longest output waits to be stored while more keeps coming
+# Output is stored as soon as nothing more has been read, but not sooner than this after the
+# last store: a watcher sees a line within about this long, and each store (a commit, and a
+# page sent to each watcher) costs the agent about a millisecond, so a step printing without
+# pause costs at most a hundred of them a second.
+_STORE_GAP_SECONDS = 0.01
 _SETTLE_FIRST_DELAY = 0.1
 _SETTLE_MAX_DELAY = 5.0
 _DONE = object()
@@ -272,12 +277,13 @@ class JobRunner:
         pending: list[Event] = []
         pending_lines = 0
         cursor = record.cursor
-        first_pending = 0.0
+        first_pending = last_store = 0.0
         done = False
         while not done:
             # Idle (nothing read and not stored yet), it sleeps until the step prints or ends.
             if pending:
-                wait: float | None = max(0.0, first_pending + _FLUSH_SECONDS - time.monotonic())
+                store_at = min(first_pending + _FLUSH_SECONDS, last_store + _STORE_GAP_SECONDS)
+                wait: float | None = max(0.0, store_at - time.monotonic())
             else:
                 wait = _FLUSH_SECONDS if cursor != record.cursor else None
             try:
@@ -293,10 +299,14 @@ class JobRunner:
                     first_pending = time.monotonic()
                 pending += new
                 pending_lines += sum(ev.line_count() for ev in new)
+            now = time.monotonic()
             due = pending and (
-                pending_lines >= _FLUSH_LINES or time.monotonic() - first_pending >= _FLUSH_SECONDS
+                pending_lines >= _FLUSH_LINES
+                or now - first_pending >= _FLUSH_SECONDS
+                or (chunks.empty() and now - last_store >= _STORE_GAP_SECONDS)
             )
             if done or due or (item is None and cursor != record.cursor):
+                last_store = now
                 if done:
                     pending += parser.flush()
                 record = replace(

@@ -509,9 +509,11 @@ class AgentService(pb_grpc.AgentServiceServicer):
             # Registered before reading: a change committed after the read still wakes us.
             changed = self.waiters.register(job_id)
             try:
-                state, response = await self._read(self._page, job_id, after, kinds)
+                state, response = await self._read(
+                    self._page, job_id, after, kinds, request.packed_lines
+                )
                 if response is not None:
-                    after = response.events[-1].seq
+                    after = wire.last_seq(response.events[-1])
                     yield response
                     continue
                 if state.terminal or not request.follow:
@@ -522,13 +524,13 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 self.waiters.unregister(job_id, changed)
 
     def _page(
-        self, job_id: str, after: int, kinds: list[Any]
+        self, job_id: str, after: int, kinds: list[Any], packed: bool
     ) -> tuple[JobState, pb.WatchJobResponse | None]:
         # The state is read first: if it is terminal, every event is already committed.
-        state = self.store.get(job_id).state
+        state = self.store.state(job_id)
         runs = self.store.event_runs(job_id, after, limit=_WATCH_BATCH, kinds=kinds)
         if not runs:
             return state, None
         response = pb.WatchJobResponse(state=wire.STATE_TO_WIRE[state])
-        wire.add_runs(response.events, runs, _WATCH_BYTES)
+        wire.add_runs(response.events, runs, _WATCH_BYTES, packed=packed)
         return state, response

@@ -736,6 +736,13 @@ class Store:
 
     # -- reads -----------------------------------------------------------------------------
 
+    def state(self, job_id: str) -> JobState:
+        """The job's state alone: what a watcher reads before each page of events."""
+        row = self._reader().execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no job {job_id!r} on this host")
+        return JobState(row[0])
+
     def get(self, job_id: str) -> Job:
         job = self._load(self._reader(), job_id)
         if job.state == JobState.QUEUED:
@@ -992,10 +999,14 @@ class Store:
                 record["line"] = text
             first = seq - lines + 1
             if first <= after_seq or lines > left:  # a run cut by after_seq or by the limit
-                kept = record["line"].split("\n")[max(after_seq - first + 1, 0) :][:left]
-                first = max(first, after_seq + 1)
-                record["line"] = "\n".join(kept)
-                lines = len(kept)
+                text = record["line"]
+                if (skip := after_seq - first + 1) > 0:  # (fewer than its lines: seq > after)
+                    text = text.split("\n", skip)[skip]
+                    first, lines = first + skip, lines - skip
+                if lines > left:
+                    text = "\n".join(text.split("\n", left)[:left])
+                    lines = left
+                record["line"] = text
             runs.append((first, t, kind, record))
             left -= lines
             if left <= 0:

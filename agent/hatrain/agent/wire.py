@@ -146,20 +146,27 @@ def event_to_wire(ev: Event) -> pb.Event:
 
 _LOG = EventKind.LOG.value
 _EVENT_BYTES = 32  # an event's fields besides its text, roughly, on the wire
+_PACKED_LINE_BYTES = 4  # a line's tag and length in a packed event's `lines`, at most
 
 
 def add_runs(
-    events: Any, runs: Iterable[tuple[int, float, str, dict[str, Any]]], max_bytes: int
+    events: Any,
+    runs: Iterable[tuple[int, float, str, dict[str, Any]]],
+    max_bytes: int,
+    *,
+    packed: bool = False,
 ) -> None:
-    """Stored events onto a response's repeated `events`, a wire event per log line, until they
-    hold about max_bytes of text (always at least one event): a client takes messages of up to
-    4 MB by default, and one page of long lines could be far more.
+    """Stored events onto a response's repeated `events` until they hold about max_bytes of
+    text (always at least one event): a client takes messages of up to 4 MB by default, and
+    one page of long lines could be far more.
 
-    Log lines, most of any stream, are added in place from their runs, which is half the cost
-    of building each message and copying it in.
+    packed: each run of log lines as one event holding them all in `lines`, which costs the
+    agent (and the watcher) a fraction of a message a line. Otherwise a wire event per line,
+    added in place from its run, as a client that does not ask for runs reads them.
     """
     add = events.add
     size = 0
+    per_line = _PACKED_LINE_BYTES if packed else _EVENT_BYTES
     for first, time, kind, rec in runs:
         if kind != _LOG:
             events.append(event_to_wire(Event.from_record(kind, first, time, rec)))
@@ -168,23 +175,33 @@ def add_runs(
         step, text = rec.get("step", ""), rec["line"]
         stream = {"stream": rec["stream"]} if rec.get("stream") else {}  # empty: left unset
         lines = text.split("\n")
-        whole = size + len(text) + _EVENT_BYTES * len(lines) <= max_bytes
+        whole = size + len(text) + per_line * len(lines) <= max_bytes
         if not whole:
-            lines = _fitting(lines, max_bytes - size, at_least_one=not events)
-        for seq, line in enumerate(lines, first):
-            add(seq=seq, time=time, kind=pb.EVENT_KIND_LOG, step=step, line=line, **stream)
+            lines = _fitting(lines, max_bytes - size, per_line, at_least_one=not events)
+            if not lines:
+                return
+        if packed:
+            add(seq=first, time=time, kind=pb.EVENT_KIND_LOG, step=step, lines=lines, **stream)
+        else:
+            for seq, line in enumerate(lines, first):
+                add(seq=seq, time=time, kind=pb.EVENT_KIND_LOG, step=step, line=line, **stream)
         if not whole:
             return
-        size += len(text) + _EVENT_BYTES * len(lines)
+        size += len(text) + per_line * len(lines) + _EVENT_BYTES * packed
         if size >= max_bytes:
             return
 
 
-def _fitting(lines: list[str], budget: int, at_least_one: bool) -> list[str]:
+def last_seq(event: Any) -> int:
+    """The seq of the last line a wire event carries (its own, unless it is packed)."""
+    return int(event.seq) + max(len(event.lines) - 1, 0)
+
+
+def _fitting(lines: list[str], budget: int, per_line: int, at_least_one: bool) -> list[str]:
     """The first lines that fit in budget bytes."""
     used = 0
     for i, line in enumerate(lines):
-        used += len(line) + _EVENT_BYTES
+        used += len(line) + per_line
         if used > budget and (i or not at_least_one):
             return lines[:i]
     return lines

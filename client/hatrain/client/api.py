@@ -44,7 +44,8 @@ from .records import (
     ProgressUpdate,
     StateChange,
     Submission,
-    event_from_wire,
+    events_from_wire,
+    last_seq,
 )
 from .settings import ClientSettings, load_settings
 from .tensorboard import TensorBoardSession
@@ -553,7 +554,8 @@ class Client:
 
         A dropped connection is reopened (for up to reconnect_seconds) and the events go on
         from the last one received, with no gap and no duplicate. A job waiting in the team
-        queue is watched from the host it starts on, once it has started."""
+        queue is watched from the host it starts on, once it has started. Log lines come from
+        the agent in runs (lines printed together) and are yielded one LogLine each."""
         connection, located = self._locate(job_id, host)
         job_id = located.id
         while located.from_team_queue and located.state not in _ENDED:
@@ -574,14 +576,13 @@ class Client:
         delay = _RECONNECT_FIRST_DELAY
         while True:
             request = pb.WatchJobRequest(
-                job_id=job_id, from_seq=after, follow=follow, kinds=wire_kinds
+                job_id=job_id, from_seq=after, follow=follow, kinds=wire_kinds, packed_lines=True
             )
             try:
                 for wire in self.connection(alias).watch_job(request):
-                    after = wire.seq
+                    after = last_seq(wire)
                     deadline, delay = None, _RECONNECT_FIRST_DELAY
-                    if (event := event_from_wire(wire)) is not None:
-                        yield event
+                    yield from events_from_wire(wire)
                 return
             except (AgentUnavailable, HostUnreachable):
                 self._drop(alias)
@@ -603,14 +604,31 @@ class Client:
         """The job's output lines (the last `tail` ones, if given; only those printed at or
         after the time `since`, in seconds since the epoch); with follow, until it ends. Each
         line says its step (preprocess, train) and when it was printed."""
+        for run in self.log_runs(job_id, host=host, tail=tail, follow=follow, since=since):
+            yield from run
+
+    def log_runs(
+        self,
+        job_id: str,
+        *,
+        host: str | None = None,
+        tail: int = 0,
+        follow: bool = False,
+        since: float | None = None,
+    ) -> Iterator[list[LogLine]]:
+        """The lines logs() gives, a list at a time: the lines that came from the agent
+        together (printed at once by the job, or read back in one piece). For a printer that
+        writes many lines at once: a line a write can cost more than everything the agent
+        does with it."""
         connection, found = self._locate(job_id, host)
         request = pb.WatchJobRequest(
-            job_id=found.id, follow=follow, kinds=[pb.EVENT_KIND_LOG], tail=tail
+            job_id=found.id, follow=follow, kinds=[pb.EVENT_KIND_LOG], tail=tail, packed_lines=True
         )
         for wire in connection.watch_job(request):
-            event = event_from_wire(wire)
-            if isinstance(event, LogLine) and (since is None or event.time >= since):
-                yield event
+            if since is None or wire.time >= since:  # the lines of a run share their time
+                run = [e for e in events_from_wire(wire) if isinstance(e, LogLine)]
+                if run:
+                    yield run
 
     def wait(self, job_id: str, *, host: str | None = None) -> Job:
         """Block until the job has ended; returns it then."""

@@ -727,13 +727,13 @@ def logs(
       hatrain-client logs 5a37 -f --timestamps
       hatrain-client logs 5a37 --since 10m
     """
-    from .log_text import log_text
+    from .log_text import log_text_runs
 
     start = parse_since(since) if since else None
     try:
-        lines = app.client.logs(job_id, host=host, tail=tail, follow=follow, since=start)
-        for text in log_text(lines, timestamps=timestamps):
-            click.echo(text)
+        runs = app.client.log_runs(job_id, host=host, tail=tail, follow=follow, since=start)
+        for text in log_text_runs(runs, timestamps=timestamps):
+            click.echo(text)  # a run of lines at once: a write (and flush) a line costs more
     except KeyboardInterrupt:
         sys.exit(EXIT_DETACHED)
 

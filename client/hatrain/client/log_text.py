@@ -19,8 +19,27 @@ def log_text(lines: Iterable[LogLine], *, timestamps: bool = False) -> Iterator[
         if line.step != step:
             step = line.step
             yield step_header(step)
-        text = safe(line.line)
-        yield f"{iso_time(line.time)} {text}" if timestamps else text
+        yield _text(line, timestamps)
+
+
+def log_text_runs(runs: Iterable[list[LogLine]], *, timestamps: bool = False) -> Iterator[str]:
+    """log_text's lines, a run of lines at a time, joined by newlines (no newline at the end):
+    one write a run for a printer."""
+    step: str | None = None
+    for run in runs:
+        out: list[str] = []
+        for line in run:
+            if line.step != step:
+                step = line.step
+                out.append(step_header(step))
+            out.append(_text(line, timestamps))
+        if out:
+            yield "\n".join(out)
+
+
+def _text(line: LogLine, timestamps: bool) -> str:
+    text = safe(line.line)
+    return f"{iso_time(line.time)} {text}" if timestamps else text
 
 
 def log_file_lines(lines: Iterable[LogLine]) -> Iterator[str]:

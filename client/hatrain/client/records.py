@@ -9,7 +9,7 @@ import datetime
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,11 +217,28 @@ class GpuReading(_EventBase):
 Event = StateChange | LogLine | Metrics | ProgressUpdate | GpuReading
 
 
+def events_from_wire(ev: pb.Event) -> Iterator[Event]:
+    """The typed events a wire event carries: a LogLine for each line of a packed run of log
+    lines (made as they are read), or the one event; none of a kind this client does not know."""
+    if ev.kind == pb.EVENT_KIND_LOG and ev.lines:
+        seq, time, step, stream = ev.seq, ev.time, ev.step, ev.stream
+        for i, line in enumerate(ev.lines):
+            yield LogLine(seq + i, time, step, line=line, stream=stream)
+    elif (event := event_from_wire(ev)) is not None:
+        yield event
+
+
+def last_seq(ev: pb.Event) -> int:
+    """The seq of the last event a wire event carries: its own, or its last line's if packed."""
+    return int(ev.seq) + max(len(ev.lines) - 1, 0)
+
+
 def event_from_wire(ev: pb.Event) -> Event | None:
-    """The typed event; None for a kind this client does not know (from a newer agent)."""
+    """The typed event; None for a kind this client does not know (from a newer agent). A packed
+    run of log lines gives its first line only: events_from_wire gives them all."""
     seq, time, step, kind = ev.seq, ev.time, ev.step, ev.kind
     if kind == pb.EVENT_KIND_LOG:
-        return LogLine(seq, time, step, line=ev.line, stream=ev.stream)
+        return LogLine(seq, time, step, line=ev.lines[0] if ev.lines else ev.line, stream=ev.stream)
     if kind == pb.EVENT_KIND_METRICS:
         metrics = tuple(Metric(m.name, None if m.text else m.value, m.text) for m in ev.metrics)
         at = ev.train_step if ev.HasField("train_step") else None

@@ -372,7 +372,7 @@ class Metric(_message.Message):
     def __init__(self, name: _Optional[str] = ..., value: _Optional[float] = ..., text: _Optional[str] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("seq", "time", "kind", "step", "state", "reason", "message", "line", "stream", "metrics", "eval", "progress", "exit_code", "train_step", "gpu_usage")
+    __slots__ = ("seq", "time", "kind", "step", "state", "reason", "message", "line", "stream", "metrics", "eval", "progress", "exit_code", "train_step", "gpu_usage", "lines")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -388,6 +388,7 @@ class Event(_message.Message):
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     TRAIN_STEP_FIELD_NUMBER: _ClassVar[int]
     GPU_USAGE_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
     seq: int
     time: float
     kind: EventKind
@@ -403,21 +404,24 @@ class Event(_message.Message):
     exit_code: int
     train_step: int
     gpu_usage: _containers.RepeatedCompositeFieldContainer[GpuUsage]
-    def __init__(self, seq: _Optional[int] = ..., time: _Optional[float] = ..., kind: _Optional[_Union[EventKind, str]] = ..., step: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., line: _Optional[str] = ..., stream: _Optional[str] = ..., metrics: _Optional[_Iterable[_Union[Metric, _Mapping]]] = ..., eval: _Optional[bool] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., exit_code: _Optional[int] = ..., train_step: _Optional[int] = ..., gpu_usage: _Optional[_Iterable[_Union[GpuUsage, _Mapping]]] = ...) -> None: ...
+    lines: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, seq: _Optional[int] = ..., time: _Optional[float] = ..., kind: _Optional[_Union[EventKind, str]] = ..., step: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., line: _Optional[str] = ..., stream: _Optional[str] = ..., metrics: _Optional[_Iterable[_Union[Metric, _Mapping]]] = ..., eval: _Optional[bool] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., exit_code: _Optional[int] = ..., train_step: _Optional[int] = ..., gpu_usage: _Optional[_Iterable[_Union[GpuUsage, _Mapping]]] = ..., lines: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WatchJobRequest(_message.Message):
-    __slots__ = ("job_id", "from_seq", "follow", "kinds", "tail")
+    __slots__ = ("job_id", "from_seq", "follow", "kinds", "tail", "packed_lines")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     FROM_SEQ_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_FIELD_NUMBER: _ClassVar[int]
     KINDS_FIELD_NUMBER: _ClassVar[int]
     TAIL_FIELD_NUMBER: _ClassVar[int]
+    PACKED_LINES_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     from_seq: int
     follow: bool
     kinds: _containers.RepeatedScalarFieldContainer[EventKind]
     tail: int
-    def __init__(self, job_id: _Optional[str] = ..., from_seq: _Optional[int] = ..., follow: _Optional[bool] = ..., kinds: _Optional[_Iterable[_Union[EventKind, str]]] = ..., tail: _Optional[int] = ...) -> None: ...
+    packed_lines: bool
+    def __init__(self, job_id: _Optional[str] = ..., from_seq: _Optional[int] = ..., follow: _Optional[bool] = ..., kinds: _Optional[_Iterable[_Union[EventKind, str]]] = ..., tail: _Optional[int] = ..., packed_lines: _Optional[bool] = ...) -> None: ...
 
 class WatchJobResponse(_message.Message):
     __slots__ = ("events", "state")
