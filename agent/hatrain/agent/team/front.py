@@ -124,12 +124,22 @@ class TeamFront:
             if not (created and member and reads):
                 return lambda: (job, created, None)
             read_claims = member.plan_now(cur, reads[0], spec, job.id)
-            return lambda: (job, created, read_claims())
+
+            def committed() -> tuple[TeamJob, bool, Placed | None]:
+                placed = read_claims()
+                claimed = placed[0]
+                if claimed and all(c.objects_held for c in claimed):
+                    # Nothing to fetch: started at once, before the connection goes back.
+                    member.start_now(placed)
+                    return job, created, None
+                return job, created, placed
+
+            return committed
 
         # Pipelined: the insert goes with the planning pass's reads in one round trip, the
         # pass's writes and this host's claim with the commit in the next. A job claimed here
-        # starts as soon as that returns (with the connection back in the pool: a start may
-        # need one, to fetch the files of another job claimed with it).
+        # starts as soon as that returns; one whose objects must be fetched first (another job
+        # claimed with it) once the connection is back in the pool, as its fetch needs one.
         job, created, placed = self.db.run_pipelined(work)
         if placed is not None and member is not None:
             member.start_now(placed)
