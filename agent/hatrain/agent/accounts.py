@@ -50,13 +50,13 @@ def _account(entry: pwd.struct_passwd) -> Account:
 class _ByUid:
     """Accounts by uid as NSS gives them, kept for a few seconds, as nscd would: every call asks
     for its caller's account, and NSS reads and parses the files each time it is asked. A
-    change to an account is seen within _FRESH_SECONDS."""
+    change to an account is seen within _FRESH_SECONDS, a new account at once."""
 
     _FRESH_SECONDS = 5.0
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: dict[int, tuple[float, tuple[pwd.struct_passwd, Account] | None]] = {}
+        self._entries: dict[int, tuple[float, tuple[pwd.struct_passwd, Account]]] = {}
 
     def get(self, uid: int) -> tuple[pwd.struct_passwd, Account] | None:
         now = time.monotonic()
@@ -66,9 +66,9 @@ class _ByUid:
             return kept[1]
         try:
             entry = pwd.getpwuid(uid)
-            found: tuple[pwd.struct_passwd, Account] | None = (entry, _account(entry))
         except KeyError:
-            found = None
+            return None  # not kept: an account just created is found on the next call
+        found = (entry, _account(entry))
         with self._lock:
             if len(self._entries) > 4096:
                 self._entries.clear()
