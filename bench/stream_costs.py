@@ -38,6 +38,7 @@ from hatrain.agent.events import Event  # noqa: E402
 from hatrain.agent.jobs import JobSpec  # noqa: E402
 from hatrain.agent.output_parser import OutputParser  # noqa: E402
 from hatrain.agent.store import Store  # noqa: E402
+from hatrain.rpc.contract import last_seq  # noqa: E402
 from hatrain.rpc.v1 import agent_pb2 as pb  # noqa: E402
 
 T = TypeVar("T")
@@ -110,7 +111,7 @@ def main() -> None:
             while runs := store.event_runs(job.id, after, limit=_PAGE_LINES):
                 response = pb.WatchJobResponse(state=pb.JOB_STATE_TRAINING)
                 wire.add_runs(response.events, runs, _PAGE_BYTES, packed=packed)
-                after = wire.last_seq(response.events[-1])
+                after = last_seq(response.events[-1])
                 pages.append(response.SerializeToString())
             return pages
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import grpc
 import structlog
 from hatrain.rpc import __version__, limits
-from hatrain.rpc.contract import WIRE_VERSION
+from hatrain.rpc.contract import WIRE_VERSION, last_seq
 from hatrain.rpc.v1 import agent_pb2 as pb
 from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
 
@@ -513,7 +513,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
                     self._page, job_id, after, kinds, request.packed_lines
                 )
                 if response is not None:
-                    after = wire.last_seq(response.events[-1])
+                    after = last_seq(response.events[-1])
                     yield response
                     continue
                 if state.terminal or not request.follow:

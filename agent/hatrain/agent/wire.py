@@ -192,11 +192,6 @@ def add_runs(
             return
 
 
-def last_seq(event: Any) -> int:
-    """The seq of the last line a wire event carries (its own, unless it is packed)."""
-    return int(event.seq) + max(len(event.lines) - 1, 0)
-
-
 def _fitting(lines: list[str], budget: int, per_line: int, at_least_one: bool) -> list[str]:
     """The first lines that fit in budget bytes."""
     used = 0

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
-from hatrain.rpc.contract import ACTIVE_STATES, JobState
+from hatrain.rpc.contract import ACTIVE_STATES, JobState, last_seq
 from hatrain.rpc.spec import JobSpec
 from hatrain.rpc.v1 import agent_pb2 as pb
 
@@ -45,7 +45,6 @@ from .records import (
     StateChange,
     Submission,
     events_from_wire,
-    last_seq,
 )
 from .settings import ClientSettings, load_settings
 from .tensorboard import TensorBoardSession

@@ -14,12 +14,7 @@ def step_header(step: str) -> str:
 def log_text(lines: Iterable[LogLine], *, timestamps: bool = False) -> Iterator[str]:
     """Each line, escaped, after a header whenever the step changes (preprocess, then train);
     with timestamps, each begins with its time in ISO-8601 (UTC)."""
-    step: str | None = None
-    for line in lines:
-        if line.step != step:
-            step = line.step
-            yield step_header(step)
-        yield _text(line, timestamps)
+    return _text(lines, None, timestamps)
 
 
 def log_text_runs(runs: Iterable[list[LogLine]], *, timestamps: bool = False) -> Iterator[str]:
@@ -27,19 +22,19 @@ def log_text_runs(runs: Iterable[list[LogLine]], *, timestamps: bool = False) ->
     one write a run for a printer."""
     step: str | None = None
     for run in runs:
-        out: list[str] = []
-        for line in run:
-            if line.step != step:
-                step = line.step
-                out.append(step_header(step))
-            out.append(_text(line, timestamps))
-        if out:
-            yield "\n".join(out)
+        if run:
+            yield "\n".join(_text(run, step, timestamps))
+            step = run[-1].step
 
 
-def _text(line: LogLine, timestamps: bool) -> str:
-    text = safe(line.line)
-    return f"{iso_time(line.time)} {text}" if timestamps else text
+def _text(lines: Iterable[LogLine], step: str | None, timestamps: bool) -> Iterator[str]:
+    """The lines as text, with a header where the step changes from `step` on."""
+    for line in lines:
+        if line.step != step:
+            step = line.step
+            yield step_header(step)
+        text = safe(line.line)
+        yield f"{iso_time(line.time)} {text}" if timestamps else text
 
 
 def log_file_lines(lines: Iterable[LogLine]) -> Iterator[str]:

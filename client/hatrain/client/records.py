@@ -228,17 +228,12 @@ def events_from_wire(ev: pb.Event) -> Iterator[Event]:
         yield event
 
 
-def last_seq(ev: pb.Event) -> int:
-    """The seq of the last event a wire event carries: its own, or its last line's if packed."""
-    return int(ev.seq) + max(len(ev.lines) - 1, 0)
-
-
 def event_from_wire(ev: pb.Event) -> Event | None:
-    """The typed event; None for a kind this client does not know (from a newer agent). A packed
-    run of log lines gives its first line only: events_from_wire gives them all."""
+    """The typed event of a wire event of one line; None for a kind this client does not know
+    (from a newer agent). A packed run of log lines: events_from_wire."""
     seq, time, step, kind = ev.seq, ev.time, ev.step, ev.kind
     if kind == pb.EVENT_KIND_LOG:
-        return LogLine(seq, time, step, line=ev.lines[0] if ev.lines else ev.line, stream=ev.stream)
+        return LogLine(seq, time, step, line=ev.line, stream=ev.stream)
     if kind == pb.EVENT_KIND_METRICS:
         metrics = tuple(Metric(m.name, None if m.text else m.value, m.text) for m in ev.metrics)
         at = ev.train_step if ev.HasField("train_step") else None

@@ -74,3 +74,9 @@ def gpu_accepts(
     if min_gpu_memory_mb and gpu_memory_mb < min_gpu_memory_mb:
         return False
     return not gpu_type or gpu_type.lower() in gpu_name.lower()
+
+
+def last_seq(event: pb.Event) -> int:
+    """The seq of the last line a wire event carries: its own, or, for a run of log lines sent
+    packed (`lines`, the first at the event's seq), its last line's."""
+    return int(event.seq) + max(len(event.lines) - 1, 0)

@@ -126,13 +126,10 @@ class TeamFront:
             read_claims = member.plan_now(cur, reads[0], spec, job.id)
 
             def committed() -> tuple[TeamJob, bool, Placed | None]:
-                placed = read_claims()
-                claimed = placed[0]
-                if claimed and all(c.objects_held for c in claimed):
-                    # Nothing to fetch: started at once, before the connection goes back.
-                    member.start_now(placed)
-                    return job, created, None
-                return job, created, placed
+                claimed, epoch = read_claims()
+                # Those with nothing to fetch start at once, before the connection goes back.
+                member.start_now(([c for c in claimed if c.objects_held], epoch))
+                return job, created, ([c for c in claimed if not c.objects_held], epoch)
 
             return committed
 
