@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Coroutine
 from concurrent import futures
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import structlog
@@ -35,10 +35,12 @@ from .store import Store
 from .supervisor import Supervisor
 from .sweep import Sweeper
 from .systemd import Notifier
-from .team.front import TeamFront
-from .team.member import TeamMember
 from .watermarks import Watermarks
 from .workspace import Workspace
+
+if TYPE_CHECKING:
+    from .team.front import TeamFront
+    from .team.member import TeamMember
 
 log = structlog.get_logger(__name__)
 # SIGUSR1 writes every thread's stack to the agent's log (stderr): what a hung agent is doing.
@@ -142,7 +144,11 @@ class Agent:
         self.team: TeamMember | None = None
         self.team_front: TeamFront | None = None
         if config.team is not None:
-            self.team = TeamMember(
+            # Imported only here: the team's database driver is most of a resident agent's
+            # memory, and a host without a team never needs it.
+            from .team import front, member
+
+            self.team = member.TeamMember(
                 config.team,
                 self.store,
                 self.objects,
@@ -153,7 +159,7 @@ class Agent:
                 policy,
                 grace,
             )
-            self.team_front = TeamFront(
+            self.team_front = front.TeamFront(
                 self.team.db,
                 config.team.host,
                 self.objects,

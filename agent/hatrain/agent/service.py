@@ -13,7 +13,7 @@ import socket
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import structlog
@@ -48,11 +48,12 @@ from .states import RUNNING, JobState
 from .store import Store
 from .submission import check_count, check_job_id, check_submission, check_text
 from .supervisor import Supervisor
-from .team.front import TeamFront
-from .team.member import team_of
-from .team.queue import TeamJob
 from .watermarks import Watermarks
 from .workspace import Workspace
+
+if TYPE_CHECKING:  # the team's modules load its database driver: only on a team host
+    from .team.front import TeamFront
+    from .team.queue import TeamJob
 
 log = structlog.get_logger(__name__)
 
@@ -161,7 +162,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         gpu_usage: GpuUsageSampler | None = None,
         watermarks: Watermarks | None = None,
         metrics: AgentMetrics | None = None,
-        team: TeamFront | None = None,
+        team: "TeamFront | None" = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -337,11 +338,11 @@ class AgentService(pb_grpc.AgentServiceServicer):
             raise NotFound(f"no job {job_id!r} on this host")
         return self.team.get(job_id).as_job()
 
-    def _team_record(self, local: Job | None, job_id: str) -> TeamJob | None:
+    def _team_record(self, local: Job | None, job_id: str) -> "TeamJob | None":
         """The team queue's record of a job when it, rather than this host's store, has the
         job as it is now: the job runs elsewhere, waits, or ran here in an attempt that the
         team has since given to another host."""
-        if self.team is None or (local is not None and team_of(local) is None):
+        if self.team is None or (local is not None and local.team_attempt is None):
             return None
         record = self.team.find(job_id)
         if record is None or local is None:
@@ -361,7 +362,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         if local is None:
             raise NotFound(f"no job {job_id!r} on this host")
         msg = self._job(local, caller)
-        if self.team is not None and team_of(local) is not None:
+        if self.team is not None and local.team_attempt is not None:
             msg.team_host = self.team.host
         return msg
 
