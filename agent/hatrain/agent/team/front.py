@@ -124,19 +124,12 @@ class TeamFront:
             if not (created and member and reads):
                 return lambda: (job, created, None)
             read_claims = member.plan_now(cur, reads[0], spec, job.id)
-
-            def committed() -> tuple[TeamJob, bool, Placed | None]:
-                claimed, epoch = read_claims()
-                # Those with nothing to fetch start at once, before the connection goes back.
-                member.start_now(([c for c in claimed if c.objects_held], epoch))
-                return job, created, ([c for c in claimed if not c.objects_held], epoch)
-
-            return committed
+            return lambda: (job, created, read_claims())
 
         # Pipelined: the insert goes with the planning pass's reads in one round trip, the
         # pass's writes and this host's claim with the commit in the next. A job claimed here
-        # starts as soon as that returns; one whose objects must be fetched first (another job
-        # claimed with it) once the connection is back in the pool, as its fetch needs one.
+        # starts as soon as that returns (with the connection back in the pool: a start may
+        # need one, to fetch the files of another job claimed with it).
         job, created, placed = self.db.run_pipelined(work)
         if placed is not None and member is not None:
             member.start_now(placed)
