@@ -42,10 +42,9 @@ def hatrain_burst(agent: Agent, kit: Kit) -> tuple[float, float]:
     """The gap between starts of a raw burst, and the mean time between its submits."""
     marks = [kit.file("hatrain-burst") for _ in range(BURST)]
     began = time.monotonic()
-    jobs = [
-        agent.submit_raw({"bench_preprocess": "start", "bench_file": Kit.config_name(m)})
-        for m in marks
-    ]
+    jobs = agent.submit_raw_array(
+        [{"bench_preprocess": "start", "bench_file": Kit.config_name(m)} for m in marks]
+    )
     pace = (time.monotonic() - began) / BURST
     result = gap(marks)
     agent.wait_done(jobs)

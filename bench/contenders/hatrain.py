@@ -107,12 +107,12 @@ class Agent:
     # Submitting, by raw call or by the client.
 
     def submit_raw(self, config: dict[str, str], gpus: int = 0) -> str:
-        spec = pb.JobSpec(
-            config_name="bench.yml",
-            config_yaml=yaml.safe_dump({**OUTPUT, **config}).encode(),
-            resources=pb.Resources(gpus=gpus),
-        )
-        return str(self.stub.SubmitJob(pb.SubmitJobRequest(spec=spec)).job.id)
+        return str(self.stub.SubmitJob(raw_request(config, gpus)).job.id)
+
+    def submit_raw_array(self, configs: list[dict[str, str]]) -> list[str]:
+        """One SubmitJobs call: the jobs queued together, as Slurm's job array."""
+        request = pb.SubmitJobsRequest(jobs=[raw_request(c, 0) for c in configs])
+        return [job.id for job in self.stub.SubmitJobs(request).jobs]
 
     def client_config(self, config: dict[str, str]) -> str:
         """A config file in the client's project directory (one per job: they differ)."""
@@ -131,6 +131,15 @@ class Agent:
             stderr=subprocess.DEVNULL,
             env={**self.client.env(), "PYTHONUNBUFFERED": "1"},
         )
+
+
+def raw_request(config: dict[str, str], gpus: int) -> pb.SubmitJobRequest:
+    spec = pb.JobSpec(
+        config_name="bench.yml",
+        config_yaml=yaml.safe_dump({**OUTPUT, **config}).encode(),
+        resources=pb.Resources(gpus=gpus),
+    )
+    return pb.SubmitJobRequest(spec=spec)
 
 
 class Hatrain:

@@ -9,7 +9,12 @@ HatrainError
 ├── ResourceExhausted    over a size limit
 │   └── StorageFault     the data root cannot take a write (disk full, I/O error, read-only)
 └── Unavailable          a service the call needs (the team database) did not answer in time
+
+A refusal of one job of a batch (SubmitJobs) names it: `jobs[3].spec.gpus: ...` (in_batch).
 """
+
+import contextlib
+from collections.abc import Iterator
 
 
 class HatrainError(Exception):
@@ -52,6 +57,19 @@ class StorageFault(ResourceExhausted):
 
 class Unavailable(HatrainError):
     pass
+
+
+@contextlib.contextmanager
+def in_batch(index: int) -> Iterator[None]:
+    """An error raised inside is about the batch's job `index`, and says so."""
+    try:
+        yield
+    except HatrainError as exc:
+        joint = "." if isinstance(exc, InvalidArgument) else ": "
+        exc.args = (f"jobs[{index}]{joint}{exc}", *exc.args[1:])
+        if isinstance(exc, InvalidArgument):
+            exc.field = f"jobs[{index}].{exc.field}"
+        raise
 
 
 class ConfigError(Exception):

@@ -35,17 +35,18 @@ from .errors import (
     ResourceExhausted,
     Unauthenticated,
     Unavailable,
+    in_batch,
 )
 from .events import GpuUsage
 from .gpu_usage import GpuUsageSampler
 from .identity import Caller, Identities
-from .jobs import Job
+from .jobs import Job, JobSpec
 from .metrics import AgentMetrics
 from .objects import ObjectStore, check_sha256
 from .queue_caps import queue_cap_check
 from .scheduler import GpuSlot
 from .states import RUNNING, JobState
-from .store import Store
+from .store import NewJob, Store
 from .submission import check_count, check_job_id, check_submission, check_text
 from .supervisor import Supervisor
 from .watermarks import Watermarks
@@ -283,13 +284,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
 
     @translate_errors
     def SubmitJob(self, request: pb.SubmitJobRequest, context: Any) -> pb.SubmitJobResponse:
-        for file in request.spec.files[: self.config.limits.max_files]:
-            self.objects.mark_used(file.sha256)  # before they are checked: see sweep.py
-        spec, secrets = check_submission(request, self.config, self.gpus, self.objects)
         caller = self.caller(context)
-        self.identities.check_submit(caller, spec)
-        if spec.retry_of:
-            self.identities.check_read(caller, self._any_job(spec.retry_of))
+        spec, secrets = self._checked_submission(request, caller)
         owner = of_uid(caller.uid)  # the job runs as this account: the kernel's uid, no name
         self.reserve.check_room()
         if request.team_queue:
@@ -299,15 +295,77 @@ class AgentService(pb_grpc.AgentServiceServicer):
             owner.name,
             client_request_id=request.client_request_id,
             secret_names=secrets.keys(),
-            admit=lambda: self._queue_cap_check(caller.user, spec.team),
+            admit=lambda: self._queue_cap_check(caller.user, spec.team, 0, 0),
         )
         if created:
-            if secrets:
-                self.workspace.write_secrets(job.id, secrets, owner.uid)
-            log.info("job queued", job_id=job.id, user=job.user, gpus=spec.gpus)
+            self._queued(job, secrets, owner.uid)
             self.supervisor.wake()
         # The job as submitted (queued, with its position), even if it has started since.
         return pb.SubmitJobResponse(job=wire.job_to_wire(job, str(self.workspace.dirs(job.id).run)))
+
+    @translate_errors
+    def SubmitJobs(self, request: pb.SubmitJobsRequest, context: Any) -> pb.SubmitJobsResponse:
+        """Every job is checked before any is queued (a refusal names jobs[i]); on this host's
+        queue they are queued in one transaction and placed by one pass, as one job array."""
+        if not request.jobs:
+            raise InvalidArgument("jobs", "at least one job")
+        check_count(request.jobs, "jobs", limits.BATCH_JOBS)
+        if len({r.team_queue for r in request.jobs}) > 1:
+            raise InvalidArgument("jobs", "all for the team queue, or all for this host's own")
+        caller = self.caller(context)
+        checked = []
+        for index, one in enumerate(request.jobs):
+            with in_batch(index):
+                checked.append(self._checked_submission(one, caller))
+        owner = of_uid(caller.uid)
+        self.reserve.check_room()
+        if request.jobs[0].team_queue:
+            return pb.SubmitJobsResponse(
+                jobs=[
+                    self._submit_to_team(spec, secrets, owner.name, one.client_request_id).job
+                    for one, (spec, secrets) in zip(request.jobs, checked, strict=True)
+                ]
+            )
+        specs = [spec for spec, _ in checked]
+
+        def admit(index: int) -> None:
+            team = specs[index].team
+            with in_batch(index):
+                self._queue_cap_check(
+                    caller.user, team, index, sum(s.team == team for s in specs[:index])
+                )
+
+        results = self.store.submit_all(
+            [
+                NewJob(spec, owner.name, one.client_request_id, tuple(sorted(secrets)))
+                for one, (spec, secrets) in zip(request.jobs, checked, strict=True)
+            ],
+            admit=admit,
+        )
+        for (job, created), (_, secrets) in zip(results, checked, strict=True):
+            if created:
+                self._queued(job, secrets, owner.uid)
+        self.supervisor.wake()
+        return pb.SubmitJobsResponse(
+            jobs=[wire.job_to_wire(job, str(self.workspace.dirs(job.id).run)) for job, _ in results]
+        )
+
+    def _checked_submission(
+        self, request: pb.SubmitJobRequest, caller: Caller
+    ) -> tuple[JobSpec, dict[str, str]]:
+        """The job's spec and secrets, checked, and the caller allowed to submit it."""
+        for file in request.spec.files[: self.config.limits.max_files]:
+            self.objects.mark_used(file.sha256)  # before they are checked: see sweep.py
+        spec, secrets = check_submission(request, self.config, self.gpus, self.objects)
+        self.identities.check_submit(caller, spec)
+        if spec.retry_of:
+            self.identities.check_read(caller, self._any_job(spec.retry_of))
+        return spec, secrets
+
+    def _queued(self, job: Job, secrets: dict[str, str], uid: int) -> None:
+        if secrets:
+            self.workspace.write_secrets(job.id, secrets, uid)
+        log.info("job queued", job_id=job.id, user=job.user, gpus=job.spec.gpus)
 
     def _submit_to_team(
         self, spec: Any, secrets: dict[str, str], user: str, request_id: str

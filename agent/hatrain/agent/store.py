@@ -329,6 +329,17 @@ class _QueueTally:
         return 1 + sum(n for p, n in self.by_priority.items() if p >= priority)
 
 
+@dataclasses.dataclass(frozen=True)
+class NewJob:
+    """A job to queue: what it asks for, who submits it, and the names of its secrets. A
+    client_request_id already stored gives back that job instead (a repeated send)."""
+
+    spec: JobSpec
+    user: str
+    client_request_id: str = ""
+    secret_names: tuple[str, ...] = ()
+
+
 class Store:
     """Jobs and their events. Thread-safe: one writer connection, one reader per thread."""
 
@@ -484,47 +495,72 @@ class Store:
         """Queue a job; returns (job, created). A repeated client_request_id returns the first.
         admit() is called in the transaction, before the job is added, to refuse it by raising
         (caps on queued jobs): no other submit can come between its count and the insert."""
-        job_id = uuid.uuid4().hex[:12]
-        now = time.time()
-        secrets = tuple(sorted(secret_names))
-        with self._transaction(job_id) as conn:
-            if client_request_id:
-                row = conn.execute(
-                    "SELECT id FROM jobs WHERE client_request_id=?", (client_request_id,)
-                ).fetchone()
-                if row is not None:
-                    return self.get(row[0]), False
+        new = NewJob(spec, user, client_request_id, tuple(sorted(secret_names)))
+
+        def admit_one(_: int) -> None:
             if admit is not None:
                 admit()
-            conn.execute(
-                "INSERT INTO jobs (id, user, state, priority, spec, created_at, secret_names, "
-                "client_request_id, last_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
-                (
-                    job_id,
-                    user,
-                    JobState.QUEUED.value,
-                    spec.priority,
-                    json.dumps(dataclasses.asdict(spec)),
-                    now,
-                    json.dumps(secrets),
-                    client_request_id or None,
-                ),
-            )
-            self._insert_events(
-                conn, job_id, 1, [Event(EventKind.STATE, state=JobState.QUEUED.value)]
-            )
-            self._tally_changes.append((spec.priority, spec.gpus, 1))
-            job = Job(
-                id=job_id,
-                spec=spec,
-                user=user,
-                state=JobState.QUEUED,
-                created_at=now,
-                last_seq=1,
-                secret_names=secrets,
-                queue_position=self._tally.place_of_new(spec.priority),
-            )
-            return job, True
+
+        return self.submit_all([new], admit=admit_one)[0]
+
+    def submit_all(
+        self, jobs: Sequence[NewJob], *, admit: Callable[[int], None] | None = None
+    ) -> list[tuple[Job, bool]]:
+        """Queue several jobs in one transaction, all or none; returns (job, created) for each,
+        in order. admit(i) is called before the i-th is added (the ones before it added but not
+        yet committed, so it must count them itself); raising refuses the whole batch."""
+        now = time.time()
+        ids = [uuid.uuid4().hex[:12] for _ in jobs]
+        results: list[tuple[Job, bool]] = []
+        added: list[int] = []  # the priorities of the jobs this batch has added so far
+        # Listeners hear of a lone job by its id; of a batch as "any job may have changed".
+        with self._transaction(ids[0] if len(ids) == 1 else "") as conn:
+            for index, (job_id, new) in enumerate(zip(ids, jobs, strict=True)):
+                if new.client_request_id:
+                    row = conn.execute(
+                        "SELECT id FROM jobs WHERE client_request_id=?", (new.client_request_id,)
+                    ).fetchone()
+                    if row is not None:
+                        results.append((self._load(conn, row[0]), False))
+                        continue
+                if admit is not None:
+                    admit(index)
+                priority = new.spec.priority
+                place = self._tally.place_of_new(priority) + sum(p >= priority for p in added)
+                results.append((self._insert_queued(conn, job_id, new, now, place), True))
+                added.append(priority)
+        return results
+
+    def _insert_queued(
+        self, conn: sqlite3.Connection, job_id: str, new: NewJob, now: float, place: int
+    ) -> Job:
+        spec = new.spec
+        conn.execute(
+            "INSERT INTO jobs (id, user, state, priority, spec, created_at, secret_names, "
+            "client_request_id, last_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+            (
+                job_id,
+                new.user,
+                JobState.QUEUED.value,
+                spec.priority,
+                json.dumps(dataclasses.asdict(spec)),
+                now,
+                json.dumps(new.secret_names),
+                new.client_request_id or None,
+            ),
+        )
+        self._insert_events(conn, job_id, 1, [Event(EventKind.STATE, state=JobState.QUEUED.value)])
+        self._tally_changes.append((spec.priority, spec.gpus, 1))
+        return Job(
+            id=job_id,
+            spec=spec,
+            user=new.user,
+            state=JobState.QUEUED,
+            created_at=now,
+            last_seq=1,
+            secret_names=new.secret_names,
+            queue_position=place,
+        )
 
     def adopt(
         self,
@@ -597,6 +633,18 @@ class Store:
             )
         self._transitioned(before, after)
         return after
+
+    def place(self, placements: Sequence[tuple[str, Sequence[str]]]) -> list[Job]:
+        """Move the queued jobs of one scheduling pass to starting, each on its GPUs (job id,
+        GPU uuids), in one transaction."""
+        with self._transaction(placements[0][0] if len(placements) == 1 else "") as conn:
+            changes = [
+                self._transition(conn, job_id, JobState.STARTING, gpu_uuids=gpu_uuids)
+                for job_id, gpu_uuids in placements
+            ]
+        for before, after in changes:
+            self._transitioned(before, after)
+        return [after for _, after in changes]
 
     def _transitioned(self, before: Job, after: Job) -> None:
         """Tell the listeners of a committed transition."""

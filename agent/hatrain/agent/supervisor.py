@@ -223,12 +223,13 @@ class Supervisor:
             self._waiting, self._waiting_at = result.waiting, time.monotonic()
             self._plan_seconds = self._waiting_at - began
             self._reserved = result.reserved
-            for placement in result.placements:
-                job = self.store.transition(
-                    placement.job_id, JobState.STARTING, gpu_uuids=placement.gpu_uuids
-                )
-                log.info("job placed", job_id=job.id, gpus=list(placement.gpu_uuids))
+            if not result.placements:
+                return
+            placed = self.store.place([(p.job_id, p.gpu_uuids) for p in result.placements])
+            for job in placed:
                 self._spawn(job)
+            for job in placed:
+                log.info("job placed", job_id=job.id, gpus=list(job.gpu_uuids))
 
     def start_placed(self, gpu_uuids: Sequence[str], adopt: Callable[[], Job]) -> Job | None:
         """Start a job placed on this host from elsewhere (the team queue): adopt() records it

@@ -136,7 +136,7 @@ class TeamFront:
         return job, created
 
     def _queue_cap_check_in(self, cur: Cursor, user: str, team: str) -> None:
-        queue_cap_check(self.scheduler, partial(queue.queued_by, cur))(user, team)
+        queue_cap_check(self.scheduler, partial(queue.queued_by, cur))(user, team, 0, 0)
 
     def get(self, job_id: str) -> TeamJob:
         job = self.db.run(partial(queue.get, job_id=job_id))

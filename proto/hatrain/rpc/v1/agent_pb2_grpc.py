@@ -54,6 +54,11 @@ class AgentServiceStub:
                 request_serializer=hatrain_dot_rpc_dot_v1_dot_agent__pb2.SubmitJobRequest.SerializeToString,
                 response_deserializer=hatrain_dot_rpc_dot_v1_dot_agent__pb2.SubmitJobResponse.FromString,
                 _registered_method=True)
+        self.SubmitJobs = channel.unary_unary(
+                '/hatrain.rpc.v1.AgentService/SubmitJobs',
+                request_serializer=hatrain_dot_rpc_dot_v1_dot_agent__pb2.SubmitJobsRequest.SerializeToString,
+                response_deserializer=hatrain_dot_rpc_dot_v1_dot_agent__pb2.SubmitJobsResponse.FromString,
+                _registered_method=True)
         self.GetJob = channel.unary_unary(
                 '/hatrain.rpc.v1.AgentService/GetJob',
                 request_serializer=hatrain_dot_rpc_dot_v1_dot_agent__pb2.GetJobRequest.SerializeToString,
@@ -112,6 +117,14 @@ class AgentServiceServicer:
 
     def SubmitJob(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitJobs(self, request, context):
+        """Several jobs at once, as a sweep or an array: every one is checked before any is queued,
+        and on this host's queue they are queued together (all or none) and placed by one pass.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -180,6 +193,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.SubmitJob,
                     request_deserializer=hatrain_dot_rpc_dot_v1_dot_agent__pb2.SubmitJobRequest.FromString,
                     response_serializer=hatrain_dot_rpc_dot_v1_dot_agent__pb2.SubmitJobResponse.SerializeToString,
+            ),
+            'SubmitJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitJobs,
+                    request_deserializer=hatrain_dot_rpc_dot_v1_dot_agent__pb2.SubmitJobsRequest.FromString,
+                    response_serializer=hatrain_dot_rpc_dot_v1_dot_agent__pb2.SubmitJobsResponse.SerializeToString,
             ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
@@ -320,6 +338,33 @@ class AgentService:
             '/hatrain.rpc.v1.AgentService/SubmitJob',
             hatrain_dot_rpc_dot_v1_dot_agent__pb2.SubmitJobRequest.SerializeToString,
             hatrain_dot_rpc_dot_v1_dot_agent__pb2.SubmitJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hatrain.rpc.v1.AgentService/SubmitJobs',
+            hatrain_dot_rpc_dot_v1_dot_agent__pb2.SubmitJobsRequest.SerializeToString,
+            hatrain_dot_rpc_dot_v1_dot_agent__pb2.SubmitJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,
