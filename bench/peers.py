@@ -20,8 +20,10 @@ when it started, holds until cancelled (its pid in a file), or prints numbered, 
   page of 50 at 10k, p99      hatrain: ListJobs, any page; Slurm: squeue with a format, until
                               its first 50 lines; hatrain via client: `queue --limit 50`.
   submit → start              from the submit call until the job's first process runs, 1 GPU.
-  gap in a burst of 10        10 jobs that all fit (no GPU) submitted at once; from the first
-                              start to the last, over the 9 gaps.
+  gap in a burst of 10        10 jobs that all fit (no GPU) submitted at once: hatrain raw, one
+                              SubmitJobs call; via client, one `hatrain-client submit` of 10
+                              configs; Slurm, a job array; Ray, 10 submits from 10 threads. From
+                              the first start to the last, over the 9 gaps.
   cancel → ended              from the cancel call until the job's process is gone (pidfd), the
                               call has returned and the system reports the job ended.
   stream 100k lines           the job prints "ready" and waits until the watcher has it, then

@@ -233,10 +233,9 @@ class Hatrain:
     def burst(self, size: int) -> dict[str, float]:
         agent = self.agent
         marks = [self.kit.file("hatrain-burst") for _ in range(size)]
-        jobs = [
-            agent.submit_raw({"bench_preprocess": "start", "bench_file": Kit.config_name(m)})
-            for m in marks
-        ]
+        jobs = agent.submit_raw_array(
+            [{"bench_preprocess": "start", "bench_file": Kit.config_name(m)} for m in marks]
+        )
         raw = gap(marks)
         agent.wait_done(jobs)
         marks = [self.kit.file("hatrain-client-burst") for _ in range(size)]

@@ -168,6 +168,7 @@ class TeamPlanner:
         reads.pass_input.execute(
             _PASS_INPUT,
             {"head": _QUEUE_HEAD, "usage_after": self.usage.last_seen, "lock": PLANNER_LOCK},
+            prepare=True,  # planning this statement took the server longer than running it
         )
         return reads
 
@@ -280,6 +281,7 @@ def send_claim(
         "SELECT c.id, c.user_name, c.spec, c.gpu_uuids, c.attempt, c.created_at, s.secrets,"
         " c.objects_fetched FROM claimed c LEFT JOIN secrets s ON s.job_id = c.id",
         {"host": host, "epoch": epoch, "now": time.time(), "held": objects_held},
+        prepare=True,
     )
 
     def read() -> list[Claimed]:

@@ -160,6 +160,7 @@ def submit(
             submitted_on,
             client_request_id or None,
         ),
+        prepare=True,
     )
     if alongside is not None:
         alongside()
