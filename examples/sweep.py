@@ -5,7 +5,8 @@
 
 It uses the hosts of your client config (~/.config/hatrain/client.yml, or
 $HATRAIN_CLIENT_CONFIG), like hatrain-client does. Each job is the config with its
-`learning_rate` changed; the three runs train side by side if the host has room.
+`learning_rate` changed, all queued in one call; the three runs train side by side if the host
+has room.
 """
 
 import argparse
@@ -21,18 +22,21 @@ import matplotlib.pyplot as plt
 
 
 def submit_sweep(client: Client, config: Path, rates: list[float], gpus: int) -> dict[float, Job]:
-    """One job per learning rate. Each variant of the config is written beside it, so that its
-    relative paths mean what they mean in the original, and removed once submitted."""
+    """One job per learning rate, queued in one call (all of them, or none if one is refused).
+    Each variant of the config is written beside it, so that its relative paths mean what they
+    mean in the original, and removed once submitted."""
     base = yaml.safe_load(config.read_text())
-    jobs: dict[float, Job] = {}
-    for rate in rates:
-        variant = config.with_name(f".{config.stem}.lr-{rate:g}.yml")
-        variant.write_text(yaml.safe_dump({**base, "learning_rate": rate}, sort_keys=False))
-        try:
-            jobs[rate] = client.submit(variant, gpus=gpus, name=f"{config.stem} lr={rate:g}")
-        finally:
-            variant.unlink()
-    return jobs
+    variants = [config.with_name(f".{config.stem}.lr-{rate:g}.yml") for rate in rates]
+    try:
+        for rate, variant in zip(rates, variants, strict=True):
+            variant.write_text(yaml.safe_dump({**base, "learning_rate": rate}, sort_keys=False))
+        jobs = client.submit_all(
+            variants, gpus=gpus, names=[f"{config.stem} lr={rate:g}" for rate in rates]
+        )
+    finally:
+        for variant in variants:
+            variant.unlink(missing_ok=True)
+    return dict(zip(rates, jobs, strict=True))
 
 
 def main() -> int:

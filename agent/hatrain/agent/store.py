@@ -521,7 +521,7 @@ class Store:
                         "SELECT id FROM jobs WHERE client_request_id=?", (new.client_request_id,)
                     ).fetchone()
                     if row is not None:
-                        results.append((self._load(conn, row[0]), False))
+                        results.append((self._as_submitted(conn, row[0]), False))
                         continue
                 if admit is not None:
                     admit(index)
@@ -530,6 +530,11 @@ class Store:
                 results.append((self._insert_queued(conn, job_id, new, now, place), True))
                 added.append(priority)
         return results
+
+    def _as_submitted(self, conn: sqlite3.Connection, job_id: str) -> Job:
+        """A job already stored, as a repeated submit returns it: in its place, if queued."""
+        job = self._load(conn, job_id)
+        return self._with_position(job, conn) if job.state == JobState.QUEUED else job
 
     def _insert_queued(
         self, conn: sqlite3.Connection, job_id: str, new: NewJob, now: float, place: int

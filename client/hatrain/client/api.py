@@ -246,16 +246,86 @@ class Client:
         secrets: environment variables to pass as secrets (HF_TOKEN always, when set).
         on_upload: called with each number of bytes sent.
         Raises BadInput naming every problem before anything is sent."""
+        (job,) = self.submit_all(
+            [config],
+            host=host,
+            gpus=gpus,
+            datasets=datasets,
+            name=name,
+            image=image,
+            min_gpu_memory_mb=min_gpu_memory_mb,
+            gpu_type=gpu_type,
+            priority=priority,
+            time_limit_seconds=time_limit_seconds,
+            team=team,
+            secrets=secrets,
+            on_upload=on_upload,
+            team_queue=team_queue,
+            requeue=requeue,
+        )
+        return job
+
+    def submit_all(
+        self,
+        configs: Sequence[str | Path],
+        *,
+        host: str | None = None,
+        gpus: int | None = None,
+        datasets: dict[str, str | Path] | None = None,
+        name: str = "",
+        names: Sequence[str] = (),
+        image: str = "",
+        min_gpu_memory_mb: int = 0,
+        gpu_type: str = "",
+        priority: int = 0,
+        time_limit_seconds: int = 0,
+        team: str = "",
+        secrets: Iterable[str] = (),
+        on_upload: Callable[[int], None] | None = None,
+        team_queue: bool | None = None,
+        requeue: bool = False,
+    ) -> list[Job]:
+        """Submit several configs at once, as a sweep or a job array, with submit's options
+        for all of them; returns their Jobs in the order of configs, each with its submission.
+
+        Every config is checked first, and BadInput names each one refused before anything is
+        sent. Their files are uploaded once (each job's submission.upload is that one upload),
+        and the jobs are sent in one call: on a host's own queue the agent queues all of them or
+        none (a refusal names the job as jobs[i], its index in configs), and places them in one
+        scheduling pass. In the team queue each is submitted in turn once all are checked.
+        names: each job's name, one per config (default: each config's file name); name names
+        the job of a single config. host "auto" picks the host for the most GPUs any of the
+        configs asks for."""
+        from hatrain.rpc.limits import BATCH_JOBS
+
         from .gpu_needs import gpu_only_settings
         from .hash_cache import HashCache
-        from .submit import SubmitRequest, prepare, secrets_from_env
-        from .submit import submit as send
+        from .submit import SubmitRequest, prepare_all, secrets_from_env
+        from .submit import submit_all as send
 
+        if isinstance(configs, str | Path):
+            raise BadInput(f"configs: a list of configs, got the one path {configs}")
+        paths = [Path(c) for c in configs]
+        if not paths:
+            raise BadInput("configs: no config to submit")
+        if len(paths) > BATCH_JOBS:
+            raise BadInput(
+                f"configs: at most {BATCH_JOBS} at once, got {len(paths)}",
+                fix=f"submit them in parts of {BATCH_JOBS} or fewer",
+            )
+        if name and len(paths) > 1:
+            raise BadInput(
+                f"name {name!r}: one name for {len(paths)} jobs",
+                fix="give each its own (names=[...], one per config), or none: each job is "
+                "then named by its config's file name",
+            )
+        if names and len(names) != len(paths):
+            raise BadInput(f"names: one per config, got {len(names)} for {len(paths)} configs")
         wanted = JobSpec(
             config_name="",  # from the config, once it is checked
             config_yaml="",
             image=image,
-            name=name,
+            name="",  # each job's own, below
             gpus=0,  # decided below, from the config's needs and the host's GPUs
             min_gpu_memory_mb=min_gpu_memory_mb,
             gpu_type=gpu_type,
@@ -269,42 +339,59 @@ class Client:
         if in_team:
             pinned = "" if host in (None, "auto") else str(host)
             wanted = replace(wanted, requeue=requeue, host=self._team_name(pinned))
-        request = SubmitRequest(
-            config=Path(config),
-            spec=wanted,
-            datasets={k: Path(v).expanduser() for k, v in (datasets or {}).items()},
-            secret_names=tuple(secrets),
-        )
-        prepared = prepare(request, HashCache(self.settings.cache_dir))
-        secrets_from_env(request.secret_names)  # a missing secret fails before connecting
-        notes = list(prepared.analysis.notes)
-        warnings = [
-            f"--dataset {key}=...: no dataset of {request.config} is {key} (its paths name "
-            "none such); it was not used"
-            for key in request.datasets
-            if key not in prepared.analysis.datasets_used
+        local_datasets = {k: Path(v).expanduser() for k, v in (datasets or {}).items()}
+        requests = [
+            SubmitRequest(
+                config=path,
+                spec=replace(wanted, name=job_name),
+                datasets=local_datasets,
+                secret_names=tuple(secrets),
+            )
+            for path, job_name in zip(paths, names or [name] * len(paths), strict=True)
         ]
-        needs = gpu_only_settings(prepared.analysis.config)
+        prepared = prepare_all(requests, HashCache(self.settings.cache_dir))
+        secrets_from_env(requests[0].secret_names)  # a missing secret fails before connecting
+        notes = [list(ready.analysis.notes) for ready in prepared]
+        warnings = [
+            [
+                f"--dataset {key}=...: no dataset of {request.config} is {key} (its paths name "
+                "none such); it was not used"
+                for key in request.datasets
+                if key not in ready.analysis.datasets_used
+            ]
+            for request, ready in zip(requests, prepared, strict=True)
+        ]
+        needs = [gpu_only_settings(ready.analysis.config) for ready in prepared]
         if in_team:
             # The team's hosts check the fit (any of them, or the one named), not this one.
             connection = self.connection(None)
-            chosen = gpus if gpus is not None else int(bool(needs))
-            if gpus is None and chosen:
-                notes.append(
-                    f"gpus: 1, as the config can only run on a GPU ({', '.join(needs)}); "
-                    "--gpus N to choose"
-                )
+            for request, need, noted in zip(requests, needs, notes, strict=True):
+                chosen = gpus if gpus is not None else int(bool(need))
+                if gpus is None and chosen:
+                    noted.append(
+                        f"gpus: 1, as the config can only run on a GPU ({', '.join(need)}); "
+                        "--gpus N to choose"
+                    )
+                request.spec = replace(request.spec, gpus=chosen)
         else:
             if host == "auto":
-                host = self.soonest_host(gpus if gpus is not None else int(bool(needs)))
+                host = self.soonest_host(
+                    gpus if gpus is not None else max(int(bool(need)) for need in needs)
+                )
             connection = self.connection(host)
-            chosen = self._gpus_for(connection, request.spec, gpus, needs, notes, warnings)
-        request.spec = replace(request.spec, gpus=chosen)
-        wire, report = send(
-            connection, request, prepared, on_upload or (lambda n: None), team_queue=in_team
+            for request, need, noted, warned in zip(requests, needs, notes, warnings, strict=True):
+                chosen = self._gpus_for(connection, request.spec, gpus, need, noted, warned)
+                request.spec = replace(request.spec, gpus=chosen)
+        wires, report = send(
+            connection, requests, prepared, on_upload or (lambda n: None), team_queue=in_team
         )
-        job = self._job(wire, connection.alias)
-        return replace(job, submission=Submission(report, tuple(notes), tuple(warnings)))
+        return [
+            replace(
+                self._job(wire, connection.alias),
+                submission=Submission(report, tuple(noted), tuple(warned)),
+            )
+            for wire, noted, warned in zip(wires, notes, warnings, strict=True)
+        ]
 
     @staticmethod
     def _gpus_for(

@@ -22,7 +22,7 @@ from click.shell_completion import CompletionItem
 
 from .api import Client, HostDown
 from .errors import EXIT_DETACHED, BadInput, ClientError
-from .records import Job, JobState, print_json, to_json
+from .records import Job, JobState, UploadReport, print_json, to_json
 from .settings import ClientSettings, load_settings
 from .transport import client_version
 
@@ -286,8 +286,10 @@ follow_option = click.option(
 # -- verbs ------------------------------------------------------------------------------------
 
 
-@main.command(short_help="Check, upload and queue a config's job, then follow it.")
-@click.argument("config", type=click.Path(path_type=Path))
+@main.command(short_help="Check, upload and queue configs' jobs, then follow one.")
+@click.argument(
+    "configs", nargs=-1, required=True, metavar="CONFIG...", type=click.Path(path_type=Path)
+)
 @click.option(
     "--host",
     "-H",
@@ -347,7 +349,7 @@ follow_option = click.option(
     "--name",
     default="",
     metavar="NAME",
-    help="The job's name in listings. Default: the config's file name.",
+    help="The job's name in listings (one CONFIG only). Default: the config's file name.",
 )
 @click.option(
     "--time-limit",
@@ -388,7 +390,7 @@ follow_option = click.option(
 @pass_app
 def submit(
     app: App,
-    config: Path,
+    configs: tuple[Path, ...],
     host: str | None,
     dataset: tuple[str, ...],
     gpus: int | None,
@@ -405,22 +407,31 @@ def submit(
     follow: bool | None,
     as_json: bool,
 ) -> None:
-    """Upload CONFIG's files, submit it, and follow the job.
+    """Upload the files of each CONFIG, submit it, and follow the job.
 
     Relative paths in CONFIG (datasets, data_files, templates, deepspeed, models, checkpoints,
     custom type modules) are read the way Axolotl reads them, from its working directory: the
     directory you run this command in stands for it, then the folder of CONFIG. Nothing is sent
     if Axolotl would refuse the config or its data; remote and Hub datasets are left to Axolotl.
 
+    Several CONFIGs are submitted at once, with the same options: every one is checked before
+    anything is sent, their files are uploaded once, and the jobs go in one call. On a host's
+    own queue they are queued all or none and placed by one scheduling pass. It then detaches
+    (follow one with `hatrain-client watch JOB`); --json prints a list of the jobs.
+
     \b
     Examples:
       hatrain-client submit train/configs/gemma3-270m.yml --gpus 1
       hatrain-client submit cfg.yml -d sample.jsonl=data/home.jsonl --host auto
       hatrain-client submit cfg.yml --gpus 2 --gpu-type H200 --detach --json
+      hatrain-client submit a.yml b.yml c.yml --gpus 1
+      hatrain-client submit sweep/lr-*.yml --host auto --json
     """
+    if len(configs) > 1:
+        _refuse_for_several(len(configs), follow, name)
     with upload_progress(app) as on_bytes:
-        job = app.client.submit(
-            config,
+        jobs = app.client.submit_all(
+            list(configs),
             host=host,
             gpus=gpus,
             datasets=parse_dataset_option(dataset),
@@ -436,6 +447,64 @@ def submit(
             team_queue=team_queue,
             requeue=requeue,
         )
+    if len(jobs) == 1:
+        _show_submitted(app, jobs[0], as_json)
+        follow_if_asked(app, jobs[0], follow, as_json)
+        return
+    app.remember(jobs)
+    for config, job in zip(configs, jobs, strict=True):
+        assert job.submission is not None
+        for warning in job.submission.warnings:
+            app.warn(f"warning: {config}: {warning}")
+    if as_json:
+        print_json([to_json(job, **_submission_fields(job)) for job in jobs])
+        return
+    for config, job in zip(configs, jobs, strict=True):
+        assert job.submission is not None
+        app.say(f"{_queued_line(job)} ({config})")
+        for note in job.submission.notes:
+            app.say(f"  note: {note}")
+    assert jobs[0].submission is not None
+    app.say(f"files of the {len(jobs)} jobs: {_files_text(jobs[0].submission.upload)}")
+
+
+def _refuse_for_several(count: int, follow: bool | None, name: str) -> None:
+    """What one submit of several configs cannot do; refused before anything is read."""
+    if follow:
+        raise BadInput(
+            f"--follow follows one job, and {count} configs were given",
+            fix="leave out --follow (several configs are submitted detached), then follow a "
+            "job with: hatrain-client watch JOB",
+        )
+    if name:
+        raise BadInput(
+            f"--name names one job, and {count} configs were given",
+            fix="leave out --name: each job is then named by its config's file name",
+        )
+
+
+def _queued_line(job: Job) -> str:
+    where = "in the team queue" if job.from_team_queue else "on " + job.host
+    gpus = f"{job.spec.gpus} GPU{'' if job.spec.gpus == 1 else 's'}"
+    return f"job {job.id} queued {where}: position {job.queue_position}, {gpus}"
+
+
+def _files_text(report: UploadReport) -> str:
+    return (
+        f"{report.files_sent} sent ({report.bytes_sent:,} bytes), "
+        f"{report.files_present} already there"
+    )
+
+
+def _submission_fields(job: Job) -> dict[str, Any]:
+    """What --json adds to a submitted job: its upload, notes and warnings."""
+    assert job.submission is not None
+    submission = job.submission
+    return {"upload": submission.upload, "notes": submission.notes, "warnings": submission.warnings}
+
+
+def _show_submitted(app: App, job: Job, as_json: bool) -> None:
+    """One config's job: its warnings, then the job (as JSON, or its line, files and notes)."""
     assert job.submission is not None
     report, notes = job.submission.upload, job.submission.notes
     for warning in job.submission.warnings:
@@ -445,20 +514,13 @@ def submit(
         as_json,
         lambda: "\n".join(
             [
-                f"job {job.id} queued "
-                f"{'in the team queue' if job.from_team_queue else 'on ' + job.host}: "
-                f"position {job.queue_position}, "
-                f"{job.spec.gpus} GPU{'' if job.spec.gpus == 1 else 's'}",
-                f"  files: {report.files_sent} sent ({report.bytes_sent:,} bytes), "
-                f"{report.files_present} already there",
+                _queued_line(job),
+                f"  files: {_files_text(report)}",
                 *(f"  note: {note}" for note in notes),
             ]
         ),
-        upload=report,
-        notes=notes,
-        warnings=job.submission.warnings,
+        **_submission_fields(job),
     )
-    follow_if_asked(app, job, follow, as_json)
 
 
 @contextlib.contextmanager

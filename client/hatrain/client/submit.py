@@ -1,9 +1,10 @@
-"""What `submit` does: check everything locally, upload what the host lacks, rewrite, submit."""
+"""What `submit` does: check everything locally, upload what the host lacks, rewrite, submit
+(one config, or several at once)."""
 
 import os
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -76,27 +77,69 @@ def config_name(path: Path) -> str:
     return f"{stem[:120]}.yml"
 
 
-def submit(
+def prepare_all(requests: Sequence[SubmitRequest], cache: HashCache) -> list[Prepared]:
+    """prepare() for each config, every one checked before any is refused: one BadInput naming
+    each refused config. Nothing has been sent when it raises."""
+    prepared: list[Prepared] = []
+    refused: list[BadInput] = []
+    for request in requests:
+        try:
+            prepared.append(prepare(request, cache))
+        except BadInput as exc:
+            refused.append(exc)
+    if len(refused) == 1:
+        raise refused[0]  # it names its config
+    if refused:
+        raise BadInput(
+            f"{len(refused)} of the {len(requests)} configs would be refused; nothing was sent:\n"
+            + "\n".join(_whole(exc) for exc in refused)
+        )
+    return prepared
+
+
+def _whole(error: BadInput) -> str:
+    """An error with its fix and commands, as one block of lines."""
+    lines = [error.message]
+    if error.fix:
+        lines.append(f"  fix: {error.fix}")
+    lines += [f"    {command}" for command in error.commands]
+    return "\n".join(lines)
+
+
+def submit_all(
     session: HostConnection,
-    request: SubmitRequest,
-    prepared: Prepared,
+    requests: Sequence[SubmitRequest],
+    prepared: Sequence[Prepared],
     on_bytes: Callable[[int], None] = lambda n: None,
     team_queue: bool = False,
-) -> tuple[pb.Job, UploadReport]:
-    """Upload what the host lacks, then submit the rewritten config; nothing is submitted if an
-    upload fails."""
+) -> tuple[list[pb.Job], UploadReport]:
+    """Upload what the host lacks of all the configs' files (each once), then submit the
+    rewritten configs in one call: the jobs, in order, and the upload. Nothing is submitted if
+    an upload fails; on a host's own queue the agent queues all or none."""
+    objects = {sha: path for ready in prepared for path, sha in ready.hashes.items()}
+    report = upload(session, objects, on_bytes)
+    wire = [
+        _wire_request(
+            _final_spec(request, ready), secrets_from_env(request.secret_names), team_queue
+        )
+        for request, ready in zip(requests, prepared, strict=True)
+    ]
+    if len(wire) == 1:  # one job is one SubmitJob: its refusals name no index
+        return [session.submit_job(wire[0])], report
+    return session.submit_jobs(pb.SubmitJobsRequest(jobs=wire)), report
+
+
+def _final_spec(request: SubmitRequest, prepared: Prepared) -> JobSpec:
+    """The spec as sent: the config rewritten to the uploaded files, named."""
     analysis, hashes = prepared.analysis, prepared.hashes
-    report = upload(session, {sha: path for path, sha in hashes.items()}, on_bytes)
     name = request.spec.name or request.config.stem
-    spec = replace(
+    return replace(
         request.spec,
         name=name,
         config_name=config_name(request.config),
         config_yaml=finalize(analysis, hashes, name),
         files=tuple(JobFile(f.name, hashes[f.path], f.path.stat().st_size) for f in analysis.files),
     )
-    job = submit_spec(session, spec, secrets_from_env(request.secret_names), team_queue)
-    return job, report
 
 
 def submit_spec(
@@ -104,11 +147,13 @@ def submit_spec(
 ) -> pb.Job:
     """Queue a job of this spec (in the team queue, if asked); the request id makes a repeated
     send return the same job."""
-    return session.submit_job(
-        pb.SubmitJobRequest(
-            spec=spec.to_wire(),
-            secrets=secrets,
-            client_request_id=uuid.uuid4().hex,
-            team_queue=team_queue,
-        )
+    return session.submit_job(_wire_request(spec, secrets, team_queue))
+
+
+def _wire_request(spec: JobSpec, secrets: dict[str, str], team_queue: bool) -> pb.SubmitJobRequest:
+    return pb.SubmitJobRequest(
+        spec=spec.to_wire(),
+        secrets=secrets,
+        client_request_id=uuid.uuid4().hex,
+        team_queue=team_queue,
     )

@@ -136,6 +136,20 @@ class HostConnection:
     def submit_job(self, request: pb.SubmitJobRequest) -> pb.Job:
         return self._call(self._rpc().SubmitJob, request).job  # type: ignore[no-any-return]
 
+    def submit_jobs(self, request: pb.SubmitJobsRequest) -> list[pb.Job]:
+        """Several jobs in one call: the agent checks all before it queues any."""
+        try:
+            return list(self._call(self._rpc().SubmitJobs, request).jobs)
+        except AgentRefused as exc:
+            if exc.code != grpc.StatusCode.UNIMPLEMENTED.name:
+                raise
+            raise AgentRefused(
+                f"{self.alias}: its hatrain-agent ({self.info.agent_version}) takes one job a "
+                "call: it cannot queue several configs at once",
+                fix=f"upgrade the agent on {self.alias}, or submit the configs one at a time",
+                code=exc.code,
+            ) from exc
+
     def get_job(self, job_id: str) -> pb.Job:
         request = pb.GetJobRequest(job_id=job_id)
         return self._call(self._rpc().GetJob, request)  # type: ignore[no-any-return]
