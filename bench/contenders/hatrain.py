@@ -16,7 +16,6 @@ import statistics
 import subprocess
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +122,11 @@ class Agent:
     def submit_client(self, name: str, gpus: int = 0) -> str:
         job = self.client.json("submit", name, "--detach", "--gpus", str(gpus), cwd=self.project)
         return str(job["id"])
+
+    def submit_client_array(self, names: list[str]) -> list[str]:
+        """One `hatrain-client submit` of every config: one SubmitJobs call."""
+        jobs = self.client.json("submit", *names, "--detach", "--gpus", "0", cwd=self.project)
+        return [str(job["id"]) for job in jobs]
 
     def client_process(self, *args: str) -> "subprocess.Popen[bytes]":
         return subprocess.Popen(
@@ -243,8 +247,7 @@ class Hatrain:
             agent.client_config({"bench_preprocess": "start", "bench_file": Kit.config_name(m)})
             for m in marks
         ]
-        with ThreadPoolExecutor(size) as pool:
-            jobs = list(pool.map(agent.submit_client, names))
+        jobs = agent.submit_client_array(names)
         client = gap(marks)
         agent.wait_done(jobs)
         return {RAW: raw, CLIENT: client}

@@ -57,6 +57,37 @@ def test_a_burst_that_fits_starts_entirely(host: FastHost) -> None:
         host.ended(job.id)
 
 
+def test_a_job_placed_with_others_puts_off_its_next_step_while_one_of_them_is_starting(
+    host: FastHost,
+) -> None:
+    """Three jobs placed by one pass, one held in its image pull: the first steps of the others
+    end at once, but their second steps start only after the held job's first (starts before
+    bookkeeping); held for good, they wait only a moment and succeed all the same."""
+    host.runtime.script("pulling.yml", JobScript(holds_prepare=True))
+    quick = [host.submit("job.yml") for _ in range(2)]
+    pulling = host.submit("pulling.yml")
+    host.agent(Policy(max_cpu_jobs=4))
+    for job in quick:
+        host.runtime.container(job.id, "preprocess")
+    host.runtime.release_prepare()
+    first = host.runtime.container(pulling.id, "preprocess").handle.container
+    for job in quick:
+        assert host.runtime.container(job.id, "train").handle.container > first
+        assert host.ended(job.id).state == JobState.SUCCEEDED
+    assert host.ended(pulling.id).state == JobState.SUCCEEDED
+
+
+def test_a_start_that_hangs_holds_up_the_other_jobs_only_a_moment(host: FastHost) -> None:
+    """A job placed with one whose image pull never ends runs to its end all the same."""
+    host.runtime.script("pulling.yml", JobScript(holds_prepare=True))
+    quick, pulling = host.submit("job.yml"), host.submit("pulling.yml")
+    host.agent()
+    assert host.ended(quick.id).state == JobState.SUCCEEDED
+    assert host.store.get(pulling.id).state == JobState.STARTING
+    host.runtime.release_prepare()
+    assert host.ended(pulling.id).state == JobState.SUCCEEDED
+
+
 def test_a_higher_priority_job_takes_the_next_free_gpu(host: FastHost) -> None:
     """With both GPUs busy, a later job of higher priority is placed before an older one."""
     host.runtime.script("held.yml", HELD)

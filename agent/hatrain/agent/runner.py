@@ -14,6 +14,7 @@ from .events import Event, EventKind, Progress
 from .jobs import Job
 from .output_parser import PREPROCESS_SUCCESS, OutputParser, models_of
 from .runtime import STEPS, ExitStatus, Handle, LogCursor, Runtime, RuntimeFailure
+from .start_gate import StartGate
 from .states import FailureReason, JobState, StopReason
 from .steps import StepEnd, StepRecord
 from .store import Store
@@ -45,6 +46,13 @@ class RunControl:
     stop_reason: StopReason | None = None
     handle: Handle | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Called once, when the job's first process has started (or its runner ends without one).
+    on_started: Callable[[], None] | None = None
+
+    def started(self) -> None:
+        call, self.on_started = self.on_started, None
+        if call is not None:
+            call()
 
 
 @dataclass(frozen=True)
@@ -99,18 +107,23 @@ class JobRunner:
         workspace: Workspace,
         reserve: DiskReserve,
         grace_seconds: float,
+        gate: StartGate | None = None,
     ) -> None:
         self.store = store
         self.runtime = runtime
         self.workspace = workspace
         self.reserve = reserve
         self.grace_seconds = grace_seconds
+        self.gate = gate or StartGate()
 
     def run(self, job: Job, control: RunControl) -> None:
         """Run the job to its end and record the verdict; never leaves it without one."""
         handles: list[Handle] = []
         try:
-            verdict = self._run(job, control, handles)
+            try:
+                verdict = self._run(job, control, handles)
+            finally:
+                control.started()
         except RuntimeFailure as failure:
             # A step that was asked to stop may vanish on the way (killed, removed): it ends
             # as asked, not as a failure.
@@ -205,6 +218,7 @@ class JobRunner:
                     ):
                         job = self.store.transition(job.id, STATE_OF_STEP[step], step=step)
                     handle = self.runtime.start(job, step, dirs)
+                    control.started()
                     record = replace(record, handle=handle)
                     self.store.update_step(job.id, record)
                 handles.append(handle)
@@ -214,6 +228,7 @@ class JobRunner:
                 if stop_now:  # asked to stop before the step could be signalled
                     self.runtime.stop(handle, self.grace_seconds)
                 status, parser, record = self._follow(job, handle, record)
+                self.gate.wait_for_starts()
                 end = step_end(status, parser)
                 self.store.update_step(job.id, replace(record, end=end))
             else:

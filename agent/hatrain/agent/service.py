@@ -568,13 +568,15 @@ class AgentService(pb_grpc.AgentServiceServicer):
             # Registered before reading: a change committed after the read still wakes us.
             changed = self.waiters.register(job_id)
             try:
-                state, response = await self._read(
+                state, response, more = await self._read(
                     self._page, job_id, after, kinds, request.packed_lines
                 )
                 if response is not None:
                     after = last_seq(response.events[-1])
                     yield response
-                    continue
+                    if more:
+                        continue
+                # Everything up to the read is sent: a commit since has set `changed`.
                 if state.terminal or not request.follow:
                     return
                 with contextlib.suppress(TimeoutError):
@@ -584,12 +586,17 @@ class AgentService(pb_grpc.AgentServiceServicer):
 
     def _page(
         self, job_id: str, after: int, kinds: list[Any], packed: bool
-    ) -> tuple[JobState, pb.WatchJobResponse | None]:
+    ) -> tuple[JobState, pb.WatchJobResponse | None, bool]:
+        """The job's state, then a page of its events after `after` (None: none), and whether
+        more were read or stored than the page holds."""
         # The state is read first: if it is terminal, every event is already committed.
         state = self.store.state(job_id)
         runs = self.store.event_runs(job_id, after, limit=_WATCH_BATCH, kinds=kinds)
         if not runs:
-            return state, None
+            return state, None, False
         response = pb.WatchJobResponse(state=wire.STATE_TO_WIRE[state])
         wire.add_runs(response.events, runs, _WATCH_BYTES, packed=packed)
-        return state, response
+        more = len(runs) == _WATCH_BATCH or (
+            last_seq(response.events[-1]) < wire.run_last_seq(runs[-1])
+        )
+        return state, response, more

@@ -25,6 +25,7 @@ from .recovery import reconcile
 from .runner import JobRunner, RunControl
 from .runtime import Runtime
 from .scheduler import GpuSlot, Host, Policy, RunningJob, plan
+from .start_gate import StartGate
 from .states import RUNNING, JobState, StopReason
 from .store import Store
 from .sweep import Sweeper
@@ -109,7 +110,8 @@ class Supervisor:
         self.heartbeat = heartbeat
         self.max_idle_seconds = min(max_idle_seconds, 1.0)
         self._wedge_file = os.environ.get(TEST_HOOK_WEDGE_ENV, "")
-        self._runner = JobRunner(store, runtime, workspace, self.reserve, grace_seconds)
+        self._gate = StartGate()
+        self._runner = JobRunner(store, runtime, workspace, self.reserve, grace_seconds, self._gate)
         self._controls: dict[str, RunControl] = {}
         self._runners: set[str] = set()  # jobs whose runner is running
         self._last_housekeeping = 0.0
@@ -227,7 +229,7 @@ class Supervisor:
                 return
             placed = self.store.place([(p.job_id, p.gpu_uuids) for p in result.placements])
             for job in placed:
-                self._spawn(job)
+                self._spawn(job, placed=True)
             for job in placed:
                 log.info("job placed", job_id=job.id, gpus=list(job.gpu_uuids))
 
@@ -242,15 +244,20 @@ class Supervisor:
             if busy & set(gpu_uuids) or (not gpu_uuids and cpu_jobs >= self.policy.max_cpu_jobs):
                 return None
             job = adopt()
-            self._spawn(job)
+            self._spawn(job, placed=True)
             return job
 
     def waiting(self, job_id: str) -> Waiting | None:
         """Why a queued job waits, as of the last scheduling pass (None: not known yet)."""
         return self._waiting.get(job_id)
 
-    def _spawn(self, job: Job) -> None:
+    def _spawn(self, job: Job, *, placed: bool = False) -> None:
+        """Run the job's runner. placed: the job starts now (not found again after a restart):
+        runners of other jobs put off their steps' bookkeeping until it has started."""
         control = RunControl(job.id)
+        if placed:
+            self._gate.placed()
+            control.on_started = self._gate.started
         self._controls[job.id] = control
 
         def run() -> None:

@@ -149,6 +149,12 @@ _EVENT_BYTES = 32  # an event's fields besides its text, roughly, on the wire
 _PACKED_LINE_BYTES = 4  # a line's tag and length in a packed event's `lines`, at most
 
 
+def run_last_seq(run: tuple[int, float, str, dict[str, Any]]) -> int:
+    """The seq of a stored run's last line (of any other event, its own)."""
+    first, _, kind, rec = run
+    return first + rec["line"].count("\n") if kind == _LOG else first
+
+
 def add_runs(
     events: Any,
     runs: Iterable[tuple[int, float, str, dict[str, Any]]],
