@@ -129,12 +129,20 @@ class Agent:
         return [str(job["id"]) for job in jobs]
 
     def client_process(self, *args: str) -> "subprocess.Popen[bytes]":
-        return subprocess.Popen(
-            [CLIENT_COMMAND, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env={**self.client.env(), "PYTHONUNBUFFERED": "1"},
-        )
+        """The command running, its output to be read from a pipe, what it says on stderr
+        kept in a file of its own (client_errors reads it)."""
+        self._stderr = self.root / f"client-stderr-{time.monotonic_ns()}.txt"
+        with self._stderr.open("wb") as stderr:
+            return subprocess.Popen(
+                [CLIENT_COMMAND, *args],
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env={**self.client.env(), "PYTHONUNBUFFERED": "1"},
+            )
+
+    def client_errors(self) -> str:
+        """What the last client_process said on stderr."""
+        return self._stderr.read_text(errors="replace").strip()
 
 
 def raw_request(config: dict[str, str], gpus: int) -> pb.SubmitJobRequest:
@@ -300,5 +308,9 @@ class Hatrain:
         assert follower.stdout is not None
         fd = follower.stdout.fileno()
         lines_of(lambda: os.read(fd, 1 << 16), client, go.touch)
-        follower.wait()
+        if follower.wait() != 0:
+            raise RuntimeError(
+                f"`hatrain-client logs --follow` exited {follower.returncode}: "
+                f"{agent.client_errors()[-2000:]}"
+            )
         return {RAW: raw, CLIENT: client}
