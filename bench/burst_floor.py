@@ -8,8 +8,9 @@ and times the spread of their starts. Each round here runs, in turn:
 
   hatrain   that burst, raw gRPC, into `hatrain-agent serve` with the local runtime
   floor     the same 10 step processes spawned back to back from one Python thread, each the
-            command line the local runtime runs for a step: its wrapper, setpriv to the job's
-            user, the secrets shim, and the peer kit's `axolotl`, which writes the start time.
+            command line the local runtime runs for a step of a job without secrets: its
+            wrapper, setpriv to the job's user and the peer kit's `axolotl`, which writes the
+            start time.
             What the processes cost with no scheduler at all.
 
 The ratio hatrain / floor is the agent's own share of the gap (1.0: none; below 1, the agent's
@@ -29,7 +30,6 @@ sys.path.insert(0, str(REPO))
 
 from hatrain.agent.accounts import of_uid  # noqa: E402
 from hatrain.agent.confinement import run_as  # noqa: E402
-from hatrain.agent.runtime import SECRET_SHIM  # noqa: E402
 from hatrain.agent.runtime_local import wrapped  # noqa: E402
 
 from bench.contenders.hatrain import Agent  # noqa: E402
@@ -62,12 +62,10 @@ def floor_burst(kit: Kit, work: Path) -> float:
         env = {
             "PATH": "/usr/bin:/bin",
             "HATRAIN_EXIT": str(work / f"{mark.name}.exit"),
-            "HATRAIN_SECRETS": str(work / "no-secrets"),
         }
-        shim = ["/bin/sh", "-c", SECRET_SHIM, "hatrain", axolotl, "preprocess", str(config)]
         steps.append(
             subprocess.Popen(
-                wrapped([*owner, *shim]),
+                wrapped([*owner, axolotl, "preprocess", str(config)]),
                 stdout=subprocess.DEVNULL,
                 env=env,
                 start_new_session=True,

@@ -92,6 +92,29 @@ def test_packed_long_lines_come_in_responses_a_client_accepts(
     assert {len(line) for line in lines} == {16_000}
 
 
+def test_a_watch_of_more_lines_than_a_page_gets_every_line(
+    start_agent: Any, agent_config: dict[str, Any]
+) -> None:
+    """25,000 lines, more than one page of the store holds (10,000), stored in runs of many:
+    a watch of the ended job gets every line once, in order, packed or one event a line,
+    followed or not, of every kind or of log lines only."""
+    stub, _ = start_agent(agent_config)
+    job = stub.SubmitJob(pb.SubmitJobRequest(spec=spec({"hatrain_standin": {"lines": 25_000}})))
+    assert wait_state(stub, job.job.id, TERMINAL).state == pb.JOB_STATE_SUCCEEDED
+    for request in (
+        {"packed_lines": True},
+        {"packed_lines": True, "follow": True},
+        {"kinds": [pb.EVENT_KIND_LOG], "packed_lines": True, "follow": True},
+        {},
+    ):
+        lines = [
+            e.line
+            for e in one_a_line(watch(stub, job.job.id, **request))
+            if e.kind == pb.EVENT_KIND_LOG and e.line.startswith("line ")
+        ]
+        assert [int(line.split()[1]) for line in lines] == list(range(25_000)), request
+
+
 def test_client_watch_goes_on_across_an_agent_restart_with_no_gap_or_duplicate(
     agent_config: dict[str, Any], tmp_path: Path, client_for: Any
 ) -> None:

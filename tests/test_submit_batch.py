@@ -117,13 +117,21 @@ def test_a_batch_past_a_queued_jobs_cap_is_refused_naming_it_and_one_that_fits_i
         )
         assert queued(stub) == before
 
-        fitted = stub.SubmitJobs(
-            pb.SubmitJobsRequest(jobs=[job_request("fits-0"), job_request("fits-1")])
-        ).jobs
+        batch = uuid.uuid4().hex[:8]
+        fits = [job_request(f"fits-{i}", f"{batch}-{i}") for i in range(2)]
+        fitted = stub.SubmitJobs(pb.SubmitJobsRequest(jobs=fits)).jobs
         assert [j.spec.config_name for j in fitted] == ["fits-0.yml", "fits-1.yml"]
         assert [j.state for j in fitted] == [pb.JOB_STATE_QUEUED] * 2
         assert [j.queue_position for j in fitted] == [2, 3]
         assert queued(stub) == before + 2
+
+        # At the cap again once one is cancelled and a batch resends the other with a new one:
+        # the job resent was counted among those queued, and not once more as the batch's.
+        stub.CancelJob(pb.CancelJobRequest(job_id=fitted[1].id))
+        again = stub.SubmitJobs(
+            pb.SubmitJobsRequest(jobs=[fits[0], job_request("fits-2", f"{batch}-2")])
+        ).jobs
+        assert again[0].id == fitted[0].id and again[1].queue_position == 3
 
 
 def test_a_resent_batch_returns_the_same_jobs_and_queues_nothing_new(held: Agent) -> None:
@@ -147,6 +155,27 @@ def test_a_resent_batch_returns_the_same_jobs_and_queues_nothing_new(held: Agent
         ).jobs
         assert partly[0].id == first[1].id and partly[1].id not in {j.id for j in first}
         assert queued(stub) == before + 4
+
+        twice = [job_request("twice-0", f"{batch}-twice"), job_request("twice-1", f"{batch}-twice")]
+        refused = refusal(stub, twice)
+        assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert refused.details() == "jobs[1].client_request_id: one of its own (jobs[0] has it)"
+        assert queued(stub) == before + 4
+
+
+def test_the_jobs_of_a_batch_have_their_secrets_once_it_is_answered(held: Agent) -> None:
+    """Each job of a batch with secrets has them on the host when SubmitJobs answers (written
+    before the jobs are committed, so that no pass can place one without them); the secrets are
+    in no answer."""
+    with channel_as(BOB, held.socket) as channel:
+        stub = stub_as(channel)
+        jobs = [job_request(f"secret-{i}") for i in range(3)]
+        for i, one in enumerate(jobs):
+            one.secrets["HF_TOKEN"] = f"hf_batch_secret_{i}"
+        answer = stub.SubmitJobs(pb.SubmitJobsRequest(jobs=jobs))
+        assert b"hf_batch_secret" not in answer.SerializeToString()
+        for job in answer.jobs:
+            assert (held.config.data_root / "secrets" / job.id).is_dir()
 
 
 def test_a_batch_takes_consecutive_places_and_its_jobs_all_start(

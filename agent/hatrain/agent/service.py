@@ -11,7 +11,7 @@ import functools
 import gc
 import socket
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -110,6 +110,12 @@ def translate_errors(method: F) -> F:
         context.abort(_status(error), str(error))
 
     return unary  # type: ignore[return-value]
+
+
+_NO_TEAM = (
+    "this host is in no team queue (no `team:` in its agent.yml); submit without --team-queue, "
+    "or to a host of the team"
+)
 
 
 class JobWaiters:
@@ -296,9 +302,10 @@ class AgentService(pb_grpc.AgentServiceServicer):
             client_request_id=request.client_request_id,
             secret_names=secrets.keys(),
             admit=lambda: self._queue_cap_check(caller.user, spec.team, 0, 0),
+            on_created=lambda job: self._write_secrets(job, secrets, owner.uid),
         )
         if created:
-            self._queued(job, secrets, owner.uid)
+            log.info("job queued", job_id=job.id, user=job.user, gpus=spec.gpus)
             self.supervisor.wake()
         # The job as submitted (queued, with its position), even if it has started since.
         return pb.SubmitJobResponse(job=wire.job_to_wire(job, str(self.workspace.dirs(job.id).run)))
@@ -312,28 +319,51 @@ class AgentService(pb_grpc.AgentServiceServicer):
         check_count(request.jobs, "jobs", limits.BATCH_JOBS)
         if len({r.team_queue for r in request.jobs}) > 1:
             raise InvalidArgument("jobs", "all for the team queue, or all for this host's own")
+        first_with: dict[str, int] = {}
+        for index, one in enumerate(request.jobs):
+            if one.client_request_id:
+                earlier = first_with.setdefault(one.client_request_id, index)
+                if earlier != index:
+                    raise InvalidArgument(
+                        f"jobs[{index}].client_request_id",
+                        f"one of its own (jobs[{earlier}] has it)",
+                    )
         caller = self.caller(context)
+        team = request.jobs[0].team_queue
+        if team and self.team is None:
+            raise FailedPrecondition(_NO_TEAM)
         checked = []
         for index, one in enumerate(request.jobs):
             with in_batch(index):
-                checked.append(self._checked_submission(one, caller))
+                spec, secrets = self._checked_submission(one, caller)
+                if team:
+                    assert self.team is not None
+                    self.team.check_fits(spec)
+                checked.append((spec, secrets))
         owner = of_uid(caller.uid)
         self.reserve.check_room()
-        if request.jobs[0].team_queue:
-            return pb.SubmitJobsResponse(
-                jobs=[
-                    self._submit_to_team(spec, secrets, owner.name, one.client_request_id).job
-                    for one, (spec, secrets) in zip(request.jobs, checked, strict=True)
-                ]
-            )
+        if team:
+            # The team queue takes them one at a time (each its own transaction, resent safely
+            # by its request id): every one was checked above, before any was queued.
+            queued = []
+            for index, (one, (spec, secrets)) in enumerate(zip(request.jobs, checked, strict=True)):
+                with in_batch(index):
+                    queued.append(
+                        self._submit_to_team(spec, secrets, owner.name, one.client_request_id).job
+                    )
+            return pb.SubmitJobsResponse(jobs=queued)
         specs = [spec for spec, _ in checked]
 
-        def admit(index: int) -> None:
+        def admit(index: int, added: Sequence[int]) -> None:
             team = specs[index].team
             with in_batch(index):
                 self._queue_cap_check(
-                    caller.user, team, index, sum(s.team == team for s in specs[:index])
+                    caller.user, team, len(added), sum(specs[i].team == team for i in added)
                 )
+
+        def created(index: int, job: Job) -> None:
+            with in_batch(index):
+                self._write_secrets(job, checked[index][1], owner.uid)
 
         results = self.store.submit_all(
             [
@@ -341,10 +371,11 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 for one, (spec, secrets) in zip(request.jobs, checked, strict=True)
             ],
             admit=admit,
+            on_created=created,
         )
-        for (job, created), (_, secrets) in zip(results, checked, strict=True):
-            if created:
-                self._queued(job, secrets, owner.uid)
+        for job, was_created in results:
+            if was_created:
+                log.info("job queued", job_id=job.id, user=job.user, gpus=job.spec.gpus)
         self.supervisor.wake()
         return pb.SubmitJobsResponse(
             jobs=[wire.job_to_wire(job, str(self.workspace.dirs(job.id).run)) for job, _ in results]
@@ -362,19 +393,17 @@ class AgentService(pb_grpc.AgentServiceServicer):
             self.identities.check_read(caller, self._any_job(spec.retry_of))
         return spec, secrets
 
-    def _queued(self, job: Job, secrets: dict[str, str], uid: int) -> None:
+    def _write_secrets(self, job: Job, secrets: dict[str, str], uid: int) -> None:
+        """Before the job's commit: no pass may place it without them. Left by a submit that
+        did not commit, they are removed as an unknown job's (Supervisor.drop_ended_secrets)."""
         if secrets:
             self.workspace.write_secrets(job.id, secrets, uid)
-        log.info("job queued", job_id=job.id, user=job.user, gpus=job.spec.gpus)
 
     def _submit_to_team(
         self, spec: Any, secrets: dict[str, str], user: str, request_id: str
     ) -> pb.SubmitJobResponse:
         if self.team is None:
-            raise FailedPrecondition(
-                "this host is in no team queue (no `team:` in its agent.yml); submit without "
-                "--team-queue, or to a host of the team"
-            )
+            raise FailedPrecondition(_NO_TEAM)
         self.team.check_fits(spec)
         job, created = self.team.submit(spec, user, request_id, secrets)
         if created:
@@ -588,7 +617,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self, job_id: str, after: int, kinds: list[Any], packed: bool
     ) -> tuple[JobState, pb.WatchJobResponse | None, bool]:
         """The job's state, then a page of its events after `after` (None: none), and whether
-        more were read or stored than the page holds."""
+        more may be stored than the page holds."""
         # The state is read first: if it is terminal, every event is already committed.
         state = self.store.state(job_id)
         runs = self.store.event_runs(job_id, after, limit=_WATCH_BATCH, kinds=kinds)
@@ -596,7 +625,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
             return state, None, False
         response = pb.WatchJobResponse(state=wire.STATE_TO_WIRE[state])
         wire.add_runs(response.events, runs, _WATCH_BYTES, packed=packed)
-        more = len(runs) == _WATCH_BATCH or (
-            last_seq(response.events[-1]) < wire.run_last_seq(runs[-1])
-        )
+        # event_runs stops at _WATCH_BATCH lines (a row holds a run of them), and the page at
+        # _WATCH_BYTES: either may have left events unread.
+        read = sum(wire.run_last_seq(run) - run[0] + 1 for run in runs)
+        more = read >= _WATCH_BATCH or last_seq(response.events[-1]) < wire.run_last_seq(runs[-1])
         return state, response, more

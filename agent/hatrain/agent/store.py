@@ -491,28 +491,41 @@ class Store:
         client_request_id: str = "",
         secret_names: Iterable[str] = (),
         admit: Callable[[], None] | None = None,
+        on_created: Callable[[Job], None] | None = None,
     ) -> tuple[Job, bool]:
         """Queue a job; returns (job, created). A repeated client_request_id returns the first.
         admit() is called in the transaction, before the job is added, to refuse it by raising
-        (caps on queued jobs): no other submit can come between its count and the insert."""
+        (caps on queued jobs): no other submit can come between its count and the insert.
+        on_created(job): as submit_all's."""
         new = NewJob(spec, user, client_request_id, tuple(sorted(secret_names)))
 
-        def admit_one(_: int) -> None:
+        def admit_one(_: int, __: Sequence[int]) -> None:
             if admit is not None:
                 admit()
 
-        return self.submit_all([new], admit=admit_one)[0]
+        def created(_: int, job: Job) -> None:
+            if on_created is not None:
+                on_created(job)
+
+        return self.submit_all([new], admit=admit_one, on_created=created)[0]
 
     def submit_all(
-        self, jobs: Sequence[NewJob], *, admit: Callable[[int], None] | None = None
+        self,
+        jobs: Sequence[NewJob],
+        *,
+        admit: Callable[[int, Sequence[int]], None] | None = None,
+        on_created: Callable[[int, Job], None] | None = None,
     ) -> list[tuple[Job, bool]]:
         """Queue several jobs in one transaction, all or none; returns (job, created) for each,
-        in order. admit(i) is called before the i-th is added (the ones before it added but not
-        yet committed, so it must count them itself); raising refuses the whole batch."""
+        in order. admit(i, added) is called before the i-th is added, with the indexes of the
+        jobs this batch added before it (added, not committed: it must count them itself);
+        raising refuses the whole batch. on_created(i, job) is called for each job added, before
+        the commit (what the job needs before a pass may place it, its secrets); raising
+        refuses the batch too."""
         now = time.time()
         ids = [uuid.uuid4().hex[:12] for _ in jobs]
         results: list[tuple[Job, bool]] = []
-        added: list[int] = []  # the priorities of the jobs this batch has added so far
+        added: list[int] = []  # the indexes of the jobs this batch has added so far
         # Listeners hear of a lone job by its id; of a batch as "any job may have changed".
         with self._transaction(ids[0] if len(ids) == 1 else "") as conn:
             for index, (job_id, new) in enumerate(zip(ids, jobs, strict=True)):
@@ -524,11 +537,16 @@ class Store:
                         results.append((self._as_submitted(conn, row[0]), False))
                         continue
                 if admit is not None:
-                    admit(index)
+                    admit(index, added)
                 priority = new.spec.priority
-                place = self._tally.place_of_new(priority) + sum(p >= priority for p in added)
-                results.append((self._insert_queued(conn, job_id, new, now, place), True))
-                added.append(priority)
+                place = self._tally.place_of_new(priority) + sum(
+                    jobs[i].spec.priority >= priority for i in added
+                )
+                job = self._insert_queued(conn, job_id, new, now, place)
+                if on_created is not None:
+                    on_created(index, job)
+                results.append((job, True))
+                added.append(index)
         return results
 
     def _as_submitted(self, conn: sqlite3.Connection, job_id: str) -> Job:
@@ -641,7 +659,8 @@ class Store:
 
     def place(self, placements: Sequence[tuple[str, Sequence[str]]]) -> list[Job]:
         """Move the queued jobs of one scheduling pass to starting, each on its GPUs (job id,
-        GPU uuids), in one transaction."""
+        GPU uuids), in one transaction: all or none, so the caller must hold what keeps them
+        queued meanwhile (the supervisor's lock, which a cancel takes too)."""
         with self._transaction(placements[0][0] if len(placements) == 1 else "") as conn:
             changes = [
                 self._transition(conn, job_id, JobState.STARTING, gpu_uuids=gpu_uuids)

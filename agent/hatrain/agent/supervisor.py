@@ -269,7 +269,13 @@ class Supervisor:
                 self.wake()
 
         self._runners.add(job.id)
-        RUNNERS.run(f"job-{job.id}", run)
+        try:
+            RUNNERS.run(f"job-{job.id}", run)
+        except BaseException:
+            control.started()  # no runner will: the gate must not wait for it
+            self._controls.pop(job.id, None)
+            self._runners.discard(job.id)
+            raise
 
     def enforce_time_limits(self) -> None:
         """Ask every running job past its time limit to stop (each pass does this)."""
