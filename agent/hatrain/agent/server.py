@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Coroutine
 from concurrent import futures
 from pathlib import Path
@@ -315,9 +316,23 @@ def wait_until_answering(socket_path: Path, timeout: float = 60.0) -> None:
             time.sleep(0.05)
 
 
+def dump_stacks(*_: Any) -> None:
+    """Every thread's stack, by name, to the log (stderr). Run by the main thread as a signal
+    handler, holding the interpreter's lock: faulthandler's dump reads the other threads'
+    frames while they run, and could crash the agent it was asked to look into."""
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    stacks = [
+        f"Thread {names.get(ident, '?')} ({ident:#x}), most recent call last:\n"
+        + "".join(traceback.format_stack(frame))
+        for ident, frame in sys._current_frames().items()
+    ]
+    sys.stderr.write("\n".join(stacks) + "\n")
+    sys.stderr.flush()
+
+
 def serve(config: AgentConfig) -> None:
     configure_logging(config.log_format)
-    faulthandler.register(DUMP_STACKS_SIGNAL, file=sys.stderr, all_threads=True)
+    signal.signal(DUMP_STACKS_SIGNAL, dump_stacks)
     notifier = Notifier()
     # Jobs' processes must not talk to systemd as the agent.
     for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
