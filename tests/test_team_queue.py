@@ -148,6 +148,39 @@ def test_host_and_gpu_type_constraints_are_honoured(make_team: Callable[..., Tea
     assert "spec.host" in str(unknown.value.details())
 
 
+def test_a_batch_to_the_team_queue_is_checked_whole_before_any_job_is_queued(
+    make_team: Callable[..., Team],
+) -> None:
+    """SubmitJobs to the team queue: a job that no host could run refuses the batch naming
+    `jobs[1]` and the field, before its first job is queued; a batch that fits is queued and
+    run, and sent again with the same request ids returns the same jobs."""
+    team = make_team()
+    gpu2 = team["gpu2"]
+    before = team.sql("SELECT count(*) FROM team_jobs")
+    impossible = held(gpus=2, host="gpu1")
+    impossible.resources.min_gpu_memory_mb = 80_000
+    jobs = [
+        pb.SubmitJobRequest(spec=s, team_queue=True, client_request_id=uuid.uuid4().hex)
+        for s in (held(), impossible)
+    ]
+    with pytest.raises(grpc.RpcError) as refused:
+        gpu2.stub.SubmitJobs(pb.SubmitJobsRequest(jobs=jobs))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert str(refused.value.details()).startswith("jobs[1].spec.resources.gpus"), (
+        refused.value.details()
+    )
+    assert team.sql("SELECT count(*) FROM team_jobs") == before
+
+    jobs[1] = pb.SubmitJobRequest(
+        spec=held(host="gpu3"), team_queue=True, client_request_id=uuid.uuid4().hex
+    )
+    queued = gpu2.stub.SubmitJobs(pb.SubmitJobsRequest(jobs=jobs)).jobs
+    assert _running_on(team, queued[1].id) == "gpu3"
+    assert _running_on(team, queued[0].id) in {"gpu1", "gpu2", "gpu3"}
+    again = gpu2.stub.SubmitJobs(pb.SubmitJobsRequest(jobs=jobs)).jobs
+    assert [j.id for j in again] == [j.id for j in queued]
+
+
 def test_racing_hosts_never_claim_one_job_twice(tmp_path: Path) -> None:
     """1,200 jobs, three processes each running the agent's own planning pass and claim in a
     tight loop as a host of 4 GPUs: every job is claimed exactly once, and ends once."""
