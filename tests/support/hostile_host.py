@@ -241,7 +241,8 @@ def _relay(channel: paramiko.Channel, agent_socket: Path) -> None:
     with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
         while data := sock.recv(65536):
             channel.sendall(data)
-    channel.close()
+    with contextlib.suppress(OSError, EOFError):  # the client may have cut the connection first
+        channel.close()
     sock.close()
 
 
