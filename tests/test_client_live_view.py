@@ -34,8 +34,9 @@ def _eta_free(line: str) -> str:
 
 
 def _status(screen: list[str]) -> str:
-    """The live view's status line: the last line with something on it."""
-    return next(line for line in reversed(screen) if line.strip())
+    """The live view's status line: the last line with something on it ("" on a blank screen,
+    which is what the terminal shows before the client has drawn anything)."""
+    return next((line for line in reversed(screen) if line.strip()), "")
 
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 30)], ids=["80x24", "120x30"])

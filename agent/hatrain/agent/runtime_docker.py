@@ -396,7 +396,11 @@ class DockerRuntime:
             sock.close()
         with contextlib.suppress(docker.errors.NotFound):
             container = self._engine_call(self.client.containers.get, container_id)
-            self._engine_call(container.remove, force=True)
+            try:
+                self._engine_call(container.remove, force=True)
+            except docker.errors.APIError as error:
+                if not _removal_in_progress(error):
+                    raise
 
     def leftovers(self) -> Iterator[tuple[str, Handle]]:
         # ignore_removed: a container removed between the listing and its inspection (another
@@ -406,3 +410,9 @@ class DockerRuntime:
         )
         for container in listed:
             yield container.labels[LABEL_JOB], ContainerHandle(container.id, container.name)
+
+
+def _removal_in_progress(error: docker.errors.APIError) -> bool:
+    """The engine is already removing this container (another caller asked first): the end is
+    the same as our own removal's."""
+    return error.status_code == 409 and "already in progress" in str(error.explanation or "")
