@@ -22,7 +22,7 @@ from hatrain.agent.config import AgentConfig
 from hatrain.agent.server import Agent, configure_logging
 
 from tests.support.client import ClientRunner
-from tests.support.harness import TEST_USER, socket_path
+from tests.support.harness import TEST_USER, kill_processes_naming, socket_path
 from tests.support.images import ensure_test_image, python_mounts
 from tests.support.sshd import SshServer, start_sshd
 from tests.support.users import ALICE, BOB, channel_as, ensure_user, reachable_dir, stub_as
@@ -298,6 +298,7 @@ def local_agent_config(
             "env": {"HATRAIN_CAPTURE_DIR": str(user_toolchain / "capture"), "HF_HUB_OFFLINE": "1"},
         },
     }
+    kill_processes_naming(reachable)
     shutil.rmtree(reachable, ignore_errors=True)
 
 

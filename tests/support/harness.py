@@ -45,6 +45,25 @@ def poll(check: Callable[[], T | None], timeout: float, what: str, every: float 
         time.sleep(every)
 
 
+def kill_processes_naming(path: Path) -> int:
+    """SIGKILL every process whose command line names something under path; returns how many.
+    A local-runtime step outlives its agent by design, so a test that kills an agent (or
+    ends before its jobs) leaves them: its fixture's teardown ends them here."""
+    needle = str(path).encode()
+    killed = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle not in (entry / "cmdline").read_bytes():
+                continue
+            os.kill(int(entry.name), signal.SIGKILL)
+            killed += 1
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or not ours to read
+    return killed
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
