@@ -337,3 +337,48 @@ def test_submit_all_checks_every_config_before_it_sends_anything(
         assert uploads[0].files_sent == 2
         assert (objects / dataset[:2] / dataset).exists()
         assert len(client.jobs(states=[JobState.QUEUED])) == before + 2
+
+
+def test_a_batch_over_the_agents_request_size_is_refused_naming_configs(
+    user_toolchain: Path, client_for: Any, tmp_path: Path
+) -> None:
+    """An agent that takes at most 3,000 bytes a call (limits.max_request_bytes): eight configs
+    in one `submit` are refused (65) naming `configs`, the call's size and the setting, and
+    queue nothing; one of them alone is queued."""
+    root = reachable_dir("hatrain-batch-small-")
+    config = {
+        "data_root": str(root / "data"),
+        "listen": str(socket_path()),
+        "log_format": "console",
+        "runtime": "local",
+        "local": {"venv": str(user_toolchain / "venv")},
+        "scheduler": {"max_cpu_jobs": 0},
+        "limits": {"max_request_bytes": 3000},
+    }
+    agent = Agent(AgentConfig.model_validate(config))
+    agent.start()
+    try:
+        client = client_for(agent.socket)
+        stub, channel = stub_for(agent.socket)
+        project = tmp_path / "project"
+        rates = tuple(10.0**-i for i in range(1, 9))
+        configs = [str(c) for c in sweep_project(project, "small", rates)]
+
+        refused = client.run("submit", *configs, cwd=project)
+        assert refused.returncode == 65, refused.stderr
+        assert re.search(
+            r"error: configs: the 8 jobs make one call of [\d,]+ bytes, more than the agent on "
+            r"gpu1 takes in one call \(limits\.max_request_bytes in its agent\.yml\); nothing "
+            r"was queued",
+            refused.stderr,
+        ), refused.stderr
+        assert "submit the configs in smaller groups" in refused.stderr
+        assert queued(stub) == 0
+
+        one = client.run("submit", configs[0], "--detach", cwd=project)
+        assert one.returncode == 0, one.stderr
+        assert queued(stub) == 1
+        channel.close()
+    finally:
+        agent.stop(grace=0.5)
+        shutil.rmtree(root, ignore_errors=True)

@@ -30,6 +30,8 @@ _END = object()
 _TIMEOUT = 60.0
 # The largest answer taken from an agent (a page of events is about 1 MB).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# gRPC's words when a request is over the receiver's max_receive_message_length.
+_TOO_LARGE = "larger than max"
 
 
 def client_version() -> str:
@@ -141,6 +143,14 @@ class HostConnection:
         try:
             return list(self._call(self._rpc().SubmitJobs, request).jobs)
         except AgentRefused as exc:
+            if exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED.name and _TOO_LARGE in exc.message:
+                raise AgentRefused(
+                    f"configs: the {len(request.jobs)} jobs make one call of "
+                    f"{request.ByteSize():,} bytes, more than the agent on {self.alias} takes "
+                    "in one call (limits.max_request_bytes in its agent.yml); nothing was queued",
+                    fix="submit the configs in smaller groups",
+                    code=exc.code,
+                ) from exc
             if exc.code != grpc.StatusCode.UNIMPLEMENTED.name:
                 raise
             raise AgentRefused(
