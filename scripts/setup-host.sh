@@ -31,6 +31,7 @@ command -v setpriv >/dev/null || need+=(util-linux)   # local-runtime steps run 
 command -v systemd-analyze >/dev/null || need+=(systemd)   # the unit is checked with `verify`
 command -v mmdebstrap >/dev/null || need+=(mmdebstrap)      # a Debian root for install.sh's test
 command -v tmux >/dev/null || need+=(tmux)            # a real terminal for the live view's tests
+command -v strace >/dev/null || need+=(strace)        # the store's commits reach the disk
 command -v chromium >/dev/null || need+=(chromium)     # screenshots of TensorBoard in the tests
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"

@@ -3,7 +3,12 @@ the upgrade of older files."""
 
 import dataclasses
 import json
+import re
+import shutil
 import sqlite3
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -224,3 +229,59 @@ def test_the_planner_reads_each_queued_jobs_request(tmp_path: Path) -> None:
         QueuedJob(first.id, "ann", 0, order=0),
         QueuedJob(last.id, "cy", 2, 5, 81_920, "H200", 3600, order=1, team="nlp"),
     ]
+
+
+def test_a_submit_and_a_jobs_end_are_on_disk_before_they_return(tmp_path: Path) -> None:
+    """A power loss or a kernel panic takes back nothing the store has answered: a submit, and
+    then a job's end, each sync the write-ahead log (fdatasync or fsync, seen by a real strace)
+    before the call returns. (A synchronous=NORMAL store syncs it only at checkpoints.)"""
+    strace = shutil.which("strace")
+    assert strace, "strace is missing: run `make test` (scripts/setup-host.sh installs it)"
+    script = textwrap.dedent(
+        """
+        import os, sys
+        from pathlib import Path
+        from hatrain.agent.jobs import JobSpec
+        from hatrain.agent.states import JobState
+        from hatrain.agent.store import Store
+
+        def mark(name):
+            os.write(1, f"MARK {name}\\n".encode())
+
+        store = Store(Path(sys.argv[1]))
+        mark("open")
+        job, _ = store.submit(JobSpec("a.yml", "x: 1", "img"), "ann")
+        mark("submitted")
+        store.transition(job.id, JobState.CANCELLED)
+        mark("ended")
+        """
+    )
+    trace = tmp_path / "trace"
+    subprocess.run(
+        [
+            strace,
+            "-f",
+            "-y",
+            "-e",
+            "trace=fsync,fdatasync,write",
+            "-o",
+            str(trace),
+            sys.executable,
+            "-c",
+            script,
+            str(tmp_path / "agent.db"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    synced: dict[str, int] = {}
+    phase = ""
+    for line in trace.read_text().splitlines():
+        if found := re.search(r'"MARK (\w+)\\n"', line):
+            phase = found.group(1)
+            synced[phase] = 0
+        elif phase and re.search(r"f(data)?sync\(\d+<[^>]*agent\.db-wal>\) = 0", line):
+            synced[phase] += 1
+    assert list(synced) == ["open", "submitted", "ended"], trace.read_text()[-2000:]
+    assert synced["open"] >= 1, "the submit's commit was not synced before submit returned"
+    assert synced["submitted"] >= 1, "the job's end was not synced before it returned"

@@ -152,9 +152,10 @@ class RetentionRecord:
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
-    # WAL + NORMAL survives a killed process (the agent, SIGKILL); only power loss can drop the
-    # last commits.
-    conn.execute("PRAGMA synchronous=NORMAL")
+    # FULL: a commit is on disk before it returns (one fsync of the WAL). NORMAL would survive
+    # a killed agent too, but a power loss or a kernel panic could take back the last commits:
+    # a submit already answered, or a job's end, which would then be started again.
+    conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
 
