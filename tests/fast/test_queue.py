@@ -108,7 +108,9 @@ def test_a_job_submitted_while_a_pass_runs_is_not_lost_to_it(tmp_path: Path) -> 
         host.runtime.container(first.id, "train")
         host.until(lambda: late, "the submit made during the pass")
         host.runtime.container(late[0].id, "train")
-        assert host.store.get(late[0].id).state == JobState.TRAINING
+        host.until(
+            lambda: host.store.get(late[0].id).state == JobState.TRAINING, "the late job training"
+        )
     finally:
         host.stop()
 

@@ -35,6 +35,31 @@ def test_a_starting_job_prepares_again_and_runs(host: FastHost) -> None:
     assert host.runtime.container(job.id, "train").gpu_uuids == ("GPU-1",)
 
 
+def test_a_first_step_started_but_not_recorded_is_reattached_not_started_again(
+    host: FastHost,
+) -> None:
+    """Starting, its preprocess container running: the agent stopped after the spawn and before
+    it recorded the step (the state and the handle are written once the step runs). The new
+    agent finds that container by its job and step and follows it: the job reads
+    preprocessing with that handle, and no second preprocess container is ever started."""
+    host.runtime.script("held.yml", HELD)
+    job = host.as_if_running(host.submit("held.yml"), JobState.STARTING)
+    handle = host.runtime.launch(job, "preprocess")
+    host.agent()
+    host.until(
+        lambda: host.store.get(job.id).step("preprocess").handle == handle,
+        "the found step recorded",
+    )
+    assert host.store.get(job.id).state == JobState.PREPROCESSING
+    host.runtime.write(job.id, "preprocess", "Success! Preprocessed data path: /x\n")
+    host.runtime.finish(job.id, "preprocess")
+    host.runtime.container(job.id, "train")
+    host.runtime.finish(job.id, "train")
+    assert host.ended(job.id).state == JobState.SUCCEEDED
+    steps = [c.step for c in host.runtime.containers() if c.job_id == job.id]
+    assert steps == ["preprocess", "train"]
+
+
 def test_a_running_step_is_reattached_without_gap_or_duplicate(host: FastHost) -> None:
     """Preprocessing, its container running, one chunk of output stored: the new agent follows
     it from the stored cursor; the output reads once, in order, across the restart."""

@@ -18,7 +18,9 @@ def reconcile(store: Store, runtime: Runtime) -> list[Job]:
     """Reconcile the queue with the runtime; returns the jobs whose runners must resume.
 
     - QUEUED: stays queued; the scheduler places it as usual.
-    - STARTING: nothing ran yet; its runner starts again from preparing the image.
+    - STARTING: its runner starts again from preparing the image. A first step that was
+      started but not recorded yet (a step's state and handle are written once it runs) is
+      found by the runtime and re-attached to, not started again.
     - PREPROCESSING / TRAINING: the step's container (or process) is looked up by its recorded
       handle or its labels. Running: re-attached, logs continue from the stored cursor (no gap, no
       duplicate). Exited: the rest of its output is read and its real exit code decides. Never

@@ -48,6 +48,9 @@ class RunControl:
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Called once, when the job's first process has started (or its runner ends without one).
     on_started: Callable[[], None] | None = None
+    # Placed just now: none of its steps can have started before (no restart in between), so
+    # there is nothing of it for the runtime to find.
+    fresh: bool = False
 
     def started(self) -> None:
         call, self.on_started = self.on_started, None
@@ -207,20 +210,30 @@ class JobRunner:
             record = job.step(step)
             if record.end is None:
                 handle = record.handle
+                entering = (
+                    STATE_OF_STEP[step]
+                    if job.state in (JobState.STARTING, JobState.PREPROCESSING)
+                    and STATE_OF_STEP[step] != job.state
+                    else None
+                )
+                if handle is None and not control.fresh:
+                    # Started before the agent stopped, and not recorded yet: re-attached to,
+                    # never started twice.
+                    handle = self.runtime.find(job, step)
+                    if handle is not None:
+                        record = replace(record, handle=handle)
+                        job = self.store.record_start(job.id, record, entering)
                 if handle is None:
                     # Asked to stop: a step not started yet is not started. One that is
                     # (found again after a restart) is stopped below and its end collected.
                     if stopped := self._stopped(control, None):
                         return stopped
-                    if (
-                        job.state in (JobState.STARTING, JobState.PREPROCESSING)
-                        and STATE_OF_STEP[step] != job.state
-                    ):
-                        job = self.store.transition(job.id, STATE_OF_STEP[step], step=step)
+                    # The step's state and its handle are written once it runs, in one
+                    # transaction: no start waits for the store's other writers.
                     handle = self.runtime.start(job, step, dirs)
                     control.started()
                     record = replace(record, handle=handle)
-                    self.store.update_step(job.id, record)
+                    job = self.store.record_start(job.id, record, entering)
                 handles.append(handle)
                 with control.lock:
                     control.handle = handle

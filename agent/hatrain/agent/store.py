@@ -786,6 +786,22 @@ class Store:
                 listener(last - row[0])
         return int(last)
 
+    def record_start(self, job_id: str, record: StepRecord, state: JobState | None) -> Job:
+        """Record a step just started (its record holds the handle to re-attach to it) and,
+        when the job enters the step's state with it, that transition: one transaction."""
+        with self._transaction(job_id) as conn:
+            row = conn.execute("SELECT runtime FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no job {job_id!r} on this host")
+            conn.execute(
+                "UPDATE jobs SET runtime=? WHERE id=?", (_with_step(row[0], record), job_id)
+            )
+            if state is None:
+                return self._load(conn, job_id)
+            before, after = self._transition(conn, job_id, state, step=record.step)
+        self._transitioned(before, after)
+        return after
+
     def update_step(self, job_id: str, record: StepRecord) -> None:
         """Record one of the job's steps: what the runtime needs to re-attach to it, how far its
         output was read, how it ended."""

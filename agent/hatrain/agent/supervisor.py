@@ -254,7 +254,7 @@ class Supervisor:
     def _spawn(self, job: Job, *, placed: bool = False) -> None:
         """Run the job's runner. placed: the job starts now (not found again after a restart):
         runners of other jobs put off their steps' bookkeeping until it has started."""
-        control = RunControl(job.id)
+        control = RunControl(job.id, fresh=placed)
         if placed:
             self._gate.placed()
             control.on_started = self._gate.started
