@@ -3,10 +3,11 @@ real PostgreSQL 15, beside a single host with its own queue (SQLite), in the sam
 
     python bench/team_queue.py [--rounds 60] [--jobs 2000] [--threads 8]
 
-1. submit to start on an idle host: from the submit call to the job's `starting` (the time the
-   running host's store records it), a 1-GPU job on an idle single host against the same job
-   submitted to the team queue of three idle hosts. Rounds interleaved; median and p90 of each,
-   and their ratio (target: team <= 1.3 x single host).
+1. submit to start on an idle host: from the submit call to the job's first process running
+   (the time it prints, as it starts), a 1-GPU job on an idle single host against the same job
+   submitted to the team queue of three idle hosts; and to its `starting` (the time the running
+   host's store records it). Rounds interleaved; median and p90 of each, and their ratio
+   (target: team <= 1.3 x single host).
 2. submit throughput: --jobs 1-GPU jobs from --threads client threads, with every GPU of the
    team (and of the single host) busy so that they queue, in jobs a second (target: team
    >= 300/s), beside the single host's figure.
@@ -32,10 +33,14 @@ from hatrain.rpc.v1 import agent_pb2 as pb  # noqa: E402
 from tests.support.harness import AgentProcess, poll, socket_path, stub_for  # noqa: E402
 from tests.support.postgres import cluster  # noqa: E402
 
-# `axolotl` for these jobs: preprocess succeeds at once, train sleeps until it is cancelled.
+# `axolotl` for these jobs: preprocess prints when it started and succeeds at once, train sleeps
+# until it is cancelled.
+STARTED = "started at "
 SLEEPER = (
     "#!/bin/sh\n"
-    'if [ "$1" = preprocess ]; then echo "Success! Preprocessed data path: x"; exit 0; fi\n'
+    'if [ "$1" = preprocess ]; then\n'
+    f'  echo "{STARTED}$(date +%s.%N)"; echo "Success! Preprocessed data path: x"; exit 0\n'
+    "fi\n"
     "exec sleep 100000\n"
 )
 CONFIG = b"output_dir: /workspace/data/training-runs/out\n"
@@ -87,14 +92,24 @@ def state_time(stub: Any, job_id: str, state: Any) -> float | None:
     return None
 
 
+def first_process_time(stub: Any, job_id: str) -> float | None:
+    """When the job's first process started, as it printed it (None: not printed yet)."""
+    try:
+        for response in stub.WatchJob(pb.WatchJobRequest(job_id=job_id, follow=False)):
+            for event in response.events:
+                if event.kind == pb.EVENT_KIND_LOG and event.line.startswith(STARTED):
+                    return float(event.line[len(STARTED) :])
+    except grpc.RpcError as exc:
+        if exc.code() not in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
+            raise
+    return None
+
+
 def started_after(stub: Any, job_id: str, submitted: float) -> tuple[float, float]:
     """Seconds from submitted to the job's start (`starting`, as the store of the host running
-    it records it) and to its first step's process running (`preprocessing`)."""
+    it records it) and to its first step's process running (the time that process printed)."""
     running = poll(
-        lambda: state_time(stub, job_id, pb.JOB_STATE_PREPROCESSING),
-        60,
-        f"job {job_id} to start",
-        every=0.01,
+        lambda: first_process_time(stub, job_id), 60, f"job {job_id} to start", every=0.01
     )
     starting = state_time(stub, job_id, pb.JOB_STATE_STARTING)
     assert starting is not None
@@ -206,8 +221,8 @@ def main() -> None:
                     stop_job(runner, job_id, elsewhere(runner, hosts) if where else None)
             print(f"submit -> start on an idle host ({args.rounds} rounds, interleaved)")
             for what, figures in (
+                ("first step's process running (as it printed)", processes),
                 ("recorded as starting", starts),
-                ("first step's process running", processes),
             ):
                 print(f"  to {what}:")
                 for key, label in (("single", "single host"), ("team", "team queue ")):
@@ -216,7 +231,10 @@ def main() -> None:
                         f"   p90 {p90(figures[key]) * 1000:7.1f} ms"
                     )
                 ratio = statistics.median(figures["team"]) / statistics.median(figures["single"])
-                print(f"    ratio team/single (median): {ratio:.2f}  (target <= 1.3)")
+                target = (
+                    "target <= 1.3" if figures is processes else "the store's record, no target"
+                )
+                print(f"    ratio team/single (median): {ratio:.2f}  ({target})")
 
             # Every GPU busy: what follows queues.
             single_stub.SubmitJob(pb.SubmitJobRequest(spec=job_spec(2)))
