@@ -8,6 +8,7 @@ is 0), so that what a batch queued is still queued when counted; the stand-in `a
 real output where jobs run.
 """
 
+import contextlib
 import json
 import re
 import shutil
@@ -31,24 +32,36 @@ from tests.test_client_submit import make_project, sha256
 CAP = 3  # ALICE's queued jobs on the shared agent
 
 
-@pytest.fixture(scope="module")
-def held(user_toolchain: Path) -> Iterator[Agent]:
-    """The module's agent: the `local` runtime, nothing starts (scheduler.max_cpu_jobs: 0), and
-    ALICE may hold CAP queued jobs (scheduler.user_queued_caps)."""
+@contextlib.contextmanager
+def idle_agent(user_toolchain: Path, **settings: Any) -> Iterator[Agent]:
+    """An agent of the `local` runtime on which nothing starts (scheduler.max_cpu_jobs: 0),
+    with these agent.yml settings besides."""
     root = reachable_dir("hatrain-batch-")
+    scheduler = {"max_cpu_jobs": 0, **settings.pop("scheduler", {})}
     config = {
         "data_root": str(root / "data"),
         "listen": str(socket_path()),
         "log_format": "console",
         "runtime": "local",
         "local": {"venv": str(user_toolchain / "venv")},
-        "scheduler": {"max_cpu_jobs": 0, "user_queued_caps": {ALICE: CAP}},
+        "scheduler": scheduler,
+        **settings,
     }
     agent = Agent(AgentConfig.model_validate(config))
     agent.start()
-    yield agent
-    agent.stop(grace=0.5)
-    shutil.rmtree(root, ignore_errors=True)
+    try:
+        yield agent
+    finally:
+        agent.stop(grace=0.5)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def held(user_toolchain: Path) -> Iterator[Agent]:
+    """The module's agent: nothing starts, and ALICE may hold CAP queued jobs
+    (scheduler.user_queued_caps)."""
+    with idle_agent(user_toolchain, scheduler={"user_queued_caps": {ALICE: CAP}}) as agent:
+        yield agent
 
 
 def job_request(name: str, request_id: str = "", **config: Any) -> pb.SubmitJobRequest:
@@ -345,19 +358,7 @@ def test_a_batch_over_the_agents_request_size_is_refused_naming_configs(
     """An agent that takes at most 3,000 bytes a call (limits.max_request_bytes): eight configs
     in one `submit` are refused (65) naming `configs`, the call's size and the setting, and
     queue nothing; one of them alone is queued."""
-    root = reachable_dir("hatrain-batch-small-")
-    config = {
-        "data_root": str(root / "data"),
-        "listen": str(socket_path()),
-        "log_format": "console",
-        "runtime": "local",
-        "local": {"venv": str(user_toolchain / "venv")},
-        "scheduler": {"max_cpu_jobs": 0},
-        "limits": {"max_request_bytes": 3000},
-    }
-    agent = Agent(AgentConfig.model_validate(config))
-    agent.start()
-    try:
+    with idle_agent(user_toolchain, limits={"max_request_bytes": 3000}) as agent:
         client = client_for(agent.socket)
         stub, channel = stub_for(agent.socket)
         project = tmp_path / "project"
@@ -379,6 +380,3 @@ def test_a_batch_over_the_agents_request_size_is_refused_naming_configs(
         assert one.returncode == 0, one.stderr
         assert queued(stub) == 1
         channel.close()
-    finally:
-        agent.stop(grace=0.5)
-        shutil.rmtree(root, ignore_errors=True)

@@ -220,18 +220,16 @@ class JobRunner:
                     # Started before the agent stopped, and not recorded yet: re-attached to,
                     # never started twice.
                     handle = self.runtime.find(job, step)
-                    if handle is not None:
-                        record = replace(record, handle=handle)
-                        job = self.store.record_start(job.id, record, entering)
                 if handle is None:
                     # Asked to stop: a step not started yet is not started. One that is
                     # (found again after a restart) is stopped below and its end collected.
                     if stopped := self._stopped(control, None):
                         return stopped
-                    # The step's state and its handle are written once it runs, in one
-                    # transaction: no start waits for the store's other writers.
                     handle = self.runtime.start(job, step, dirs)
                     control.started()
+                if record.handle is None:
+                    # The step's state and its handle are written once it runs, in one
+                    # transaction: no start waits for the store's other writers.
                     record = replace(record, handle=handle)
                     job = self.store.record_start(job.id, record, entering)
                 handles.append(handle)

@@ -790,12 +790,7 @@ class Store:
         """Record a step just started (its record holds the handle to re-attach to it) and,
         when the job enters the step's state with it, that transition: one transaction."""
         with self._transaction(job_id) as conn:
-            row = conn.execute("SELECT runtime FROM jobs WHERE id=?", (job_id,)).fetchone()
-            if row is None:
-                raise NotFound(f"no job {job_id!r} on this host")
-            conn.execute(
-                "UPDATE jobs SET runtime=? WHERE id=?", (_with_step(row[0], record), job_id)
-            )
+            self._write_step(conn, job_id, record)
             if state is None:
                 return self._load(conn, job_id)
             before, after = self._transition(conn, job_id, state, step=record.step)
@@ -806,12 +801,14 @@ class Store:
         """Record one of the job's steps: what the runtime needs to re-attach to it, how far its
         output was read, how it ended."""
         with self._transaction(job_id) as conn:
-            row = conn.execute("SELECT runtime FROM jobs WHERE id=?", (job_id,)).fetchone()
-            if row is None:
-                raise NotFound(f"no job {job_id!r} on this host")
-            conn.execute(
-                "UPDATE jobs SET runtime=? WHERE id=?", (_with_step(row[0], record), job_id)
-            )
+            self._write_step(conn, job_id, record)
+
+    @staticmethod
+    def _write_step(conn: sqlite3.Connection, job_id: str, record: StepRecord) -> None:
+        row = conn.execute("SELECT runtime FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no job {job_id!r} on this host")
+        conn.execute("UPDATE jobs SET runtime=? WHERE id=?", (_with_step(row[0], record), job_id))
 
     def request_stop(self, job_id: str, reason: StopReason) -> Job:
         """Record that a running job must stop and why; the first reason stands. Returns the
