@@ -19,9 +19,11 @@ import grpc
 import pytest
 from hatrain.agent.config import SchedulerConfig
 from hatrain.agent.errors import ResourceExhausted
-from hatrain.agent.jobs import JobSpec
+from hatrain.agent.jobs import Job, JobSpec
 from hatrain.agent.objects import ObjectStore
-from hatrain.agent.team import queue
+from hatrain.agent.scheduler import GpuSlot, Policy
+from hatrain.agent.states import JobState
+from hatrain.agent.team import hosts, placement, queue
 from hatrain.agent.team.db import TeamDb
 from hatrain.agent.team.front import TeamFront
 from hatrain.agent.team.schema import migrate
@@ -227,6 +229,52 @@ def test_racing_hosts_never_claim_one_job_twice(tmp_path: Path) -> None:
     assert max(claims.values()) == 1
     assert all(n > 0 for n in per_racer), per_racer  # they really raced
     assert states == {("succeeded", 1): jobs}
+
+
+def test_a_jobs_end_reported_twice_is_not_taken_for_a_fence(tmp_path: Path) -> None:
+    """A host reports a job's end, then the same end again (its record changed again while the
+    first report was on its way): both are accepted, and the host is not told it was fenced.
+    Once the host's epoch has moved on (it was marked down), the same report is refused."""
+    with cluster() as pg:
+        db = TeamDb(pg.primary.conninfo, retry_seconds=10, max_size=2)
+        db.open()
+        migrate(db)
+        epoch = db.run(partial(hosts.register, name="gpu9", gpus=[GpuSlot(0, "GPU-gpu9-0")]))
+        spec = JobSpec(config_name="job.yml", config_yaml="{}", gpus=1)
+        objects = ObjectStore(tmp_path / "objects")
+        db.run(
+            partial(
+                queue.submit,
+                spec=spec,
+                user="root",
+                submitted_on="test",
+                objects=objects,
+                max_object_bytes=0,
+            )
+        )
+        db.run(placement.TeamPlanner(Policy(), down_after_seconds=3600).run)
+        (claimed,) = db.run(partial(placement.claim, host="gpu9", epoch=epoch))
+        now = time.time()
+        done = Job(
+            id=claimed.id,
+            spec=claimed.spec,
+            user=claimed.user,
+            state=JobState.SUCCEEDED,
+            created_at=claimed.created_at,
+            gpu_uuids=claimed.gpu_uuids,
+            started_at=now,
+            finished_at=now,
+        )
+        report = partial(
+            placement.report, job=done, host="gpu9", epoch=epoch, attempt=claimed.attempt
+        )
+        assert db.run(report)
+        assert db.run(report), "the same end, reported again, was taken for a fence"
+        with pg_connect(pg) as conn:
+            conn.execute("UPDATE team_hosts SET epoch = epoch + 1 WHERE name = 'gpu9'")
+            conn.commit()
+        assert not db.run(report), "a report at an epoch gone by was accepted"
+        db.close()
 
 
 def test_racing_submits_never_pass_a_queued_jobs_cap(tmp_path: Path) -> None:

@@ -324,7 +324,8 @@ def mark_fetched(cur: Cursor, job_id: str, host: str, epoch: int) -> bool:
 
 def report(cur: Cursor, job: Job, host: str, epoch: int, attempt: int) -> bool:
     """Write the state of a team job this host runs; False: the host is fenced (or the job is
-    no longer its own), and nothing was written."""
+    no longer its own), and nothing was written. A job's end reported again (its record changed
+    again while the first report was on its way) is already written: True."""
     args = {"host": host, "epoch": epoch, "id": job.id, "attempt": attempt}
     args.update(
         state=job.state.value,
@@ -351,7 +352,7 @@ def report(cur: Cursor, job: Job, host: str, epoch: int, attempt: int) -> bool:
     )
     row = cur.fetchone()
     if row is None:
-        return False
+        return _ended_already(cur, args)
     user, team, gpus = row
     if gpus and job.started_at:
         cur.execute(
@@ -361,3 +362,16 @@ def report(cur: Cursor, job: Job, host: str, epoch: int, attempt: int) -> bool:
         )
     cur.execute("SELECT pg_notify(%s, 'finished')", (CHANNEL,))
     return True
+
+
+def _ended_already(cur: Cursor, args: dict[str, Any]) -> bool:
+    """Whether this attempt's end, as reported, is the team's record already, written by this
+    host at its current epoch."""
+    cur.execute(
+        "SELECT EXISTS (SELECT 1 FROM team_jobs j WHERE j.id = %(id)s "
+        "AND j.attempt = %(attempt)s AND j.state = %(state)s "
+        f"AND EXISTS (SELECT 1 {_FENCE}))",
+        args,
+    )
+    row = cur.fetchone()
+    return bool(row and row[0])
