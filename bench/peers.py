@@ -6,9 +6,9 @@
 
 Every round runs each figure for every system in turn (hatrain, Slurm, Ray; the first of them
 changes from round to round), so that a slow moment of this machine falls on all of them. A
-round's figure for the start and cancel rows is the median of --samples tries; the table shows
-the median of the rounds and their range, and each hatrain figure as a ratio to the best peer
-(above 1: hatrain ahead).
+round's figure for the start, burst and cancel rows is the median of --samples tries; the table
+shows the median of the rounds and their range, and each hatrain figure as a ratio to the best
+peer (above 1: hatrain ahead).
 
 The job is the same under every system (bench/contenders/kit.py): a shell script that records
 when it started, holds until cancelled (its pid in a file), or prints numbered, timestamped lines.
@@ -146,7 +146,7 @@ def run_rounds(contenders: list[Contender], args: argparse.Namespace) -> Results
         shift = round_ % len(contenders)
         order = contenders[shift:] + contenders[:shift]
         for group in groups:
-            for _ in range(args.samples if group in ("start", "cancel") else 1):
+            for _ in range(args.samples if group in ("start", "burst", "cancel") else 1):
                 for contender in order:
                     name = "/".join(contender.columns)
                     progress(f"round {round_ + 1}/{args.rounds}: {group}: {name}")
@@ -233,7 +233,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=10_000, help="the queue's size at the end")
     parser.add_argument("--first", type=int, default=1_000, help="the first step of the queue")
     parser.add_argument("--lines", type=int, default=100_000)
-    parser.add_argument("--samples", type=int, default=3, help="start and cancel tries a round")
+    parser.add_argument(
+        "--samples", type=int, default=3, help="start, burst and cancel tries a round"
+    )
     parser.add_argument("--client-sample", type=int, default=100, help="client submits a step")
     parser.add_argument("--page-samples", type=int, default=100, help="squeue runs a round")
     parser.add_argument("--only", choices=list(GROUPS), action="append")

@@ -6,10 +6,16 @@ Axolotl through this runtime is in test_end_to_end.py.
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
+from hatrain.agent.config import LocalConfig
+from hatrain.agent.objects import ObjectStore
+from hatrain.agent.runtime_local import LocalRuntime, wrapped
+from hatrain.agent.steps import ProcessHandle
+from hatrain.agent.workspace import Workspace
 from hatrain.rpc.v1 import agent_pb2 as pb
 
 from tests.support.harness import (
@@ -134,3 +140,25 @@ def test_local_steps_survive_an_agent_sigkill(
         channel.close()
     finally:
         agent.terminate()
+
+
+def test_an_exit_code_counts_once_its_line_is_whole(tmp_path: Path) -> None:
+    """The wrapper writes a step's exit code as one line, with no process of its own to make it
+    appear at once. A file without its newline (read while the write was half done, or left by a
+    wrapper killed in between) is no code: the step is then judged by its process."""
+    runtime = LocalRuntime(
+        LocalConfig(venv=tmp_path), Workspace(tmp_path / "data", ObjectStore(tmp_path / "data"))
+    )
+    exit_file = tmp_path / "train.exit"
+    step = subprocess.Popen(
+        wrapped(["/bin/sh", "-c", "exit 7"]),
+        env={"PATH": "/usr/bin:/bin", "HATRAIN_EXIT": str(exit_file)},
+    )
+    assert step.wait(timeout=30) == 0  # the wrapper itself; the step's code is in the file
+    assert exit_file.read_text() == "7\n"
+    # The wrapper is gone (no process has this pid and start time).
+    ended = ProcessHandle(step.pid, "1", str(tmp_path / "train.log"), str(exit_file))
+    assert runtime.probe(ended) == "exited"
+    assert runtime.wait(ended).code == 7
+    exit_file.write_text("7")
+    assert runtime.probe(ended) == "missing"

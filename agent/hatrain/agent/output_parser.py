@@ -251,14 +251,16 @@ class OutputParser:
         clock: Callable[[], float] = time.monotonic,
         train_total: int | None = None,
         train_position: int = 0,
-        models: tuple[str, ...] = (),
+        config_yaml: str = "",
     ) -> None:
+        """config_yaml: the job's config, read for the models it names only when a failure
+        needs them (not on every step's start)."""
         self.step = step
         self._clock = clock
         self._buffer = ""
         self.train_total = train_total
         self.train_position = train_position
-        self._models = models
+        self._config_yaml = config_yaml
         self._in_eval = False
         self._last_emit: dict[str, float] = {}
         self._pending: dict[str, Event] = {}
@@ -426,8 +428,9 @@ class OutputParser:
                 break
 
     def _name_model(self, reason: FailureReason, hint: str) -> str:
-        if reason.value not in _MODEL_FAILURES or not self._models:
+        if reason.value not in _MODEL_FAILURES:
             return hint
-        if any(name.split(": ", 1)[1] in hint for name in self._models):
+        models = models_of(self._config_yaml)
+        if not models or any(name.split(": ", 1)[1] in hint for name in models):
             return hint
-        return f"{hint} ({'; '.join(self._models)})"
+        return f"{hint} ({'; '.join(models)})"

@@ -12,7 +12,7 @@ from .disk import DiskReserve, storage_fault
 from .errors import StorageFault
 from .events import Event, EventKind, Progress
 from .jobs import Job
-from .output_parser import PREPROCESS_SUCCESS, OutputParser, models_of
+from .output_parser import PREPROCESS_SUCCESS, OutputParser
 from .runtime import STEPS, ExitStatus, Handle, LogCursor, Runtime, RuntimeFailure
 from .start_gate import StartGate
 from .states import FailureReason, JobState, StopReason
@@ -287,7 +287,7 @@ class JobRunner:
             step,
             train_total=record.train_total,
             train_position=record.train_position,
-            models=models_of(job.spec.config_yaml),
+            config_yaml=job.spec.config_yaml,
         )
         chunks: queue.Queue[tuple[str, LogCursor] | object] = queue.Queue(maxsize=10_000)
 

@@ -65,13 +65,12 @@ _POLL_SECONDS = 0.02
 _KILLED_SECONDS = 10.0
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 # Runs the step (its arguments: setpriv, then the secret shim, so secrets live only in the step's
-# environment), then records its exit code atomically. Stopping signals the whole process group:
-# the wrapper traps them (a trap, unlike an ignored signal, is not inherited by the command it
-# runs), outlives the step, and records how it ended.
-_WRAPPER = (
-    'trap : TERM INT; "$@"; code=$?; echo "$code" > "$HATRAIN_EXIT.tmp" && '
-    'mv "$HATRAIN_EXIT.tmp" "$HATRAIN_EXIT"'
-)
+# environment), then records its exit code: one write of "CODE\n" by the shell itself, no process
+# more (a step's start is mostly the cost of its processes). A file without its newline is not
+# read as a code: a read that met the write half done, or a wrapper killed in between. Stopping
+# signals the whole process group: the wrapper traps them (a trap, unlike an ignored signal, is
+# not inherited by the command it runs), outlives the step, and records how it ended.
+_WRAPPER = 'trap : TERM INT; "$@"; echo "$?" > "$HATRAIN_EXIT"'
 
 
 def wrapped(argv: list[str]) -> list[str]:
@@ -243,7 +242,8 @@ class LocalRuntime:
 
     def _exit_code(self, handle: ProcessHandle) -> int | None:
         try:
-            return int(Path(handle.exit).read_text().strip())
+            text = Path(handle.exit).read_text()
+            return int(text) if text.endswith("\n") else None
         except (OSError, ValueError):
             return None
 
@@ -318,10 +318,9 @@ class LocalRuntime:
                     os.killpg(pid, signal.SIGKILL)
                     end.wait(_KILLED_SECONDS)
         self._reap(process)
-        exit_path = Path(process.exit)
         with self._recorded:
-            if not exit_path.exists():
-                exit_path.write_text(f"{128 + signum}\n")
+            if self._exit_code(process) is None:
+                Path(process.exit).write_text(f"{128 + signum}\n")
             self._recorded.notify_all()
 
     def remove(self, handle: Handle) -> None:
