@@ -1,6 +1,6 @@
 """Measure the agent against its targets and against peers run on this machine in the same run.
 
-    python bench/run_all.py [--jobs 10000] [--lines 100000] [--rate 50000] [--runs 3]
+    python bench/run_all.py [--jobs 10000] [--lines 100000] [--rate 50000] [--runs 7]
                             [--only queue|stream|memory]
 
 1. submit throughput into a queue of N jobs      peer: gRPC round trips that do nothing
@@ -233,6 +233,13 @@ def agent_watch(config: dict[str, Any], image: str, rate: float) -> Stream:
     return stream
 
 
+def paired(ours: list[Stream], peers: list[Stream]) -> str:
+    """The median and range of each round's rate ratio: the rounds run back to back, so a slow
+    moment of the shared machine falls on both sides of a ratio, not on one side's median."""
+    ratios = sorted(o.rate() / p.rate() for o, p in zip(ours, peers, strict=True))
+    return f"{ratios[len(ratios) // 2]:.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})"
+
+
 def bench_stream(image: str, bindir: Path, lines: int, rate: float, runs: int) -> list[str]:
     def summary(streams: list[Stream]) -> str:
         for stream in streams:
@@ -246,6 +253,7 @@ def bench_stream(image: str, bindir: Path, lines: int, rate: float, runs: int) -
         )
 
     results = [f"stream {lines:,} log lines to a watcher, median (range) of {runs} runs:"]
+    dockerd = pid_of("dockerd")
     with tempfile.TemporaryDirectory() as tmp:
         # The agent as its own process, as deployed: the watcher does not share its GIL.
         config = agent_config(Path(tmp), image, bindir)
@@ -258,23 +266,53 @@ def bench_stream(image: str, bindir: Path, lines: int, rate: float, runs: int) -
             agent_runs: list[Stream] = []
             attach: list[Stream] = []
             follow: list[Stream] = []
+            # CPU a line: the agent's, and the engine's under each (what the two cores share).
+            agent_cpu: list[float] = []
+            engine_cpu: dict[str, list[float]] = {"agent": [], "attach": []}
             for _ in range(runs):
+                before = cpu_seconds(agent.pid), cpu_seconds(dockerd)
                 agent_runs.append(agent_watch(config, image, paced))
+                agent_cpu.append(cpu_seconds(agent.pid) - before[0])
+                engine_cpu["agent"].append(cpu_seconds(dockerd) - before[1])
+                before = cpu_seconds(agent.pid), cpu_seconds(dockerd)
                 attach.append(peer_attach(image, bindir, lines, paced))
+                engine_cpu["attach"].append(cpu_seconds(dockerd) - before[1])
                 follow.append(peer_logs(image, bindir, lines, paced))
-            median = [
-                sorted(s.rate() for s in group)[runs // 2] for group in (agent_runs, attach, follow)
-            ]
+
+            def per_line(seconds: list[float]) -> str:
+                return f"{1e6 * sorted(seconds)[len(seconds) // 2] / lines:.2f} µs"
+
             results += [
                 f"  {label}: agent {summary(agent_runs)}",
                 f"    peer `docker attach`: {summary(attach)}",
                 f"    peer `docker logs -f`: {summary(follow)}",
-                f"    agent's median rate as a ratio: to `docker attach` "
-                f"{median[0] / median[1]:.2f}, to `docker logs -f` {median[0] / median[2]:.2f}",
+                f"    agent's rate as a ratio to the peer's of the same round, median (range): "
+                f"to `docker attach` {paired(agent_runs, attach)}, "
+                f"to `docker logs -f` {paired(agent_runs, follow)}",
+                f"    CPU a line, median: the agent {per_line(agent_cpu)} (dockerd beside it "
+                f"{per_line(engine_cpu['agent'])}); dockerd under `docker attach` "
+                f"{per_line(engine_cpu['attach'])}",
             ]
         agent.terminate()
         agent.wait()
     return results
+
+
+def cpu_seconds(pid: int) -> float:
+    """The process's CPU time so far, user and system, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pid_of(command: str) -> int:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == command:
+                    return int(entry.name)
+            except OSError:
+                continue
+    raise RuntimeError(f"no {command} process running")
 
 
 def rss_mb(pid: int) -> float:
@@ -335,7 +373,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--lines", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=50_000, help="the paced stream's lines/s")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--only", choices=["queue", "stream", "memory"], action="append")
     args = parser.parse_args()
     only = set(args.only or ["queue", "stream", "memory"])
