@@ -58,11 +58,11 @@ def test_a_burst_that_fits_starts_entirely(host: FastHost) -> None:
         host.ended(job.id)
 
 
-def test_a_job_placed_with_others_puts_off_its_next_step_while_one_of_them_is_starting(
+def test_jobs_placed_together_launch_together_and_before_any_next_step(
     host: FastHost, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Three jobs placed by one pass, one held in its image pull: the first steps of the others
-    end at once, but their second steps start only after the held job's first (starts before
+    """Three jobs placed by one pass, one held in its image pull: the other two, ready, launch
+    only once it is ready too, and their second steps start only after its first (starts before
     bookkeeping). (The gate's bound is raised here so that the order does not depend on how soon
     this test releases the pull; the next test holds to the real bound.)"""
     monkeypatch.setattr(start_gate, "_LONGEST_WAIT_SECONDS", 30.0)
@@ -70,11 +70,12 @@ def test_a_job_placed_with_others_puts_off_its_next_step_while_one_of_them_is_st
     quick = [host.submit("job.yml") for _ in range(2)]
     pulling = host.submit("pulling.yml")
     host.agent(Policy(max_cpu_jobs=4))
-    for job in quick:
-        host.runtime.container(job.id, "preprocess")
+    host.until(lambda: {j.id for j in quick} <= set(host.runtime.ready), "the quick jobs ready")
+    assert host.runtime.containers() == []  # ready, and waiting for the held one
     host.runtime.release_prepare()
     first = host.runtime.container(pulling.id, "preprocess").handle.container
     for job in quick:
+        host.runtime.container(job.id, "preprocess")
         assert host.runtime.container(job.id, "train").handle.container > first
         assert host.ended(job.id).state == JobState.SUCCEEDED
     assert host.ended(pulling.id).state == JobState.SUCCEEDED

@@ -46,11 +46,20 @@ class RunControl:
     stop_reason: StopReason | None = None
     handle: Handle | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Called once, when the job's first step is ready to launch (or its runner ends before).
+    on_prepared: Callable[[], None] | None = None
     # Called once, when the job's first process has started (or its runner ends without one).
     on_started: Callable[[], None] | None = None
     # Placed just now: none of its steps can have started before (no restart in between), so
     # there is nothing of it for the runtime to find.
     fresh: bool = False
+
+    def prepared(self) -> bool:
+        """Report the job ready to launch; whether this call was the one that did."""
+        call, self.on_prepared = self.on_prepared, None
+        if call is not None:
+            call()
+        return call is not None
 
     def started(self) -> None:
         call, self.on_started = self.on_started, None
@@ -126,6 +135,7 @@ class JobRunner:
             try:
                 verdict = self._run(job, control, handles)
             finally:
+                control.prepared()
                 control.started()
         except RuntimeFailure as failure:
             # A step that was asked to stop may vanish on the way (killed, removed): it ends
@@ -225,7 +235,9 @@ class JobRunner:
                     # (found again after a restart) is stopped below and its end collected.
                     if stopped := self._stopped(control, None):
                         return stopped
-                    handle = self.runtime.start(job, step, dirs)
+                    handle = self.runtime.start(
+                        job, step, dirs, before_launch=lambda: self._launch_together(control)
+                    )
                     control.started()
                 if record.handle is None:
                     # The step's state and its handle are written once it runs, in one
@@ -263,6 +275,12 @@ class JobRunner:
                     0,
                 )
         return Verdict(JobState.SUCCEEDED, exit_code=0)
+
+    def _launch_together(self, control: RunControl) -> None:
+        """The step is ready to launch: a job placed with others waits for theirs to be ready
+        too, so that they start together (start_gate.py says why)."""
+        if control.prepared():
+            self.gate.wait_for_preparations()
 
     def _pull_progress(self, job_id: str) -> Callable[[Progress], None]:
         last = [0.0]

@@ -209,7 +209,13 @@ class DockerRuntime:
         ]
         return mounts
 
-    def start(self, job: Job, step: str, dirs: JobDirs) -> Handle:
+    def start(
+        self,
+        job: Job,
+        step: str,
+        dirs: JobDirs,
+        before_launch: Callable[[], None] = lambda: None,
+    ) -> Handle:
         name = f"hatrain-{job.id}-{step}"
         kwargs: dict[str, Any] = {}
         if job.gpu_uuids:
@@ -261,6 +267,7 @@ class DockerRuntime:
                 self._remove_unstarted(name)
                 container = create()
             self._attach(container.id)
+            before_launch()
             self._engine_call(container.start)
         except docker.errors.APIError as exc:
             reason = FailureReason.RUNTIME_ERROR

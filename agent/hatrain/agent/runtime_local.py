@@ -182,7 +182,13 @@ class LocalRuntime:
     def _step_dir(self, job_id: str) -> Path:
         return self.workspace.root / "jobs" / job_id / "local"
 
-    def start(self, job: Job, step: str, dirs: JobDirs) -> Handle:
+    def start(
+        self,
+        job: Job,
+        step: str,
+        dirs: JobDirs,
+        before_launch: Callable[[], None] = lambda: None,
+    ) -> Handle:
         work = self._step_dir(job.id)
         work.mkdir(parents=True, exist_ok=True)
         mapping = dirs.container_to_host()
@@ -206,6 +212,7 @@ class LocalRuntime:
             "HATRAIN_EXIT": str(exit_path),
         }
         with log_path.open("ab") as log:
+            before_launch()
             proc = subprocess.Popen(
                 wrapped(
                     [

@@ -253,10 +253,12 @@ class Supervisor:
 
     def _spawn(self, job: Job, *, placed: bool = False) -> None:
         """Run the job's runner. placed: the job starts now (not found again after a restart):
-        runners of other jobs put off their steps' bookkeeping until it has started."""
+        it launches with the others placed, and runners of other jobs put off their steps'
+        bookkeeping until it has started."""
         control = RunControl(job.id, fresh=placed)
         if placed:
             self._gate.placed()
+            control.on_prepared = self._gate.prepared
             control.on_started = self._gate.started
         self._controls[job.id] = control
 
@@ -272,7 +274,8 @@ class Supervisor:
         try:
             RUNNERS.run(f"job-{job.id}", run)
         except BaseException:
-            control.started()  # no runner will: the gate must not wait for it
+            control.prepared()  # no runner will: the gate must not wait for it
+            control.started()
             self._controls.pop(job.id, None)
             self._runners.discard(job.id)
             raise
