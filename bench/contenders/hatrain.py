@@ -25,11 +25,12 @@ from hatrain.rpc.v1 import agent_pb2 as pb
 from hatrain.rpc.v1 import agent_pb2_grpc as pb_grpc
 
 from bench.contenders.kit import (
+    Burst,
     Cancel,
     Kit,
     Stream,
+    burst_of,
     cancel_latency,
-    gap,
     lines_of,
     percentile,
     started_at,
@@ -242,21 +243,22 @@ class Hatrain:
         agent.wait_done([job])
         return {RAW: raw, CLIENT: client}
 
-    def burst(self, size: int) -> dict[str, float]:
+    def burst(self, size: int) -> dict[str, Burst]:
         agent = self.agent
         marks = [self.kit.file("hatrain-burst") for _ in range(size)]
-        jobs = agent.submit_raw_array(
-            [{"bench_preprocess": "start", "bench_file": Kit.config_name(m)} for m in marks]
-        )
-        raw = gap(marks)
+        configs = [{"bench_preprocess": "start", "bench_file": Kit.config_name(m)} for m in marks]
+        submitted = time.time()
+        jobs = agent.submit_raw_array(configs)
+        raw = burst_of(marks, submitted)
         agent.wait_done(jobs)
         marks = [self.kit.file("hatrain-client-burst") for _ in range(size)]
         names = [
             agent.client_config({"bench_preprocess": "start", "bench_file": Kit.config_name(m)})
             for m in marks
         ]
+        submitted = time.time()
         jobs = agent.submit_client_array(names)
-        client = gap(marks)
+        client = burst_of(marks, submitted)
         agent.wait_done(jobs)
         return {RAW: raw, CLIENT: client}
 

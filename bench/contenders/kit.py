@@ -245,3 +245,17 @@ def gap(marks: list[Path]) -> float:
     gaps between them."""
     starts = sorted(started_at(m) for m in marks)
     return (starts[-1] - starts[0]) / (len(starts) - 1)
+
+
+@dataclass(frozen=True)
+class Burst:
+    """Seconds: the mean gap between the burst's starts, and from its submit call (when it was
+    made) until the last of them."""
+
+    gap: float
+    last: float
+
+
+def burst_of(marks: list[Path], submitted: float) -> Burst:
+    """The burst whose jobs write these marks, submitted at time.time() `submitted`."""
+    return Burst(gap(marks), max(started_at(m) for m in marks) - submitted)

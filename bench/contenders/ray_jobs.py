@@ -16,11 +16,12 @@ from typing import Any
 from urllib.parse import urlparse
 
 from bench.contenders.kit import (
+    Burst,
     Cancel,
     Kit,
     Stream,
+    burst_of,
     cancel_latency,
-    gap,
     lines_of,
     started_at,
     wait_until,
@@ -82,11 +83,12 @@ class Ray:
         self.wait_done([job])
         return {NAME: started}
 
-    def burst(self, size: int) -> dict[str, float]:
+    def burst(self, size: int) -> dict[str, Burst]:
         marks = [self.kit.file("ray-burst") for _ in range(size)]
+        submitted = time.time()
         with ThreadPoolExecutor(size) as pool:
             jobs = list(pool.map(lambda m: self.submit("start", str(m)), marks))
-        burst = gap(marks)
+        burst = burst_of(marks, submitted)
         self.wait_done(jobs)
         return {NAME: burst}
 

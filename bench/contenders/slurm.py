@@ -15,11 +15,12 @@ import time
 from pathlib import Path
 
 from bench.contenders.kit import (
+    Burst,
     Cancel,
     Kit,
     Stream,
+    burst_of,
     cancel_latency,
-    gap,
     percentile,
     started_at,
     submit_rate,
@@ -102,12 +103,13 @@ class Slurm:
         self.wait_done(job)
         return {NAME: started}
 
-    def burst(self, size: int) -> dict[str, float]:
+    def burst(self, size: int) -> dict[str, Burst]:
         prefix = self.kit.file("slurm-burst")
+        submitted = time.time()
         job = self.sbatch(
             f"--array=0-{size - 1}", f"--wrap=sh {self.kit.job} start {prefix}.$SLURM_ARRAY_TASK_ID"
         )
-        burst = gap([Path(f"{prefix}.{i}") for i in range(size)])
+        burst = burst_of([Path(f"{prefix}.{i}") for i in range(size)], submitted)
         wait_until(lambda: self.ended(job), "the burst's job array to end")
         return {NAME: burst}
 
