@@ -6,7 +6,7 @@ filesystem, and the launch itself (a spawn, a container's start). Jobs placed in
 side by side; if each launched as soon as it was ready, the first ones' processes would take the
 CPU from the preparation of the others, and the burst would start one by one over the whole of
 it. A job ready to launch therefore waits, briefly, until every job placed is ready too, and
-they launch together; the last of them starts no later than it did one by one.
+they launch together: the first starts later than it would alone, the last a little sooner.
 
 Likewise a runner spends several milliseconds on a step that has ended (its last output stored,
 its end recorded, the next step started). In a burst, the first ones end while the last are
