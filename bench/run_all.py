@@ -266,17 +266,19 @@ def bench_stream(image: str, bindir: Path, lines: int, rate: float, runs: int) -
             agent_runs: list[Stream] = []
             attach: list[Stream] = []
             follow: list[Stream] = []
-            # CPU a line: the agent's, and the engine's under each (what the two cores share).
+            # CPU a line: the agent's, and dockerd's beside it and under attach (what the two
+            # cores share).
             agent_cpu: list[float] = []
-            engine_cpu: dict[str, list[float]] = {"agent": [], "attach": []}
+            dockerd_beside: list[float] = []
+            dockerd_attach: list[float] = []
             for _ in range(runs):
-                before = cpu_seconds(agent.pid), cpu_seconds(dockerd)
+                agent_before, dockerd_before = cpu_seconds(agent.pid), cpu_seconds(dockerd)
                 agent_runs.append(agent_watch(config, image, paced))
-                agent_cpu.append(cpu_seconds(agent.pid) - before[0])
-                engine_cpu["agent"].append(cpu_seconds(dockerd) - before[1])
-                before = cpu_seconds(agent.pid), cpu_seconds(dockerd)
+                agent_cpu.append(cpu_seconds(agent.pid) - agent_before)
+                dockerd_beside.append(cpu_seconds(dockerd) - dockerd_before)
+                dockerd_before = cpu_seconds(dockerd)
                 attach.append(peer_attach(image, bindir, lines, paced))
-                engine_cpu["attach"].append(cpu_seconds(dockerd) - before[1])
+                dockerd_attach.append(cpu_seconds(dockerd) - dockerd_before)
                 follow.append(peer_logs(image, bindir, lines, paced))
 
             def per_line(seconds: list[float]) -> str:
@@ -290,8 +292,8 @@ def bench_stream(image: str, bindir: Path, lines: int, rate: float, runs: int) -
                 f"to `docker attach` {paired(agent_runs, attach)}, "
                 f"to `docker logs -f` {paired(agent_runs, follow)}",
                 f"    CPU a line, median: the agent {per_line(agent_cpu)} (dockerd beside it "
-                f"{per_line(engine_cpu['agent'])}); dockerd under `docker attach` "
-                f"{per_line(engine_cpu['attach'])}",
+                f"{per_line(dockerd_beside)}); dockerd under `docker attach` "
+                f"{per_line(dockerd_attach)}",
             ]
         agent.terminate()
         agent.wait()

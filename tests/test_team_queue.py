@@ -19,16 +19,16 @@ import grpc
 import pytest
 from hatrain.agent.config import SchedulerConfig
 from hatrain.agent.errors import ResourceExhausted
-from hatrain.agent.jobs import Job, JobSpec
+from hatrain.agent.jobs import JobSpec
 from hatrain.agent.objects import ObjectStore
 from hatrain.agent.scheduler import GpuSlot, Policy
-from hatrain.agent.states import JobState
 from hatrain.agent.team import hosts, placement, queue
 from hatrain.agent.team.db import TeamDb
 from hatrain.agent.team.front import TeamFront
 from hatrain.agent.team.schema import migrate
 from hatrain.rpc.v1 import agent_pb2 as pb
 
+from tests.support.claim_race import succeeded
 from tests.support.harness import all_events, poll, spec
 from tests.support.postgres import Cluster, cluster
 from tests.support.team import A100, H200, Team, held
@@ -254,17 +254,7 @@ def test_a_jobs_end_reported_twice_is_not_taken_for_a_fence(tmp_path: Path) -> N
         )
         db.run(placement.TeamPlanner(Policy(), down_after_seconds=3600).run)
         (claimed,) = db.run(partial(placement.claim, host="gpu9", epoch=epoch))
-        now = time.time()
-        done = Job(
-            id=claimed.id,
-            spec=claimed.spec,
-            user=claimed.user,
-            state=JobState.SUCCEEDED,
-            created_at=claimed.created_at,
-            gpu_uuids=claimed.gpu_uuids,
-            started_at=now,
-            finished_at=now,
-        )
+        done = succeeded(claimed)
         report = partial(
             placement.report, job=done, host="gpu9", epoch=epoch, attempt=claimed.attempt
         )

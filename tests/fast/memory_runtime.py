@@ -91,7 +91,7 @@ class InMemoryRuntime:
         self._gone: list[Container] = []  # removed, kept for the tests to look at
         self._prepare_released = threading.Event()
         self.prepared: list[str] = []
-        self.ready: list[str] = []  # jobs whose step was ready to launch (before_launch called)
+        self.ready: list[str] = []  # jobs whose step was ready to launch (ready() called)
         self.removed: list[str] = []
 
     # -- what tests use ---------------------------------------------------------------------
@@ -173,18 +173,12 @@ class InMemoryRuntime:
         if script.prepare_failure is not None:
             raise script.prepare_failure
 
-    def start(
-        self,
-        job: Job,
-        step: str,
-        dirs: JobDirs,
-        before_launch: Callable[[], None] = lambda: None,
-    ) -> Handle:
+    def start(self, job: Job, step: str, dirs: JobDirs, ready: Callable[[], None]) -> Handle:
         failure = self._script(job).of(step).start_failure
         if failure is not None:
             raise failure
         self.ready.append(job.id)
-        before_launch()
+        ready()
         return self._create(job, step)
 
     def _create(self, job: Job, step: str) -> ContainerHandle:

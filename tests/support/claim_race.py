@@ -19,6 +19,21 @@ from hatrain.agent.team import hosts, placement
 from hatrain.agent.team.db import Cursor, TeamDb
 
 
+def succeeded(claimed: placement.Claimed) -> Job:
+    """The claimed job as its host reports it once it has run and succeeded, just now."""
+    now = time.time()
+    return Job(
+        id=claimed.id,
+        spec=claimed.spec,
+        user=claimed.user,
+        state=JobState.SUCCEEDED,
+        created_at=claimed.created_at,
+        gpu_uuids=claimed.gpu_uuids,
+        started_at=now,
+        finished_at=now,
+    )
+
+
 def _left(cur: Cursor) -> int:
     cur.execute("SELECT count(*) FROM team_jobs WHERE state IN ('queued', 'placed', 'running')")
     row = cur.fetchone()
@@ -38,17 +53,7 @@ def main(conninfo: str, host: str, gpus: int, out: Path) -> None:
         mine = db.run(partial(placement.claim, host=host, epoch=epoch))
         for job in mine:
             claimed.append(job.id)
-            now = time.time()
-            done = Job(
-                id=job.id,
-                spec=job.spec,
-                user=job.user,
-                state=JobState.SUCCEEDED,
-                created_at=job.created_at,
-                gpu_uuids=job.gpu_uuids,
-                started_at=now,
-                finished_at=now,
-            )
+            done = succeeded(job)
             db.run(partial(placement.report, job=done, host=host, epoch=epoch, attempt=job.attempt))
         db.run(partial(hosts.heartbeat, name=host, epoch=epoch, local_running=[]))
         if not mine and db.run(_left) == 0:

@@ -236,7 +236,7 @@ class JobRunner:
                     if stopped := self._stopped(control, None):
                         return stopped
                     handle = self.runtime.start(
-                        job, step, dirs, before_launch=lambda: self._launch_together(control)
+                        job, step, dirs, ready=lambda: self._launch_together(control)
                     )
                     control.started()
                 if record.handle is None:

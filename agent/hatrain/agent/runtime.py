@@ -112,16 +112,10 @@ class Runtime(Protocol):
     def prepare(self, job: Job, progress: Callable[[Progress], None]) -> None:
         """Make sure the job can start (e.g. pull its image); raises RuntimeFailure."""
 
-    def start(
-        self,
-        job: Job,
-        step: str,
-        dirs: JobDirs,
-        before_launch: Callable[[], None] = lambda: None,
-    ) -> Handle:
+    def start(self, job: Job, step: str, dirs: JobDirs, ready: Callable[[], None]) -> Handle:
         """Start the step; returns what find() and the other calls need to reach it again.
-        before_launch: called once the step is ready, just before its process or container is
-        launched (it may wait)."""
+        ready(): called once the step is ready to launch, just before its process or container
+        is launched (it may wait)."""
 
     def find(self, job: Job, step: str) -> Handle | None:
         """The step's process or container, after an agent restart."""

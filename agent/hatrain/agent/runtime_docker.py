@@ -209,13 +209,7 @@ class DockerRuntime:
         ]
         return mounts
 
-    def start(
-        self,
-        job: Job,
-        step: str,
-        dirs: JobDirs,
-        before_launch: Callable[[], None] = lambda: None,
-    ) -> Handle:
+    def start(self, job: Job, step: str, dirs: JobDirs, ready: Callable[[], None]) -> Handle:
         name = f"hatrain-{job.id}-{step}"
         kwargs: dict[str, Any] = {}
         if job.gpu_uuids:
@@ -267,7 +261,7 @@ class DockerRuntime:
                 self._remove_unstarted(name)
                 container = create()
             self._attach(container.id)
-            before_launch()
+            ready()
             self._engine_call(container.start)
         except docker.errors.APIError as exc:
             reason = FailureReason.RUNTIME_ERROR

@@ -182,13 +182,7 @@ class LocalRuntime:
     def _step_dir(self, job_id: str) -> Path:
         return self.workspace.root / "jobs" / job_id / "local"
 
-    def start(
-        self,
-        job: Job,
-        step: str,
-        dirs: JobDirs,
-        before_launch: Callable[[], None] = lambda: None,
-    ) -> Handle:
+    def start(self, job: Job, step: str, dirs: JobDirs, ready: Callable[[], None]) -> Handle:
         work = self._step_dir(job.id)
         work.mkdir(parents=True, exist_ok=True)
         mapping = dirs.container_to_host()
@@ -212,7 +206,7 @@ class LocalRuntime:
             "HATRAIN_EXIT": str(exit_path),
         }
         with log_path.open("ab") as log:
-            before_launch()
+            ready()
             proc = subprocess.Popen(
                 wrapped(
                     [
